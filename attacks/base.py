@@ -1,0 +1,56 @@
+"""The attack interface. Every attack takes the same inputs — what the server observed, the
+model architecture, the attacker's knowledge, a budget — and returns a Reconstruction."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from threat_models.knowledge import AttackerKnowledge
+from threat_models.observation import Observation
+
+
+@dataclass(frozen=True)
+class Budget:
+    iterations: int = 1000
+    restarts: int = 1
+
+    def __post_init__(self):
+        from harness.errors import ConfigError
+        if self.iterations < 1:
+            raise ConfigError(f"attack.iterations: must be >= 1, got {self.iterations}")
+        if self.restarts < 1:
+            raise ConfigError(f"attack.restarts: must be >= 1, got {self.restarts}")
+
+
+@dataclass
+class Reconstruction:
+    images: torch.Tensor              # (B,C,H,W) in [0,1], the chosen restart
+    labels: torch.Tensor              # (B,) labels the attack used or recovered
+    loss_trace: list[float]           # objective of the chosen restart per iteration
+    gradient_loss: float              # final matching loss of the chosen restart (no regulariser)
+    restart_losses: list[float] = field(default_factory=list)
+    extras: dict = field(default_factory=dict)
+
+
+class Attack(ABC):
+    name: str
+
+    @abstractmethod
+    def reconstruct(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
+                    budget: Budget, seed: int = 0, progress: bool = False) -> Reconstruction:
+        """Rebuild the client's batch. Runs on the device of `observation`'s tensors; `seed`
+        fixes the random initialisation."""
+
+    def describe(self) -> dict:
+        """Hyperparameters recorded with every result row."""
+        return dict(getattr(self, "config", {}).__dict__) if hasattr(self, "config") else {}
+
+
+def attack_labels(observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge) -> torch.Tensor:
+    """True labels when the attacker knows them, else inferred from the update."""
+    if knowledge.labels is not None:
+        return knowledge.labels.to(observation.shared[0].device)
+    from attacks.labels import infer_labels
+    return infer_labels(observation, model, knowledge)

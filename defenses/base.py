@@ -1,0 +1,66 @@
+"""The defense interface: how a client shapes what it shares, and what an attacker who knows
+the defense can simulate of it.
+
+Data path: the threat model computes the client's true update, `Defense.share` turns it into
+what is sent (and the public metadata the server needs, e.g. a sketch seed), and an adaptive
+attack passes each trial update through `Defense.simulate` before comparing it with what was
+observed. Defenses that act inside local training (per-example DP-SGD) return a `gradient_fn`;
+defenses that change the model (dropout) override `prepare_model`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from threat_models.functional import GradientFn
+
+
+@dataclass(frozen=True)
+class ShareContext:
+    param_names: list[str]
+    num_examples: int
+    client_id: int
+    round: int
+    seed: int  # per-round seed shared by client and server (sketch matrices, quantiser levels)
+
+
+class Defense:
+    name = "none"
+
+    def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
+        """The tensors the client sends and the metadata the server legitimately receives."""
+        return [u.detach().clone() for u in update], {}
+
+    def simulate(self, trial: list[torch.Tensor], observation) -> list[torch.Tensor]:
+        """Differentiable stand-in for `share` used inside the adaptive attack's objective:
+        maps a trial update into the space of `observation.shared`."""
+        return trial
+
+    def decode(self, shared: list[torch.Tensor], public: dict) -> list[torch.Tensor]:
+        """The server's estimate of the update from what was sent (e.g. de-sketching with Rᵀ)."""
+        return shared
+
+    def gradient_fn(self) -> GradientFn | None:
+        """Replacement for the plain mini-batch gradient inside local training, or None."""
+        return None
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Model as the client trains it (e.g. with dropout switched on)."""
+        return model
+
+    def bytes_sent(self, update: list[torch.Tensor]) -> int:
+        """Upload size of one client per round, assuming float32 dense tensors unless overridden."""
+        return 4 * sum(t.numel() for t in update)
+
+    def privacy(self, steps: int, sampling_rate: float) -> dict | None:
+        """{"epsilon": ..., "delta": ...} from a standard accountant, where the defense is DP."""
+        return None
+
+    def describe(self) -> dict:
+        """Parameters recorded with every result row."""
+        return {}
+
+
+class NoDefense(Defense):
+    name = "none"

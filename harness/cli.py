@@ -1,0 +1,120 @@
+"""`fedleak` command line. User errors print one line and exit 2; nothing finished is lost."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import FedleakError
+
+PRESETS = Path(__file__).parent / "presets"
+
+# flag -> dotted config key; flags override the config file
+ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "restarts": "attack.restarts",
+                "model": "victim.model", "rounds": "victim.rounds", "dataset": "data.name", "data_root": "data.root",
+                "victims": "data.num_victims", "batch_size": "data.batch_size", "defense": "defense.name",
+                "threat_model": "threat_model.name", "knowledge": "threat_model.knowledge",
+                "device": "device", "seed": "seed", "output": "output"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FedleakError as e:
+        print(f"fedleak: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedleak: interrupted; results of finished batches are kept", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedleak", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    attack = sub.add_parser("attack", help="run one attack on one victim and write results + report")
+    attack.add_argument("--config", help="TOML run config (see harness/presets/)")
+    for flag in ATTACK_FLAGS:
+        kind = int if flag in ("iterations", "restarts", "rounds", "victims", "batch_size", "seed") else str
+        attack.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind)
+    attack.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set attack.options.tv=0.01 (value parsed as TOML)")
+    attack.add_argument("--quiet", action="store_true", help="no progress bars")
+    attack.set_defaults(func=cmd_attack)
+
+    demo = sub.add_parser("demo", help="DLG and IG against held-out victims of the embedded digits (CPU, minutes)")
+    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets")
+    lister.set_defaults(func=cmd_list)
+    return parser
+
+
+def parse_overrides(args) -> dict:
+    import tomllib
+    from harness.errors import ConfigError
+    overrides = {key: getattr(args, flag) for flag, key in ATTACK_FLAGS.items() if getattr(args, flag) is not None}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = text  # bare strings need no quotes
+    return overrides
+
+
+def cmd_attack(args) -> int:
+    from harness.config import load_config
+    from harness.runner import run_attack
+    config = load_config(args.config, parse_overrides(args))
+    result = run_attack(config, progress=not args.quiet)
+    print_summary(result)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from harness.config import load_config
+    from harness.runner import run_attack
+    from reports.run_report import write_index
+    results = []
+    for preset in ("demo-dlg", "demo-ig"):
+        config = load_config(PRESETS / f"{preset}.toml",
+                                 {"output": str(Path(args.output) / preset), "device": args.device})
+        print(f"[{preset}] {config.attack.name} on {config.victim.model} / {config.data.name}, "
+              f"{len(config.data.victim_indices())} victims", flush=True)
+        results.append(run_attack(config, progress=not args.quiet))
+        print_summary(results[-1])
+    index = write_index(results, Path(args.output))
+    print(f"report: {index}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from attacks import ATTACKS
+    from defenses import DEFENSES
+    from harness.data import DATASETS
+    from threat_models import THREAT_MODELS
+    from threat_models.knowledge import KNOWLEDGE_PRESETS
+    from threat_models.models import MODELS
+    for title, names in (("attacks", ATTACKS.names()), ("defenses", DEFENSES.names()),
+                         ("threat models", THREAT_MODELS.names()), ("knowledge presets", list(KNOWLEDGE_PRESETS)),
+                         ("models", MODELS.names()), ("datasets", DATASETS.names())):
+        print(f"{title}: {', '.join(names)}")
+    return 0
+
+
+def print_summary(result) -> None:
+    f = result.rows
+    print(f"  median PSNR {f['psnr'].median():.2f} dB, SSIM {f['ssim'].median():.3f}, LPIPS {f['lpips'].median():.3f}, "
+          f"label accuracy {f['label_correct'].mean():.0%}  ->  {result.directory / 'report.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

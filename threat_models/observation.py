@@ -1,0 +1,35 @@
+"""What an honest-but-curious server holds after a client's round: the only input of an attack
+besides the attacker's knowledge."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.errors import NumericalError
+
+
+@dataclass
+class Observation:
+    threat_model: str                  # name in THREAT_MODELS; tells an attack how updates arise
+    kind: str                          # "gradient" | "update" | "embedding"
+    shared: list[torch.Tensor]         # what arrived, one tensor per entry of param_names
+    param_names: list[str]
+    global_params: dict[str, torch.Tensor]  # weights the client started from (the server sent them)
+    buffers: dict[str, torch.Tensor]        # BN running statistics etc. of the global model
+    num_examples: int
+    client_id: int = 0
+    round: int = 0
+    public: dict = field(default_factory=dict)  # defense metadata the server legitimately sees
+
+    def __post_init__(self):
+        for name, t in zip(self.param_names, self.shared):
+            if not torch.isfinite(t).all():
+                bad = "NaN" if torch.isnan(t).any() else "Inf"
+                raise NumericalError(f"observation from client {self.client_id} has {bad} in '{name}'; refusing to attack a corrupt update")
+
+    def to(self, device) -> "Observation":
+        move = lambda d: {k: v.to(device) for k, v in d.items()}
+        return Observation(self.threat_model, self.kind, [t.to(device) for t in self.shared], list(self.param_names),
+                           move(self.global_params), move(self.buffers), self.num_examples,
+                           self.client_id, self.round, dict(self.public))

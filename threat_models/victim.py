@@ -1,0 +1,142 @@
+"""The victim: a model, the global weights of the attacked round, and the data it came from.
+
+A victim is either untrained (the attacked round is the first) or trained for R FedAvg rounds on
+the auxiliary/training split; trained checkpoints are cached by a hash of everything that made
+them, so a matrix never retrains per attack."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.func import functional_call
+
+from defenses.base import Defense, NoDefense, ShareContext
+from threat_models.functional import local_update
+from threat_models.knowledge import LocalTraining
+
+
+@dataclass(frozen=True)
+class VictimSpec:
+    model: str = "convnet"
+    options: dict = field(default_factory=dict)
+    seed: int = 0
+    rounds: int = 0            # FedAvg rounds before the attacked round; 0 = untrained
+    clients: int = 10
+    partition: str = "iid"     # "iid" | "dirichlet"
+    alpha: float = 0.5
+    local_lr: float = 0.05
+    local_epochs: int = 1
+    local_batch_size: int = 32
+
+    @property
+    def state(self) -> str:
+        return "untrained" if self.rounds == 0 else f"trained-{self.rounds}"
+
+
+@dataclass
+class Victim:
+    model: torch.nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    data: object  # harness.data.ImageData
+    spec: VictimSpec
+    accuracy: float | None = None
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor(self.data.mean, device=x.device).view(-1, 1, 1)
+        s = torch.tensor(self.data.std, device=x.device).view(-1, 1, 1)
+        return (x - m) / s
+
+    def to(self, device) -> "Victim":
+        self.model.to(device)
+        self.params = {k: v.to(device) for k, v in self.params.items()}
+        self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
+        return self
+
+    def describe(self) -> dict:
+        return {"model": self.spec.model, "model_options": dict(self.spec.options), "victim_state": self.spec.state,
+                "victim_accuracy": self.accuracy}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FEDLEAK_CACHE", Path.home() / ".cache" / "fedleak"))
+
+
+def build_victim(spec: VictimSpec, data, defense: Defense | None = None, progress: bool = False) -> Victim:
+    from threat_models.models import build_model
+    model = build_model(spec.model, data.num_classes, data.shape, seed=spec.seed, **spec.options).eval()
+    victim = Victim(model, {k: v.detach().clone() for k, v in model.named_parameters()},
+                    {k: v.detach().clone() for k, v in model.named_buffers()}, data, spec)
+    if spec.rounds > 0:
+        _train_cached(victim, defense or NoDefense(), progress)
+    return victim
+
+
+def evaluate_accuracy(victim: Victim, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:
+    images = victim.data.victim_images if images is None else images
+    labels = victim.data.victim_labels if labels is None else labels
+    victim.model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), 500):
+            logits = functional_call(victim.model, (victim.params, victim.buffers), (victim.normalise(images[start:start + 500]),))
+            correct += (logits.argmax(1) == labels[start:start + 500]).sum().item()
+    return correct / len(images)
+
+
+def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
+    blob = json.dumps({"spec": asdict(spec), "data": data.name, "n": len(data.train_images),
+                       "defense": defense.name, "defense_params": defense.describe(), "v": 1}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _train_cached(victim: Victim, defense: Defense, progress: bool) -> None:
+    path = cache_dir() / "victims" / f"{_cache_key(victim.spec, victim.data, defense)}.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        victim.params, victim.buffers, victim.accuracy = state["params"], state["buffers"], state["accuracy"]
+        return
+    federated_training(victim, defense, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy}, tmp)
+    os.replace(tmp, path)  # atomic: concurrent runs never read half a checkpoint
+
+
+def federated_training(victim: Victim, defense: Defense, progress: bool = False) -> None:
+    """R rounds of FedAvg over the training split: every client trains locally, the defense shapes
+    what it sends, the server decodes and averages (weighted by examples). BN statistics are
+    averaged too. Updates victim.params/buffers in place and records held-out accuracy."""
+    from harness.data import partition
+    from tqdm.auto import tqdm
+    spec, data = victim.spec, victim.data
+    shards = partition(data.train_labels.numpy(), spec.clients, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)
+    training = LocalTraining(lr=spec.local_lr, epochs=spec.local_epochs, batch_size=spec.local_batch_size)
+    model = defense.prepare_model(victim.model).train()
+    names = list(victim.params)
+    generator = torch.Generator().manual_seed(spec.seed)
+    for rnd in tqdm(range(spec.rounds), desc="victim FedAvg", disable=not progress):
+        total = [torch.zeros_like(victim.params[k]) for k in names]
+        buffer_sum = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in victim.buffers.items()}
+        weight = 0
+        for client, shard in enumerate(shards):
+            order = torch.as_tensor(shard)[torch.randperm(len(shard), generator=generator)]
+            x, y = victim.normalise(data.train_images[order]), data.train_labels[order]
+            buffers = {k: v.clone() for k, v in victim.buffers.items()}
+            update = local_update(model, victim.params, buffers, x, y, training, gradient_fn=defense.gradient_fn())
+            context = ShareContext(names, len(shard), client, rnd, seed=spec.seed * 100003 + rnd)
+            shared, public = defense.share(update, context)
+            decoded = defense.decode(shared, public)
+            for acc, u in zip(total, decoded):
+                acc += len(shard) * u
+            for k, v in buffers.items():
+                buffer_sum[k] += len(shard) * v.float()
+            weight += len(shard)
+        victim.params = {k: victim.params[k] + t / weight for k, t in zip(names, total)}
+        victim.buffers = {k: (buffer_sum[k] / weight).to(v.dtype) for k, v in victim.buffers.items()}
+    victim.model.eval()
+    victim.accuracy = evaluate_accuracy(victim)
