@@ -20,7 +20,7 @@ from threat_models.observation import Observation
 
 def _last_linear(observation: Observation, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """(weight-gradient, bias-gradient or None, weight name) of the classifier layer."""
-    shared = dict(zip(observation.param_names, observation.shared))
+    shared = dict(zip(observation.param_names, observation.update))
     sign = -1.0 if observation.kind == "update" else 1.0
     names = observation.param_names
     for i in range(len(names) - 1, -1, -1):

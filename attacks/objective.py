@@ -45,8 +45,9 @@ class GradientMatcher:
         self.distance = DISTANCES[distance]
         self.threat_model = THREAT_MODELS.create(observation.threat_model)
         self.params = {k: v.detach() for k, v in observation.global_params.items()}
-        self.target = [t.detach() for t in observation.shared]
         self.adaptive = knowledge.defense is not None
+        # adaptive: compare in the space of what was sent; otherwise against the server's decoding
+        self.target = [t.detach() for t in (observation.shared if self.adaptive else observation.update)]
 
     def trial_update(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         update = self.threat_model.replay(self.model, self.params, self.observation.buffers, x, y, self.knowledge)

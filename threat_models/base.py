@@ -40,7 +40,7 @@ class ThreatModel(ABC):
         shared, public = defense.share(update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
-                                  x.shape[0], client_id, round, public)
+                                  x.shape[0], client_id, round, public, defense.decode(shared, public))
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
 
     def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags) -> AttackerKnowledge:

@@ -21,9 +21,13 @@ class Observation:
     client_id: int = 0
     round: int = 0
     public: dict = field(default_factory=dict)  # defense metadata the server legitimately sees
+    decoded: list[torch.Tensor] | None = None  # the server's protocol decoding of `shared` (param-shaped)
 
     def __post_init__(self):
-        for name, t in zip(self.param_names, self.shared):
+        if self.decoded is None:
+            self.decoded = self.shared
+        names = self.param_names if len(self.shared) == len(self.param_names) else [f"shared[{i}]" for i in range(len(self.shared))]
+        for name, t in zip(names, self.shared):
             if not torch.isfinite(t).all():
                 bad = "NaN" if torch.isnan(t).any() else "Inf"
                 raise NumericalError(f"observation from client {self.client_id} has {bad} in '{name}'; refusing to attack a corrupt update")
@@ -32,4 +36,9 @@ class Observation:
         move = lambda d: {k: v.to(device) for k, v in d.items()}
         return Observation(self.threat_model, self.kind, [t.to(device) for t in self.shared], list(self.param_names),
                            move(self.global_params), move(self.buffers), self.num_examples,
-                           self.client_id, self.round, dict(self.public))
+                           self.client_id, self.round, dict(self.public), [t.to(device) for t in self.decoded])
+
+    @property
+    def update(self) -> list[torch.Tensor]:
+        """Param-shaped update as the server reads it (what a defense-unaware attack matches)."""
+        return self.decoded
