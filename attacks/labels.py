@@ -77,7 +77,11 @@ def _probe(observation, model, knowledge, weight_name, probes):
     module_name = weight_name.rsplit(".", 1)[0]
     layer = dict(model.named_modules())[module_name]
     captured = {}
-    hook = layer.register_forward_hook(lambda m, inp, out: captured.setdefault("h", inp[0].detach()))
+
+    def keep_input(module, inputs, output):  # returns None: a hook's return value would replace the output
+        captured["h"] = inputs[0].detach()
+
+    hook = layer.register_forward_hook(keep_input)
     try:
         with torch.no_grad():
             logits = functional_call(model.eval(), (observation.global_params, observation.buffers), (x,))

@@ -1,0 +1,28 @@
+import os
+import tempfile
+
+# Hermetic cache: trained victims and utility results of a test session never leak into ~/.cache.
+os.environ.setdefault("FEDLEAK_CACHE", tempfile.mkdtemp(prefix="fedleak-test-cache-"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from harness.data import load_dataset
+    return load_dataset("digits")
+
+
+@pytest.fixture
+def lenet_victim(digits):
+    from threat_models.victim import VictimSpec, build_victim
+    return build_victim(VictimSpec(model="lenet"), digits)
+
+
+@pytest.fixture
+def convnet_victim(digits):
+    from threat_models.victim import VictimSpec, build_victim
+    return build_victim(VictimSpec(model="convnet", options={"width": 8}), digits)

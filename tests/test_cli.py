@@ -1,0 +1,94 @@
+"""Every bad input: one clear line on stderr, exit code != 0, no traceback; finished rows kept."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+
+FAST = ["--iterations", "2", "--victims", "1", "--quiet"]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attack", "nope"], "unknown attack 'nope'"),
+    (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--dataset", "imagenet21k"], "unknown dataset 'imagenet21k'"),
+    (["--defense", "magic"], "unknown defense 'magic'"),
+    (["--threat-model", "fedprox"], "unknown threat model 'fedprox'"),
+    (["--knowledge", "omniscient"], "unknown preset 'omniscient'"),
+    (["--dataset", "cifar10"], "cifar10"),
+    (["--model", "vit", "--set", "victim.options.patch_size=5"], "vit"),
+    (["--set", "attack.options.tv=-"], "attack"),
+])
+def test_bad_inputs_are_one_line(capsys, tmp_path, args, message):
+    code, err = run_cli(capsys, "attack", "--output", str(tmp_path / "out"), *FAST, *args)
+    assert code == 2
+    assert err.startswith("fedleak: error:") and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_malformed_toml(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[attack\nname=")
+    code, err = run_cli(capsys, "attack", "--config", str(bad), *FAST)
+    assert code == 2 and "malformed TOML" in err and len(err.splitlines()) == 1
+
+
+def test_nan_gradient_is_refused_and_finished_rows_survive(capsys, tmp_path, monkeypatch):
+    """A client whose update turns NaN (here: the second batch) stops the run with one line;
+    the first batch's row is already on disk."""
+    from defenses import DEFENSES, Defense
+
+    class PoisonSecondClient(Defense):
+        name = "poison-test"
+
+        def share(self, update, context):
+            if context.client_id == 1:
+                update = [u * float("nan") for u in update]
+            return update, {}
+
+    monkeypatch.setitem(DEFENSES._items, "poison-test", PoisonSecondClient)
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, "attack", "--output", str(out), "--defense", "poison-test",
+                        "--iterations", "2", "--victims", "2", "--quiet")
+    assert code == 2 and "NaN" in err and len(err.splitlines()) == 1
+    rows = pd.read_csv(out / "results.csv")
+    assert rows["image_index"].tolist() == [0]
+
+
+def test_unwritable_output(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, err = run_cli(capsys, "attack", "--output", str(blocker / "sub"), *FAST)
+    assert code == 2 and "cannot write" in err
+
+
+def test_out_of_range_victim_keeps_earlier_rows(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, "attack", "--output", str(out), "--iterations", "2", "--quiet",
+                        "--set", "data.victims=[0, 99999]")
+    assert code == 2 and "99999" in err
+    assert pd.read_csv(out / "results.csv")["image_index"].tolist() == [0]
+
+
+def test_attack_writes_rows_grid_and_report(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "attack", "--attack", "ig", "--model", "convnet",
+                           "--set", "victim.options.width=8", "--iterations", "3", "--victims", "2", "--quiet",
+                           "--output", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_parquet(out / "results.parquet")
+    assert len(rows) == 2
+    for column in ("psnr", "ssim", "lpips", "label_correct", "config_hash", "seed", "versions", "device",
+                   "wall_time_s", "knowledge", "victim_state"):
+        assert column in rows.columns
+    assert (out / "grid.png").stat().st_size > 1000
+    assert "median" in (out / "report.md").read_text()
+    assert "Traceback" not in done.stderr

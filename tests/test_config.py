@@ -1,0 +1,61 @@
+import pytest
+
+from harness.config import RunConfig, config_from_dict, load_config
+from harness.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_presets_load_and_are_typed():
+    from harness.cli import PRESETS
+    for preset in PRESETS.glob("demo-*.toml"):
+        config = load_config(preset)
+        assert isinstance(config, RunConfig)
+        assert isinstance(config.attack.iterations, int)
+
+
+def test_toml_values_reach_the_dataclasses(tmp_path):
+    config = load_config(write(tmp_path, '[attack]\nname = "dlg"\niterations = 7\n[victim]\nmodel = "lenet"\nrounds = 2\n'
+                                         '[threat_model]\nname = "fedavg"\nlr = 1\nlocal_batch_size = 2\n'))
+    assert (config.attack.name, config.attack.iterations) == ("dlg", 7)
+    assert (config.victim.model, config.victim.rounds, config.victim.state) == ("lenet", 2, "trained-2")
+    assert config.threat_model.lr == 1.0 and isinstance(config.threat_model.lr, float)
+    assert config.threat_model.local_batch_size == 2
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[attack]\nnmae = "ig"\n', "attack.nmae"),
+    ('[attack]\niterations = "many"\n', "attack.iterations"),
+    ('[data]\nvictims = [1, "two"]\n', "data.victims[1]"),
+    ('[victim]\nrounds = true\n', "victim.rounds"),
+    ('attack = 3\n', "attack"),
+    ('[data]\nnum_victims = 3\nbatch_size = 2\n', "data"),
+    ('device = "tpu"\n', "device"),
+])
+def test_bad_values_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert str(err.value).startswith(key), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="malformed TOML"):
+        load_config(write(tmp_path, "[attack\nname = 'ig'"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_overrides_reach_nested_tables():
+    config = config_from_dict({"attack": {"options": {"tv": 0.1}}}, {"attack.options.lr": 0.5, "seed": 3})
+    assert config.attack.options == {"tv": 0.1, "lr": 0.5} and config.seed == 3
+
+
+def test_digest_ignores_output_but_not_seed():
+    a = config_from_dict({}, {"output": "x"})
+    assert a.digest() == config_from_dict({}, {"output": "y"}).digest()
+    assert a.digest() != config_from_dict({}, {"seed": 1}).digest()
