@@ -2,6 +2,7 @@
 model architecture, the attacker's knowledge, a budget — and returns a Reconstruction."""
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ class Reconstruction:
 
 class Attack(ABC):
     name: str
+    config_class: type | None = None  # frozen dataclass of the attack's options, type-checked on build
 
     @abstractmethod
     def reconstruct(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
@@ -45,7 +47,8 @@ class Attack(ABC):
 
     def describe(self) -> dict:
         """Hyperparameters recorded with every result row."""
-        return dict(getattr(self, "config", {}).__dict__) if hasattr(self, "config") else {}
+        config = getattr(self, "config", None)
+        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
 
 
 def attack_labels(observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge) -> torch.Tensor:

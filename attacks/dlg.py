@@ -36,6 +36,7 @@ class DLGConfig:
 
 class DLG(Attack):
     name = "dlg"
+    config_class = DLGConfig
     joint_labels = True
 
     def __init__(self, config: DLGConfig | None = None, **options):

@@ -29,6 +29,7 @@ class IGConfig:
 
 class InvertingGradients(Attack):
     name = "ig"
+    config_class = IGConfig
 
     def __init__(self, config: IGConfig | None = None, **options):
         self.config = config or IGConfig(**options)

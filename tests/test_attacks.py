@@ -21,12 +21,16 @@ def test_registry_lists_the_foundation_attacks():
     assert {"dlg", "idlg", "ig"} <= set(ATTACKS.names())
     with pytest.raises(UnknownNameError, match="unknown attack 'dgl'; known: .*dlg"):
         build_attack("dgl")
-    with pytest.raises(ConfigError, match="unexpected keyword argument 'learning_rate'"):
+    with pytest.raises(ConfigError, match="attack.options.learning_rate: unknown key"):
         build_attack("ig", learning_rate=1)
+    with pytest.raises(ConfigError, match="attack.options.tv: expected float"):
+        build_attack("ig", tv="strong")
+    with pytest.raises(ConfigError, match="line_search"):
+        build_attack("dlg", line_search="armijo")
 
 
 def test_dlg_rebuilds_a_digit_and_its_label(lenet_victim):
-    rec, x, y = attack_once(lenet_victim, "dlg", [3], Budget(iterations=40, restarts=2))
+    rec, x, y = attack_once(lenet_victim, "dlg", [3], Budget(iterations=25, restarts=2))
     assert psnr(rec.images, x).item() > 25
     assert rec.labels.tolist() == y.tolist()
     assert rec.gradient_loss == min(rec.restart_losses)
@@ -34,7 +38,7 @@ def test_dlg_rebuilds_a_digit_and_its_label(lenet_victim):
 
 
 def test_idlg_fixes_the_inferred_label(lenet_victim):
-    rec, x, y = attack_once(lenet_victim, "idlg", [5], Budget(iterations=40))
+    rec, x, y = attack_once(lenet_victim, "idlg", [5], Budget(iterations=25))
     assert rec.labels.tolist() == y.tolist()
     assert psnr(rec.images, x).item() > 25
 
@@ -49,8 +53,8 @@ def test_ig_improves_beyond_its_random_start(convnet_victim):
 
 
 def test_fedavg_reconstructor_uses_the_known_local_schedule(lenet_victim):
-    training = LocalTraining(lr=0.5, epochs=3)
-    rec_informed, x, _ = attack_once(lenet_victim, "idlg", [2], Budget(iterations=30), threat="fedavg",
+    training = LocalTraining(lr=0.5, epochs=2)
+    rec_informed, x, _ = attack_once(lenet_victim, "idlg", [2], Budget(iterations=20), threat="fedavg",
                                      flags="informed", training=training)
     assert psnr(rec_informed.images, x).item() > 25
 
