@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The main job: DLG and IG against held-out digits, then the attack x defense matrix (ci preset).
 demo: $(STAMP)
 	$(BIN)/fedleak demo
+	$(BIN)/fedleak matrix harness/presets/matrix-ci.toml --preset ci --output runs/matrix-ci
 
 test: $(STAMP)
 	tools/install_test_deps.sh $(BIN)/python

@@ -3,16 +3,34 @@ from harness.registry import Registry
 from attacks.base import Attack, Budget, Reconstruction
 from attacks.dlg import DLG, IDLG
 from attacks.inverting_gradients import InvertingGradients
+from attacks.hyperfl_leak import HyperFLLeak
+from attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInversion
+from attacks.ggl import GGL
+from attacks.gifd import GIFD
+from attacks.dia import DropoutInversion, DropoutInversionOracle
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("dlg", DLG)
 ATTACKS.register("idlg", IDLG)
 ATTACKS.register("ig", InvertingGradients)
+ATTACKS.register("hyperfl-leak", HyperFLLeak)
+ATTACKS.register("embedding-inversion", EmbeddingInversion)
+ATTACKS.register("embedding-decoder", EmbeddingDecoder)
+ATTACKS.register("ggl", GGL)
+ATTACKS.register("gifd", GIFD)
+ATTACKS.register("dia", DropoutInversion)
+ATTACKS.register("dia-oracle", DropoutInversionOracle)
 
 
 def build_attack(name: str, **options) -> Attack:
-    from harness.config import call_with_options
-    return call_with_options(ATTACKS.get(name), options, f"attack '{name}'")
+    """An attack from its registry name and options; options of attacks that declare a
+    `config_class` are type-checked against it, and errors name `attack.options.<key>`."""
+    from harness.config import call_with_options, from_dict
+    factory = ATTACKS.get(name)
+    config_class = getattr(factory, "config_class", None)
+    if config_class is not None:
+        return factory(from_dict(config_class, options, "attack.options"))
+    return call_with_options(factory, options, f"attack '{name}'")
 
 
 __all__ = ["ATTACKS", "Attack", "Budget", "Reconstruction", "build_attack"]

@@ -10,10 +10,12 @@ defenses that change the model (dropout) override `prepare_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from threat_models.functional import GradientFn
+if TYPE_CHECKING:  # a runtime import would be circular when `defenses` is imported first
+    from threat_models.functional import GradientFn
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class ShareContext:
 
 class Defense:
     name = "none"
+    # A defense that only exists inside one protocol (HyperFL, HashVFL) names its threat model;
+    # threat_models.build_threat_model refuses any other.
+    requires_threat_model: str | None = None
 
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
         """The tensors the client sends and the metadata the server legitimately receives."""
@@ -43,6 +48,12 @@ class Defense:
 
     def gradient_fn(self) -> GradientFn | None:
         """Replacement for the plain mini-batch gradient inside local training, or None."""
+        return None
+
+    def replay_gradient_fn(self) -> GradientFn | None:
+        """The attacker's noiseless, differentiable (in x) model of `gradient_fn`, used by the
+        threat model's replay when the attacker knows the defense (e.g. per-example clipping of
+        a trial batch under DP-SGD); None when the plain gradient is the right model."""
         return None
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:

@@ -52,22 +52,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets")
     lister.set_defaults(func=cmd_list)
+
+    from attacks.generators.commands import add_prior_parser
+    add_prior_parser(sub)  # prior train, prior eval
+
+    from harness.matrix_cli import add_commands
+    add_commands(sub)  # matrix, report, evaluate-defense
+
+    from harness.flower_cli import add_command as add_flower_command
+    add_flower_command(sub)  # audit-flower (Flower itself is imported only when it runs)
     return parser
 
 
 def parse_overrides(args) -> dict:
+    overrides = {key: getattr(args, flag) for flag, key in ATTACK_FLAGS.items() if getattr(args, flag) is not None}
+    overrides.update(parse_set_items(args.set, "--set"))
+    return overrides
+
+
+def parse_set_items(items: list[str], flag: str) -> dict:
+    """KEY=VALUE strings -> {KEY: VALUE parsed as TOML}."""
     import tomllib
     from harness.errors import ConfigError
-    overrides = {key: getattr(args, flag) for flag, key in ATTACK_FLAGS.items() if getattr(args, flag) is not None}
-    for item in args.set:
+    values = {}
+    for item in items:
         key, sep, text = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         try:
-            overrides[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+            values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
-            overrides[key.strip()] = text  # bare strings need no quotes
-    return overrides
+            values[key.strip()] = text  # bare strings need no quotes
+    return values
 
 
 def cmd_attack(args) -> int:

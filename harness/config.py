@@ -41,6 +41,7 @@ class ThreatModelConfig:
     lr: float = 0.1                    # fedavg: local SGD learning rate
     epochs: int = 1                    # fedavg: local epochs
     local_batch_size: int | None = None  # fedavg: mini-batch size (None = full batch)
+    options: dict = field(default_factory=dict)  # protocol options of threat models that take them (hyperfl, vfl)
 
 
 @dataclass(frozen=True)
@@ -88,16 +89,19 @@ class RunConfig:
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Config from a TOML file (or defaults), with dotted-key overrides ('attack.options.tv')."""
-    table: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            table = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    table = read_toml(path, "config file") if path is not None else {}
     return config_from_dict(table, overrides)
+
+
+def read_toml(path: str | Path, what: str) -> dict:
+    """A TOML file as a table; a missing file or a syntax error is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: malformed TOML: {e}") from None
 
 
 def config_from_dict(table: dict, overrides: dict | None = None) -> RunConfig:

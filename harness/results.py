@@ -37,7 +37,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_rows(rows: list[dict], directory: Path) -> pd.DataFrame:
     """Write all rows so far as results.parquet and results.csv (atomically, both)."""
-    frame = pd.DataFrame(rows)
+    return write_frame(pd.DataFrame(rows), directory)
+
+
+def write_frame(frame: pd.DataFrame, directory: Path) -> pd.DataFrame:
+    frame = frame.copy()
     for column in frame.columns:  # nested provenance as JSON text keeps Parquet schemas flat
         if frame[column].map(lambda v: isinstance(v, (dict, list))).any():
             frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v)

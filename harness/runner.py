@@ -17,9 +17,8 @@ from harness.data import load_dataset
 from harness.errors import ConfigError
 from harness.metrics import match_to_ground_truth, score_images
 from harness.results import versions, write_rows
-from threat_models import THREAT_MODELS
+from threat_models import build_threat_model
 from threat_models.knowledge import LocalTraining, knowledge_flags
-from threat_models.victim import build_victim
 
 
 @dataclass
@@ -43,13 +42,13 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     out = Path(config.output)
     _check_writable(out)
     tm = config.threat_model
-    threat = THREAT_MODELS.get(tm.name)(LocalTraining(tm.lr, tm.epochs, tm.local_batch_size))
-    flags = knowledge_flags(tm.knowledge)
     defense = build_defense(config.defense.name, **config.defense.options)
+    threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), defense, **tm.options)
+    flags = knowledge_flags(tm.knowledge)
     attack = build_attack(config.attack.name, **config.attack.options)
     budget = Budget(config.attack.iterations, config.attack.restarts)
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
-    victim = build_victim(config.victim, data, progress=progress).to(device)
+    victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)
 
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
                   "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
@@ -68,9 +67,10 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
         reconstruction = attack.reconstruct(observation, victim.model, knowledge, budget,
                                             seed=config.seed * 7919 + number, progress=progress)
         wall = time.perf_counter() - started
-        order = match_to_ground_truth(reconstruction.images, x)
+        truth = threat.private_input(x)  # vertical FL: only the attacked party's columns
+        order = match_to_ground_truth(reconstruction.images, truth)
         matched = reconstruction.images[order]
-        scores = {k: v.cpu() for k, v in score_images(matched, x).items()}
+        scores = {k: v.cpu() for k, v in score_images(matched, truth).items()}
         matched_labels = reconstruction.labels[order] if len(reconstruction.labels) == len(x) else reconstruction.labels
         batch_label_acc = multiset_label_accuracy(reconstruction.labels, y)
         for i, index in enumerate(batch):
@@ -80,7 +80,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                          "ssim": float(scores["ssim"][i]), "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]),
                          "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
                          "bytes_sent": observation.public.get("bytes_sent")})
-        truths.append(x.cpu())
+        truths.append(truth.cpu())
         recons.append(matched.cpu())
         frame = write_rows(rows, out)
         torch.save({"ground_truth": torch.cat(truths), "reconstructions": torch.cat(recons)}, out / "images.pt")

@@ -7,7 +7,8 @@ os.environ.setdefault("FEDLEAK_CACHE", tempfile.mkdtemp(prefix="fedleak-test-cac
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: tiny test models gain nothing from two, and oversubscribed threads slow torch ~10×.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

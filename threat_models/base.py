@@ -43,6 +43,16 @@ class ThreatModel(ABC):
                                   x.shape[0], client_id, round, public, defense.decode(shared, public))
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
 
+    def build_victim(self, spec, data, defense: Defense, progress: bool = False):
+        """The victim as this protocol trains it (FedAvg rounds here; HyperFL and VFL differ)."""
+        from threat_models.victim import build_victim
+        return build_victim(spec, data, progress=progress)
+
+    def private_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of the victim images the attacked client holds: what a reconstruction is
+        scored against (all of it here; one party's columns in vertical FL)."""
+        return x
+
     def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags) -> AttackerKnowledge:
         data = victim.data
         return AttackerKnowledge(
@@ -54,6 +64,7 @@ class ThreatModel(ABC):
             auxiliary_images=data.train_images if flags.auxiliary_data else None,
             auxiliary_labels=data.train_labels if flags.auxiliary_data else None,
             defense=defense if flags.defense else None,
+            dropout_masks=_recorded_dropout_masks(defense) if flags.dropout_masks else None,
         )
 
     def describe(self) -> dict:
@@ -69,7 +80,8 @@ class FedSGD(ThreatModel):
         return step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y)
 
     def replay(self, model, params, buffers, x, y, knowledge):
-        return loss_gradient(model, params, buffers, x, y, create_graph=True)
+        step = _replay_step(knowledge)
+        return step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y, create_graph=True)
 
 
 class FedAvg(ThreatModel):
@@ -84,13 +96,26 @@ class FedAvg(ThreatModel):
         return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn())
 
     def replay(self, model, params, buffers, x, y, knowledge):
+        step = _replay_step(knowledge)
         if knowledge.local_training is None:
-            return [-g for g in loss_gradient(model, params, buffers, x, y, create_graph=True)]
-        return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True)
+            grads = step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y, create_graph=True)
+            return [-g for g in grads]
+        return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True, gradient_fn=step)
 
     def describe(self):
         t = self.training
         return {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size}
+
+
+def _replay_step(knowledge: AttackerKnowledge):
+    """The known defense's noiseless per-step gradient (DP-SGD's per-example clipping), or None."""
+    return knowledge.defense.replay_gradient_fn() if knowledge.defense is not None else None
+
+
+def _recorded_dropout_masks(defense: Defense) -> list[list[torch.Tensor]]:
+    """Oracle knowledge: the dropout masks of the update the client just shared (defenses/dropout.py)."""
+    from defenses.dropout import recorded_masks  # lazy: defenses import threat_models
+    return recorded_masks(defense)
 
 
 def batch_norm_statistics(model, params, buffers, x) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -14,6 +14,11 @@ has both); the presets differ in what else it knows.
 
 `defense` (the attacker knows which defense runs and its public parameters) is on by default:
 a defense is only credited when it survives the attack that knows it (Kerckhoffs).
+
+`dropout_masks` is an ORACLE flag, in no preset: the attacker gets the Bernoulli masks the
+client's dropout drew for the update it shared (`AttackerKnowledge.dropout_masks`, one list per
+client forward pass, one 0/1 tensor per dropout layer). A real server never sees them; it is the
+upper bound "WIIG" of Scheliga et al. (AAAI 2023) that `dia-oracle` measures.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ class KnowledgeFlags:
     bn_statistics: bool = False
     auxiliary_data: bool = False
     defense: bool = True
+    dropout_masks: bool = False  # oracle: the client's true dropout masks
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -103,6 +109,7 @@ class AttackerKnowledge:
     auxiliary_images: torch.Tensor | None = None
     auxiliary_labels: torch.Tensor | None = None
     defense: object | None = None  # defenses.base.Defense when flags.defense
+    dropout_masks: list[list[torch.Tensor]] | None = None  # per client forward pass, per dropout layer
 
     def box(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Bounds of valid images in the model's normalised input space, shaped (C,1,1)."""

@@ -1,0 +1,69 @@
+"""Saving and loading fedleak DCGAN priors.
+
+A checkpoint holds only tensors and plain values, so it loads with
+`torch.load(weights_only=True)` (no pickled code runs); a JSON sidecar next to it records
+the command, seed, data split and quality figures that produced it. Priors that ship with the
+package are addressed by dataset name ("digits")."""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from attacks.generators.dcgan import DCGANConfig, DCGANGenerator
+from harness.errors import ConfigError
+
+FORMAT = "fedleak-dcgan-prior/1"
+WEIGHTS = Path(__file__).resolve().parents[2] / "harness" / "weights"
+SHIPPED = {"digits": WEIGHTS / "prior_digits.pt"}
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_prior(generator: DCGANGenerator, path: str | Path, metadata: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"format": FORMAT, "config": generator.config.to_dict(), "state_dict": state}, tmp)
+    os.replace(tmp, path)
+    sidecar_path(path).write_text(json.dumps({"format": FORMAT, **metadata}, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def resolve_prior_path(spec: str | Path) -> Path:
+    if str(spec) in SHIPPED:
+        return SHIPPED[str(spec)]
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"prior '{spec}': no such file and not a shipped prior ({', '.join(SHIPPED)})")
+    return path
+
+
+def load_prior(spec: str | Path) -> DCGANGenerator:
+    """A shipped prior by dataset name, or a checkpoint written by `fedleak prior train`.
+    Frozen; shared between callers, so do not modify it."""
+    return _load(resolve_prior_path(spec))
+
+
+@lru_cache(maxsize=8)
+def _load(path: Path) -> DCGANGenerator:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: the user's input, one line
+        raise ConfigError(f"prior {path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ConfigError(f"prior {path}: not a fedleak prior checkpoint (format {FORMAT})")
+    generator = DCGANGenerator(DCGANConfig(**blob["config"]))
+    generator.load_state_dict(blob["state_dict"])
+    return generator.freeze()
+
+
+def prior_metadata(spec: str | Path) -> dict:
+    side = sidecar_path(resolve_prior_path(spec))
+    return json.loads(side.read_text()) if side.is_file() else {}

@@ -1,0 +1,119 @@
+"""What a worker does with one cell: run it in a scratch folder and hand back the files.
+
+Workers never write into the matrix's folder themselves: the run that claimed the cell stores
+what they return (harness.cell_store). That keeps the claim and the commit in one process, and
+lets a Ray worker on another machine, with no shared disk, compute cells too."""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from harness.errors import FedleakError
+from harness.plugins import load_plugins
+from harness.results import write_frame
+
+CELL_FILES = ("results.parquet", "results.csv", "images.pt", "grid.png", "report.md")
+
+
+@dataclass
+class CellOutcome:
+    key: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    error: str | None = None          # one line; set when the cell failed
+    user_error: bool = False          # a FedleakError (bad combination or input), not a crash
+    wall_time_s: float = 0.0
+    device: str = ""
+    scores: dict = field(default_factory=dict)  # medians, for the progress line
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker needs before its first cell: plugin imports and where to find them."""
+    plugins: tuple[str, ...] = ()
+    sys_paths: tuple[str, ...] = ()
+    threads: int = 1
+
+
+_READY: WorkerSetup | None = None
+_GPU: int | None = None  # this worker's GPU (local process pool with GPUs); Ray and in-process: None
+
+
+def prepare(setup: WorkerSetup) -> None:
+    """Once per worker process: one thread (workers share the cores), plugins registered."""
+    global _READY
+    if _READY == setup:
+        return
+    torch.set_num_threads(setup.threads)
+    for path in setup.sys_paths:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    load_plugins(setup.plugins)
+    _READY = setup
+
+
+def run_task(task, setup: WorkerSetup) -> CellOutcome:
+    """Run one task (a matrix cell, or a utility measurement: anything with `key` and `run(gpu)`);
+    every error comes back as data, so one bad cell never stops a matrix."""
+    started = time.perf_counter()
+    try:
+        prepare(setup)
+        files, scores, device = task.run(_GPU)
+        return CellOutcome(task.key, files, wall_time_s=time.perf_counter() - started, device=device, scores=scores)
+    except FedleakError as e:
+        return CellOutcome(task.key, error=str(e), user_error=True, wall_time_s=time.perf_counter() - started)
+    except Exception as e:  # noqa: BLE001 - a crash in one cell is reported with its cell, not raised
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return CellOutcome(task.key, error=f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})",
+                           wall_time_s=time.perf_counter() - started)
+
+
+def attack_cell(config, gpu: int | None) -> tuple[dict[str, bytes], dict, str]:
+    """run_attack in a scratch folder: (its files, median scores, the device it ran on)."""
+    from harness.runner import run_attack
+    if config.device == "auto" and gpu is not None:
+        config = replace(config, device=f"cuda:{gpu}")
+    with tempfile.TemporaryDirectory(prefix="fedleak-cell-") as scratch:
+        rows = run_attack(replace(config, output=scratch)).rows
+        _record_home(Path(scratch), config.output)
+        files = {name: (Path(scratch) / name).read_bytes() for name in CELL_FILES if (Path(scratch) / name).exists()}
+    return files, {m: float(rows[m].median()) for m in ("psnr", "ssim", "lpips")}, config.device
+
+
+def _record_home(scratch: Path, home: str) -> None:
+    """Rows record the config they ran with; make its `output` the cell's home, not the scratch
+    folder that no longer exists once the worker returns."""
+    frame = pd.read_parquet(scratch / "results.parquet")
+    frame["config"] = [json.dumps({**json.loads(c), "output": home}, sort_keys=True) for c in frame["config"]]
+    write_frame(frame, scratch)
+
+
+def worker_initializer(setup: WorkerSetup, gpus) -> None:
+    """ProcessPool initializer: take a GPU from the shared queue (one per worker) when there are any."""
+    global _GPU
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it stops the pool
+    if gpus is not None:
+        _GPU = gpus.get()
+    _die_with_parent()
+    prepare(setup)
+
+
+def _die_with_parent() -> None:
+    """A worker whose matrix run was killed (SIGKILL) stops too, instead of finishing a cell nobody
+    will store."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the pool's own shutdown handles orderly exits
+    if os.getppid() == 1:
+        os._exit(1)

@@ -1,0 +1,63 @@
+"""Run a Flower app in Flower's simulation (Ray backend) and return what its server saw.
+
+The ServerApp runs in this process (a thread of `flwr.simulation.run_simulation`) behind a
+`RecordingGrid`; each ClientApp runs in a Ray actor. Needs `flwr[simulation]`; import lazily."""
+from __future__ import annotations
+
+import logging
+import os
+
+from flwr.app import ConfigRecord, Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from threat_models.flower import PARTITION_RECORD, ClientUpdate, RecordingGrid
+
+
+class PartitionTaggedClientApp(ClientApp):
+    """The user's ClientApp, plus the partition id of the simulated node in each train reply.
+
+    Node ids are random per simulation, so this is how the auditor learns which client's ground
+    truth a reply belongs to; RecordingGrid strips the tag before the ServerApp sees the reply."""
+
+    def __init__(self, app: ClientApp):
+        super().__init__()
+        self.app = app
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        reply = self.app(message, context)
+        if message.metadata.message_type.split(".")[0] == "train" and not reply.has_error():
+            reply.content[PARTITION_RECORD] = ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
+        return reply
+
+
+def simulate(server_app: ServerApp, client_app: ClientApp, num_clients: int, cpus: int = 2,
+             quiet: bool = False) -> list[ClientUpdate]:
+    """Every train reply of the run, in arrival order."""
+    from flwr.simulation import run_simulation
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # nothing to reach offline; don't try
+    updates: list[ClientUpdate] = []
+    tapped = ServerApp()
+
+    @tapped.main()
+    def main(grid: Grid, context: Context) -> None:
+        server_app(RecordingGrid(grid, updates), context)
+
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    if quiet:
+        flwr_logger.setLevel(logging.WARNING)
+    try:
+        run_simulation(server_app=tapped, client_app=PartitionTaggedClientApp(client_app), num_supernodes=num_clients,
+                       backend_config=backend_config(cpus))
+    finally:
+        flwr_logger.setLevel(level)
+    return updates
+
+
+def backend_config(cpus: int) -> dict:
+    """One CPU per simulated client, `cpus` clients at a time, and a small object store (models
+    here are kilobytes). Flower hands Ray workers this process's sys.path as PYTHONPATH, so an
+    app importable here (the repository's `examples`, not opacus's) is importable there."""
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cpus, "include_dashboard": False, "object_store_memory": 128 * 1024 ** 2}}

@@ -1,0 +1,123 @@
+"""`fedleak matrix`, `fedleak report` and `fedleak evaluate-defense`: argument parsing and what
+they print. The work happens in harness.matrix_run, reports.matrix_report, harness.evaluate_defense."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.matrix_config import PRESETS
+
+DEFAULT_MATRIX = Path(__file__).parent / "presets" / "matrix-ci.toml"
+
+
+def add_commands(sub) -> None:
+    matrix = sub.add_parser("matrix", help="run an attack × defense matrix (resumable) and write results + report")
+    matrix.add_argument("config", help="matrix TOML, e.g. harness/presets/matrix-ci.toml")
+    matrix.add_argument("--preset", choices=PRESETS, help="budget preset (default: the config's `preset`)")
+    matrix.add_argument("--gate", action="store_true", help="exit 1 when a defended cell breaks the config's [gate]")
+    matrix.add_argument("--output", help="results folder (default runs/<config name>); rerun to resume")
+    _executor_flags(matrix)
+    matrix.set_defaults(func=cmd_matrix)
+
+    report = sub.add_parser("report", help="write report.md + report.html of a matrix's results folder")
+    report.add_argument("results", help="a matrix results folder (or its results.parquet)")
+    report.add_argument("--output", help="report folder (default RESULTS/report)")
+    report.set_defaults(func=cmd_report)
+
+    evaluate = sub.add_parser("evaluate-defense", help="every attack, non-adaptive and adaptive, against your defense "
+                                                       "class, next to no defense and the built-in defenses")
+    evaluate.add_argument("defense", metavar="MODULE:CLASS", help="import path of a defenses.base.Defense subclass")
+    evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                          help="an option of your defense's __init__ (value parsed as TOML)")
+    evaluate.add_argument("--preset", choices=PRESETS, default="ci")
+    evaluate.add_argument("--matrix", default=str(DEFAULT_MATRIX), help="the matrix your defense joins")
+    evaluate.add_argument("--attack-builtins", action="store_true",
+                          help="attack the built-in defenses too (default: only their utility is measured)")
+    evaluate.add_argument("--output", help="results folder (default runs/evaluate-<defense name>)")
+    _executor_flags(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate_defense)
+
+
+def _executor_flags(parser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--address", help="Ray cluster address (default: a private local Ray instance)")
+    parser.add_argument("--workers", type=int, help="cells at once (default: one per GPU, else per core; "
+                                                    "0 runs them in this process)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def cmd_matrix(args) -> int:
+    from harness.gate import check_gate, describe_gate, violations_table
+    from reports.document import table_text
+    from harness.matrix_run import prepare_matrix
+    matrix = prepare_matrix(args.config, args.preset)
+    if args.gate and not matrix.gate.enabled:
+        raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
+    output = Path(args.output or Path("runs") / Path(args.config).stem)
+    run = _run(matrix, output, args)
+    if run is None:
+        return 130
+    status = _print_run(run)
+    if args.gate:
+        violations = check_gate(run.results, matrix.gate)
+        if violations:
+            print(f"gate FAILED: {len({v.cell for v in violations})} defended cells break {describe_gate(matrix.gate)}:")
+            print(table_text(violations_table(violations, matrix.gate)))
+            return 1
+        print(f"gate passed: {describe_gate(matrix.gate)}")
+    return status
+
+
+def cmd_report(args) -> int:
+    from reports.matrix_report import write_matrix_report
+    markdown, page = write_matrix_report(args.results, args.output)
+    print(f"report: {markdown}\n        {page}")
+    return 0
+
+
+def cmd_evaluate_defense(args) -> int:
+    from harness.cli import parse_set_items
+    from harness.evaluate_defense import evaluation_matrix, print_verdict
+    matrix, name = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"), args.preset,
+                                     args.attack_builtins)
+    run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args)
+    if run is None:
+        return 130
+    print_verdict(run, name)
+    return _print_run(run, verdict_printed=True)
+
+
+def _run(matrix, output: Path, args):
+    """Run, then report whatever is stored; None when interrupted (what finished is kept)."""
+    from harness.matrix_run import run_matrix
+    from reports.matrix_report import write_matrix_report
+    try:
+        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"fedleak: interrupted; finished cells are stored in {output}; run the same command to resume",
+              file=sys.stderr)
+        return None
+    if len(run.results):
+        run.report = write_matrix_report(output)
+    return run
+
+
+def _print_run(run, verdict_printed: bool = False) -> int:
+    """The run's numbers; exit status 1 if a task failed. After a verdict, a FedleakError is an
+    attack that does not apply to this setting (listed with the verdict), not a failure."""
+    s = run.schedule
+    crashed = {k: o for k, o in s.failed.items() if not (verdict_printed and o.user_error)}
+    inapplicable = len(s.failed) - len(crashed)
+    print(f"matrix: {len(run.cells)} cells + {len(run.utility)} utility measurements: {len(s.computed)} computed, "
+          f"{s.reused} already stored, {len(crashed)} failed"
+          + (f", {inapplicable} not applicable" if inapplicable else "") + f"  ->  {run.output / 'results.parquet'}")
+    if run.report:
+        print(f"report: {run.report[0]}\n        {run.report[1]}")
+    if crashed:
+        print(f"{len(crashed)} tasks failed (retried on the next run):", file=sys.stderr)
+        by_key = {t.key: t for t in [*run.utility, *run.cells]}
+        for key, outcome in sorted(crashed.items()):
+            print(f"  {by_key[key].describe()} [{key}]: {outcome.error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,87 @@
+"""A matrix's stored cells merged into the files a user reads (and the report views):
+
+    results.parquet / results.csv   one row per victim image and cell, with provenance + matrix labels
+    utility.csv                     one row per defense setting (context): accuracy, ε, ...
+    failures.json                   tasks whose last attempt failed, with the reason
+    matrix.json                     the matrix as it ran (preset applied, gate included)
+
+All in a fixed order (the matrix's), so the same stored cells give the same bytes."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness.cell_store import CellStore
+from harness.results import atomic_write_bytes, write_frame
+from harness.utility_task import UTILITY_FILE
+
+LABEL_COLUMNS = ("attack_label", "adaptive", "defense_label", "knowledge_preset", "preset")
+
+
+def merge_results(cells, store: CellStore) -> pd.DataFrame:
+    frames = []
+    for cell in cells:
+        if not store.done(cell.key):
+            continue
+        rows = store.rows(cell.key)
+        rows.insert(0, "cell", cell.key)
+        rows.insert(1, "position", range(len(rows)))  # index into the cell's images.pt
+        for column in LABEL_COLUMNS:
+            rows[column] = cell.labels[column]
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def merge_utility(tasks, store: CellStore) -> pd.DataFrame:
+    rows = []
+    for task in tasks:
+        if store.done(task.key):
+            values = json.loads((store.directory(task.key) / UTILITY_FILE).read_text())
+            rows.append({"utility_key": task.key, **values.pop("labels"), **values})
+    return pd.DataFrame(rows)
+
+
+def failures(tasks, store: CellStore) -> list[dict]:
+    out = []
+    for task in tasks:
+        record = store.error(task.key)
+        if record is not None:
+            out.append({"key": task.key, "task": task.describe(), "error": record["error"],
+                        "user_error": record.get("user_error", False)})
+    return out
+
+
+def write_matrix_outputs(root: Path, matrix, cells, utility, store: CellStore) -> pd.DataFrame:
+    results = merge_results(cells, store)
+    if len(results):
+        write_frame(results, root)
+    else:
+        for name in ("results.parquet", "results.csv"):
+            (root / name).unlink(missing_ok=True)
+    utility_frame = merge_utility(utility, store)
+    if len(utility_frame):
+        atomic_write_bytes(root / "utility.csv", utility_frame.to_csv(index=False).encode())
+    else:
+        (root / "utility.csv").unlink(missing_ok=True)
+    _write_json(root / "failures.json", failures([*utility, *cells], store))
+    _write_json(root / "matrix.json", {"matrix": dataclasses.asdict(matrix), "cells": [c.key for c in cells],
+                                       "utility": [u.key for u in utility]})
+    return results
+
+
+def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict], dict]:
+    """(results, utility, failures, matrix.json) of a matrix folder; missing parts are empty."""
+    from harness.results import read_results
+    root = Path(root)
+    results = read_results(root)
+    utility = pd.read_csv(root / "utility.csv") if (root / "utility.csv").is_file() else pd.DataFrame()
+    failed = json.loads((root / "failures.json").read_text()) if (root / "failures.json").is_file() else []
+    matrix = json.loads((root / "matrix.json").read_text()) if (root / "matrix.json").is_file() else {}
+    return results, utility, failed, matrix
+
+
+def _write_json(path: Path, value) -> None:
+    atomic_write_bytes(path, (json.dumps(value, sort_keys=True, indent=1, default=str) + "\n").encode())

@@ -1,0 +1,69 @@
+"""One matrix run: config → cells → (claim, compute, store) → merged results → report → gate.
+
+Interrupt it at any point and run the same command again: stored cells are kept and only the
+missing ones are computed; two runs on one output folder share the work."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.cell_store import CellStore
+from harness.cell_worker import WorkerSetup
+from harness.executors import make_backend
+from harness.matrix import Cell, check_names, expand
+from harness.matrix_config import MatrixConfig, load_matrix, with_preset
+from harness.matrix_results import write_matrix_outputs
+from harness.plugins import load_plugins
+from harness.progress import MatrixProgress
+from harness.runner import _check_writable
+from harness.scheduler import ScheduleResult, run_tasks
+from harness.utility_task import UtilityTask, utility_tasks
+
+
+@dataclass
+class MatrixRun:
+    matrix: MatrixConfig
+    output: Path
+    cells: list[Cell]
+    utility: list[UtilityTask]
+    schedule: ScheduleResult
+    results: pd.DataFrame = field(repr=False)
+    report: tuple[Path, Path] | None = None  # (report.md, report.html) once written
+
+
+def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None) -> MatrixConfig:
+    """Load, apply the preset, register plugins and check every name before anything runs."""
+    matrix = source if isinstance(source, MatrixConfig) else load_matrix(source)
+    matrix = with_preset(matrix, preset)
+    load_plugins(matrix.plugins)
+    check_names(matrix)
+    return matrix
+
+
+def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local", workers: int | None = None,
+               address: str | None = None, progress: bool = True) -> MatrixRun:
+    output = Path(output)
+    _check_writable(output)
+    cells = expand(matrix)
+    utility = utility_tasks(matrix) if matrix.utility.enabled else []
+    store = CellStore(output)
+    store.prepare()
+    store.clean_staging()
+    tasks = [*utility, *cells]  # utility first: the longest tasks start while the cells fill the gaps
+    setup = WorkerSetup(plugins=tuple(matrix.plugins), sys_paths=(os.getcwd(),))
+    bar = MatrixProgress(len(tasks), sum(store.done(t.key) for t in tasks), enabled=progress)
+    bar.note(f"matrix: {len(cells)} cells + {len(utility)} utility measurements, preset {matrix.preset}, "
+             f"{bar.done} already stored in {output}")
+    try:
+        backend = make_backend(executor, setup, workers, address)
+        try:
+            schedule = run_tasks(tasks, store, backend, bar)
+        finally:
+            # whatever finished is merged, also when interrupted: the folder is always consistent
+            results = write_matrix_outputs(output, matrix, cells, utility, store)
+    finally:
+        bar.close()
+    return MatrixRun(matrix, output, cells, utility, schedule, results)

@@ -1,0 +1,57 @@
+"""Cells on a Ray cluster, for matrices that outgrow one machine (optional: pip install 'fedleak[ray]').
+
+Each cell is one Ray task asking for one CPU, and one GPU when the cluster has GPUs (Ray then
+sets CUDA_VISIBLE_DEVICES, so the cell's "auto" device is that GPU). Tasks return the cell's files
+as bytes: worker machines need fedleak (and any plugin) installed, but no shared disk."""
+from __future__ import annotations
+
+from harness.cell_worker import CellOutcome, WorkerSetup, run_task
+from harness.errors import ConfigError
+
+
+class RayBackend:
+    def __init__(self, setup: WorkerSetup, workers: int | None, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray: Ray is not installed; pip install 'fedleak[ray]'") from None
+        self.ray = ray
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            try:
+                # address None starts a private local instance; "auto" or host:port joins a cluster
+                ray.init(address=address, num_cpus=workers if address is None and workers else None,
+                         include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                raise ConfigError(f"--address {address}: cannot connect to Ray: {str(e).splitlines()[0]}") from None
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        self.slots = workers or max(1, gpus or int(resources.get("CPU", 1)))
+        self.remote = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=0)(run_task)
+        self.setup = setup
+        self.running: dict = {}
+
+    def submit(self, task) -> None:
+        self.running[self.remote.remote(task, self.setup)] = task.key
+
+    def wait(self, timeout: float | None) -> list[CellOutcome]:
+        if not self.running:
+            return []
+        ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        if ready:  # collect everything else that is done too, without waiting
+            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+        outcomes = []
+        for ref in ready:
+            key = self.running.pop(ref)
+            try:
+                outcomes.append(self.ray.get(ref))
+            except self.ray.exceptions.RayError as e:  # the worker died or the task was lost
+                outcomes.append(CellOutcome(key, error=f"ray task failed: {str(e).splitlines()[0]}"))
+        return outcomes
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for ref in self.running:
+                self.ray.cancel(ref, force=True)
+        if self.started_here:
+            self.ray.shutdown()

@@ -1,0 +1,121 @@
+"""What a defense costs, measured on the same victim an attack targets: held-out accuracy after R
+FedAvg rounds trained WITH the defense against the same run without it, upload bytes per client
+per round, ε where the defense is DP, and the client's compute overhead.
+
+Training goes through `threat_models.victim.federated_training`, which routes every client update
+through the defense (`gradient_fn`, `share`, `decode`), so the accuracy is that of the protocol the
+attack sees. Results are cached as JSON under `cache_dir()/utility/<hash>.json` (the trained
+checkpoints themselves are cached by `build_victim`), so an attack × defense matrix trains each
+(victim, defense) pair once.
+
+Accounting (`Defense.privacy(steps, sampling_rate)`):
+* example level (DP-SGD): steps = rounds × local steps of the largest shard, sampling rate =
+  local batch size / smallest shard, i.e. the worst-off client;
+* user level (DP on the shared update): one mechanism per round, and every client takes part in
+  every round of `federated_training`, so steps = rounds, sampling rate = 1."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, replace
+
+import torch
+
+from defenses.base import Defense, NoDefense, ShareContext
+from harness.errors import ConfigError
+from threat_models.functional import local_update
+from threat_models.knowledge import LocalTraining
+from threat_models.victim import VictimSpec, build_victim, cache_dir
+
+CACHE_VERSION = 3  # 3: interleaved timing, fresh round seed per repeat
+
+
+def measure_utility(data, victim_spec: VictimSpec, defense: Defense, rounds: int | None = None,
+                    timing_repeats: int = 3, use_cache: bool = True, progress: bool = False) -> dict:
+    """Accuracy / bytes / ε / client time of `defense` on `victim_spec` trained for `rounds`
+    (default: the spec's own rounds) FedAvg rounds on `data` (an ImageData)."""
+    spec = replace(victim_spec, rounds=victim_spec.rounds if rounds is None else rounds)
+    if spec.rounds < 1:
+        raise ConfigError(f"utility: rounds must be >= 1, got {spec.rounds}")
+    path = cache_dir() / "utility" / f"{_cache_key(spec, data, defense)}.json"
+    if use_cache and path.exists():
+        return json.loads(path.read_text())
+
+    # copies: a stateful defense (DGC residuals, noise streams) must not carry training state
+    # into the attack that uses the original object
+    baseline = build_victim(spec, data, NoDefense(), progress=progress)
+    defended = build_victim(spec, data, copy.deepcopy(defense), progress=progress)
+    shards, training = _clients(spec, data)
+    (plain_s, dense_bytes), (defended_s, sent_bytes) = _client_costs(spec, data, shards[0], training,
+                                                                     [NoDefense(), copy.deepcopy(defense)], timing_repeats)
+    steps, rate = _accounting(defense, spec, shards, training)
+    privacy = defense.privacy(steps, rate)
+
+    result = {
+        "dataset": data.name, "victim": asdict(spec), "defense": defense.name, "defense_params": defense.describe(),
+        "rounds": spec.rounds, "accuracy": defended.accuracy, "accuracy_baseline": baseline.accuracy,
+        "accuracy_drop": baseline.accuracy - defended.accuracy,
+        "bytes_sent": sent_bytes, "bytes_dense": dense_bytes, "compression": dense_bytes / max(sent_bytes, 1),
+        "epsilon": None if privacy is None else privacy["epsilon"],
+        "delta": None if privacy is None else privacy["delta"],
+        "accounting_steps": None if privacy is None else steps, "sampling_rate": None if privacy is None else rate,
+        "client_seconds": defended_s, "client_seconds_baseline": plain_s, "compute_overhead": defended_s / plain_s,
+    }
+    if use_cache:
+        _write_atomic(path, result)
+    return result
+
+
+def _clients(spec: VictimSpec, data):
+    from harness.data import partition
+    shards = partition(data.train_labels.numpy(), spec.clients, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)
+    training = LocalTraining(lr=spec.local_lr, epochs=spec.local_epochs, batch_size=spec.local_batch_size)
+    return shards, training
+
+
+def _client_costs(spec, data, shard, training, defenses: list[Defense], repeats: int) -> list[tuple[float, int]]:
+    """(seconds, bytes sent) of one client round from the untrained global model (local training +
+    share) under each defense. The defenses take turns within every repeat and each keeps its
+    fastest time: on a shared machine the load drifts, and the minimum is the least disturbed."""
+    victim = build_victim(replace(spec, rounds=0), data)
+    index = torch.as_tensor(shard)
+    x, y = victim.normalise(data.train_images[index]), data.train_labels[index]
+    names = list(victim.params)
+    best = [float("inf")] * len(defenses)
+    sent: list = [None] * len(defenses)
+    for repeat in range(max(1, repeats)):
+        for i, defense in enumerate(defenses):
+            model = defense.prepare_model(victim.model).train()
+            buffers = {k: v.clone() for k, v in victim.buffers.items()}
+            started = time.perf_counter()
+            update = local_update(model, victim.params, buffers, x, y, training, gradient_fn=defense.gradient_fn())
+            # a fresh round seed per repeat, as in training: a sketch matrix is regenerated every round
+            sent[i], _ = defense.share(update, ShareContext(names, len(shard), 0, repeat, seed=spec.seed * 100003 + repeat))
+            best[i] = min(best[i], time.perf_counter() - started)
+    victim.model.eval()
+    return [(t, int(d.bytes_sent(s))) for t, d, s in zip(best, defenses, sent)]
+
+
+def _accounting(defense: Defense, spec: VictimSpec, shards, training: LocalTraining) -> tuple[int, float]:
+    if getattr(defense, "privacy_unit", "example") == "user":
+        return spec.rounds, 1.0
+    smallest = min(len(s) for s in shards)
+    steps = spec.rounds * max(training.steps(len(s)) for s in shards)
+    rate = 1.0 if training.batch_size is None else min(1.0, training.batch_size / smallest)
+    return steps, rate
+
+
+def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
+    blob = json.dumps({"spec": asdict(spec), "data": data.name, "n": len(data.train_images), "defense": defense.name,
+                       "defense_params": defense.describe(), "v": CACHE_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_atomic(path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=True))
+    os.replace(tmp, path)  # concurrent matrix workers never read half a file

@@ -1,0 +1,80 @@
+"""What a defense setting costs (harness.utility.measure_utility: accuracy next to the undefended
+run, bytes sent, ε where the defense is DP), stored like a matrix cell, so the report's
+privacy-utility view reads stored numbers and a resumed matrix never measures twice.
+
+One task per (dataset, victim, defense setting): utility is the victim's FedAvg training with the
+defense, whatever the attacked round's threat model, attack, attack mode or images."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+
+from harness.config import DataConfig, DefenseConfig, RunConfig
+from harness.matrix import required_threat_model
+
+UTILITY_FILE = "utility.json"
+
+
+@dataclass(frozen=True)
+class UtilityTask:
+    key: str
+    config: RunConfig   # dataset, victim and defense; the attack fields play no part
+    labels: dict
+    options: dict
+
+    def describe(self) -> str:
+        return f"utility of {self.labels['defense_label']} ({self.config.data.name}/{self.config.victim.model})"
+
+    def run(self, gpu: int | None):
+        config = self.config
+        if config.device == "auto" and gpu is not None:
+            config = replace(config, device=f"cuda:{gpu}")
+        values = measure(config, self.options)
+        blob = json.dumps({"labels": self.labels, **values}, sort_keys=True, indent=1, default=str) + "\n"
+        headline = {k: values[k] for k in ("accuracy", "accuracy_drop", "epsilon") if k in values}
+        return {UTILITY_FILE: blob.encode()}, headline, config.device
+
+    def record(self) -> dict:
+        return {"kind": "utility", "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
+                "options": self.options}
+
+
+def utility_tasks(matrix) -> list[UtilityTask]:
+    """One task per (dataset, victim, defense setting) of a MatrixConfig, utility-only settings included."""
+    tasks: dict[str, UtilityTask] = {}
+    options = dict(matrix.utility.options)
+    for dataset in matrix.datasets:
+        for victim in matrix.victims:
+            for setting in matrix.defense_settings(utility_only=True):
+                if required_threat_model(setting.name):
+                    continue  # measure_utility trains FedAvg; a protocol's own defense has no utility there
+                config = RunConfig(data=DataConfig(name=dataset.name, root=dataset.root, options=dict(dataset.options)),
+                                   victim=victim, defense=DefenseConfig(setting.name, dict(setting.options)),
+                                   device=matrix.device)
+                blob = {"data": asdict(config.data), "victim": asdict(victim), "defense": asdict(config.defense),
+                        "options": options}
+                key = "u" + hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:11]
+                labels = {"defense_label": setting.label, "defense": setting.name, "dataset": dataset.name,
+                          "model": victim.model, "victim_state": victim.state}
+                tasks.setdefault(key, UtilityTask(key, replace(config, output=f"cells/{key}"), labels, options))
+    return list(tasks.values())
+
+
+def measure(config: RunConfig, options: dict) -> dict:
+    from defenses import build_defense
+    from harness.data import load_dataset
+    from harness.utility import measure_utility
+    data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
+    defense = build_defense(config.defense.name, **config.defense.options)
+    return _numbers(measure_utility(data, config.victim, defense, **options))
+
+
+def _numbers(result: dict) -> dict:
+    """The scalar measurements as floats (None and NaN dropped: "not defined"; inf stays inf)."""
+    out = {}
+    for name, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value)):
+            out[name] = float(value)
+    return out

@@ -1,0 +1,286 @@
+"""Auditing Flower apps: the server-side taps, the array mapping, and one simulated run of the
+example app (3 clients, 2 rounds, Ray backend, offline) attacked and compared with fedleak's own
+FedAvg threat model on the same images."""
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("flwr", reason="Flower is an optional extra: pip install 'fedleak[flower]'")
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.serverapp.strategy import FedAvg, FedAvgM  # noqa: E402
+
+from harness.errors import ConfigError  # noqa: E402
+from threat_models.flower import ClientUpdate, RecordingFitStrategy, RecordingGrid, RecordingStrategy  # noqa: E402
+from threat_models.flower_observation import arrays_to_state, observation_from_update  # noqa: E402
+
+NODES = (11, 22, 33)
+ITERATIONS = 20
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the example app is the repository's `examples`, not opacus's
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def task_identity():
+    """Flower stamps every new Message with the running task's identity, which only exists inside
+    a Flower run; outside one (unit tests) it has to be set, and is put back afterwards."""
+    from flwr.supercore.task_identity import TaskIdentity
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+class NodesOnly:
+    """The one thing a strategy's configure_train asks of a Grid: which nodes are connected."""
+
+    def get_node_ids(self):
+        return list(NODES)
+
+
+def _arrays(seed: int) -> ArrayRecord:
+    rng = np.random.default_rng(seed)
+    return ArrayRecord({"w": Array(rng.normal(size=(3, 2)).astype(np.float32)), "b": Array(rng.normal(size=3).astype(np.float32))})
+
+
+def _replies(instructions, round):
+    replies = []
+    for message in instructions:
+        message.metadata.__dict__["_message_id"] = f"m{round}-{message.metadata.dst_node_id}"  # the SuperLink's job
+        node = message.metadata.dst_node_id
+        content = RecordDict({"arrays": _arrays(1000 * round + node),
+                              "metrics": MetricRecord({"num-examples": node % 5 + 1, "loss": float(node)})})
+        replies.append(Message(content, reply_to=message))
+    return replies
+
+
+def _two_rounds(strategy):
+    random.seed(0)  # strategies sample nodes with `random`; the same order sums in the same order
+    arrays, sent = _arrays(0), []
+    for rnd in (1, 2):
+        instructions = list(strategy.configure_train(rnd, arrays, ConfigRecord(), NodesOnly()))
+        replies = _replies(instructions, rnd)
+        sent.append(arrays)
+        arrays, metrics = strategy.aggregate_train(rnd, replies)
+    return arrays, metrics, sent
+
+
+@pytest.mark.parametrize("make", [FedAvg, lambda: FedAvgM(server_momentum=0.9)], ids=["FedAvg", "FedAvgM"])
+def test_recording_strategy_aggregates_exactly_as_the_strategy_it_wraps(task_identity, make):
+    plain, plain_metrics, _ = _two_rounds(make())
+    recorder = RecordingStrategy(make())
+    wrapped, wrapped_metrics, globals_sent = _two_rounds(recorder)
+    assert list(plain.keys()) == list(wrapped.keys())
+    for key in plain.keys():
+        assert np.array_equal(plain[key].numpy(), wrapped[key].numpy())
+    assert dict(plain_metrics) == dict(wrapped_metrics)
+
+    updates = recorder.updates
+    assert sorted((u.round, u.client_id) for u in updates) == [(r, n) for r in (1, 2) for n in NODES]
+    for u in updates:
+        assert u.num_examples == u.client_id % 5 + 1 and u.partition_id is None
+        assert all(np.array_equal(u.sent[k], _arrays(1000 * u.round + u.client_id)[k].numpy()) for k in ("w", "b"))
+        assert all(np.array_equal(u.received[k], globals_sent[u.round - 1][k].numpy()) for k in ("w", "b"))
+
+
+def test_recording_strategy_refuses_a_strategy_with_its_own_loop():
+    class OwnLoop(FedAvg):
+        def start(self, *args, **kwargs):
+            return None
+    with pytest.raises(TypeError, match="overrides Strategy.start"):
+        RecordingStrategy(OwnLoop())
+
+
+def test_recording_fit_strategy_aggregates_exactly_as_legacy_fedavg():
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+
+    class Proxy:
+        def __init__(self, cid):
+            self.cid = cid
+
+    class Manager:
+        proxies = [Proxy(str(n)) for n in NODES]
+
+        def num_available(self):
+            return len(self.proxies)
+
+        def sample(self, num_clients, min_num_clients=None, criterion=None):
+            return self.proxies[:num_clients]
+
+    start = ndarrays_to_parameters([np.zeros((3, 2), np.float32), np.ones(3, np.float32)])
+
+    def one_round(strategy):
+        instructions = strategy.configure_fit(1, start, Manager())
+        results = [(proxy, FitRes(Status(Code.OK, ""), ndarrays_to_parameters([a.numpy() for a in _arrays(int(proxy.cid)).values()]),
+                                  int(proxy.cid) % 5 + 1, {})) for proxy, _ in instructions]
+        return parameters_to_ndarrays(strategy.aggregate_fit(1, results, [])[0])
+
+    recorder = RecordingFitStrategy(LegacyFedAvg(min_available_clients=3, min_fit_clients=3))
+    for a, b in zip(one_round(LegacyFedAvg(min_available_clients=3, min_fit_clients=3)), one_round(recorder)):
+        assert np.array_equal(a, b)
+    assert sorted(u.client_id for u in recorder.updates) == sorted(NODES)
+    u = recorder.updates[0]
+    assert list(u.sent) == ["0", "1"] and np.array_equal(u.received["1"], np.ones(3, np.float32))
+    assert u.num_examples == u.client_id % 5 + 1
+
+
+def test_flower_arrays_map_onto_parameters_by_name_or_order_and_buffers_stay_out(digits):
+    from threat_models.models import build_model
+    model = build_model("convnet", 10, digits.shape, width=8)
+    state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    params = [n for n, _ in model.named_parameters()]
+    assert len(state) > len(params)  # BatchNorm running statistics and counters
+    by_name = arrays_to_state(state, model)
+    in_state_order = arrays_to_state({str(i): a for i, a in enumerate(state.values())}, model)
+    in_param_order = arrays_to_state({str(i): state[n] for i, n in enumerate(params)}, model)
+    for n in params:
+        assert torch.equal(by_name[n], in_state_order[n]) and torch.equal(by_name[n], in_param_order[n])
+    assert by_name["features.bn0.num_batches_tracked"].dtype == torch.long
+    with pytest.raises(ConfigError, match="cannot map 3 Flower arrays"):
+        arrays_to_state({str(i): a for i, a in enumerate(list(state.values())[:3])}, model)
+    shuffled = dict(reversed(list({str(i): a for i, a in enumerate(state.values())}.items())))
+    with pytest.raises(ConfigError, match="shape"):
+        arrays_to_state({str(i): a for i, a in enumerate(shuffled.values())}, model)
+
+    sent = {k: v + 0.5 if k in params else v + 1 for k, v in state.items()}
+    update = ClientUpdate(7, 3, sent, state, num_examples=4)
+    obs = observation_from_update(update, model)
+    assert (obs.threat_model, obs.kind, obs.client_id, obs.round, obs.num_examples) == ("fedavg", "update", 7, 3, 4)
+    assert obs.param_names == params and all(torch.allclose(t, torch.full_like(t, 0.5)) for t in obs.shared)
+    assert torch.equal(obs.buffers["features.bn0.running_var"], torch.from_numpy(state["features.bn0.running_var"]))
+    gradient = observation_from_update(update, model, shares="gradient")
+    assert (gradient.threat_model, gradient.kind) == ("fedsgd", "gradient")
+    assert torch.equal(gradient.shared[0], torch.from_numpy(sent[params[0]]))
+
+
+def test_core_package_and_cli_run_without_flower(tmp_path):
+    script = ("import sys; sys.modules['flwr'] = None\n"  # as if Flower were not installed
+              "import harness.runner, threat_models, attacks, defenses, harness.flower_audit\n"
+              "from harness.cli import main\n"
+              f"sys.exit(main(['audit-flower', '--quiet', '--output', {str(tmp_path)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'fedleak[flower]'" in done.stderr
+
+
+def test_audit_flower_refuses_hyperparameters_it_was_not_told(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    (tmp_path / "bare_hooks.py").write_text(
+        "from examples.flower_app.task import build_model, private_data, normalisation\nNUM_CLIENTS = 3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["audit-flower", "--hooks", "bare_hooks", "--quiet", "--output", str(tmp_path / "out")])
+    assert code == 2 and "not told them" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ one simulated run, end to end
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """The example app, its strategy wrapped in RecordingStrategy, run under the audit (which taps
+    the Grid too), so both taps see the same simulated run."""
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+
+    from examples.flower_app import server_app as example, task
+    from harness.flower_audit import FlowerAudit, run_flower_audit
+
+    recorder = RecordingStrategy(example.make_strategy())
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        recorder.start(grid=grid, initial_arrays=ArrayRecord(task.build_model().state_dict()), num_rounds=task.NUM_ROUNDS)
+
+    out = tmp_path_factory.mktemp("flower-audit")
+    result = run_flower_audit(FlowerAudit(server_app=app, iterations=ITERATIONS, output=str(out)))
+    return result, recorder.updates
+
+
+@pytest.mark.slow
+def test_both_taps_record_every_client_update_of_the_simulation(audited):
+    from examples.flower_app import task
+    result, strategy_updates = audited
+    grid_updates = result.updates
+    assert len(grid_updates) == task.NUM_CLIENTS * task.NUM_ROUNDS
+    key = lambda u: (u.round, u.client_id)
+    for g, s in zip(sorted(grid_updates, key=key), sorted(strategy_updates, key=key)):
+        assert key(g) == key(s) and g.num_examples == s.num_examples == task.PRIVATE_BATCH
+        assert all(np.array_equal(g.sent[k], s.sent[k]) and np.array_equal(g.received[k], s.received[k]) for k in g.sent)
+    state = task.build_model().state_dict()
+    for rnd in (1, 2):
+        this_round = [u for u in grid_updates if u.round == rnd]
+        assert sorted(u.partition_id for u in this_round) == list(range(task.NUM_CLIENTS))
+        assert len({u.client_id for u in this_round}) == task.NUM_CLIENTS
+        for u in this_round:
+            assert list(u.sent) == list(state) and all(u.sent[k].shape == tuple(v.shape) for k, v in state.items())
+    # the global weights of round 2 are the example-weighted mean of round 1's replies (FedAvg)
+    first = [u for u in grid_updates if u.round == 1]
+    for name in ("body.0.weight", "fc.bias"):
+        mean = sum(u.num_examples * u.sent[name].astype(np.float64) for u in first) / sum(u.num_examples for u in first)
+        for u in grid_updates:
+            if u.round == 2:
+                np.testing.assert_allclose(u.received[name], mean, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_audit_writes_rows_grid_and_report_per_client(audited):
+    from examples.flower_app import task
+    result, _ = audited
+    rows = result.rows
+    assert len(rows) == task.NUM_CLIENTS * task.NUM_ROUNDS * task.PRIVATE_BATCH
+    assert rows[["psnr", "lpips", "ssim"]].notna().all().all()
+    per_client = rows.groupby(["round", "partition_id"])[["psnr", "lpips"]].median()
+    assert len(per_client) == task.NUM_CLIENTS * task.NUM_ROUNDS
+    assert (rows["threat_model"] == "fedavg").all() and (rows["attack"] == "ig").all()
+    for name in ("results.parquet", "results.csv", "grid.png", "report.md", "images.pt"):
+        assert (result.directory / name).exists()
+    assert "## Per client update" in (result.directory / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_audit_of_the_first_round_matches_fedleaks_own_fedavg_run(audited, tmp_path):
+    """Same images, weights, local training, attack and seed: the Flower client's update is
+    fedleak's simulated one, so the attack scores the same."""
+    from examples.flower_app import task
+    from harness.config import config_from_dict
+    from harness.runner import run_attack
+    from threat_models.flower_observation import observation_from_update
+    result, _ = audited
+    config = config_from_dict({
+        "data": {"name": task.DATASET, "num_victims": task.NUM_CLIENTS * task.PRIVATE_BATCH, "batch_size": task.PRIVATE_BATCH},
+        "victim": {"model": task.MODEL, "seed": task.MODEL_SEED},
+        "threat_model": {"name": "fedavg", "knowledge": "informed", "lr": task.LR, "epochs": task.EPOCHS,
+                         "local_batch_size": task.LOCAL_BATCH_SIZE},
+        "attack": {"name": "ig", "iterations": ITERATIONS, "restarts": 1},
+        "seed": 0, "device": "cpu", "output": str(tmp_path)})
+    fedleak = run_attack(config)
+
+    audit = result.rows[result.rows["round"] == 1].sort_values(["partition_id", "image_index"])
+    assert list(audit["partition_id"]) == list(fedleak.rows["batch"])
+    np.testing.assert_allclose(audit["psnr"].to_numpy(), fedleak.rows["psnr"].to_numpy(), atol=0.1)
+    np.testing.assert_allclose(audit["lpips"].to_numpy(), fedleak.rows["lpips"].to_numpy(), atol=0.01)
+
+    # and the reason: the Flower client's Δθ is fedleak's FedAvg client update
+    from threat_models.base import FedAvg as FedAvgThreat
+    from threat_models.knowledge import LocalTraining
+    model = task.build_model().eval()
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for update in (u for u in result.updates if u.round == 1):
+        x, y = task.private_data(update.partition_id, task.NUM_CLIENTS)
+        expected = FedAvgThreat(LocalTraining(task.LR, task.EPOCHS, task.LOCAL_BATCH_SIZE)).client_update(
+            model, params, {}, task.normalise(x), y, _no_defense())
+        for got, want in zip(observation_from_update(update, model).shared, expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _no_defense():
+    from defenses.base import NoDefense
+    return NoDefense()

@@ -1,0 +1,332 @@
+"""The attack × defense matrix: expansion and hashing, resume after an interruption (a subset run,
+SIGINT, SIGKILL), concurrent-run safety of the cell store, the CI gate, evaluate-defense with the
+example plugin, Ray, and one clear line for every bad input. Smoke budgets throughout."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.errors import ConfigError
+from harness.matrix import expand
+from harness.matrix_config import matrix_from_dict
+from harness.matrix_run import prepare_matrix, run_matrix
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = "examples.my_defense:RandomKNoise"
+
+
+def smoke_matrix(**extra) -> dict:
+    """IG against no defense and the example plugin (both modes): 3 cells per image, tiny MLP."""
+    table = {
+        "preset": "smoke", "plugins": [PLUGIN],
+        "images": {"indices": [1, 2]},
+        "victims": [{"model": "mlp", "options": {"width": 32, "depth": 2}}],
+        "attacks": [{"name": "ig"}],
+        "defenses": [{"name": "none"}, {"name": "random-k-noise", "options": {"keep": 0.5, "noise": 0.5}}],
+        "utility": {"enabled": False},
+    }
+    table.update(extra)
+    return table
+
+
+def write_toml(path: Path, table: dict) -> Path:
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return repr(v)
+    path.write_text("\n".join(f"{json.dumps(k)} = {value(v)}" for k, v in table.items()) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- expansion
+def test_expansion_covers_every_axis_once_with_config_digests():
+    matrix = matrix_from_dict(smoke_matrix(seeds=[0, 1], attacks=[{"name": "idlg"}, {"name": "ig"}], defenses=[
+        {"name": "none"}, {"name": "prune", "sweep": {"ratio": [0.1, 0.5]}}]))
+    cells = expand(matrix)
+    # none: 2 attacks x 1 mode x 2 seeds x 2 images; prune: 2 settings x 2 attacks x 2 modes x 2 x 2
+    assert len(cells) == 8 + 32
+    assert len({c.key for c in cells}) == len(cells)
+    for cell in cells:
+        assert cell.key == cell.config.digest()
+        assert cell.config.threat_model.knowledge["defense"] is cell.labels["adaptive"]
+        assert cell.config.output == f"cells/{cell.key}"
+        assert len(cell.config.data.victims) == 1
+    assert {c.labels["defense_label"] for c in cells} == {"none", "prune (ratio=0.1)", "prune (ratio=0.5)"}
+    assert not any(c.labels["adaptive"] for c in cells if c.config.defense.name == "none")
+    assert [c.key for c in expand(matrix)] == [c.key for c in cells]  # stable across expansions
+
+
+def test_entries_run_only_under_their_threat_models():
+    matrix = prepare_matrix(matrix_from_dict(smoke_matrix(
+        threat_models=[{"name": "fedsgd"}, {"name": "vfl"}],
+        attacks=[{"name": "ig", "threat_models": ["fedsgd"]}, {"name": "embedding-inversion", "threat_models": ["vfl"]}],
+        defenses=[{"name": "none"}, {"name": "prune", "threat_models": ["fedsgd"]}, {"name": "hashing"}])))
+    pairs = {(c.config.threat_model.name, c.config.attack.name, c.config.defense.name) for c in expand(matrix)}
+    assert pairs == {("fedsgd", "ig", "none"), ("fedsgd", "ig", "prune"),          # hashing: vfl only, declared
+                     ("vfl", "embedding-inversion", "none"), ("vfl", "embedding-inversion", "hashing")}
+    with pytest.raises(ConfigError, match=r"attacks\[0\]\.threat_models: 'fedavg' is not a threat model of this"):
+        prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig", "threat_models": ["fedavg"]}])))
+
+
+def test_digest_follows_results_not_placement():
+    cell = expand(matrix_from_dict(smoke_matrix()))[0]
+    assert replace(cell.config, output="elsewhere", device="cpu").digest() == cell.key
+    assert replace(cell.config, attack=replace(cell.config.attack, iterations=3)).digest() != cell.key
+
+
+def test_budget_precedence_and_presets():
+    matrix = matrix_from_dict(smoke_matrix(budgets={"ci": {"iterations": 50, "images": 3}}, attacks=[
+        {"name": "idlg", "budgets": {"ci": {"iterations": 7}}}, {"name": "ig"}, {"name": "dlg"}]))
+    idlg, ig, dlg = matrix.attacks
+    assert matrix.budget(idlg, "ci").iterations == 7          # the attack's own
+    assert matrix.budget(ig, "ci").iterations == 50           # the matrix's
+    assert matrix.budget(ig, "ci").images == 3
+    assert matrix.budget(dlg, "paper").iterations == 300      # the published budget
+    assert matrix.budget(ig, "paper").restarts == 8
+    assert matrix.budget(ig, "smoke").iterations == 2         # the preset default
+    matrix = replace(matrix, images=replace(matrix.images, indices=[]), preset="ci")
+    assert len(expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))) == 3  # 3 images, B=1
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"attacks": [{"name": "ig", "adaptive": [True, True]}]}, "attacks[0].adaptive"),
+    ({"defenses": [{"name": "prune", "sweep": {"ratio": 0.1}}]}, "defenses[0].sweep.ratio"),
+    ({"images": {"indices": [1, 2, 3], "batch_size": 2}}, "images.indices"),
+    ({"preset": "huge"}, "preset"),
+    ({"gate": {"max_psnr": "high"}}, "gate.max_psnr"),
+    ({"attack": []}, "attack: unknown key"),
+    ({"utility": {"enabled": True}}, "utility.options.rounds"),
+])
+def test_config_errors_name_the_key(change, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        matrix_from_dict(smoke_matrix(**change))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"attacks": [{"name": "nope"}]}, r"attacks\[0\]\.name: unknown attack 'nope'; known: .*dlg"),
+    ({"defenses": [{"name": "prune", "options": {"rate": 0.1}}]}, r"defenses\[0\] 'prune'.*rate"),
+    ({"victims": [{"model": "alexnet"}]}, r"victims\[0\]\.model: unknown model 'alexnet'"),
+    ({"threat_models": [{"knowledge": "psychic"}]}, r"threat_models\[0\]\.knowledge: unknown preset 'psychic'"),
+])
+def test_unknown_names_and_options_are_refused_before_running(change, message):
+    with pytest.raises(ConfigError, match=message):
+        prepare_matrix(matrix_from_dict(smoke_matrix(**change)))
+
+
+# ------------------------------------------------------------------------------------------- resume
+def test_resume_computes_only_missing_cells_and_duplicates_nothing(tmp_path):
+    out = tmp_path / "m"
+    first = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(images={"indices": [1]}))), out,
+                       workers=0, progress=False)
+    assert len(first.schedule.computed) == len(first.cells) == 3 and not first.schedule.failed
+    stamps = {k: (out / "cells" / k / "cell.json").stat().st_mtime_ns for k in first.schedule.computed}
+
+    second = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
+    assert len(second.cells) == 6
+    assert second.schedule.reused == 3
+    assert set(second.schedule.computed) == {c.key for c in second.cells} - set(stamps)
+    assert {k: (out / "cells" / k / "cell.json").stat().st_mtime_ns for k in stamps} == stamps  # untouched
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 6 and not results.duplicated(["cell", "image_index"]).any()
+    assert set(results["cell"]) == {c.key for c in second.cells}
+    assert json.loads(results["config"].iloc[0])["output"].startswith("cells/")  # not the scratch folder
+
+    third = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
+    assert third.schedule.computed == [] and third.schedule.reused == 6
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        found |= {int(p) for p in text.split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_interrupted_run_resumes(tmp_path, how):
+    """A matrix run killed mid-way (SIGKILL: no clean-up at all; SIGINT: Ctrl-C) leaves only complete
+    cells and no held claim; the same command then computes exactly the missing cells."""
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1, 2, 3]}))
+    out = tmp_path / "out"
+    # SIGKILL with a worker process (which must die with the run), SIGINT with cells in the run's own process
+    workers = "1" if how == "SIGKILL" else "0"
+    command = [sys.executable, "-m", "harness.cli", "matrix", str(config), "--output", str(out), "--workers", workers]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not list((out / "cells").glob("*/cell.json")):
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    os.kill(process.pid, getattr(signal, how))
+    _, stderr = process.communicate(timeout=60)
+    if how == "SIGINT":
+        assert process.returncode == 130 and "run the same command to resume" in stderr
+    else:
+        assert process.returncode == -signal.SIGKILL
+        time.sleep(1)
+        assert not [p for p in workers if _alive(p)], "workers outlived a killed matrix run"
+    stored = [p.parent.name for p in (out / "cells").glob("*/cell.json")]
+    assert 1 <= len(stored) < 9
+    for key in stored:
+        assert {"results.parquet", "images.pt"} <= {p.name for p in (out / "cells" / key).iterdir()}
+
+    from harness.cell_store import CellStore
+    store = CellStore(out)
+    claims = [store.claim(p.stem) for p in (out / ".locks").glob("*.lock")]
+    assert all(claims), "a dead run still holds a claim"
+    for claim in claims:
+        claim.release()
+
+    resumed = run_matrix(prepare_matrix(config), out, workers=0, progress=False)
+    assert resumed.schedule.reused == len(stored)
+    assert len(resumed.schedule.computed) == 9 - len(stored)
+    assert not list((out / "cells").glob(".staging-*"))
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 9 and not results.duplicated(["cell", "image_index"]).any()
+
+
+def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
+    from harness.cell_store import CellStore
+    one, two = CellStore(tmp_path), CellStore(tmp_path)  # as two runs would open it
+    one.prepare()
+    claim = one.claim("abc")
+    assert claim is not None and two.claim("abc") is None
+    claim.release()
+    again = two.claim("abc")
+    assert again is not None
+    again.release()
+    assert one.commit("abc", {"results.parquet": b"first"}, {"by": 1})
+    assert not two.commit("abc", {"results.parquet": b"second"}, {"by": 2})
+    assert (tmp_path / "cells" / "abc" / "results.parquet").read_bytes() == b"first"
+    assert two.record("abc") == {"by": 1}
+    assert not list((tmp_path / "cells").glob(".staging-*"))
+
+
+# --------------------------------------------------------------------------------------------- gate
+@pytest.mark.parametrize("setting, passes", [({"keep": 1.0, "noise": 0.0}, False), ({"keep": 0.05, "noise": 2.0}, True)])
+def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, setting, passes):
+    table = smoke_matrix(images={"indices": [2]}, victims=[{"model": "lenet"}],
+                         attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 6}}}],
+                         defenses=[{"name": "random-k-noise", "options": setting}],
+                         gate={"max_psnr": 18.0})
+    config = write_toml(tmp_path / "gate.toml", table)
+    status = main(["matrix", str(config), "--gate", "--workers", "0", "--quiet", "--output", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    if passes:
+        assert status == 0 and "gate passed" in printed
+    else:
+        assert status == 1 and "gate FAILED" in printed
+        table_lines = printed.split("gate FAILED", 1)[1].splitlines()
+        assert any("random-k-noise" in line and "psnr" in line for line in table_lines)
+
+
+# ---------------------------------------------------------------------------------- evaluate-defense
+def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    base = smoke_matrix(plugins=[], images={"indices": [1]}, defenses=[{"name": "none"}, {"name": "prune"}],
+                        utility={"options": {"rounds": 1}})
+    monkeypatch.setattr("harness.utility.measure_utility", _stub_utility)
+    monkeypatch.setattr("harness.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
+    config = write_toml(tmp_path / "base.toml", base)
+    status = main(["evaluate-defense", PLUGIN, "--option", "keep=0.1", "--matrix", str(config), "--preset", "smoke",
+                   "--workers", "0", "--quiet", "--output", str(tmp_path / "eval")])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "verdict:" in printed and "random-k-noise (keep=0.1)" in printed and "report:" in printed
+    results = pd.read_parquet(tmp_path / "eval" / "results.parquet")
+    mine = results[results["defense"] == "random-k-noise"]
+    assert set(zip(mine["attack_label"], mine["adaptive"])) == {(a, m) for a in ("idlg", "ig") for m in (False, True)}
+    assert set(results["defense_label"]) == {"none", "random-k-noise (keep=0.1)"}  # prune: a utility reference
+    utility = pd.read_csv(tmp_path / "eval" / "utility.csv")
+    assert set(utility["defense_label"]) == {"none", "random-k-noise (keep=0.1)", "prune"}
+    assert (tmp_path / "eval" / "report" / "report.html").is_file()
+
+
+def _stub_utility(data, victim_spec, defense, rounds=None, **_):
+    """Stands in for FedAvg training: a made-up accuracy that falls with the defense's strength."""
+    keep = defense.describe().get("keep", 1.0)
+    return {"accuracy": 0.5 + 0.4 * keep, "accuracy_baseline": 0.9, "epsilon": None, "bytes_sent": 100}
+
+
+# --------------------------------------------------------------------------------------------- ray
+def test_ray_executor_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
+    matrix = prepare_matrix(matrix_from_dict(smoke_matrix(images={"indices": [1]})))
+    run = run_matrix(matrix, tmp_path / "ray", executor="ray", workers=2, progress=False)
+    assert not run.schedule.failed and len(run.schedule.computed) == len(run.cells) == 3
+    results = pd.read_parquet(tmp_path / "ray" / "results.parquet")
+    assert len(results) == 3 and set(results["defense"]) == {"none", "random-k-noise"}
+
+
+# --------------------------------------------------------------------------------------- bad inputs
+def _one_line_error(capsys, argv) -> str:
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedleak: error: "), captured.err
+    return lines[0]
+
+
+def test_bad_inputs_give_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    bad = write_toml(tmp_path / "bad.toml", smoke_matrix(attacks=[{"name": "nope"}]))
+    assert "unknown attack 'nope'" in _one_line_error(capsys, ["matrix", str(bad), "--output", str(tmp_path / "o")])
+    assert "matrix config not found" in _one_line_error(capsys, ["matrix", str(tmp_path / "missing.toml")])
+
+    good = write_toml(tmp_path / "good.toml", smoke_matrix())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert "output: cannot write to" in _one_line_error(
+        capsys, ["matrix", str(good), "--output", str(blocker / "sub"), "--workers", "0"])
+    assert "has no [gate]" in _one_line_error(capsys, ["matrix", str(good), "--gate"])
+
+    assert "cannot import module 'no_such_pkg.mod'" in _one_line_error(
+        capsys, ["evaluate-defense", "no_such_pkg.mod:Thing", "--matrix", str(good)])
+    assert "has no attribute 'Missing'" in _one_line_error(
+        capsys, ["evaluate-defense", "examples.my_defense:Missing", "--matrix", str(good)])
+    assert "not a subclass of defenses.base.Defense" in _one_line_error(
+        capsys, ["evaluate-defense", "examples.my_defense:_seed", "--matrix", str(good)])
+    assert "expected 'package.module:ClassName'" in _one_line_error(
+        capsys, ["evaluate-defense", "examples.my_defense", "--matrix", str(good)])
+    assert "keep must be in (0, 1]" in _one_line_error(
+        capsys, ["evaluate-defense", PLUGIN, "--option", "keep=3", "--matrix", str(good)])
+
+
+def test_plugin_interface_is_checked(tmp_path, monkeypatch):
+    from harness.plugins import load_plugin
+    (tmp_path / "broken_defenses.py").write_text(
+        "from defenses.base import Defense\n"
+        "class Nameless(Defense):\n    pass\n"
+        "class NeedsArgs(Defense):\n    name = 'needs-args'\n    def __init__(self, strength):\n        pass\n"
+        "class WrongShare(Defense):\n    name = 'wrong-share'\n    def share(self, update):\n        return update, {}\n"
+        "class Clash(Defense):\n    name = 'prune'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for cls, message in [("Nameless", "class attribute `name"), ("NeedsArgs", "needs strength"),
+                         ("WrongShare", r"share\(self, update\) does not match"), ("Clash", "already taken")]:
+        with pytest.raises(ConfigError, match=message):
+            load_plugin(f"broken_defenses:{cls}")

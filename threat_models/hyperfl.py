@@ -1,0 +1,194 @@
+"""The HyperFL protocol (Guo et al., AAAI 2025, §3 and Alg. 1; methods.md §9) as a threat model.
+
+A client holds a private embedding v and a private classifier head; the feature extractor is
+θ = h(v; φ). One round, from the global hypernetwork φ̄ (official `cnn/methods/hyperfl.py`):
+
+1. `head_epochs` epochs on the head alone (θ fixed): SGD `head_lr`, momentum, weight decay;
+2. `training.epochs` epochs on (φ, v) through the generated θ: SGD `training.lr`, same momentum
+   and weight decay, each group's gradient clipped to `clip_norm` (φ and v separately);
+3. the client sends Δφ = φ_K − φ̄; the server averages the Δφ (weighted by data size).
+
+The observation is therefore the hypernetwork update only (kind "update", one tensor per φ
+entry); v, the head and θ never leave the client. A non-adaptive attacker replays the round with
+the public initial embedding/head of the architecture in place of the client's unknown ones
+(that is what plain IG does against this threat model); attacks/hyperfl_leak.py knows better."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from defenses.base import Defense, ShareContext
+from harness.errors import ConfigError
+from threat_models.base import ThreatModel
+from threat_models.hypernetwork import HyperFLNet
+from threat_models.knowledge import KnowledgeFlags, LocalTraining
+from threat_models.observation import Observation
+from threat_models.optim import clip_by_global_norm, sgd_step
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class HyperFLProtocol:
+    """What the paper fixes beyond the hypernetwork phase's lr/epochs/batch (methods.md §9)."""
+    embedding_dim: int = 64
+    hidden_dim: int = 128
+    head_epochs: int = 1
+    head_lr: float = 0.1
+    momentum: float = 0.5
+    weight_decay: float = 5e-4
+    clip_norm: float = 50.0
+
+    def __post_init__(self):
+        for key in ("embedding_dim", "hidden_dim"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"threat_model.options.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.head_epochs < 0:
+            raise ConfigError(f"threat_model.options.head_epochs: must be >= 0, got {self.head_epochs}")
+        for key in ("head_lr", "clip_norm"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"threat_model.options.{key}: must be > 0, got {getattr(self, key)}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ConfigError(f"threat_model.options: momentum must be in [0,1) and weight_decay >= 0, got {self.momentum}, {self.weight_decay}")
+
+
+@dataclass
+class ClientState:
+    """What a HyperFL client keeps between rounds and never sends."""
+    embedding: torch.Tensor
+    head: Tensors  # "weight" (classes, 128), "bias" (classes,)
+
+    def to(self, device) -> "ClientState":
+        return ClientState(self.embedding.to(device), {k: v.to(device) for k, v in self.head.items()})
+
+
+def initial_client_state(net: HyperFLNet, seed: int) -> ClientState:
+    """A client's own N(0,1) embedding and default-initialised head, from its own seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        embedding = torch.randn(net.embedding.shape)
+        head = torch.nn.Linear(net.head.in_features, net.head.out_features)
+    return ClientState(embedding, {k: v.detach().clone() for k, v in head.named_parameters()})
+
+
+def public_state(net: HyperFLNet) -> ClientState:
+    """The architecture's own initial embedding/head: the non-adaptive attacker's stand-in."""
+    return ClientState(net.embedding.detach(), {k: v.detach() for k, v in net.head.named_parameters()})
+
+
+def _batches(n: int, training: LocalTraining):
+    size = n if training.batch_size is None else training.batch_size
+    return [slice(s, s + size) for s in range(0, n, size)]
+
+
+def train_head(net: HyperFLNet, phi: Tensors, state: ClientState, x, y, protocol: HyperFLProtocol,
+               training: LocalTraining) -> Tensors:
+    """Step 1 of the round: the head alone, on features of the θ generated from φ̄ (fixed)."""
+    with torch.no_grad():
+        theta = net.generate(phi, state.embedding)
+        features = [net.features(theta, x[b]) for b in _batches(len(x), training)]
+    head, momentum = dict(state.head), None
+    for _ in range(protocol.head_epochs):
+        for f, b in zip(features, _batches(len(x), training)):
+            attached = {k: v.detach().requires_grad_(True) for k, v in head.items()}
+            loss = F.cross_entropy(F.linear(f, attached["weight"], attached["bias"]), y[b])
+            grads = dict(zip(attached, torch.autograd.grad(loss, list(attached.values()))))
+            head, momentum = sgd_step(head, grads, momentum, protocol.head_lr, protocol.momentum, protocol.weight_decay)
+    return {k: v.detach() for k, v in head.items()}
+
+
+def hypernetwork_phase(net: HyperFLNet, phi: Tensors, embedding: torch.Tensor, head: Tensors, x, y,
+                       protocol: HyperFLProtocol, training: LocalTraining,
+                       create_graph: bool = False) -> tuple[Tensors, torch.Tensor]:
+    """Step 2 of the round: (φ_K, v_K) after `training.steps(B)` clipped SGD steps on L(x; h(v; φ), head).
+
+    With create_graph the whole unrolled loop stays differentiable in x, v, the head and labels
+    (the attacker's replay); otherwise each step starts from detached leaves (the client)."""
+    names = list(phi)
+    current, v = dict(phi), embedding
+    phi_momentum = v_momentum = None
+    for _ in range(training.epochs):
+        for b in _batches(len(x), training):
+            if not create_graph:
+                current = {k: t.detach().requires_grad_(True) for k, t in current.items()}
+                v = v.detach().requires_grad_(True)
+            else:
+                current = {k: t if t.requires_grad else t.detach().requires_grad_(True) for k, t in current.items()}
+                v = v if v.requires_grad else v.detach().requires_grad_(True)
+            logits = net.logits(net.generate(current, v), head, x[b])
+            loss = _cross_entropy(logits, y[b])
+            *g_phi, g_v = torch.autograd.grad(loss, [current[k] for k in names] + [v], create_graph=create_graph)
+            g_phi = clip_by_global_norm(dict(zip(names, g_phi)), protocol.clip_norm)
+            g_v = clip_by_global_norm({"v": g_v}, protocol.clip_norm)
+            current, phi_momentum = sgd_step(current, g_phi, phi_momentum, training.lr, protocol.momentum, protocol.weight_decay)
+            stepped, v_momentum = sgd_step({"v": v}, g_v, v_momentum, training.lr, protocol.momentum, protocol.weight_decay)
+            v = stepped["v"]
+    if not create_graph:
+        current, v = {k: t.detach() for k, t in current.items()}, v.detach()
+    return current, v
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Hard labels (B,) or label distributions (B,C), as threat_models.functional.cross_entropy."""
+    if labels.dim() == 1:
+        return F.cross_entropy(logits, labels)
+    return -(labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def client_round(net: HyperFLNet, phi: Tensors, state: ClientState, x, y, protocol: HyperFLProtocol,
+                 training: LocalTraining) -> tuple[list[torch.Tensor], ClientState]:
+    """One HyperFL round of one client: (Δφ in the order of `phi`, the client's new private state)."""
+    head = train_head(net, phi, state, x, y, protocol, training)
+    phi_k, embedding = hypernetwork_phase(net, phi, state.embedding, head, x, y, protocol, training)
+    return [phi_k[k] - phi[k] for k in phi], ClientState(embedding, head)
+
+
+class HyperFL(ThreatModel):
+    """Clients share only Δφ of the hypernetwork (see module docstring). Options (threat_model.options)
+    are the fields of HyperFLProtocol; threat_model.lr/epochs/local_batch_size drive phase 2."""
+    name, kind = "hyperfl", "update"
+
+    def __init__(self, training: LocalTraining | None = None, **options):
+        super().__init__(training)
+        self.protocol = HyperFLProtocol(**options)
+
+    def build_victim(self, spec, data, defense: Defense, progress: bool = False):
+        from threat_models.hyperfl_victim import build_hyperfl_victim
+        return build_hyperfl_victim(spec, data, self.protocol, progress)
+
+    def client_update(self, model, params, buffers, x, y, defense, state: ClientState | None = None):
+        if defense.gradient_fn() is not None:
+            raise ConfigError(f"threat model 'hyperfl' does not run per-step gradient defenses (defense '{defense.name}')")
+        update, _ = client_round(model, params, state or public_state(model), x, y, self.protocol, self.training)
+        return update
+
+    def replay(self, model, params, buffers, x, y, knowledge):
+        """The defense-unaware replay: the client's v and head are unknown, so the public initial
+        ones stand in; without the hyperparameters, Δφ is read as one negative gradient."""
+        guess = public_state(model)
+        if knowledge.local_training is None:
+            phi = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+            loss = _cross_entropy(model.logits(model.generate(phi, guess.embedding), guess.head, x), y)
+            return [-g for g in torch.autograd.grad(loss, list(phi.values()), create_graph=True)]
+        phi_k, _ = hypernetwork_phase(model, params, guess.embedding, guess.head, x, y, model.protocol,
+                                      knowledge.local_training, create_graph=True)
+        return [phi_k[k] - params[k] for k in params]
+
+    def observe(self, victim, x, y, defense: Defense, flags: KnowledgeFlags, seed: int = 0, client_id: int = 0,
+                round: int = 0):
+        """As ThreatModel.observe, but the attacked client trains with its own private state."""
+        x_norm = victim.normalise(x)
+        update = self.client_update(victim.model, victim.params, victim.buffers, x_norm, y, defense,
+                                    state=victim.client(client_id))
+        names = list(victim.params)
+        shared, public = defense.share(update, ShareContext(names, x.shape[0], client_id, round, seed))
+        public = {**public, "bytes_sent": defense.bytes_sent(shared)}
+        observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],
+                                  client_id, round, public, defense.decode(shared, public))
+        return observation, self.knowledge(victim, x_norm, y, defense, flags)
+
+    def describe(self) -> dict:
+        t = self.training
+        return {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size, **asdict(self.protocol)}

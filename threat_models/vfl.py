@@ -1,0 +1,103 @@
+"""Vertical FL (HashVFL, Qiu et al., TIFS 2024, §III threat model; methods.md §11) as a threat model.
+
+Two passive parties hold the left and right column slices of every image; the active party holds
+the top model and the labels, receives each party's message (embedding, or hash code under the
+`hashing` defense) and is the attacker. What it observes of the victim party for a batch is that
+party's messages: kind "embedding", shared = [(B, width) tensor].
+
+White-box assumption (as HashVFL's own `target_reconstruct.py`): the observation carries the
+trained bottom models and codecs (`global_params`, `buffers`), so the attacker can run the
+victim party's bottom model on trial inputs. Messages of the attacked batch are computed in eval
+mode (BN running statistics): inference after training, where a batch of one is well defined.
+
+A defense plugs into the protocol through three optional hooks (defenses/hashing.py has them):
+`embedding_width(width)`, `codec(width)` (a module on the bottom output) and
+`training_loss(sent, labels, num_classes)`; any other defense only shapes the sent messages."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.func import functional_call
+
+from defenses.base import Defense, ShareContext
+from harness.errors import ConfigError
+from threat_models.base import ThreatModel
+from threat_models.knowledge import KnowledgeFlags, LocalTraining
+from threat_models.observation import Observation
+from threat_models.vfl_nets import split_columns
+
+
+@dataclass(frozen=True)
+class VFLProtocol:
+    split: float = 0.5          # fraction of the columns held by party 0 (the left one)
+    victim_party: int = 0       # whose messages the attacker inverts
+    embedding_width: int = 64   # bottom output width when no codec defense sets it
+    train_epochs: int = 5       # VFL training on the train split (HashVFL: 30)
+    train_lr: float = 1e-3      # Adam, as HashVFL
+    train_batch_size: int = 128
+    weight_decay: float = 5e-4
+
+    def __post_init__(self):
+        if not 0 < self.split < 1:
+            raise ConfigError(f"threat_model.options.split: must be in (0, 1), got {self.split}")
+        if self.victim_party not in (0, 1):
+            raise ConfigError(f"threat_model.options.victim_party: must be 0 or 1, got {self.victim_party}")
+        for key in ("embedding_width", "train_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"threat_model.options.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.train_epochs < 0 or not self.train_lr > 0:
+            raise ConfigError(f"threat_model.options: train_epochs must be >= 0 and train_lr > 0")
+
+
+class VFL(ThreatModel):
+    """Options (threat_model.options) are the fields of VFLProtocol; lr/epochs/local_batch_size
+    of the threat-model table do not apply (there is no local training round to replay)."""
+    name, kind = "vfl", "embedding"
+
+    def __init__(self, training: LocalTraining | None = None, **options):
+        super().__init__(training)
+        self.protocol = VFLProtocol(**options)
+
+    def build_victim(self, spec, data, defense: Defense, progress: bool = False):
+        from threat_models.vfl_victim import build_vfl_victim
+        return build_vfl_victim(spec, data, self.protocol, defense, progress)
+
+    def private_input(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = split_columns(x.shape[-1], self.protocol.split)[self.protocol.victim_party]
+        return x[..., a:b]
+
+    def client_update(self, model, params, buffers, x, y, defense):
+        """The victim party's messages for full (normalised) images x."""
+        if defense.gradient_fn() is not None:
+            raise ConfigError(f"threat model 'vfl' has no local gradient step for defense '{defense.name}' to act on")
+        return self.replay(model, params, buffers, self.private_input(x), y, None)
+
+    def replay(self, model, params, buffers, x, y, knowledge):
+        """Messages for trial inputs of the victim party's slice (differentiable; sign via STE)."""
+        model.eval()
+        return [functional_call(model, (params, buffers), (x,), {"party": self.protocol.victim_party})]
+
+    def observe(self, victim, x: torch.Tensor, y: torch.Tensor, defense: Defense, flags: KnowledgeFlags,
+                seed: int = 0, client_id: int = 0, round: int = 0):
+        x_norm = victim.normalise(x)
+        with torch.no_grad():
+            sent = self.client_update(victim.model, victim.params, victim.buffers, x_norm, y, defense)
+        party = self.protocol.victim_party
+        names = [f"party{party}.message"]
+        shared, public = defense.share(sent, ShareContext(names, x.shape[0], client_id, round, seed))
+        public = {**public, "bytes_sent": defense.bytes_sent(shared), "party": party,
+                  "columns": list(victim.model.columns[party])}
+        observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],
+                                  client_id, round, public, defense.decode(shared, public))
+        return observation, self.knowledge(victim, x_norm, y, defense, flags)
+
+    def knowledge(self, victim, x_norm, y, defense, flags):
+        """The active party holds the labels by definition of the protocol; the image to rebuild
+        is the victim party's slice (auxiliary images stay whole: the attack slices them)."""
+        base = super().knowledge(victim, x_norm, y, defense, flags)
+        return dataclasses.replace(base, labels=y.clone(), image_shape=tuple(self.private_input(x_norm).shape[1:]))
+
+    def describe(self) -> dict:
+        return {"name": self.name, **asdict(self.protocol)}
