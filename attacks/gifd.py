@@ -25,10 +25,10 @@ BigGAN-deep-256 features of 3e4 to 4e6 entries (1000 growing to 7500, i.e. a shr
 per entry); here a radius is a FRACTION of the stage-start feature's per-sample L1 norm, so it
 transfers across generators and activation scales. `radii` (one per feature stage, the last
 repeated) defaults to (0.3, 0.2, 0.1): on auxiliary-split pseudo-victims (never victims;
-`tools/compare_generative.py --tune`) it beat (1, 1, 1), (0.1, 0.05, 0.03), (0.03, 0.02, 0.01)
-and 0 without a defense and under top-10% pruning. Under strong additive noise tighter radii
-do better: the deeper, looser stages fit the noise, lower the gradient loss and so win the
-selection with worse images."""
+`tools/compare_generative.py --tune`, LeNet, 4 images) it beat (1, 1, 1), (0.1, 0.05, 0.03),
+(0.03, 0.02, 0.01) and 0 without a defense, and in a 2-image check under top-10% pruning. Under
+strong additive noise tighter radii do better: the deeper, looser stages fit the noise, lower the
+gradient loss and so win the selection with worse images (docs/attacks.md)."""
 from __future__ import annotations
 
 import math

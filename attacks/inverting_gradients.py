@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.base import Attack, Budget, Reconstruction, attack_labels
-from attacks.objective import GradientMatcher, total_variation
+from attacks.objective import FastGradientMatcher, total_variation
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class InvertingGradients(Attack):
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         c = self.config
         device = observation.shared[0].device
-        matcher = GradientMatcher(observation, model, knowledge, c.distance)
+        matcher = FastGradientMatcher(observation, model, knowledge, c.distance)
         labels = attack_labels(observation, model, knowledge)
         shape = (budget.restarts, knowledge.num_images, *knowledge.image_shape)
         x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_(True)
@@ -47,12 +47,21 @@ class InvertingGradients(Attack):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
         per_restart = lambda xs: torch.stack([matcher(xr, labels) for xr in xs])
         tv = lambda xs: torch.stack([total_variation(xr) for xr in xs])
+        # R > 1: all restarts in one vmapped computation where the replay allows it (far fewer kernel
+        # launches; each restart's objective and gradient are unchanged), else the loop below.
+        batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
+            if budget.restarts > 1 else None
         traces = []
         bar = tqdm(range(budget.iterations), desc=self.name, disable=not progress, leave=False)
         for it in bar:
             optimiser.zero_grad()
-            objective = per_restart(x) + c.tv * tv(x)
-            objective.sum().backward()  # restarts are independent: the sum's gradient is each one's
+            if batched is not None:
+                x.grad, objective = batched(x)
+            else:
+                objective = per_restart(x) + c.tv * tv(x)
+                # restarts are independent: the sum's gradient is each one's. inputs=[x]: without it
+                # autograd also differentiates w.r.t. the replayed parameters (two convolutions a layer)
+                objective.sum().backward(inputs=[x])
             if c.signed:
                 x.grad.sign_()
             optimiser.step()

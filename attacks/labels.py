@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call
 
+from harness.errors import ConfigError
 from threat_models.knowledge import AttackerKnowledge
 from threat_models.observation import Observation
 
@@ -29,7 +30,8 @@ def _last_linear(observation: Observation, num_classes: int) -> tuple[torch.Tens
             bias_name = names[i][: -len("weight")] + "bias" if names[i].endswith("weight") else None
             bias = shared.get(bias_name) if bias_name else None
             return sign * t, (sign * bias if bias is not None and bias.shape == (num_classes,) else None), names[i]
-    raise ValueError("no classifier layer (a 2-D parameter with num_classes rows) in the observation")
+    raise ConfigError(f"label inference: the '{observation.threat_model}' update has no classifier layer "
+                      f"(a 2-D parameter with {num_classes} rows); use a knowledge preset with known labels")
 
 
 def infer_labels(observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge) -> torch.Tensor:

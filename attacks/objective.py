@@ -4,6 +4,8 @@ trial inputs -> threat model replay (gradient, or unrolled local training) -> th
 simulation of the defense (when it knows it) -> distance to what was observed."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from threat_models import THREAT_MODELS
@@ -57,3 +59,123 @@ class GradientMatcher:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.distance(self.trial_update(x, y), self.target)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """1-D view in memory order (contiguous or channels_last); a copy for anything else."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)
+    return t.contiguous().view(-1)
+
+
+class _FusedCosine(torch.autograd.Function):
+    """cosine_distance(trial, target) over the gradient tensors laid end to end in memory order.
+    `target` is that flat vector already (built once). The backward is the closed form
+    α·target + β·trial on the flat vector, split back into views: a handful of kernels per call
+    instead of autograd's products, sums and powers per layer (which, on a loaded CPU, each wait
+    for the second OpenMP thread)."""
+
+    @staticmethod
+    def forward(ctx, target, target_norm, *trial):
+        flat = torch.cat([_flat(a) for a in trial])
+        dot = torch.dot(flat, target)
+        norm = torch.dot(flat, flat).sqrt()
+        denominator = norm * target_norm + 1e-12
+        ctx.save_for_backward(flat, target)
+        ctx.scalars = (dot, norm, target_norm, denominator)
+        ctx.like = [(a.shape, a.stride()) for a in trial]
+        return 1 - dot / denominator
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        flat, target = ctx.saved_tensors
+        dot, norm, target_norm, denominator = ctx.scalars
+        # d/da [1 - dot/(|a||t| + eps)] = -t/den + dot·|t|·a/(|a|·den²)
+        alpha = -grad / denominator
+        beta = grad * dot * target_norm / (norm * denominator * denominator)
+        out = torch.addcmul(flat * beta, target, alpha)
+        grads, start = [], 0
+        for shape, stride in ctx.like:
+            n = math.prod(shape)
+            grads.append(out[start:start + n].as_strided(shape, stride))
+            start += n
+        return (None, None, *grads)
+
+
+class FastGradientMatcher(GradientMatcher):
+    """GradientMatcher with the same objective, computed faster for the plain FedSGD/FedAvg replay:
+    the model replayed through threat_models.functional.fast_replay_model (BN folded, convolution
+    backward made of convolutions) in channels_last, and the cosine fused. Falls back to the plain
+    path wherever that could change behaviour: a defense that replaces the replay's gradient (its
+    own functional code), another threat model, a model the replay module cannot take."""
+
+    def __init__(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
+                 distance: str = "cosine"):
+        super().__init__(observation, model, knowledge, distance)
+        from threat_models.functional import fast_replay_model
+        replaced = knowledge.defense is not None and knowledge.defense.replay_gradient_fn() is not None
+        plain = replaced or observation.threat_model not in ("fedsgd", "fedavg")
+        self.replay_model = self.model if plain else fast_replay_model(self.model)
+        self.fast = self.replay_model is not self.model
+        if self.fast:
+            self.params = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                           for k, v in self.params.items()}
+        # the base class's simulate is the identity; any other may reshape with .view()
+        self._simulates = self.adaptive and type(knowledge.defense).simulate is not _base_simulate()
+        self._fused = distance == "cosine"
+        self._target_norm = torch.sqrt(sum(b.pow(2).sum() for b in self.target)) if self._fused else None
+        self._flat_target: torch.Tensor | None = None
+        self._layout: list | None = None
+
+    def trial_update(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        if not self.fast:
+            return super().trial_update(x, y)
+        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        update = self.threat_model.replay(self.replay_model, self.params, self.observation.buffers, x, y,
+                                          self.knowledge)
+        if self._simulates:
+            update = self.knowledge.defense.simulate([u.contiguous() for u in update], self.observation)
+        return update
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        trial = self.trial_update(x, y)
+        if not self._fused:
+            return self.distance(trial, self.target)
+        layout = [(a.shape, a.stride()) for a in trial]
+        if layout != self._layout:
+            # the target laid out like the trial tensors, once: the fused dot runs in memory order
+            if [a.shape for a in trial] != [b.shape for b in self.target]:
+                return self.distance(trial, self.target)
+            self._flat_target = torch.cat([_flat(torch.empty_like(a).copy_(b)) for a, b in zip(trial, self.target)])
+            self._layout = layout
+        return _FusedCosine.apply(self._flat_target, self._target_norm, *trial)
+
+
+    def batched_value_and_grad(self, y: torch.Tensor, regulariser):
+        """f(x) -> (d/dx, value) of distance + regulariser(x_r) for R restarts x (R, B, C, H, W) in one
+        vmapped computation, or None where that is not available (then loop over restarts).
+
+        Each restart needs its own parameter gradient, so the R replays cannot simply share a
+        batch; torch.func.vmap over torch.func.grad turns them into batched/grouped convolutions
+        with per-restart weight gradients. Only the plain FedSGD replay: unrolled FedAvg steps and
+        defense simulations stay on the loop."""
+        if not (self.fast and self.observation.threat_model == "fedsgd" and not self._simulates):
+            return None
+        from threat_models.functional import cross_entropy
+        model, params, buffers, target = self.replay_model, self.params, self.observation.buffers, self.target
+        names = list(params)
+
+        def one(x):
+            grads = torch.func.grad(lambda p: cross_entropy(torch.func.functional_call(model, (p, buffers), (x,)), y))(params)
+            return self.distance([grads[n] for n in names], target) + regulariser(x)
+
+        step = torch.func.vmap(torch.func.grad_and_value(one))
+        return lambda x: step(x.detach())
+
+
+def _base_simulate():
+    from defenses.base import Defense  # lazy: defenses import threat_models, which attacks import
+    return Defense.simulate

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import resource
 import sys
 import time
 import types
@@ -68,7 +69,8 @@ def run(request: dict, breaching, models, torch) -> dict:
     mse = (image - case["truth"]).pow(2).mean().item()
     iterations = request["iterations"] * request["restarts"]
     return {"seconds": seconds, "s_per_iteration": seconds / iterations,
-            "iterations_per_s": iterations / seconds, "psnr": 10 * math.log10(1 / max(mse, 1e-10))}
+            "iterations_per_s": iterations / seconds, "psnr": 10 * math.log10(1 / max(mse, 1e-10)),
+            "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 
 
 def main() -> None:

@@ -60,3 +60,15 @@ def test_label_counts_from_a_fedavg_update(lenet_victim):
     for indices in repeated_label_batches(lenet_victim.data, count=3):
         obs, k, y = observe(lenet_victim, indices, threat="fedavg", flags="parameter_aware")
         assert multiset_label_accuracy(infer_labels(obs, lenet_victim.model, k), y) >= 0.75
+
+
+def test_an_update_without_classifier_layer_is_a_clear_error(lenet_victim):
+    import pytest
+    from harness.errors import ConfigError
+    from threat_models.observation import Observation
+    obs, k, _ = observe(lenet_victim, [0, 1])
+    convs_only = [(n, t) for n, t in zip(obs.param_names, obs.shared) if not n.startswith("fc")]
+    bare = Observation(obs.threat_model, obs.kind, [t for _, t in convs_only], [n for n, _ in convs_only],
+                       obs.global_params, obs.buffers, 2)
+    with pytest.raises(ConfigError, match="no classifier layer"):
+        infer_labels(bare, lenet_victim.model, k)

@@ -26,7 +26,10 @@ ATTACKS = {
     "ggl-cma": {"name": "ggl", "iterations": 50, "restarts": 2, "options": {"optimizer": "cma", "population": 16}},
     "ggl-adam": {"name": "ggl", "iterations": 400, "restarts": 2, "options": {"optimizer": "adam"}},
     "gifd": {"name": "gifd", "iterations": 400, "restarts": 2, "options": {}},
+    # sensitivity check, not in the default set: tighter L1 balls (more prior, less fit to noise)
+    "gifd-tight": {"name": "gifd", "iterations": 400, "restarts": 2, "options": {"radii": [0.1, 0.05, 0.03]}},
 }
+DEFAULT_ATTACKS = ["ig", "ggl-cma", "ggl-adam", "gifd"]
 DEFENSES = {
     "none": {"name": "none", "options": {}},
     # user-level DP-FedAvg noise: clip to norm 1 (the untrained ConvNet's B=1 gradients have norm ~1.25
@@ -109,7 +112,7 @@ def main() -> None:
     parser.add_argument("--victims", type=int, default=8)
     parser.add_argument("--model", default="lenet", choices=list(MODELS))
     parser.add_argument("--defenses", nargs="+", default=list(DEFENSES), choices=list(DEFENSES))
-    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
+    parser.add_argument("--attacks", nargs="+", default=DEFAULT_ATTACKS, choices=list(ATTACKS))
     parser.add_argument("--tune", action="store_true", help="choose GIFD radii on auxiliary images instead")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -13,7 +13,6 @@ Default 30 epochs x 125 steps: about 6 CPU-minutes on one thread for digits."""
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 
