@@ -27,7 +27,7 @@ from defenses.base import NoDefense
 from harness.errors import ConfigError, DataError
 from harness.metrics import match_to_ground_truth, score_images
 from harness.results import versions, write_rows
-from harness.runner import RunResult, _check_writable, multiset_label_accuracy, resolve_device
+from harness.runner import RunResult, check_writable, multiset_label_accuracy, resolve_device, save_images
 from threat_models import build_threat_model
 from threat_models.knowledge import LocalTraining, knowledge_flags
 
@@ -77,7 +77,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
         raise ConfigError("audit-flower needs Flower: pip install 'fedleak[flower]'") from None
     from harness.flower_simulation import simulate
     out = Path(audit.output)
-    _check_writable(out)
+    check_writable(out)
     hooks = _module(audit.hooks)
     clients = audit.clients or getattr(hooks, "NUM_CLIENTS", None)
     if not clients:
@@ -139,7 +139,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
         truths.append(x.cpu())
         recons.append(matched.cpu())
         frame = write_rows(rows, out)
-        torch.save({"ground_truth": torch.cat(truths), "reconstructions": torch.cat(recons)}, out / "images.pt")
+        save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
     result = FlowerAuditResult(frame, out, torch.cat(truths), torch.cat(recons), updates)
     from reports.flower_report import write_flower_report
     write_flower_report(result)

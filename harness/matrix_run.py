@@ -18,7 +18,7 @@ from harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from harness.matrix_results import write_matrix_outputs
 from harness.plugins import load_plugins
 from harness.progress import MatrixProgress
-from harness.runner import _check_writable
+from harness.runner import check_writable
 from harness.scheduler import ScheduleResult, run_tasks
 from harness.utility_task import UtilityTask, utility_tasks
 
@@ -46,7 +46,7 @@ def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None)
 def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local", workers: int | None = None,
                address: str | None = None, progress: bool = True) -> MatrixRun:
     output = Path(output)
-    _check_writable(output)
+    check_writable(output)
     cells = expand(matrix)
     utility = utility_tasks(matrix) if matrix.utility.enabled else []
     store = CellStore(output)

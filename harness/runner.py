@@ -16,7 +16,7 @@ from harness.config import RunConfig
 from harness.data import load_dataset
 from harness.errors import ConfigError
 from harness.metrics import match_to_ground_truth, score_images
-from harness.results import versions, write_rows
+from harness.results import atomic_write_bytes, versions, write_rows
 from threat_models import build_threat_model
 from threat_models.knowledge import LocalTraining, knowledge_flags
 
@@ -40,7 +40,7 @@ def resolve_device(name: str) -> torch.device:
 def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     device = resolve_device(config.device)
     out = Path(config.output)
-    _check_writable(out)
+    check_writable(out)
     tm = config.threat_model
     defense = build_defense(config.defense.name, **config.defense.options)
     threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), defense, **tm.options)
@@ -83,7 +83,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
         truths.append(truth.cpu())
         recons.append(matched.cpu())
         frame = write_rows(rows, out)
-        torch.save({"ground_truth": torch.cat(truths), "reconstructions": torch.cat(recons)}, out / "images.pt")
+        save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
     result = RunResult(frame, out, torch.cat(truths), torch.cat(recons))
     from reports.run_report import write_run_report
     write_run_report(result)
@@ -97,7 +97,15 @@ def multiset_label_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> floa
     return float(hits.sum()) / len(true)
 
 
-def _check_writable(out: Path) -> None:
+def save_images(path: Path, ground_truth: torch.Tensor, reconstructions: torch.Tensor) -> None:
+    """Atomically, like the rows beside it: a killed run never leaves half a tensor file."""
+    import io
+    buffer = io.BytesIO()
+    torch.save({"ground_truth": ground_truth, "reconstructions": reconstructions}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
