@@ -22,6 +22,7 @@ Conventions, shared by every function here:
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import warnings
 
@@ -56,27 +57,46 @@ def _gaussian_taps(device, dtype) -> torch.Tensor:
     return g / g.sum()
 
 
+def _band(taps: torch.Tensor, size: int) -> torch.Tensor:
+    """(size, size - len(taps) + 1) matrix M with (v @ M)[j] = sum_k taps[k] v[j + k]: a valid
+    correlation along the last axis as one matrix product."""
+    out = size - len(taps) + 1
+    band = torch.zeros(size, out, dtype=taps.dtype, device=taps.device)
+    rows = torch.arange(out, device=taps.device)
+    for k, tap in enumerate(taps):
+        band[rows + k, rows] = tap
+    return band
+
+
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     n, c, h, w = x.shape
     win = 2 * _SSIM_RADIUS + 1
     if h < win or w < win:
         raise DataError(f"SSIM needs images of at least {win}x{win}, got {h}x{w}")
-    # float64 keeps var = E[x^2] - E[x]^2 from cancelling away digits we compare to skimage
-    dtype = torch.float32 if x.device.type == "mps" else torch.float64
+    # var = E[x^2] - E[x]^2 cancels digits. Rather than float64 (CPU float64 filtering was slower than
+    # skimage's per-image loop), shift each image channel by a constant first: variances and the
+    # covariance do not change, and with values centred float32 stays within ~4e-7 of skimage even on
+    # flat patches (the constant is added back to the means below).
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, y = x.to(dtype), y.to(dtype)
+    offset = (x.mean((2, 3), keepdim=True) + y.mean((2, 3), keepdim=True)) / 2
+    x, y = x - offset, y - offset
 
-    # One depthwise pass filters all five moment maps; "valid" convolution is exactly
-    # skimage's crop of (win - 1) // 2 pixels, so its reflect padding never matters.
+    # One separable "valid" filtering of all five moment maps; valid is exactly skimage's crop of
+    # (win - 1) // 2 pixels, so its reflect padding never matters. Two matrix products with banded
+    # Gaussian matrices: one GEMM each for the whole batch, where depthwise convolution has no fast
+    # CPU kernel for 11-tap rows.
     maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)
     g = _gaussian_taps(x.device, dtype)
-    k = maps.shape[1]
-    maps = F.conv2d(maps, g.view(1, 1, 1, win).expand(k, 1, 1, win), groups=k)
-    maps = F.conv2d(maps, g.view(1, 1, win, 1).expand(k, 1, win, 1), groups=k)
+    maps = maps @ _band(g, w)                                          # along W
+    maps = (maps.transpose(-1, -2) @ _band(g, h)).transpose(-1, -2)  # along H
     mx, my, mxx, myy, mxy = maps.split(c, dim=1)
 
-    vx, vy, cxy = mxx - mx * mx, myy - my * my, mxy - mx * my
     c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    # centred moments from the shifted means; the luminance term needs the true means
+    contrast = (2 * torch.addcmul(mxy, mx, my, value=-1) + c2) / (mxx + myy - mx * mx - my * my + c2)
+    mx, my = mx + offset, my + offset
+    s = (2 * mx * my + c1) / (mx * mx + my * my + c1) * contrast
     # equal-sized channels, so the mean over (C, H, W) is the mean of per-channel SSIMs
     return s.flatten(1).mean(1).float()
 
@@ -98,7 +118,7 @@ def lpips_model(net: str = "alex", device: torch.device | str = "cpu") -> torch.
 
     import lpips
 
-    with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" noise
+    with warnings.catch_warnings(), _trunk_features_only(lpips, net):  # torchvision's "pretrained is deprecated" noise
         warnings.simplefilter("ignore", UserWarning)
         # pnet_rand=True: torchvision would otherwise download the trunk; we load it below.
         model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
@@ -106,6 +126,29 @@ def lpips_model(net: str = "alex", device: torch.device | str = "cpu") -> torch.
     model = model.to(device).eval().requires_grad_(False)
     _lpips_models[key] = model
     return model
+
+
+@contextlib.contextmanager
+def _trunk_features_only(lpips, net: str):
+    """lpips builds the whole torchvision classifier and keeps only `.features`; AlexNet's unused
+    fully connected layers alone are ~230 MB, initialised and then dropped, which raised the peak RSS
+    of every matrix cell by that much. Build the network on the meta device instead and give real
+    (uninitialised) memory to the features only: lpips_model overwrites them from harness/weights."""
+    tv = lpips.pretrained_networks.tv
+    name = {"alex": "alexnet", "vgg": "vgg16"}[net]
+    original = getattr(tv, name)
+
+    def features_only(*args, **kwargs):
+        with torch.device("meta"):
+            network = original(*args, **kwargs)
+        network.features = network.features.to_empty(device="cpu")
+        return network
+
+    setattr(tv, name, features_only)
+    try:
+        yield
+    finally:
+        setattr(tv, name, original)
 
 
 def _lpips_input(x: torch.Tensor) -> torch.Tensor:
