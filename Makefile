@@ -21,5 +21,9 @@ test: $(STAMP)
 	tools/install_test_deps.sh $(BIN)/python
 	$(BIN)/python -m pytest
 
+# Speed/memory figures side by side with breaching 0.1.2 and scikit-image (docs/performance.md).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

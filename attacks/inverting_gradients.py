@@ -72,7 +72,8 @@ class InvertingGradients(Attack):
             traces.append(objective.detach().cpu())
             if progress and it % 50 == 0:
                 bar.set_postfix(loss=f"{objective.min().item():.4f}")
-        final = per_restart(x.detach()).detach()  # scored without the TV term
+        scored = matcher.batched_distance(labels) if batched is not None else None
+        final = (per_restart(x.detach()) if scored is None else scored(x.detach())).detach()  # without TV
         winner = int(final.argmin())
         trace = torch.stack(traces)[:, winner].tolist() if traces else []
         return Reconstruction(knowledge.to_unit(x[winner].detach()), labels.detach(), trace,

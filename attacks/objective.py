@@ -178,7 +178,6 @@ class FastGradientMatcher(GradientMatcher):
             self._layout = layout
         return _FusedCosine.apply(self._runs, self._flat_target, self._target_norm, *trial)
 
-
     def batched_value_and_grad(self, y: torch.Tensor, regulariser):
         """f(x) -> (d/dx, value) of distance + regulariser(x_r) for R restarts x (R, B, C, H, W) in one
         vmapped computation, or None where that is not available (then loop over restarts).
@@ -187,6 +186,18 @@ class FastGradientMatcher(GradientMatcher):
         batch; torch.func.vmap over torch.func.grad turns them into batched/grouped convolutions
         with per-restart weight gradients. Only the plain FedSGD replay: unrolled FedAvg steps and
         defense simulations stay on the loop."""
+        one = self._restart_objective(y, regulariser)
+        if one is None:
+            return None
+        step = torch.func.vmap(torch.func.grad_and_value(one))
+        return lambda x: step(x.detach())
+
+    def batched_distance(self, y: torch.Tensor):
+        """f(x) -> the distance of each of R restarts (no regulariser), vmapped; or None."""
+        one = self._restart_objective(y, None)
+        return None if one is None else torch.func.vmap(one)
+
+    def _restart_objective(self, y, regulariser):
         if not (self.fast and self.observation.threat_model == "fedsgd" and not self._simulates):
             return None
         from threat_models.functional import cross_entropy
@@ -195,10 +206,9 @@ class FastGradientMatcher(GradientMatcher):
 
         def one(x):
             grads = torch.func.grad(lambda p: cross_entropy(torch.func.functional_call(model, (p, buffers), (x,)), y))(params)
-            return self.distance([grads[n] for n in names], target) + regulariser(x)
-
-        step = torch.func.vmap(torch.func.grad_and_value(one))
-        return lambda x: step(x.detach())
+            distance = self.distance([grads[n] for n in names], target)
+            return distance if regulariser is None else distance + regulariser(x)
+        return one
 
 
 def _base_simulate():

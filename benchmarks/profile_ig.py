@@ -67,9 +67,10 @@ def profile_path(case, iterations: int, plain: bool):
     for e in events:
         groups[_group(e.key)] += e.self_cpu_time_total
     total = sum(groups.values())
+    views = ("view", "detach", "expand", "permute", "as_strided", "slice", "reshape", "transpose", "unsqueeze",
+             "squeeze", "select", "aten::t", "alias", "split", "empty", "resize_", "contiguous", "to", "_to_copy")
     big = sum(e.count for e in events if any(_numel(s) >= 32768 for s in e.input_shapes or [])
-              and not any(v in e.key for v in ("view", "detach", "expand", "permute", "as_strided", "slice",
-                                                "reshape", "transpose", "unsqueeze", "squeeze", "select", "t")))
+              and e.key.removeprefix("aten::") not in {v.removeprefix("aten::") for v in views})
     return prof, groups, total, big / (iterations + 1)
 
 
