@@ -5,7 +5,10 @@ iterations, R restarts with the winner chosen by gradient loss alone.
 
 Against a FedAvg observation the threat model's replay unrolls the client's K local steps, which
 makes this the FedAvg reconstructor of the paper. All restarts advance in lockstep as one tensor
-(R,B,C,H,W) under one Adam (elementwise, so identical to R separate optimisers) and one backward."""
+(R,B,C,H,W) under one Adam (elementwise, so identical to R separate optimisers); their gradients
+come from one torch.func.vmap over restarts where the replay allows it (plain FedSGD), else from one
+backward through a loop. The objective is attacks.objective.FastGradientMatcher: the same value as
+GradientMatcher, faster (docs/performance.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

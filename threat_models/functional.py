@@ -71,13 +71,14 @@ def local_update(model, params: Params, buffers: Params, x, y, training: LocalTr
 # Fast replay for gradient matching (opt-in: attacks.objective.FastGradientMatcher)
 # ----------------------------------------------------------------------------------------
 # Matching a trial gradient differentiates a gradient (double backward). Profiling IG on a CPU showed
-# three costs that are not the convolutions' arithmetic itself: (1) eval-mode BatchNorm's generic
-# double backward (a fifth of an iteration), (2) PyTorch's double backward of conv2d, which computes
-# the input-gradient term with a batch<->channel transposed convolution (a 32x32 kernel over a
-# single channel: slow, and it forces layout copies), and (3) NCHW convolutions, which oneDNN runs
-# at about half the speed of channels_last ones on this kind of CPU. The replay module below removes
-# all three without changing the function: BN folds into the preceding convolution, and every
-# convolution's backward is written with ordinary (channels_last friendly) convolutions.
+# costs that are not the convolutions' arithmetic itself: (1) eval-mode BatchNorm's generic double
+# backward, (2) PyTorch's double backward of conv2d, which computes the input-gradient term with a
+# batch<->channel transposed convolution (a 32x32 "kernel" over one channel: ~3x a forward
+# convolution, plus layout copies), and (3) weight gradients for the replayed parameters, which the
+# attack's outer backward never uses. The replay module below removes them without changing the
+# function: BN is folded into the preceding convolution or replaced by a lean custom function, and
+# every convolution's backward is written with ordinary convolutions that skip unused gradients.
+# docs/performance.md has the measurements.
 
 
 def _output_padding(input_hw, output_hw, weight_hw, stride, padding, dilation) -> list[int]:
