@@ -6,8 +6,8 @@ iterations, R restarts with the winner chosen by gradient loss alone.
 Against a FedAvg observation the threat model's replay unrolls the client's K local steps, which
 makes this the FedAvg reconstructor of the paper. All restarts advance in lockstep as one tensor
 (R,B,C,H,W) under one Adam (elementwise, so identical to R separate optimisers); their gradients
-come from one torch.func.vmap over restarts where the replay allows it (plain FedSGD), else from one
-backward through a loop. The objective is attacks.objective.FastGradientMatcher: the same value as
+come from one replay of all restarts stacked as a batch where the replay allows it (plain FedSGD),
+else from one backward through a loop. The objective is attacks.objective.FastGradientMatcher: the same value as
 GradientMatcher, faster (docs/performance.md)."""
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ class IGConfig:
     signed: bool = True
     boxed: bool = True
     lr_decay: bool = True
+    precision: str = "fp32"   # "bf16": the replay in bfloat16, opt-in (FastGradientMatcher)
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            from harness.errors import ConfigError
+            raise ConfigError(f"attack 'ig': precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
 
 class InvertingGradients(Attack):
@@ -40,7 +46,7 @@ class InvertingGradients(Attack):
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         c = self.config
         device = observation.shared[0].device
-        matcher = FastGradientMatcher(observation, model, knowledge, c.distance)
+        matcher = FastGradientMatcher(observation, model, knowledge, c.distance, c.precision)
         labels = attack_labels(observation, model, knowledge)
         shape = (budget.restarts, knowledge.num_images, *knowledge.image_shape)
         x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_(True)
@@ -50,17 +56,19 @@ class InvertingGradients(Attack):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
         per_restart = lambda xs: torch.stack([matcher(xr, labels) for xr in xs])
         tv = lambda xs: torch.stack([total_variation(xr) for xr in xs])
-        # R > 1: all restarts in one vmapped computation where the replay allows it (far fewer kernel
-        # launches; each restart's objective and gradient are unchanged), else the loop below.
+        # R > 1: the restarts as one batch where the replay allows it (each layer runs once for all of them;
+        # each restart's objective and gradient are unchanged), else the loop below.
         batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
             if budget.restarts > 1 else None
         traces = []
         bar = tqdm(range(budget.iterations), desc=self.name, disable=not progress, leave=False)
         for it in bar:
             optimiser.zero_grad()
-            if batched is not None:
-                x.grad, objective = batched(x)
+            step = batched(x) if batched is not None else None
+            if step is not None:
+                x.grad, objective = step
             else:
+                batched = None
                 objective = per_restart(x) + c.tv * tv(x)
                 # restarts are independent: the sum's gradient is each one's. inputs=[x]: without it
                 # autograd also differentiates w.r.t. the replayed parameters (two convolutions a layer)
@@ -76,8 +84,9 @@ class InvertingGradients(Attack):
             if progress and it % 50 == 0:
                 bar.set_postfix(loss=f"{objective.min().item():.4f}")
         scored = matcher.batched_distance(labels) if batched is not None else None
-        final = (per_restart(x.detach()) if scored is None else scored(x.detach())).detach()  # without TV
+        final = scored(x) if scored is not None else None
+        final = (per_restart(x.detach()) if final is None else final).detach()  # without TV
         winner = int(final.argmin())
         trace = torch.stack(traces)[:, winner].tolist() if traces else []
         return Reconstruction(knowledge.to_unit(x[winner].detach()), labels.detach(), trace,
-                              float(final[winner]), final.tolist())
+                              float(final[winner]), final.tolist(), extras={"precision": matcher.precision})

@@ -5,10 +5,12 @@ simulation of the defense (when it knows it) -> distance to what was observed.""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from threat_models import THREAT_MODELS
+from threat_models.gradient_tape import widened
 from threat_models.knowledge import AttackerKnowledge
 from threat_models.observation import Observation
 
@@ -89,42 +91,37 @@ def _joined(tensors) -> torch.Tensor:
     return _flat(tensors[0]) if len(tensors) == 1 else torch.cat([_flat(t) for t in tensors])
 
 
-class _FusedCosine(torch.autograd.Function):
-    """cosine_distance(trial, target) over the gradient tensors laid end to end in memory order, in a
+class _FusedDots(torch.autograd.Function):
+    """(<trial, target>, <trial, trial>) over the gradient tensors laid end to end in memory order, in a
     few chunks (`target` is already chunked the same way, built once). The backward is the closed
-    form α·target + β·trial per chunk, split back into views: a handful of kernels per call instead
-    of autograd's products, sums and powers per layer (which, on a loaded CPU, each wait for the
+    form g_dot·target + 2·g_sq·trial per chunk, split back into views: a handful of kernels per call
+    instead of autograd's products and sums per layer (which, on a loaded CPU, each wait for the
     second OpenMP thread). Chunks, not one vector: ResNet-18's 11M gradient entries (44 MB) would be
     a fresh mmap, page-faulted anew, on every call."""
 
     @staticmethod
-    def forward(ctx, runs, target, target_norm, *trial):
-        flats = [_joined(trial[a:b]) for a, b in runs]
+    def forward(ctx, runs, target, *trial):
+        # a bfloat16 replay's gradients are compared in float32 (the target never leaves float32)
+        flats = [widened(_joined(trial[a:b])) for a, b in runs]
         dot = torch.stack([torch.dot(f, t) for f, t in zip(flats, target)]).sum()
-        norm = torch.stack([torch.dot(f, f) for f in flats]).sum().sqrt()
-        denominator = norm * target_norm + 1e-12
+        squared = torch.stack([torch.dot(f, f) for f in flats]).sum()
         ctx.save_for_backward(*flats)
         ctx.target, ctx.runs = target, runs
-        ctx.scalars = (dot, norm, target_norm, denominator)
         ctx.like = [(a.shape, a.stride()) for a in trial]
-        return 1 - dot / denominator
+        ctx.dtype = trial[0].dtype
+        return dot, squared
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        flats = ctx.saved_tensors
-        dot, norm, target_norm, denominator = ctx.scalars
-        # d/da [1 - dot/(|a||t| + eps)] = -t/den + dot·|t|·a/(|a|·den²)
-        alpha = -grad / denominator
-        beta = grad * dot * target_norm / (norm * denominator * denominator)
+    def backward(ctx, grad_dot, grad_squared):
         grads = []
-        for (a, b), flat, target in zip(ctx.runs, flats, ctx.target):
-            out, start = torch.addcmul(flat * beta, target, alpha), 0
+        for (a, b), flat, target in zip(ctx.runs, ctx.saved_tensors, ctx.target):
+            out, start = torch.addcmul(flat * (2 * grad_squared), target, grad_dot).to(ctx.dtype), 0
             for shape, stride in ctx.like[a:b]:
                 n = math.prod(shape)
                 grads.append(out[start:start + n].as_strided(shape, stride))
                 start += n
-        return (None, None, None, *grads)
+        return (None, None, *grads)
 
 
 class FastGradientMatcher(GradientMatcher):
@@ -132,83 +129,138 @@ class FastGradientMatcher(GradientMatcher):
     the model replayed through threat_models.functional.fast_replay_model (BN folded, convolution
     backward made of convolutions) in channels_last, and the cosine fused. Falls back to the plain
     path wherever that could change behaviour: a defense that replaces the replay's gradient (its
-    own functional code), another threat model, a model the replay module cannot take."""
+    own functional code), another threat model, a model the replay module cannot take.
+
+    precision="bf16" replays the model in bfloat16 (parameters, activations and their gradients; the
+    convolutions accumulate in float32) while the distance, its target and everything the optimiser
+    sees stay float32. Only on the fast replay; elsewhere it stays float32 (`self.precision` says which
+    ran). It changes the arithmetic, so it is opt-in: docs/performance.md has its measured cost in PSNR.
+    implicit_weights: whether one restart leaves cheap convolution weight gradients implicit
+    (threat_models.gradient_tape); None: only in bfloat16, see below."""
 
     def __init__(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
-                 distance: str = "cosine"):
+                 distance: str = "cosine", precision: str = "fp32", implicit_weights: bool | None = None):
         super().__init__(observation, model, knowledge, distance)
         from threat_models.functional import fast_replay_model
         replaced = knowledge.defense is not None and knowledge.defense.replay_gradient_fn() is not None
         plain = replaced or observation.threat_model not in ("fedsgd", "fedavg")
         self.replay_model = self.model if plain else fast_replay_model(self.model)
         self.fast = self.replay_model is not self.model
+        self.precision = precision if self.fast else "fp32"
+        if precision != self.precision:
+            warnings.warn(f"precision {precision!r} needs the fast replay, which this case cannot use: float32",
+                          stacklevel=2)
+        self.buffers = self.observation.buffers
         if self.fast:
             self.params = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
                            for k, v in self.params.items()}
+        if self.precision == "bf16":
+            self.params = {k: v.to(torch.bfloat16) for k, v in self.params.items()}
+            self.buffers = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in self.buffers.items()}
+        dtype = next(iter(self.params.values())).dtype
         # the base class's simulate is the identity; any other may reshape with .view()
         self._simulates = self.adaptive and type(knowledge.defense).simulate is not _base_simulate()
         self._fused = distance == "cosine"
         self._target_norm = torch.sqrt(sum(b.pow(2).sum() for b in self.target)) if self._fused else None
         self._flat_target: list[torch.Tensor] | None = None
-        self._layout: list | None = None
+        self._layout: tuple | None = None
         self._runs: list[tuple[int, int]] | None = None
+        # FedSGD's trial gradient is the loss gradient itself, so the replay may leave parameter gradients
+        # to a tape (threat_models.gradient_tape): implicit convolution weights, and restarts as one batch
+        self._taped = self._fused and self.fast and observation.threat_model == "fedsgd" and not self._simulates \
+            and [p.shape for p in self.params.values()] == [t.shape for t in self.target]
+        # One restart in float32 keeps every weight gradient explicit. The implicit form is exact (and closer
+        # to float64 than the explicit one), yet on ResNet-18 it left IG 1-3 dB lower after 500 iterations on
+        # every image tried: signed Adam gained from the explicit path's rounding noise (docs/performance.md).
+        # In bfloat16 the replay's own rounding dominates, and the implicit form's speed is kept.
+        self._implicit_single = self._taped and (self.precision == "bf16" if implicit_weights is None
+                                                 else implicit_weights)
+        self._storage_names = {p.data_ptr(): n for n, p in self.params.items()} if self._taped else {}
+        self._targets = dict(zip(self.params, self.target)) if self._taped else {}
+        self._conv_targets = {n: t.contiguous(memory_format=torch.channels_last).to(dtype)
+                              for n, t in self._targets.items() if t.dim() == 4}
 
     def trial_update(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         if not self.fast:
             return super().trial_update(x, y)
+        x = x.to(self.params[next(iter(self.params))].dtype)
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-        update = self.threat_model.replay(self.replay_model, self.params, self.observation.buffers, x, y,
-                                          self.knowledge)
+        update = self.threat_model.replay(self.replay_model, self.params, self.buffers, x, y, self.knowledge)
         if self._simulates:
             update = self.knowledge.defense.simulate([u.contiguous() for u in update], self.observation)
         return update
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        trial = self.trial_update(x, y)
         if not self._fused:
+            return self.distance(self.trial_update(x, y), self.target)
+        tape = None
+        if self._implicit_single:
+            from threat_models.gradient_tape import recording
+            with recording(self._storage_names) as tape:
+                trial = self.trial_update(x, y)
+        else:
+            trial = self.trial_update(x, y)
+        if [a.shape for a in trial] != [b.shape for b in self.target]:
             return self.distance(trial, self.target)
-        layout = [(a.shape, a.stride()) for a in trial]
+        recorded = tape.recorded() if tape is not None else set()
+        explicit = [i for i, name in enumerate(self.params) if name not in recorded] if recorded \
+            else range(len(trial))  # a defense's simulation may send fewer tensors than parameters
+        layout = (recorded, [(trial[i].shape, trial[i].stride()) for i in explicit])
         if layout != self._layout:
             # the target laid out like the trial tensors, once: the fused dot runs in memory order
-            if [a.shape for a in trial] != [b.shape for b in self.target]:
-                return self.distance(trial, self.target)
-            aligned = [torch.empty_like(a).copy_(b) for a, b in zip(trial, self.target)]
-            self._runs = _chunks([a.numel() for a in trial])
+            aligned = [torch.empty_like(trial[i], dtype=widened(self.target[i]).dtype).copy_(self.target[i])
+                       for i in explicit]
+            self._runs = _chunks([a.numel() for a in aligned])
             self._flat_target = [_joined(aligned[a:b]).clone() for a, b in self._runs]
             self._layout = layout
-        return _FusedCosine.apply(self._runs, self._flat_target, self._target_norm, *trial)
+        dot, squared = _FusedDots.apply(self._runs, self._flat_target, *[trial[i] for i in explicit])
+        if recorded:
+            taped_dot, taped_squared = tape.matched(self._targets, self._conv_targets)
+            dot, squared = dot + taped_dot[0], squared + taped_squared[0]
+        return 1 - dot / (squared.sqrt() * self._target_norm + 1e-12)
 
     def batched_value_and_grad(self, y: torch.Tensor, regulariser):
-        """f(x) -> (d/dx, value) of distance + regulariser(x_r) for R restarts x (R, B, C, H, W) in one
-        vmapped computation, or None where that is not available (then loop over restarts).
-
-        Each restart needs its own parameter gradient, so the R replays cannot simply share a
-        batch; torch.func.vmap over torch.func.grad turns them into batched/grouped convolutions
-        with per-restart weight gradients. Only the plain FedSGD replay: unrolled FedAvg steps and
-        defense simulations stay on the loop."""
-        one = self._restart_objective(y, regulariser)
-        if one is None:
+        """f(x) -> (d/dx, value) of distance + regulariser(x_r) for R restarts x (R, B, C, H, W) computed as
+        one batch, or None where that is not available (then the caller loops over restarts). f itself
+        returns None when the first call finds a parameter the tape could not record."""
+        if not self._taped:
             return None
-        step = torch.func.vmap(torch.func.grad_and_value(one))
-        return lambda x: step(x.detach())
+
+        def step(x):
+            x = x.detach().requires_grad_(True)
+            distances = self._restart_distances(x, y)
+            if distances is None:
+                return None
+            values = distances + torch.stack([regulariser(xr) for xr in x])
+            (grad,) = torch.autograd.grad(values.sum(), x)
+            return grad, values.detach()
+        return step
 
     def batched_distance(self, y: torch.Tensor):
-        """f(x) -> the distance of each of R restarts (no regulariser), vmapped; or None."""
-        one = self._restart_objective(y, None)
-        return None if one is None else torch.func.vmap(one)
-
-    def _restart_objective(self, y, regulariser):
-        if not (self.fast and self.observation.threat_model == "fedsgd" and not self._simulates):
+        """f(x) -> the distance of each of R restarts (no regulariser) as one batch; or None."""
+        if not self._taped:
             return None
-        from threat_models.functional import cross_entropy
-        model, params, buffers, target = self.replay_model, self.params, self.observation.buffers, self.target
-        names = list(params)
 
-        def one(x):
-            grads = torch.func.grad(lambda p: cross_entropy(torch.func.functional_call(model, (p, buffers), (x,)), y))(params)
-            distance = self.distance([grads[n] for n in names], target)
-            return distance if regulariser is None else distance + regulariser(x)
-        return one
+        def distances(x):
+            with torch.enable_grad():  # the replay differentiates the loss once
+                values = self._restart_distances(x.detach(), y)
+            return None if values is None else values.detach()
+        return distances
+
+    def _restart_distances(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Distance of each restart: the R restarts stacked along the batch axis share every layer, and
+        the tape splits the parameter gradients per restart. Exact, because eval-mode layers treat
+        samples independently and the cosine ignores the 1/R that a mean over R*B samples puts on them."""
+        from threat_models.gradient_tape import recording
+        restarts = x.shape[0]
+        labels = y.repeat(restarts, *[1] * (y.dim() - 1))
+        with recording(self._storage_names, restarts) as tape:
+            self.trial_update(x.flatten(0, 1), labels)
+        if tape.recorded() != set(self.params):
+            self._taped = False   # a layer the tape does not know: restarts go back to the loop
+            return None
+        dot, squared = tape.matched(self._targets, self._conv_targets)
+        return 1 - dot / (squared.sqrt() * self._target_norm + 1e-12)
 
 
 def _base_simulate():

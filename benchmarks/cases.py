@@ -29,8 +29,8 @@ class Case:
     truth: torch.Tensor        # (1,3,32,32) in [0,1]
     labels: torch.Tensor
 
-    def attack(self, iterations: int, restarts: int = 1, seed: int = 0):
-        atk = build_attack("ig", tv=TV)
+    def attack(self, iterations: int, restarts: int = 1, seed: int = 0, precision: str = "fp32"):
+        atk = build_attack("ig", tv=TV, precision=precision)
         return atk.reconstruct(self.observation, self.victim.model, self.knowledge,
                                Budget(iterations=iterations, restarts=restarts), seed=seed)
 
@@ -41,11 +41,11 @@ def photos():
     return load_dataset("photos")
 
 
-def build_case(model_name: str) -> Case:
+def build_case(model_name: str, victim_index: int = VICTIM_INDEX) -> Case:
     from threat_models.victim import VictimSpec, build_victim
     data = photos()
     victim = build_victim(VictimSpec(model=model_name), data)
-    x, y = data.victims([VICTIM_INDEX])
+    x, y = data.victims([victim_index])
     # "informed": the label is known to both frameworks, so neither spends time inferring it
     observation, knowledge = THREAT_MODELS.get("fedsgd")().observe(victim, x, y, NoDefense(),
                                                                   knowledge_flags("informed"))

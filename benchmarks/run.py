@@ -1,7 +1,7 @@
 """fedleak's performance figures, each measured side by side with its reference in one run.
 
     python benchmarks/run.py                 # everything (sets up .venv-breaching on first use)
-    python benchmarks/run.py --only ig       # ig | restarts | metrics | memory, comma-separated
+    python benchmarks/run.py --only ig       # ig | quality | restarts | metrics | memory, comma-separated
     python benchmarks/run.py --quick         # fewer iterations and repetitions (a smoke check)
     python benchmarks/run.py --json out.json # also write the figures as JSON
 
@@ -10,9 +10,11 @@ Figures (targets from the performance issue; docs/performance.md discusses them)
 * IG iterations/s vs breaching 0.1.2 on ConvNet and ResNet-18 (CIFAR stem), one 32x32x3 image, cosine
   + TV, signed Adam, the same iterations, 2 threads each; breaching runs in .venv-breaching
   (benchmarks/setup_breaching.sh) as a worker process that attacks the identical network and gradient.
-  Repetitions alternate which side goes first, and the speed-up is the median of per-pair ratios:
-  on a shared machine the load drifts, and only neighbouring measurements are comparable.
-* R restarts batched vs R x one restart (fedleak alone; target < 0.5).
+  fedleak runs in float32 (its default) and with the opt-in bfloat16 replay. The sides take turns in a
+  rotating order and the speed-up is the median of per-pair ratios: on a shared machine the load
+  drifts, and only neighbouring measurements are comparable.
+* PSNR at equal iterations: after the timed runs, and at a longer budget over several images.
+* R restarts as one batch vs R x one restart, ConvNet and ResNet-18 (fedleak alone; target < 0.5).
 * PSNR/SSIM of 256 images vs scikit-image's per-image loop (and LPIPS batched vs per image).
 * Peak RSS of one IG cell (ConvNet, B=1) run through harness.runner in a fresh process.
 """
@@ -71,67 +73,112 @@ class Breaching:
 # ----------------------------------------------------------------------------------------
 # figures
 # ----------------------------------------------------------------------------------------
-def _timed_attack(case, iterations: int, restarts: int = 1) -> tuple[float, object]:
+def _timed_attack(case, iterations: int, restarts: int = 1, precision: str = "fp32") -> tuple[float, object]:
     start = time.perf_counter()
-    rec = case.attack(iterations, restarts)
+    rec = case.attack(iterations, restarts, precision=precision)
     return time.perf_counter() - start, rec
 
 
-def ig_vs_breaching(reference: Breaching | None, models, iterations: int, reps: int) -> list[dict]:
-    from cases import TV, build_case, write_case
+LABELS = {"convnet": "ConvNet", "resnet18": "ResNet-18"}
+
+
+def _interleaved(case, case_file, reference, iterations: int, reps: int, precisions) -> dict:
+    """Seconds per iteration and final PSNR of each side, the sides taking turns in a rotating order."""
+    from cases import TV
     from harness.metrics import psnr
+    sides = list(precisions) + (["ref"] if reference else [])
+    seconds = {side: [] for side in sides}
+    quality = {}
+    for rep in range(reps):
+        for side in sides[rep % len(sides):] + sides[:rep % len(sides)]:
+            if side == "ref":
+                answer = reference.attack(case_file, iterations, 1, TV)
+                seconds[side].append(answer["s_per_iteration"])
+                quality[side] = answer["psnr"]
+            else:
+                elapsed, rec = _timed_attack(case, iterations, precision=side)
+                seconds[side].append(elapsed / iterations)
+                quality[side] = float(psnr(rec.images, case.truth))
+    return {"seconds": seconds, "psnr": quality}
+
+
+def ig_vs_breaching(reference: Breaching | None, models, iterations: int, reps: int, precisions) -> list[dict]:
+    from cases import TV, build_case, write_case
     rows = []
     for model in models:
         case = build_case(model)
         with tempfile.TemporaryDirectory() as folder:
             case_file = f"{folder}/{model}.pt"
             write_case(case, case_file)
-            _timed_attack(case, 2)  # warm-up: allocator, oneDNN primitive caches, fx trace
+            for precision in precisions:  # warm-up: allocator, oneDNN primitive caches, fx trace
+                _timed_attack(case, 2, precision=precision)
             if reference:
                 reference.attack(case_file, 2, 1, TV)
-            ours, theirs, ratios = [], [], []
-            for rep in range(reps):
-                order = ("ours", "ref") if rep % 2 == 0 else ("ref", "ours")
-                for side in order:
-                    if side == "ours":
-                        seconds, rec = _timed_attack(case, iterations)
-                        ours.append(seconds / iterations)
-                        our_psnr = float(psnr(rec.images, case.truth))
-                    elif reference:
-                        answer = reference.attack(case_file, iterations, 1, TV)
-                        theirs.append(answer["s_per_iteration"])
-                        their_psnr = answer["psnr"]
-                if reference:
-                    ratios.append(theirs[-1] / ours[-1])
-        label = {"convnet": "ConvNet", "resnet18": "ResNet-18"}[model]
-        rows.append(dict(figure=f"IG {label}: iterations/s", ours=1 / statistics.median(ours),
-                         reference=1 / statistics.median(theirs) if theirs else None,
-                         ratio=statistics.median(ratios) if ratios else None, target=">= 2x", unit="it/s",
-                         ok=(statistics.median(ratios) >= 2) if ratios else None, samples=dict(ours=ours, ref=theirs)))
-        rows.append(dict(figure=f"IG {label}: PSNR after {iterations} it (dB)", ours=our_psnr,
-                         reference=their_psnr if theirs else None,
-                         ratio=(our_psnr - their_psnr) if theirs else None, target=">= ref - 0.5 dB", unit="dB",
-                         ok=(our_psnr >= their_psnr - 0.5) if theirs else None, ratio_is_difference=True))
+            measured = _interleaved(case, case_file, reference, iterations, reps, precisions)
+        seconds, quality = measured["seconds"], measured["psnr"]
+        theirs = seconds.get("ref")
+        for precision in precisions:
+            ours = seconds[precision]
+            # per-pair ratios: only neighbouring measurements are comparable on a shared machine
+            ratio = statistics.median(t / o for t, o in zip(theirs, ours)) if theirs else None
+            name = f"IG {LABELS[model]} {precision}"
+            rows.append(dict(figure=f"{name}: iterations/s", ours=1 / statistics.median(ours),
+                             reference=1 / statistics.median(theirs) if theirs else None, ratio=ratio,
+                             target=">= 2x", unit="it/s", ok=(ratio >= 2) if ratio else None))
+            difference = quality[precision] - quality["ref"] if theirs else None
+            rows.append(dict(figure=f"{name}: PSNR after {iterations} it (dB)", ours=quality[precision],
+                             reference=quality.get("ref"), ratio=difference, target=">= ref - 0.5 dB", unit="dB",
+                             ok=(difference >= -0.5) if theirs else None, ratio_is_difference=True))
     return rows
 
 
-def restarts_figure(restarts: int, iterations: int, reps: int) -> list[dict]:
+def quality_figure(reference: Breaching | None, models, iterations: int, victims: int, precisions) -> list[dict]:
+    """PSNR at equal iterations at a budget where the attacks have converged somewhere: 24 iterations
+    (the timing runs) is barely past the random start. Mean over several victim images."""
+    from cases import TV, build_case, write_case
+    rows = []
+    for model in models:
+        psnrs = {side: [] for side in list(precisions) + ["ref"]}
+        for victim in range(victims):
+            case = build_case(model, victim)
+            with tempfile.TemporaryDirectory() as folder:
+                write_case(case, f"{folder}/case.pt")
+                measured = _interleaved(case, f"{folder}/case.pt", reference, iterations, 1, precisions)
+            for side, value in measured["psnr"].items():
+                psnrs[side].append(value)
+        theirs = statistics.mean(psnrs["ref"]) if psnrs["ref"] else None
+        for precision in precisions:
+            ours = statistics.mean(psnrs[precision])
+            worst = min(o - t for o, t in zip(psnrs[precision], psnrs["ref"])) if theirs is not None else None
+            rows.append(dict(figure=f"IG {LABELS[model]} {precision}: mean PSNR, {victims} images x {iterations} it (dB)",
+                             ours=ours, reference=theirs, ratio=None if theirs is None else ours - theirs,
+                             target=">= ref - 0.5 dB", unit="dB", ratio_is_difference=True,
+                             ok=None if theirs is None else ours - theirs >= -0.5,
+                             detail=f"per image ours {[round(v, 2) for v in psnrs[precision]]}, "
+                                    f"breaching {[round(v, 2) for v in psnrs['ref']]}, worst image {worst:+.2f} dB"
+                             if theirs is not None else None))
+    return rows
+
+
+def restarts_figure(models, restarts: int, iterations: int, reps: int) -> list[dict]:
     from cases import build_case
-    case = build_case("convnet")
-    _timed_attack(case, 2, 1)
-    _timed_attack(case, 2, restarts)
-    one, many, ratios = [], [], []
-    for rep in range(reps):
-        pair = []
-        for r in ((1, restarts) if rep % 2 == 0 else (restarts, 1)):
-            seconds, _ = _timed_attack(case, iterations, r)
-            (one if r == 1 else many).append(seconds / iterations)
-        ratios.append(many[-1] / (restarts * one[-1]))
-    ratio = statistics.median(ratios)
-    # ratio: time of R batched restarts over R times one restart
-    return [dict(figure=f"IG ConvNet: {restarts} restarts vs {restarts} x 1 (s/it)",
-                 ours=statistics.median(many), reference=restarts * statistics.median(one), ratio=ratio,
-                 target="< 0.5", unit="s/it", ok=ratio < 0.5)]
+    rows = []
+    for model in models:
+        case = build_case(model)
+        _timed_attack(case, 2, 1)
+        _timed_attack(case, 2, restarts)
+        one, many, ratios = [], [], []
+        for rep in range(reps):
+            for r in ((1, restarts) if rep % 2 == 0 else (restarts, 1)):
+                seconds, _ = _timed_attack(case, iterations, r)
+                (one if r == 1 else many).append(seconds / iterations)
+            ratios.append(many[-1] / (restarts * one[-1]))
+        ratio = statistics.median(ratios)
+        # ratio: time of R restarts as one batch over R times one restart
+        rows.append(dict(figure=f"IG {LABELS[model]}: {restarts} restarts vs {restarts} x 1 (s/it)",
+                         ours=statistics.median(many), reference=restarts * statistics.median(one), ratio=ratio,
+                         target="< 0.5", unit="s/it", ok=ratio < 0.5))
+    return rows
 
 
 def metrics_figure(reps: int) -> list[dict]:
@@ -246,28 +293,34 @@ def print_table(rows: list[dict], header: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="ig,restarts,metrics,memory")
+    parser.add_argument("--only", default="ig,quality,restarts,metrics,memory")
     parser.add_argument("--iterations", type=int, default=24, help="IG iterations per timed run (both sides)")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per figure")
     parser.add_argument("--restarts", type=int, default=8)
     parser.add_argument("--models", default="convnet,resnet18")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fedleak's IG replay precisions to time")
+    parser.add_argument("--quality-iterations", type=int, default=200)
+    parser.add_argument("--quality-victims", type=int, default=3)
     parser.add_argument("--no-reference", action="store_true", help="skip breaching (fedleak figures only)")
     parser.add_argument("--quick", action="store_true", help="--iterations 6 --reps 1")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.iterations, args.reps = 6, 1
+        args.iterations, args.reps, args.quality_iterations, args.quality_victims = 6, 1, 6, 1
     torch.set_num_threads(THREADS)
     only = set(args.only.split(","))
     load_before = os.getloadavg()
     started = time.perf_counter()
-    reference = None if args.no_reference or not ({"ig", "memory"} & only) else Breaching()
+    reference = None if args.no_reference or not ({"ig", "quality", "memory"} & only) else Breaching()
+    models, precisions = args.models.split(","), args.precisions.split(",")
     rows: list[dict] = []
     try:
         if "ig" in only:
-            rows += ig_vs_breaching(reference, args.models.split(","), args.iterations, args.reps)
+            rows += ig_vs_breaching(reference, models, args.iterations, args.reps, precisions)
+        if "quality" in only:
+            rows += quality_figure(reference, models, args.quality_iterations, args.quality_victims, precisions)
         if "restarts" in only:
-            rows += restarts_figure(args.restarts, max(2, args.iterations // 4), args.reps)
+            rows += restarts_figure(models, args.restarts, max(2, args.iterations // 4), args.reps)
         if "metrics" in only:
             rows += metrics_figure(max(10, args.reps))
         if "memory" in only:
@@ -280,6 +333,9 @@ def main(argv=None) -> int:
               f"{args.reps} interleaved reps; load average {load_before[0]:.1f} -> {load_after[0]:.1f} "
               f"on {os.cpu_count()} CPUs; {time.perf_counter() - started:.0f} s")
     print_table(rows, header)
+    for row in rows:
+        if row.get("detail"):
+            print(f"  {row['figure']}: {row['detail']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"header": header, "rows": rows}, indent=1))
     return 0

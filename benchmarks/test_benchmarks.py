@@ -12,9 +12,10 @@ import torch
 IG_ITERATIONS = 8
 
 
-def _ig(benchmark, case, restarts=1):
-    case.attack(2, restarts)  # warm-up: fx trace, oneDNN primitives
-    rec = benchmark.pedantic(case.attack, args=(IG_ITERATIONS, restarts), rounds=3, iterations=1)
+def _ig(benchmark, case, restarts=1, precision="fp32"):
+    case.attack(2, restarts, precision=precision)  # warm-up: fx trace, oneDNN primitives
+    rec = benchmark.pedantic(case.attack, args=(IG_ITERATIONS, restarts), kwargs={"precision": precision},
+                             rounds=3, iterations=1)
     benchmark.extra_info["s_per_iteration"] = benchmark.stats.stats.median / IG_ITERATIONS
     return rec
 
@@ -29,8 +30,23 @@ def test_ig_resnet18(benchmark, resnet18_case):
     assert rec.loss_trace[-1] < rec.loss_trace[0]
 
 
+def test_ig_convnet_bf16(benchmark, convnet_case):
+    rec = _ig(benchmark, convnet_case, precision="bf16")
+    assert rec.extras["precision"] == "bf16" and rec.loss_trace[-1] < rec.loss_trace[0]
+
+
+def test_ig_resnet18_bf16(benchmark, resnet18_case):
+    rec = _ig(benchmark, resnet18_case, precision="bf16")
+    assert rec.extras["precision"] == "bf16" and rec.loss_trace[-1] < rec.loss_trace[0]
+
+
 def test_ig_convnet_8_restarts(benchmark, convnet_case):
     rec = _ig(benchmark, convnet_case, restarts=8)
+    assert len(rec.restart_losses) == 8
+
+
+def test_ig_resnet18_8_restarts(benchmark, resnet18_case):
+    rec = _ig(benchmark, resnet18_case, restarts=8)
     assert len(rec.restart_losses) == 8
 
 

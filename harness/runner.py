@@ -79,7 +79,9 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                          "batch_label_accuracy": batch_label_acc, "psnr": float(scores["psnr"][i]),
                          "ssim": float(scores["ssim"][i]), "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]),
                          "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
-                         "bytes_sent": observation.public.get("bytes_sent")})
+                         "bytes_sent": observation.public.get("bytes_sent"),
+                         # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
+                         "precision": reconstruction.extras.get("precision", "fp32")})
         truths.append(truth.cpu())
         recons.append(matched.cpu())
         frame = write_rows(rows, out)

@@ -74,3 +74,112 @@ def test_fast_matcher_value_and_gradient_match_the_plain_matcher(convnet_victim)
         (g,) = torch.autograd.grad(v, xr)
         torch.testing.assert_close(values[r], v.detach(), rtol=0, atol=1e-5)
         torch.testing.assert_close(grads[r], g, rtol=1e-4, atol=1e-5 * g.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "convnet"])
+def test_gradient_tape_matches_the_plain_matcher_in_float64(name):
+    """The tape's records (implicit convolution weights at one restart; every parameter split per
+    restart for restarts as one batch) give the plain matcher's cosine and image gradient exactly."""
+    from threat_models.functional import loss_gradient
+    from threat_models.knowledge import AttackerKnowledge, knowledge_flags
+    from threat_models.observation import Observation
+
+    model = build_model(name, 10, (3, 32, 32), seed=2, width=16).double().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    g = torch.Generator().manual_seed(3)
+    truth, y = torch.randn(2, 3, 32, 32, generator=g, dtype=torch.float64), torch.tensor([3, 7])
+    shared = loss_gradient(model, params, buffers, truth, y)
+    obs = Observation("fedsgd", "gradient", shared, list(params), params, buffers, 2)
+    knowledge = AttackerKnowledge(knowledge_flags("informed"), 2, (3, 32, 32), 10, (0.0,) * 3, (1.0,) * 3, labels=y)
+
+    def plain(xr):
+        xr = xr.clone().requires_grad_(True)
+        value = GradientMatcher(obs, model, knowledge)(xr, y)
+        return value.detach(), torch.autograd.grad(value, xr)[0]
+
+    fast = FastGradientMatcher(obs, model, knowledge, implicit_weights=True)
+    x = torch.randn(3, 2, 3, 32, 32, generator=g, dtype=torch.float64)
+    one = x[0].clone().requires_grad_(True)
+    value = fast(one, y)
+    (grad,) = torch.autograd.grad(value, one)
+    ref_value, ref_grad = plain(x[0])
+    torch.testing.assert_close(value.detach(), ref_value, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-8, atol=1e-12)
+    if name == "resnet18":  # its last stage has 4x4 maps: those weights were left implicit
+        assert fast._layout[0] and all(n.startswith("layer4") for n in fast._layout[0])
+
+    step = fast.batched_value_and_grad(y, lambda xr: 0.0 * xr.sum())
+    grads, values = step(x)
+    assert fast._taped  # every parameter was recorded per restart: no fallback to the loop
+    torch.testing.assert_close(fast.batched_distance(y)(x), values, rtol=0, atol=1e-12)
+    for r in range(3):
+        ref_value, ref_grad = plain(x[r])
+        torch.testing.assert_close(values[r], ref_value, rtol=0, atol=1e-12)
+        torch.testing.assert_close(grads[r], ref_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_gradient_tape_falls_back_to_the_loop_for_layers_it_does_not_know(convnet_victim):
+    from defenses import NoDefense
+    from threat_models import THREAT_MODELS
+    from threat_models.knowledge import knowledge_flags
+    x, y = convnet_victim.data.victims([0])
+    obs, k = THREAT_MODELS.get("fedsgd")().observe(convnet_victim, x, y, NoDefense(), knowledge_flags("informed"))
+    fast = FastGradientMatcher(obs, convnet_victim.model, k)
+    import threat_models.fast_replay as fr
+    original = fr._Linear.apply
+    fr._Linear.apply = lambda x, w, b: torch.nn.functional.linear(x, w, b)  # a layer that records nothing
+    try:
+        assert fast.batched_value_and_grad(y, lambda xr: 0.0)(torch.randn(2, 1, *x.shape[1:])) is None
+        assert not fast._taped and fast.batched_value_and_grad(y, lambda xr: 0.0) is None
+    finally:
+        fr._Linear.apply = original
+
+
+def test_bf16_replay_is_opt_in_close_to_float32_and_reported(convnet_victim):
+    from attacks import Budget, build_attack
+    from defenses import NoDefense
+    from harness.errors import ConfigError
+    from threat_models import THREAT_MODELS
+    from threat_models.knowledge import knowledge_flags
+    x, y = convnet_victim.data.victims([0])
+    obs, k = THREAT_MODELS.get("fedsgd")().observe(convnet_victim, x, y, NoDefense(), knowledge_flags("informed"))
+    trial = torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    values, grads = [], []
+    for precision in ("fp32", "bf16"):
+        matcher = FastGradientMatcher(obs, convnet_victim.model, k, precision=precision)
+        assert matcher.precision == precision
+        value = matcher(trial, y)
+        assert value.dtype == torch.float32
+        values.append(value.detach())
+        grads.append(torch.autograd.grad(value, trial)[0])
+    # bfloat16 keeps 8 bits of mantissa: the distance agrees to ~1e-2. Its image gradient only roughly
+    # (cosine 0.89 here): near 1 - cos = 2e-3 the gradient is what is left of g after its component along
+    # the target, and g's rounding is a sizeable part of that. IG's PSNR cost: docs/performance.md.
+    torch.testing.assert_close(values[1], values[0], rtol=2e-2, atol=1e-3)
+    assert torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0) > 0.8
+
+    rec = build_attack("ig", precision="bf16").reconstruct(obs, convnet_victim.model, k, Budget(iterations=2))
+    assert rec.extras["precision"] == "bf16" and rec.images.dtype == torch.float32
+    with pytest.raises(ConfigError, match="precision"):
+        build_attack("ig", precision="fp8")
+
+
+def test_bf16_falls_back_to_float32_where_the_fast_replay_cannot_run(digits):
+    from defenses import NoDefense
+    from threat_models import THREAT_MODELS
+    from threat_models.knowledge import knowledge_flags
+    from threat_models.victim import VictimSpec, build_victim
+    victim = build_victim(VictimSpec(model="mlp", options={"width": 16, "depth": 1}), digits)
+    x, y = digits.victims([0])
+    obs, k = THREAT_MODELS.get("fedsgd")().observe(victim, x, y, NoDefense(), knowledge_flags("informed"))
+    with pytest.warns(UserWarning, match="float32"):
+        matcher = FastGradientMatcher(obs, victim.model, k, precision="bf16")
+    assert matcher.precision == "fp32" and not matcher.fast
