@@ -10,7 +10,8 @@ import warnings
 import torch
 
 from threat_models import THREAT_MODELS
-from threat_models.gradient_tape import widened
+from threat_models.fast_replay import fast_replay_model
+from threat_models.gradient_tape import recording, widened
 from threat_models.knowledge import AttackerKnowledge
 from threat_models.observation import Observation
 
@@ -126,7 +127,7 @@ class _FusedDots(torch.autograd.Function):
 
 class FastGradientMatcher(GradientMatcher):
     """GradientMatcher with the same objective, computed faster for the plain FedSGD/FedAvg replay:
-    the model replayed through threat_models.functional.fast_replay_model (BN folded, convolution
+    the model replayed through threat_models.fast_replay.fast_replay_model (BN folded, convolution
     backward made of convolutions) in channels_last, and the cosine fused. Falls back to the plain
     path wherever that could change behaviour: a defense that replaces the replay's gradient (its
     own functional code), another threat model, a model the replay module cannot take.
@@ -141,7 +142,6 @@ class FastGradientMatcher(GradientMatcher):
     def __init__(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
                  distance: str = "cosine", precision: str = "fp32", implicit_weights: bool | None = None):
         super().__init__(observation, model, knowledge, distance)
-        from threat_models.functional import fast_replay_model
         replaced = knowledge.defense is not None and knowledge.defense.replay_gradient_fn() is not None
         plain = replaced or observation.threat_model not in ("fedsgd", "fedavg")
         self.replay_model = self.model if plain else fast_replay_model(self.model)
@@ -157,7 +157,7 @@ class FastGradientMatcher(GradientMatcher):
         if self.precision == "bf16":
             self.params = {k: v.to(torch.bfloat16) for k, v in self.params.items()}
             self.buffers = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in self.buffers.items()}
-        dtype = next(iter(self.params.values())).dtype
+        self._dtype = dtype = next(iter(self.params.values())).dtype
         # the base class's simulate is the identity; any other may reshape with .view()
         self._simulates = self.adaptive and type(knowledge.defense).simulate is not _base_simulate()
         self._fused = distance == "cosine"
@@ -183,7 +183,7 @@ class FastGradientMatcher(GradientMatcher):
     def trial_update(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         if not self.fast:
             return super().trial_update(x, y)
-        x = x.to(self.params[next(iter(self.params))].dtype)
+        x = x.to(self._dtype)
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
         update = self.threat_model.replay(self.replay_model, self.params, self.buffers, x, y, self.knowledge)
         if self._simulates:
@@ -195,7 +195,6 @@ class FastGradientMatcher(GradientMatcher):
             return self.distance(self.trial_update(x, y), self.target)
         tape = None
         if self._implicit_single:
-            from threat_models.gradient_tape import recording
             with recording(self._storage_names) as tape:
                 trial = self.trial_update(x, y)
         else:
@@ -217,6 +216,9 @@ class FastGradientMatcher(GradientMatcher):
         if recorded:
             taped_dot, taped_squared = tape.matched(self._targets, self._conv_targets)
             dot, squared = dot + taped_dot[0], squared + taped_squared[0]
+        return self._cosine(dot, squared)
+
+    def _cosine(self, dot: torch.Tensor, squared: torch.Tensor) -> torch.Tensor:
         return 1 - dot / (squared.sqrt() * self._target_norm + 1e-12)
 
     def batched_value_and_grad(self, y: torch.Tensor, regulariser):
@@ -251,7 +253,6 @@ class FastGradientMatcher(GradientMatcher):
         """Distance of each restart: the R restarts stacked along the batch axis share every layer, and
         the tape splits the parameter gradients per restart. Exact, because eval-mode layers treat
         samples independently and the cosine ignores the 1/R that a mean over R*B samples puts on them."""
-        from threat_models.gradient_tape import recording
         restarts = x.shape[0]
         labels = y.repeat(restarts, *[1] * (y.dim() - 1))
         with recording(self._storage_names, restarts) as tape:
@@ -260,7 +261,7 @@ class FastGradientMatcher(GradientMatcher):
             self._taped = False   # a layer the tape does not know: restarts go back to the loop
             return None
         dot, squared = tape.matched(self._targets, self._conv_targets)
-        return 1 - dot / (squared.sqrt() * self._target_norm + 1e-12)
+        return self._cosine(dot, squared)
 
 
 def _base_simulate():

@@ -1,12 +1,13 @@
-"""The fast gradient-matching path (threat_models.functional.fast_replay_model,
-attacks.objective.FastGradientMatcher, IG's vmapped restarts) must compute the same objective
-and gradients as the plain path it replaces."""
+"""The fast gradient-matching path (threat_models.fast_replay.fast_replay_model,
+attacks.objective.FastGradientMatcher, the gradient tape and IG's restarts as one batch) must compute
+the same objective and gradients as the plain path it replaces."""
 import pytest
 import torch
 from torch.func import functional_call
 
 from attacks.objective import FastGradientMatcher, GradientMatcher
-from threat_models.functional import cross_entropy, fast_replay_model
+from threat_models.fast_replay import fast_replay_model
+from threat_models.functional import cross_entropy
 from threat_models.models import build_model
 
 
@@ -18,9 +19,8 @@ def _trial_gradients(model, params, buffers, x, y):
     return [g.detach() for g in grads], torch.autograd.grad(distance, x)[0]
 
 
-@pytest.mark.parametrize("name,options", [("convnet", {"width": 4}), ("resnet18", {"width": 4})])
-def test_replay_module_matches_the_model_in_float64(name, options):
-    model = build_model(name, 8, (3, 32, 32), seed=1, **options).double().eval()
+def _float64_model(name, seed, **options):
+    model = build_model(name, 10, (3, 32, 32), seed=seed, **options).double().eval()
     with torch.no_grad():  # non-trivial BN statistics, so folding has something to fold
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -28,6 +28,12 @@ def test_replay_module_matches_the_model_in_float64(name, options):
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("name,options", [("convnet", {"width": 4}), ("resnet18", {"width": 4})])
+def test_replay_module_matches_the_model_in_float64(name, options):
+    model = _float64_model(name, seed=1, **options)
     fast = fast_replay_model(model)
     assert fast is not model
     params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
@@ -84,14 +90,7 @@ def test_gradient_tape_matches_the_plain_matcher_in_float64(name):
     from threat_models.knowledge import AttackerKnowledge, knowledge_flags
     from threat_models.observation import Observation
 
-    model = build_model(name, 10, (3, 32, 32), seed=2, width=16).double().eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+    model = _float64_model(name, seed=2, width=16)
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     g = torch.Generator().manual_seed(3)
@@ -166,8 +165,11 @@ def test_bf16_replay_is_opt_in_close_to_float32_and_reported(convnet_victim):
     torch.testing.assert_close(values[1], values[0], rtol=2e-2, atol=1e-3)
     assert torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0) > 0.8
 
-    rec = build_attack("ig", precision="bf16").reconstruct(obs, convnet_victim.model, k, Budget(iterations=2))
-    assert rec.extras["precision"] == "bf16" and rec.images.dtype == torch.float32
+    for restarts in (1, 2):  # one restart, and restarts as one batch
+        rec = build_attack("ig", precision="bf16").reconstruct(obs, convnet_victim.model, k,
+                                                               Budget(iterations=2, restarts=restarts))
+        assert rec.extras["precision"] == "bf16" and rec.images.dtype == torch.float32
+        assert len(rec.restart_losses) == restarts and all(0 <= v <= 2 for v in rec.restart_losses)
     with pytest.raises(ConfigError, match="precision"):
         build_attack("ig", precision="fp8")
 

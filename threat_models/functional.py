@@ -64,5 +64,3 @@ def local_update(model, params: Params, buffers: Params, x, y, training: LocalTr
                 current = {k: v.detach() for k, v in current.items()}
     return [current[k] - params[k] for k in names]
 
-
-from threat_models.fast_replay import fast_replay_model  # noqa: E402,F401  (its historical home)
