@@ -85,7 +85,7 @@ class _Conv2d(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None
-        ctx.bias_name = _taped_name(bias)
+        ctx.bias_names = _per_restart_names(bias)
 
     @staticmethod
     def backward(ctx, go):
@@ -103,9 +103,9 @@ class _Conv2d(torch.autograd.Function):
             else:
                 gw = _Conv2dWeightGrad.apply(x, go, weight.detach(), stride, padding, dilation, groups)
         if ctx.has_bias and _needed(ctx, 2):
-            if tape is not None and tape.restarts is not None and ctx.bias_name is not None:
-                tape.records.append(BiasGradient(ctx.bias_name, go))
-                gb = go.new_zeros(()).expand(go.shape[1])
+            if tape is not None and ctx.bias_names is not None:
+                tape.records.append(BiasGradient(*ctx.bias_names, go))
+                gb = stand_in(go, go.shape[1:2])
             else:
                 gb = go.sum((0, 2, 3))
         return gx, gw, gb, None, None, None, None
@@ -115,9 +115,11 @@ def _conv2d(x, weight, bias, *, stride, padding, dilation, groups):
     return _Conv2d.apply(x, weight, bias, stride, padding, dilation, groups)
 
 
-def _taped_name(t):
+def _per_restart_names(*params) -> tuple | None:
+    """Set in a layer's forward: the names its parameter gradients are recorded under (restarts as one
+    batch, threat_models.gradient_tape), or None."""
     tape = active_tape()
-    return None if tape is None or tape.restarts is None else tape.name(t)
+    return None if tape is None else tape.per_restart_names(*params)
 
 
 class _Linear(torch.autograd.Function):
@@ -133,17 +135,16 @@ class _Linear(torch.autograd.Function):
         x, weight, bias = inputs
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        tape = active_tape()
-        ctx.taped = tape is not None and tape.takes_all(weight, bias)
-        ctx.names = (tape.name(weight), tape.name(bias)) if ctx.taped else None
+        ctx.names = _per_restart_names(weight, bias)
 
     @staticmethod
     def backward(ctx, go):
         x, weight = ctx.saved_tensors
         gx = go @ weight if _needed(ctx, 0) else None
-        if ctx.taped and active_tape() is not None:
-            active_tape().records.append(LinearGradient(*ctx.names, x, go))
-            return gx, stand_in(weight), go.new_zeros(()).expand(go.shape[1]) if ctx.has_bias else None
+        tape = active_tape()
+        if tape is not None and ctx.names is not None:
+            tape.records.append(LinearGradient(*ctx.names, x, go))
+            return gx, stand_in(weight), stand_in(go, go.shape[1:]) if ctx.has_bias else None
         gw = go.T @ x if _needed(ctx, 1) else None
         gb = go.sum(0) if ctx.has_bias and _needed(ctx, 2) else None
         return gx, gw, gb
@@ -172,9 +173,7 @@ class _EvalBatchNorm(torch.autograd.Function):
         x, weight, bias, mean, var, eps = inputs
         ctx.save_for_backward(x, weight, mean, var)
         ctx.eps, ctx.has_weight, ctx.has_bias = eps, weight is not None, bias is not None
-        tape = active_tape()
-        ctx.taped = tape is not None and tape.takes_all(weight, bias)
-        ctx.names = (tape.name(weight), tape.name(bias)) if ctx.taped else None
+        ctx.names = _per_restart_names(weight, bias)
 
     @staticmethod
     def backward(ctx, go):
@@ -183,10 +182,11 @@ class _EvalBatchNorm(torch.autograd.Function):
         gx = gw = gb = None
         if _needed(ctx, 0):
             gx = go * (inv_std if weight is None else weight * inv_std)[:, None, None]
-        if ctx.taped and active_tape() is not None:
-            active_tape().records.append(BatchNormGradient(*ctx.names, x, go, mean, inv_std))
-            return (gx, None if weight is None else stand_in(weight), None if not ctx.has_bias else
-                    go.new_zeros(()).expand(go.shape[1]), None, None, None)
+        tape = active_tape()
+        if tape is not None and ctx.names is not None:
+            tape.records.append(BatchNormGradient(*ctx.names, x, go, mean, inv_std))
+            return (gx, None if weight is None else stand_in(weight),
+                    stand_in(go, go.shape[1:2]) if ctx.has_bias else None, None, None, None)
         channel_sum = None
         if ctx.has_bias and _needed(ctx, 2):
             gb = channel_sum = go.sum((0, 2, 3))

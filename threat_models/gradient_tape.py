@@ -13,7 +13,8 @@ those two numbers. Two uses:
   which never build the weight-sized tensor. Materialising it costs a weight-gradient convolution,
   weight-sized passes for the dot products and the cosine's backward, and two more convolutions with
   a weight-sized tensor in the second backward; on those stages the weights are 10x the activations
-  and every such pass is memory-bound.
+  and every such pass is memory-bound. (attacks.objective uses it for one restart in bfloat16 only:
+  docs/performance.md, "Rounding noise and signed Adam".)
 * Restarts as one batch. R restarts stacked along the batch axis share every convolution (one read
   of each weight for all R), but autograd would sum their parameter gradients. With the tape, every
   parameter's gradient is recorded and split per restart here: implicit where that is cheaper, else
@@ -35,9 +36,9 @@ def widened(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def stand_in(t: torch.Tensor) -> torch.Tensor:
-    """What autograd receives for a recorded gradient: zeros of the right shape, no memory."""
-    return t.new_zeros(()).expand(t.shape)
+def stand_in(like: torch.Tensor, shape=None) -> torch.Tensor:
+    """What autograd receives for a recorded gradient: zeros of the parameter's shape, no memory."""
+    return like.new_zeros(()).expand(like.shape if shape is None else shape)
 
 
 def _per_restart(t: torch.Tensor, restarts: int) -> torch.Tensor:
@@ -169,10 +170,13 @@ class WeightGradientTape:
             return False
         return self.restarts is not None or (groups == 1 and implicit_is_cheaper(go, weight, 1))
 
-    def takes_all(self, *tensors) -> bool:
-        """Per-restart mode, and each given parameter (None: absent) is one the caller matches."""
-        present = [t for t in tensors if t is not None]
-        return self.restarts is not None and bool(present) and all(self.name(t) is not None for t in present)
+    def per_restart_names(self, *params) -> tuple | None:
+        """In per-restart mode, the names of a layer's parameters (None where absent) when the caller
+        matches every one of them; else None (the layer computes its gradients itself)."""
+        present = [t for t in params if t is not None]
+        if self.restarts is None or not present or any(self.name(t) is None for t in present):
+            return None
+        return tuple(None if t is None else self.name(t) for t in params)
 
     def recorded(self) -> set[str]:
         return {n for r in self.records for n in r.names}
