@@ -43,6 +43,10 @@ def _plain_attack(case, iterations):
     from attacks import objective
 
     class Plain(objective.GradientMatcher):
+        def __init__(self, observation, model, knowledge, distance="cosine", precision="fp32"):
+            super().__init__(observation, model, knowledge, distance)
+            self.precision = "fp32"
+
         def batched_value_and_grad(self, *args):
             return None
 
