@@ -80,6 +80,8 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         if self.data.batch_size < 1:
             raise ConfigError(f"data.batch_size: must be >= 1, got {self.data.batch_size}")
+        if not self.data.victim_indices():
+            raise ConfigError("data: no victims to attack (num_victims must be >= 1, or victims a non-empty list)")
         if len(self.data.victim_indices()) % self.data.batch_size:
             raise ConfigError(f"data: {len(self.data.victim_indices())} victims do not split into batches of {self.data.batch_size}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -34,6 +34,8 @@ def test_toml_values_reach_the_dataclasses(tmp_path):
     ('[victim]\nrounds = true\n', "victim.rounds"),
     ('attack = 3\n', "attack"),
     ('[data]\nnum_victims = 3\nbatch_size = 2\n', "data"),
+    ('[data]\nnum_victims = 0\n', "data"),
+    ('[data]\nvictims = []\n', "data"),
     ('device = "tpu"\n', "device"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key):
