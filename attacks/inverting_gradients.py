@@ -7,8 +7,8 @@ Against a FedAvg observation the threat model's replay unrolls the client's K lo
 makes this the FedAvg reconstructor of the paper. All restarts advance in lockstep as one tensor
 (R,B,C,H,W) under one Adam (elementwise, so identical to R separate optimisers); their gradients
 come from one replay of all restarts stacked as a batch where the replay allows it (plain FedSGD),
-else from one backward through a loop. The objective is attacks.objective.FastGradientMatcher: the same value as
-GradientMatcher, faster (docs/performance.md)."""
+else from one backward through a loop. The objective is attacks.objective.FastGradientMatcher: the
+same value as GradientMatcher, faster (docs/performance.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,7 +68,7 @@ class InvertingGradients(Attack):
             if step is not None:
                 x.grad, objective = step
             else:
-                batched = None
+                batched = None  # the batch declined (a layer the tape cannot split): the loop from here on
                 objective = per_restart(x) + c.tv * tv(x)
                 # restarts are independent: the sum's gradient is each one's. inputs=[x]: without it
                 # autograd also differentiates w.r.t. the replayed parameters (two convolutions a layer)
