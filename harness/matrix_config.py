@@ -59,6 +59,7 @@ PAPER_BUDGETS = {
 
 @dataclass(frozen=True)
 class PresetBudgets:
+    """Budget per preset, for one attack or (as the matrix's own) for every attack; None: the default."""
     smoke: BudgetConfig | None = None
     ci: BudgetConfig | None = None
     paper: BudgetConfig | None = None
@@ -151,13 +152,6 @@ class UtilityConfig:
 
 
 @dataclass(frozen=True)
-class MatrixBudgets:
-    smoke: BudgetConfig | None = None
-    ci: BudgetConfig | None = None
-    paper: BudgetConfig | None = None
-
-
-@dataclass(frozen=True)
 class MatrixConfig:
     attacks: list[AttackEntry]
     defenses: list[DefenseEntry]
@@ -169,7 +163,7 @@ class MatrixConfig:
     preset: str = "ci"
     device: str = "auto"
     plugins: list[str] = field(default_factory=list)
-    budgets: MatrixBudgets = field(default_factory=MatrixBudgets)
+    budgets: PresetBudgets = field(default_factory=PresetBudgets)
     gate: GateConfig = field(default_factory=GateConfig)
     utility: UtilityConfig = field(default_factory=UtilityConfig)
 
