@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from threat_models.gradient_tape import (BatchNormGradient, BiasGradient, ConvWeightGradient, LinearGradient,
-                                         active_tape, stand_in)
+                                         active_tape, batchnorm_weight_gradient, stand_in)
 
 # Matching a trial gradient differentiates a gradient (double backward). Profiling IG on a CPU showed
 # costs that are not the convolutions' arithmetic itself: (1) eval-mode BatchNorm's generic double
@@ -192,8 +192,7 @@ class _EvalBatchNorm(torch.autograd.Function):
             gb = channel_sum = go.sum((0, 2, 3))
         if ctx.has_weight and _needed(ctx, 1):
             channel_sum = go.sum((0, 2, 3)) if channel_sum is None else channel_sum
-            # sum(go · (x - mean)·inv_std) over (N, H, W), without materialising x - mean
-            gw = ((go * x).sum((0, 2, 3)) - mean * channel_sum) * inv_std
+            gw = batchnorm_weight_gradient(go, x, mean, inv_std, channel_sum, (0, 2, 3))
         return gx, gw, gb, None, None, None
 
 

@@ -102,6 +102,12 @@ class BiasGradient:
         return _matched(go.sum([d for d in range(1, go.dim()) if d != 2]), targets[self.name])
 
 
+def batchnorm_weight_gradient(go, x, mean, inv_std, channel_sum, dims) -> torch.Tensor:
+    """Eval-mode BN's weight gradient, sum(go * (x - mean) * inv_std) over `dims`, without
+    materialising x - mean (channel_sum: go summed over the same dims)."""
+    return ((go * x).sum(dims) - mean * channel_sum) * inv_std
+
+
 @dataclass
 class BatchNormGradient:
     """Eval-mode BN, y = (x - mean) * inv_std * weight + bias."""
@@ -123,7 +129,8 @@ class BatchNormGradient:
         if self.bias_name is not None:
             dot, squared = _matched(channel_sum, targets[self.bias_name])
         if self.weight_name is not None:
-            gw = ((go * _per_restart(self.x, restarts)).sum((1, 3, 4)) - self.mean * channel_sum) * self.inv_std
+            gw = batchnorm_weight_gradient(go, _per_restart(self.x, restarts), self.mean, self.inv_std, channel_sum,
+                                           (1, 3, 4))
             d, s = _matched(gw, targets[self.weight_name])
             dot, squared = dot + d, squared + s
         return dot, squared
