@@ -1,13 +1,13 @@
 """Attacks, registered by name. A new attack is one file plus one line below."""
-from harness.registry import Registry
-from attacks.base import Attack, Budget, Reconstruction
-from attacks.dlg import DLG, IDLG
-from attacks.inverting_gradients import InvertingGradients
-from attacks.hyperfl_leak import HyperFLLeak
-from attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInversion
-from attacks.ggl import GGL
-from attacks.gifd import GIFD
-from attacks.dia import DropoutInversion, DropoutInversionOracle
+from fedleak.core.registry import Registry
+from fedleak.attacks.base import Attack, Budget, Reconstruction
+from fedleak.attacks.dlg import DLG, IDLG
+from fedleak.attacks.inverting_gradients import InvertingGradients
+from fedleak.attacks.hyperfl_leak import HyperFLLeak
+from fedleak.attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInversion
+from fedleak.attacks.ggl import GGL
+from fedleak.attacks.gifd import GIFD
+from fedleak.attacks.dia import DropoutInversion, DropoutInversionOracle
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("dlg", DLG)
@@ -25,7 +25,7 @@ ATTACKS.register("dia-oracle", DropoutInversionOracle)
 def build_attack(name: str, **options) -> Attack:
     """An attack from its registry name and options; options of attacks that declare a
     `config_class` are type-checked against it, and errors name `attack.options.<key>`."""
-    from harness.config import call_with_options, from_dict
+    from fedleak.core.options import call_with_options, from_dict
     factory = ATTACKS.get(name)
     config_class = getattr(factory, "config_class", None)
     if config_class is not None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from threat_models.knowledge import AttackerKnowledge
-from threat_models.observation import Observation
+from fedleak.threat_models.knowledge import AttackerKnowledge
+from fedleak.threat_models.observation import Observation
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class Budget:
     restarts: int = 1
 
     def __post_init__(self):
-        from harness.errors import ConfigError
+        from fedleak.core.errors import ConfigError
         if self.iterations < 1:
             raise ConfigError(f"attack.iterations: must be >= 1, got {self.iterations}")
         if self.restarts < 1:
@@ -55,5 +55,5 @@ def attack_labels(observation: Observation, model: torch.nn.Module, knowledge: A
     """True labels when the attacker knows them, else inferred from the update."""
     if knowledge.labels is not None:
         return knowledge.labels.to(observation.shared[0].device)
-    from attacks.labels import infer_labels
+    from fedleak.attacks.labels import infer_labels
     return infer_labels(observation, model, knowledge)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, Budget, Reconstruction, attack_labels
-from attacks.objective import GradientMatcher, total_variation
-from harness.errors import ConfigError
-from threat_models.models import clear_masks, dropout_layers, use_masks
+from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
+from fedleak.attacks.objective import GradientMatcher, total_variation
+from fedleak.core.errors import ConfigError
+from fedleak.models.architectures import clear_masks, dropout_layers, use_masks
 
 
 @dataclass(frozen=True)

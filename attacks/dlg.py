@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, Budget, Reconstruction, attack_labels
-from attacks.objective import GradientMatcher
+from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
+from fedleak.attacks.objective import GradientMatcher
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class DLGConfig:
     line_search: str = "strong_wolfe"   # "none": torch's default, as in the official code
 
     def __post_init__(self):
-        from harness.errors import ConfigError
+        from fedleak.core.errors import ConfigError
         if self.line_search not in ("strong_wolfe", "none"):
             raise ConfigError(f"attack.options.line_search: expected 'strong_wolfe' or 'none', got {self.line_search!r}")
 

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, Budget, Reconstruction
-from attacks.decoders import fit_decoder
-from attacks.objective import total_variation
-from harness.errors import ConfigError
+from fedleak.attacks.base import Attack, Budget, Reconstruction
+from fedleak.attacks.decoders import fit_decoder
+from fedleak.attacks.objective import total_variation
+from fedleak.core.errors import ConfigError
 
 
 def _check(observation, attack: str) -> int:

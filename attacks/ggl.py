@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, Budget, Reconstruction, attack_labels
-from attacks.generators.base import GenerativePrior
-from attacks.generators.binding import BoundPrior, bind_prior, describe_prior
-from attacks.objective import GradientMatcher
+from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
+from fedleak.attacks.generators.base import GenerativePrior
+from fedleak.attacks.generators.binding import BoundPrior, bind_prior, describe_prior
+from fedleak.attacks.objective import GradientMatcher
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class GGLConfig:
     kld: float = 0.1                # Adam only
 
     def __post_init__(self):
-        from harness.errors import ConfigError
+        from fedleak.core.errors import ConfigError
         if self.optimizer not in ("cma", "adam"):
             raise ConfigError(f"attack 'ggl': optimizer must be 'cma' or 'adam', got '{self.optimizer}'")
         if self.distance not in ("l2", "cosine"):

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, Budget, Reconstruction, attack_labels
-from attacks.generators.base import GenerativePrior, state_map, state_tensors
-from attacks.generators.binding import BoundPrior, bind_prior, describe_prior
-from attacks.objective import GradientMatcher, total_variation
-from attacks.projections import project_l1_ball, project_sphere
+from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
+from fedleak.attacks.generators.base import GenerativePrior, state_map, state_tensors
+from fedleak.attacks.generators.binding import BoundPrior, bind_prior, describe_prior
+from fedleak.attacks.objective import GradientMatcher, total_variation
+from fedleak.attacks.projections import project_l1_ball, project_sphere
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class GIFDConfig:
     rampdown: float = 0.75
 
     def __post_init__(self):
-        from harness.errors import ConfigError
+        from fedleak.core.errors import ConfigError
         object.__setattr__(self, "radii", tuple(float(r) for r in self.radii))
         if not self.radii or min(self.radii) < 0:
             raise ConfigError(f"attack 'gifd': radii must be a non-empty list of fractions >= 0, got {list(self.radii)}")

@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, Budget, Reconstruction
-from attacks.decoders import fit_decoder
-from attacks.hyperfl_replay import factored_cosine_distance, factored_phase
-from attacks.objective import cosine_distance, total_variation
-from harness.errors import ConfigError
-from threat_models.hypernetwork import PHI_PREFIX, head_key
-from threat_models.optim import sgd_step
+from fedleak.attacks.base import Attack, Budget, Reconstruction
+from fedleak.attacks.decoders import fit_decoder
+from fedleak.attacks.hyperfl_replay import factored_cosine_distance, factored_phase
+from fedleak.attacks.objective import cosine_distance, total_variation
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.hypernetwork import PHI_PREFIX, head_key
+from fedleak.threat_models.optim import sgd_step
 
 MODES = ("auto", "one-step", "unrolled")
 PRIORS = ("auto", "none", "decoder")

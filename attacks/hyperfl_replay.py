@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from threat_models.hypernetwork import PHI_PREFIX, head_key
-from threat_models.optim import sgd_step
+from fedleak.threat_models.hypernetwork import PHI_PREFIX, head_key
+from fedleak.threat_models.optim import sgd_step
 
 
 @dataclass

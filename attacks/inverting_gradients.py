@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, Budget, Reconstruction, attack_labels
-from attacks.objective import FastGradientMatcher, total_variation
+from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
+from fedleak.attacks.objective import FastGradientMatcher, total_variation
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class IGConfig:
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16"):
-            from harness.errors import ConfigError
+            from fedleak.core.errors import ConfigError
             raise ConfigError(f"attack 'ig': precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
 

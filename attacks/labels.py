@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call
 
-from harness.errors import ConfigError
-from threat_models.knowledge import AttackerKnowledge
-from threat_models.observation import Observation
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.knowledge import AttackerKnowledge
+from fedleak.threat_models.observation import Observation
 
 
 def _last_linear(observation: Observation, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:

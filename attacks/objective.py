@@ -9,11 +9,11 @@ import warnings
 
 import torch
 
-from threat_models import THREAT_MODELS
-from threat_models.fast_replay import fast_replay_model
-from threat_models.gradient_tape import recording, widened
-from threat_models.knowledge import AttackerKnowledge
-from threat_models.observation import Observation
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.fast_replay import fast_replay_model
+from fedleak.threat_models.gradient_tape import recording, widened
+from fedleak.threat_models.knowledge import AttackerKnowledge
+from fedleak.threat_models.observation import Observation
 
 
 def cosine_distance(trial: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
@@ -265,5 +265,5 @@ class FastGradientMatcher(GradientMatcher):
 
 
 def _base_simulate():
-    from defenses.base import Defense  # lazy: defenses import threat_models, which attacks import
+    from fedleak.defenses.base import Defense  # lazy: defenses import threat_models, which attacks import
     return Defense.simulate

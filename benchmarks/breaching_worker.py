@@ -6,7 +6,7 @@ loaded machine: each stdin line is a JSON request, each answer one JSON line on 
 
 A request names a case file written by the benchmark (torch.save of the model spec, global weights,
 buffers, observed gradient, label, ground truth, normalisation) plus iterations, restarts, TV scale
-and seed. The model is fedleak's own architecture (threat_models/models.py loaded as a plain file,
+and seed. The model is fedleak's own architecture (models/architectures.py loaded as a plain file,
 so none of fedleak's packages is imported) with the same weights, so both frameworks attack the same
 network and only the attack machinery differs. breaching receives it as any user model, in eval mode
 (the server payload carries buffers), exactly as its IG case does with a user-supplied network.
@@ -26,9 +26,12 @@ import warnings
 
 
 def _load_fedleak_models(repo: str):
-    # only models.py and the two tiny harness modules it needs: no fedleak package is imported
-    sys.path.insert(0, repo)
-    spec = importlib.util.spec_from_file_location("_fedleak_models", f"{repo}/threat_models/models.py")
+    # only the architectures and the two tiny core modules they need: fedleak's own __init__ (and
+    # everything it would pull in) is not run in breaching's environment
+    package = types.ModuleType("fedleak")
+    package.__path__ = [repo]
+    sys.modules.setdefault("fedleak", package)
+    spec = importlib.util.spec_from_file_location("_fedleak_models", f"{repo}/models/architectures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

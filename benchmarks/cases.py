@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from attacks import Budget, build_attack
-from defenses import NoDefense
-from threat_models import THREAT_MODELS
-from threat_models.knowledge import knowledge_flags
+from fedleak.attacks import Budget, build_attack
+from fedleak.defenses import NoDefense
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.knowledge import knowledge_flags
 
 TV = 1e-4          # fedleak's IG default (inversefed CLI); breaching gets the same scale
 VICTIM_INDEX = 0
@@ -37,12 +37,12 @@ class Case:
 
 @functools.lru_cache(maxsize=None)
 def photos():
-    from harness.data import load_dataset
+    from fedleak.data.datasets import load_dataset
     return load_dataset("photos")
 
 
 def build_case(model_name: str, victim_index: int = VICTIM_INDEX) -> Case:
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     data = photos()
     victim = build_victim(VictimSpec(model=model_name), data)
     x, y = data.victims([victim_index])

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
@@ -39,8 +38,8 @@ def _group(name: str) -> str:
 
 
 def _plain_attack(case, iterations):
-    import attacks.inverting_gradients as ig
-    from attacks import objective
+    import fedleak.attacks.inverting_gradients as ig
+    from fedleak.attacks import objective
 
     class Plain(objective.GradientMatcher):
         def __init__(self, observation, model, knowledge, distance="cosine", precision="fp32"):

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
@@ -85,7 +84,7 @@ LABELS = {"convnet": "ConvNet", "resnet18": "ResNet-18"}
 def _interleaved(case, case_file, reference, iterations: int, reps: int, precisions) -> dict:
     """Seconds per iteration and final PSNR of each side, the sides taking turns in a rotating order."""
     from cases import TV
-    from harness.metrics import psnr
+    from fedleak.metrics.image import psnr
     sides = list(precisions) + (["ref"] if reference else [])
     seconds = {side: [] for side in sides}
     quality = {}
@@ -183,7 +182,7 @@ def restarts_figure(models, restarts: int, iterations: int, reps: int) -> list[d
 
 def metrics_figure(reps: int) -> list[dict]:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-    from harness import metrics
+    from fedleak.metrics import image as metrics
     g = torch.Generator().manual_seed(0)
     x = torch.rand(256, 3, 32, 32, generator=g)
     y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
@@ -227,8 +226,8 @@ import json, sys, tempfile
 sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads({threads})
-from harness.config import load_config
-from harness.runner import run_attack
+from fedleak.harness.config import load_config
+from fedleak.harness.runner import run_attack
 with tempfile.TemporaryDirectory() as out:
     config = load_config(None, {{"data.name": "photos", "data.num_victims": 1, "data.batch_size": 1,
                                  "victim.model": "convnet", "threat_model.knowledge": "informed",

@@ -58,17 +58,17 @@ def image_pairs():
 
 
 def test_ssim_256(benchmark, image_pairs):
-    from harness.metrics import ssim
+    from fedleak.metrics.image import ssim
     assert benchmark(ssim, *image_pairs).shape == (256,)
 
 
 def test_psnr_256(benchmark, image_pairs):
-    from harness.metrics import psnr
+    from fedleak.metrics.image import psnr
     assert benchmark(psnr, *image_pairs).shape == (256,)
 
 
 def test_lpips_256(benchmark, image_pairs):
-    from harness.metrics import lpips_distance
+    from fedleak.metrics.image import lpips_distance
     with torch.no_grad():
         lpips_distance(*image_pairs)
         assert benchmark(lpips_distance, *image_pairs).shape == (256,)

@@ -1,13 +1,13 @@
 """Defenses, registered by name. A new defense is one file plus one line below."""
-from harness.registry import Registry
-from defenses.base import Defense, NoDefense, ShareContext
-from defenses.hyperfl import HyperFLDefense
-from defenses.hashing import Hashing
-from defenses.dropout import DropoutDefense
-from defenses.dp import DifferentialPrivacy
-from defenses.prune import Prune
-from defenses.quantize import RandomizedQuantization
-from defenses.sketch import Sketch
+from fedleak.core.registry import Registry
+from fedleak.defenses.base import Defense, NoDefense, ShareContext
+from fedleak.defenses.hyperfl import HyperFLDefense
+from fedleak.defenses.hashing import Hashing
+from fedleak.defenses.dropout import DropoutDefense
+from fedleak.defenses.dp import DifferentialPrivacy
+from fedleak.defenses.prune import Prune
+from fedleak.defenses.quantize import RandomizedQuantization
+from fedleak.defenses.sketch import Sketch
 
 DEFENSES: Registry[Defense] = Registry("defense")
 DEFENSES.register("none", NoDefense)
@@ -21,7 +21,7 @@ DEFENSES.register("quantize", RandomizedQuantization)
 
 
 def build_defense(name: str, **options) -> Defense:
-    from harness.config import call_with_options
+    from fedleak.core.options import call_with_options
     return call_with_options(DEFENSES.get(name), options, f"defense '{name}'")
 
 

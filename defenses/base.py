@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:  # a runtime import would be circular when `defenses` is imported first
-    from threat_models.functional import GradientFn
+    from fedleak.models.functional import GradientFn
 
 
 @dataclass(frozen=True)

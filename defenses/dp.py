@@ -32,10 +32,10 @@ import warnings
 
 import torch
 
-from defenses import options, seeding
-from defenses.base import Defense, ShareContext
-from defenses.per_example import clip_per_example, clip_update, per_example_gradients
-from harness.errors import ConfigError
+from fedleak.defenses import options, seeding
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.defenses.per_example import clip_per_example, clip_update, per_example_gradients
+from fedleak.core.errors import ConfigError
 
 ACCOUNTANTS = ("rdp", "prv")
 

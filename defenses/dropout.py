@@ -17,10 +17,10 @@ import copy
 
 import torch
 
-from defenses import options, seeding
-from defenses.base import Defense, ShareContext
-from harness.errors import ConfigError
-from threat_models.models import dropout_layers
+from fedleak.defenses import options, seeding
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.core.errors import ConfigError
+from fedleak.models.architectures import dropout_layers
 
 
 class DropoutDefense(Defense):

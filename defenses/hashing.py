@@ -16,9 +16,9 @@ import math
 import torch
 import torch.nn as nn
 
-from defenses.base import Defense, ShareContext
-from defenses.options import integer, number
-from harness.errors import ConfigError
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.defenses.options import integer, number
+from fedleak.core.errors import ConfigError
 
 
 class _SignSTE(torch.autograd.Function):

@@ -7,7 +7,7 @@ therefore changes nothing in what is sent; it names the protocol it needs, so th
 silently undefended FedSGD run. The protocol's options live in `threat_model.options`."""
 from __future__ import annotations
 
-from defenses.base import Defense
+from fedleak.defenses.base import Defense
 
 
 class HyperFLDefense(Defense):

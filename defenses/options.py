@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from harness.errors import ConfigError
+from fedleak.core.errors import ConfigError
 
 
 def number(defense: str, option: str, value, *, low: float | None = None, high: float | None = None,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch.func import grad, vmap
 
-from threat_models.functional import batch_loss, loss_gradient
-from threat_models.models import MaskDropout
+from fedleak.models.functional import batch_loss, loss_gradient
+from fedleak.models.architectures import MaskDropout
 
 
 def per_example_gradients(model, params, buffers, x, y, create_graph: bool = False) -> list[torch.Tensor]:

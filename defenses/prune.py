@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from defenses import options
-from defenses.base import Defense, ShareContext
-from harness.errors import ConfigError
+from fedleak.defenses import options
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.core.errors import ConfigError
 
 
 class Prune(Defense):

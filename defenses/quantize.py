@@ -32,8 +32,8 @@ import math
 
 import torch
 
-from defenses import options, seeding
-from defenses.base import Defense, ShareContext
+from fedleak.defenses import options, seeding
+from fedleak.defenses.base import Defense, ShareContext
 
 
 class RandomizedQuantization(Defense):

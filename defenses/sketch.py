@@ -20,10 +20,10 @@ import math
 
 import torch
 
-from defenses import options, seeding
-from defenses.base import Defense, ShareContext
-from defenses.sketch_operators import OPERATORS, SketchOperator
-from harness.errors import ConfigError
+from fedleak.defenses import options, seeding
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.defenses.sketch_operators import OPERATORS, SketchOperator
+from fedleak.core.errors import ConfigError
 
 
 class Sketch(Defense):

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from defenses import seeding
+from fedleak.defenses import seeding
 
 BLOCK_ENTRIES = 1 << 21   # 8 MB of float32 per generated block
 CACHE_ENTRIES = 1 << 23   # 32 MB: larger Gaussian sketches are regenerated per call

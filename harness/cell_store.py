@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results import atomic_write_bytes
+from fedleak.core.io import atomic_write_bytes
 
 CELL_FILE = "cell.json"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from harness.errors import FedleakError
-from harness.plugins import load_plugins
-from harness.results import write_frame
+from fedleak.core.errors import FedleakError
+from fedleak.harness.plugins import load_plugins
+from fedleak.harness.results import write_frame
 
 CELL_FILES = ("results.parquet", "results.csv", "images.pt", "grid.png", "report.md")
 
@@ -80,7 +80,7 @@ def run_task(task, setup: WorkerSetup) -> CellOutcome:
 
 def attack_cell(config, gpu: int | None) -> tuple[dict[str, bytes], dict, str]:
     """run_attack in a scratch folder: (its files, median scores, the device it ran on)."""
-    from harness.runner import run_attack
+    from fedleak.harness.runner import run_attack
     if config.device == "auto" and gpu is not None:
         config = replace(config, device=f"cuda:{gpu}")
     with tempfile.TemporaryDirectory(prefix="fedleak-cell-") as scratch:

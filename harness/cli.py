@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import FedleakError
+from fedleak.core.errors import FedleakError
 
 PRESETS = Path(__file__).parent / "presets"
 
@@ -53,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets")
     lister.set_defaults(func=cmd_list)
 
-    from attacks.generators.commands import add_prior_parser
+    from fedleak.harness.prior_cli import add_prior_parser
     add_prior_parser(sub)  # prior train, prior eval
 
-    from harness.matrix_cli import add_commands
+    from fedleak.harness.matrix_cli import add_commands
     add_commands(sub)  # matrix, report, evaluate-defense
 
-    from harness.flower_cli import add_command as add_flower_command
+    from fedleak.harness.flower_cli import add_command as add_flower_command
     add_flower_command(sub)  # audit-flower (Flower itself is imported only when it runs)
     return parser
 
@@ -73,7 +73,7 @@ def parse_overrides(args) -> dict:
 def parse_set_items(items: list[str], flag: str) -> dict:
     """KEY=VALUE strings -> {KEY: VALUE parsed as TOML}."""
     import tomllib
-    from harness.errors import ConfigError
+    from fedleak.core.errors import ConfigError
     values = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -87,8 +87,8 @@ def parse_set_items(items: list[str], flag: str) -> dict:
 
 
 def cmd_attack(args) -> int:
-    from harness.config import load_config
-    from harness.runner import run_attack
+    from fedleak.harness.config import load_config
+    from fedleak.harness.runner import run_attack
     config = load_config(args.config, parse_overrides(args))
     result = run_attack(config, progress=not args.quiet)
     print_summary(result)
@@ -96,9 +96,9 @@ def cmd_attack(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from harness.config import load_config
-    from harness.runner import run_attack
-    from reports.run_report import write_index
+    from fedleak.harness.config import load_config
+    from fedleak.harness.runner import run_attack
+    from fedleak.reports.run_report import write_index
     results = []
     for preset in ("demo-dlg", "demo-ig"):
         config = load_config(PRESETS / f"{preset}.toml",
@@ -113,12 +113,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from attacks import ATTACKS
-    from defenses import DEFENSES
-    from harness.data import DATASETS
-    from threat_models import THREAT_MODELS
-    from threat_models.knowledge import KNOWLEDGE_PRESETS
-    from threat_models.models import MODELS
+    from fedleak.attacks import ATTACKS
+    from fedleak.defenses import DEFENSES
+    from fedleak.data.datasets import DATASETS
+    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models.knowledge import KNOWLEDGE_PRESETS
+    from fedleak.models.architectures import MODELS
     for title, names in (("attacks", ATTACKS.names()), ("defenses", DEFENSES.names()),
                          ("threat models", THREAT_MODELS.names()), ("knowledge presets", list(KNOWLEDGE_PRESETS)),
                          ("models", MODELS.names()), ("datasets", DATASETS.names())):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import ConfigError
-from threat_models.victim import VictimSpec
+from fedleak.core.errors import ConfigError
+from fedleak.core.io import read_toml
+from fedleak.core.options import from_dict, merge_tables, nest_dotted
+from fedleak.threat_models.victim import VictimSpec
 
 
 @dataclass(frozen=True)
@@ -95,91 +94,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     return config_from_dict(table, overrides)
 
 
-def read_toml(path: str | Path, what: str) -> dict:
-    """A TOML file as a table; a missing file or a syntax error is a one-line ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: malformed TOML: {e}") from None
-
-
 def config_from_dict(table: dict, overrides: dict | None = None) -> RunConfig:
-    return from_dict(RunConfig, _merge(table, _nest(overrides or {})), "").validate()
+    return from_dict(RunConfig, merge_tables(table, nest_dotted(overrides or {})), "").validate()
 
 
-def _nest(overrides: dict) -> dict:
-    nested: dict = {}
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        target = nested
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[leaf] = value
-    return nested
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for k, v in extra.items():
-        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
-    return merged
-
-
-def from_dict(cls, table: dict, where: str):
-    """Build dataclass `cls` from a TOML table, checking every key and its type."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where or 'config'}: expected a table, got {type(table).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in table.items():
-        path = f"{where}.{key}" if where else key
-        if key not in names:
-            raise ConfigError(f"{path}: unknown key; allowed: {', '.join(sorted(names))}")
-        values[key] = _coerce(hints[key], value, path)
-    return cls(**values)
-
-
-def _coerce(hint, value, path):
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, path)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        errors = []
-        for option in typing.get_args(hint):
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[-1] if errors else f"{path}: invalid value {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint) or (object,)
-        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a table, got {value!r}")
-        return dict(value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is object or (isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
-        return value
-    raise ConfigError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def call_with_options(factory, options: dict, where: str):
-    """Construct a component from user options; an unknown or bad option becomes a ConfigError."""
-    try:
-        return factory(**options)
-    except TypeError as e:
-        if "argument" not in str(e):
-            raise
-        raise ConfigError(f"{where}: {e}") from None

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import pandas as pd
 
-from harness.gate import check_gate, describe_gate
-from harness.matrix import UNDEFENDED
-from harness.matrix_config import AttackEntry, DefenseEntry, GateConfig, MatrixConfig, load_matrix, with_preset
-from harness.matrix_run import MatrixRun, prepare_matrix
-from harness.plugins import load_plugin, load_plugins
+from fedleak.harness.gate import check_gate, describe_gate
+from fedleak.harness.matrix import UNDEFENDED
+from fedleak.harness.matrix_config import AttackEntry, DefenseEntry, GateConfig, MatrixConfig, load_matrix, with_preset
+from fedleak.harness.matrix_run import MatrixRun, prepare_matrix
+from fedleak.harness.plugins import load_plugin, load_plugins
 
 # Used when the matrix has no [gate]: the CI gate's usual thresholds (docs/ci.md).
 DEFAULT_GATE = GateConfig(max_psnr=18.0, min_lpips=0.3)
@@ -41,14 +41,14 @@ def evaluation_matrix(base_path, plugin: str, options: dict, preset: str,
 
 
 def registered_attacks() -> list[str]:
-    from attacks import ATTACKS
+    from fedleak.attacks import ATTACKS
     return ATTACKS.names()
 
 
 def print_verdict(run: MatrixRun, name: str) -> None:
-    from reports.document import Table, table_text
-    from reports.matrix_tables import context_title, contexts, strongest_attack, with_utility
-    from reports.privacy_utility import point_label
+    from fedleak.reports.document import Table, table_text
+    from fedleak.reports.matrix_tables import context_title, contexts, strongest_attack, with_utility
+    from fedleak.reports.privacy_utility import point_label
     results, gate = run.results, run.matrix.gate
     print()
     if results.empty or name not in set(results["defense"]):
@@ -92,6 +92,6 @@ def _fixed(value, digits: int) -> str:
 
 
 def _utility(run: MatrixRun) -> pd.DataFrame:
-    from harness.matrix_results import merge_utility
-    from harness.cell_store import CellStore
+    from fedleak.harness.matrix_results import merge_utility
+    from fedleak.harness.cell_store import CellStore
     return merge_utility(run.utility, CellStore(run.output))

@@ -8,8 +8,8 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 
-from harness.cell_worker import CellOutcome, WorkerSetup, run_task, worker_initializer
-from harness.errors import ConfigError
+from fedleak.harness.cell_worker import CellOutcome, WorkerSetup, run_task, worker_initializer
+from fedleak.core.errors import ConfigError
 
 
 def available_gpus() -> int:
@@ -96,6 +96,6 @@ def make_backend(executor: str, setup: WorkerSetup, workers: int | None, address
         workers = default_workers() if workers is None else workers
         return InlineBackend(setup) if workers == 0 else ProcessBackend(setup, workers)
     if executor == "ray":
-        from harness.ray_executor import RayBackend
+        from fedleak.harness.ray_executor import RayBackend
         return RayBackend(setup, workers, address)
     raise ConfigError(f"--executor: expected local or ray, got '{executor}'")

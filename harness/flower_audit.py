@@ -22,16 +22,18 @@ from types import ModuleType, SimpleNamespace
 
 import torch
 
-from attacks import Budget, build_attack
-from defenses.base import NoDefense
-from harness.errors import ConfigError, DataError
-from harness.metrics import match_to_ground_truth, score_images
-from harness.results import versions, write_rows
-from harness.runner import RunResult, check_writable, multiset_label_accuracy, resolve_device, save_images
-from threat_models import build_threat_model
-from threat_models.knowledge import LocalTraining, knowledge_flags
+from fedleak.attacks import Budget, build_attack
+from fedleak.defenses.base import NoDefense
+from fedleak.core.errors import ConfigError, DataError
+from fedleak.metrics.image import match_to_ground_truth, score_images
+from fedleak.harness.results import versions, write_rows
+from fedleak.core.io import check_writable
+from fedleak.harness.runner import RunResult, multiset_label_accuracy, resolve_device, save_images
+from fedleak.threat_models import build_threat_model
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
 
-EXAMPLE = "examples.flower_app"
+EXAMPLE = "fedleak.examples.flower_app"
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
         import flwr  # noqa: F401
     except ImportError:
         raise ConfigError("audit-flower needs Flower: pip install 'fedleak[flower]'") from None
-    from harness.flower_simulation import simulate
+    from fedleak.harness.flower_simulation import simulate
     out = Path(audit.output)
     check_writable(out)
     hooks = _module(audit.hooks)
@@ -97,7 +99,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
         raise DataError("the Flower run produced no train reply with arrays: nothing to attack")
     updates.sort(key=lambda u: (u.round, -1 if u.partition_id is None else u.partition_id, u.client_id))
 
-    from threat_models.flower_observation import observation_from_update
+    from fedleak.threat_models.flower_observation import observation_from_update
     model = hooks.build_model().to(device).eval()
     mean, std = hooks.normalisation()
     provenance = {"config_hash": audit.digest(), "config": audit.describe(), "seed": audit.seed, "device": str(device),
@@ -141,7 +143,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
         frame = write_rows(rows, out)
         save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
     result = FlowerAuditResult(frame, out, torch.cat(truths), torch.cat(recons), updates)
-    from reports.flower_report import write_flower_report
+    from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
     return result
 

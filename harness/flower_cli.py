@@ -2,7 +2,7 @@
 Importing this module does not import Flower (the core CLI runs without it)."""
 from __future__ import annotations
 
-from harness.flower_audit import EXAMPLE
+from fedleak.harness.flower_audit import EXAMPLE
 
 
 def add_command(sub) -> None:
@@ -33,9 +33,9 @@ def add_command(sub) -> None:
 
 
 def cmd_audit_flower(args) -> int:
-    from harness.cli import parse_set_items, print_summary
-    from harness.flower_audit import FlowerAudit, run_flower_audit
-    from threat_models.knowledge import LocalTraining
+    from fedleak.harness.cli import parse_set_items, print_summary
+    from fedleak.harness.flower_audit import FlowerAudit, run_flower_audit
+    from fedleak.models.functional import LocalTraining
     hooks = args.hooks or (f"{EXAMPLE}.task" if args.client_app.startswith(f"{EXAMPLE}.") else args.client_app.partition(":")[0])
     training = LocalTraining(args.lr, args.epochs, args.local_batch_size) if args.lr is not None else None
     audit = FlowerAudit(server_app=args.server_app, client_app=args.client_app, hooks=hooks, clients=args.clients,

@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from threat_models.flower import PARTITION_RECORD, ClientUpdate, RecordingGrid
+from fedleak.threat_models.flower import PARTITION_RECORD, ClientUpdate, RecordingGrid
 
 
 class PartitionTaggedClientApp(ClientApp):

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.matrix import UNDEFENDED
-from harness.matrix_config import GateConfig
+from fedleak.harness.matrix import UNDEFENDED
+from fedleak.harness.matrix_config import GateConfig
 
 # metric -> (config field, True when a larger value means more leakage)
 LIMITS = {"psnr": ("max_psnr", True), "ssim": ("max_ssim", True), "lpips": ("min_lpips", False)}
@@ -60,7 +60,7 @@ def _statistic(values: pd.Series, statistic: str, larger_leaks: bool) -> float:
 
 
 def violations_table(violations: list[Violation], gate: GateConfig):
-    from reports.document import Table
+    from fedleak.reports.document import Table
     return Table(["defense", "attack", "mode", "context", "metric", gate.statistic, "limit", "cell"],
                  [[v.defense, v.attack, "adaptive" if v.adaptive else "non-adaptive", v.context, v.metric,
                    f"{v.value:.3f}", ("≤ " if LIMITS[v.metric][1] else "≥ ") + f"{v.limit:g}", v.cell]

@@ -11,9 +11,10 @@ import itertools
 import json
 from dataclasses import dataclass, replace
 
-from harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig, call_with_options
-from harness.errors import ConfigError, UnknownNameError
-from harness.matrix_config import MatrixConfig
+from fedleak.core.options import call_with_options
+from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
+from fedleak.core.errors import ConfigError, UnknownNameError
+from fedleak.harness.matrix_config import MatrixConfig
 
 UNDEFENDED = "none"  # the baseline: adaptive and non-adaptive attacks coincide, so it runs once
 
@@ -29,7 +30,7 @@ class Cell:
         return f"{self.labels['attack_label']} ({mode}) vs {self.labels['defense_label']}, images {self.labels['images']}"
 
     def run(self, gpu: int | None):
-        from harness.cell_worker import attack_cell
+        from fedleak.harness.cell_worker import attack_cell
         return attack_cell(self.config, gpu)
 
     def record(self) -> dict:
@@ -71,7 +72,7 @@ def runs_under(allowed: list[str], threat_model: str) -> bool:
 def required_threat_model(defense: str) -> str | None:
     """The protocol a defense exists in (`Defense.requires_threat_model`, e.g. hyperfl, vfl), or None:
     such a defense is paired with that threat model only."""
-    from defenses import DEFENSES
+    from fedleak.defenses import DEFENSES
     return getattr(DEFENSES.get(defense), "requires_threat_model", None) if defense in DEFENSES else None
 
 
@@ -99,12 +100,12 @@ def _preset(spec: str | dict) -> str:
 def check_names(matrix: MatrixConfig) -> None:
     """Every name resolves in its registry and every option is accepted, before anything runs.
     Call after plugins are registered (harness.plugins)."""
-    from attacks import ATTACKS
-    from defenses import DEFENSES
-    from harness.data import DATASETS
-    from threat_models import THREAT_MODELS
-    from threat_models.knowledge import knowledge_flags
-    from threat_models.models import MODELS
+    from fedleak.attacks import ATTACKS
+    from fedleak.defenses import DEFENSES
+    from fedleak.data.datasets import DATASETS
+    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models.knowledge import knowledge_flags
+    from fedleak.models.architectures import MODELS
 
     def named(registry, name, where):
         try:

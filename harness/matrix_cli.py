@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.errors import ConfigError
-from harness.matrix_config import PRESETS
+from fedleak.core.errors import ConfigError
+from fedleak.harness.matrix_config import PRESETS
 
 DEFAULT_MATRIX = Path(__file__).parent / "presets" / "matrix-ci.toml"
 
@@ -27,7 +27,7 @@ def add_commands(sub) -> None:
 
     evaluate = sub.add_parser("evaluate-defense", help="every attack, non-adaptive and adaptive, against your defense "
                                                        "class, next to no defense and the built-in defenses")
-    evaluate.add_argument("defense", metavar="MODULE:CLASS", help="import path of a defenses.base.Defense subclass")
+    evaluate.add_argument("defense", metavar="MODULE:CLASS", help="import path of a fedleak.defenses.base.Defense subclass")
     evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                           help="an option of your defense's __init__ (value parsed as TOML)")
     evaluate.add_argument("--preset", choices=PRESETS, default="ci")
@@ -48,9 +48,9 @@ def _executor_flags(parser) -> None:
 
 
 def cmd_matrix(args) -> int:
-    from harness.gate import check_gate, describe_gate, violations_table
-    from reports.document import table_text
-    from harness.matrix_run import prepare_matrix
+    from fedleak.harness.gate import check_gate, describe_gate, violations_table
+    from fedleak.reports.document import table_text
+    from fedleak.harness.matrix_run import prepare_matrix
     matrix = prepare_matrix(args.config, args.preset)
     if args.gate and not matrix.gate.enabled:
         raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
@@ -70,15 +70,15 @@ def cmd_matrix(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from reports.matrix_report import write_matrix_report
-    markdown, page = write_matrix_report(args.results, args.output)
+    from fedleak.harness.matrix_results import report_matrix_folder
+    markdown, page = report_matrix_folder(args.results, args.output)
     print(f"report: {markdown}\n        {page}")
     return 0
 
 
 def cmd_evaluate_defense(args) -> int:
-    from harness.cli import parse_set_items
-    from harness.evaluate_defense import evaluation_matrix, print_verdict
+    from fedleak.harness.cli import parse_set_items
+    from fedleak.harness.evaluate_defense import evaluation_matrix, print_verdict
     matrix, name = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"), args.preset,
                                      args.attack_builtins)
     run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args)
@@ -90,8 +90,8 @@ def cmd_evaluate_defense(args) -> int:
 
 def _run(matrix, output: Path, args):
     """Run, then report whatever is stored; None when interrupted (what finished is kept)."""
-    from harness.matrix_run import run_matrix
-    from reports.matrix_report import write_matrix_report
+    from fedleak.harness.matrix_run import run_matrix
+    from fedleak.harness.matrix_results import report_matrix_folder
     try:
         run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -99,7 +99,7 @@ def _run(matrix, output: Path, args):
               file=sys.stderr)
         return None
     if len(run.results):
-        run.report = write_matrix_report(output)
+        run.report = report_matrix_folder(output)
     return run
 
 

@@ -22,9 +22,10 @@ import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.config import from_dict, read_toml
-from harness.errors import ConfigError
-from threat_models.victim import VictimSpec
+from fedleak.core.io import read_toml
+from fedleak.core.options import from_dict
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.victim import VictimSpec
 
 PRESETS = ("smoke", "ci", "paper")
 GATE_STATISTICS = ("worst", "median", "mean")

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.cell_store import CellStore
-from harness.results import atomic_write_bytes, write_frame
-from harness.utility_task import UTILITY_FILE
+from fedleak.harness.cell_store import CellStore
+from fedleak.core.io import atomic_write_bytes
+from fedleak.harness.results import write_frame
+from fedleak.harness.utility_task import UTILITY_FILE
 
 LABEL_COLUMNS = ("attack_label", "adaptive", "defense_label", "knowledge_preset", "preset")
 
@@ -74,7 +75,7 @@ def write_matrix_outputs(root: Path, matrix, cells, utility, store: CellStore) -
 
 def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict], dict]:
     """(results, utility, failures, matrix.json) of a matrix folder; missing parts are empty."""
-    from harness.results import read_results
+    from fedleak.harness.results import read_results
     root = Path(root)
     results = read_results(root)
     utility = pd.read_csv(root / "utility.csv") if (root / "utility.csv").is_file() else pd.DataFrame()
@@ -85,3 +86,36 @@ def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, l
 
 def _write_json(path: Path, value) -> None:
     atomic_write_bytes(path, (json.dumps(value, sort_keys=True, indent=1, default=str) + "\n").encode())
+
+
+def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> tuple[Path, Path]:
+    """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results."""
+    import functools
+
+    import torch
+
+    from fedleak.core.errors import DataError
+    from fedleak.core.options import from_dict
+    from fedleak.harness.gate import check_gate, describe_gate, violations_table
+    from fedleak.harness.matrix_config import GateConfig
+    from fedleak.reports.matrix_report import GateOutcome, MatrixView, write_matrix_report
+    root = Path(root)
+    if root.is_file():
+        root = root.parent
+    results, utility, failed, matrix = read_matrix_outputs(root)
+    if "cell" not in results.columns:
+        raise DataError(f"{root}: results.parquet is not a matrix's (no cell column); run `fedleak matrix` first")
+    gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
+    outcome = None
+    if gate.enabled:
+        violations = check_gate(results, gate)
+        outcome = GateOutcome(describe_gate(gate), len({v.cell for v in violations}),
+                              violations_table(violations, gate) if violations else None)
+
+    @functools.lru_cache(maxsize=64)
+    def cell_images(cell: str) -> dict:
+        return torch.load(root / "cells" / cell / "images.pt", weights_only=True)
+
+    view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
+                      outcome, cell_images)
+    return write_matrix_report(view, Path(folder) if folder else root / "report")

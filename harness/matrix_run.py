@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.cell_store import CellStore
-from harness.cell_worker import WorkerSetup
-from harness.executors import make_backend
-from harness.matrix import Cell, check_names, expand
-from harness.matrix_config import MatrixConfig, load_matrix, with_preset
-from harness.matrix_results import write_matrix_outputs
-from harness.plugins import load_plugins
-from harness.progress import MatrixProgress
-from harness.runner import check_writable
-from harness.scheduler import ScheduleResult, run_tasks
-from harness.utility_task import UtilityTask, utility_tasks
+from fedleak.harness.cell_store import CellStore
+from fedleak.harness.cell_worker import WorkerSetup
+from fedleak.harness.executors import make_backend
+from fedleak.harness.matrix import Cell, check_names, expand
+from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
+from fedleak.harness.matrix_results import write_matrix_outputs
+from fedleak.harness.plugins import load_plugins
+from fedleak.harness.progress import MatrixProgress
+from fedleak.core.io import check_writable
+from fedleak.harness.scheduler import ScheduleResult, run_tasks
+from fedleak.harness.utility_task import UtilityTask, utility_tasks
 
 
 @dataclass

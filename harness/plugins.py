@@ -1,7 +1,7 @@
 """User components loaded by import path ("package.module:Class") and registered by name.
 
-A plugin defense subclasses `defenses.base.Defense` (docs/plugins.md); a plugin attack subclasses
-`attacks.base.Attack`. Both register under their class attribute `name`, so a matrix refers to
+A plugin defense subclasses `fedleak.defenses.base.Defense` (docs/plugins.md); a plugin attack subclasses
+`fedleak.attacks.base.Attack`. Both register under their class attribute `name`, so a matrix refers to
 them like built-ins, and every worker process registers them again before its first cell."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import inspect
 import os
 import sys
 
-from harness.errors import ConfigError
+from fedleak.core.errors import ConfigError
 
 
 def load_plugins(paths) -> list[type]:
@@ -19,10 +19,10 @@ def load_plugins(paths) -> list[type]:
 
 def load_plugin(path: str) -> type:
     """Import, check and register one plugin class; registering the same class twice is a no-op."""
-    from attacks import ATTACKS
-    from attacks.base import Attack
-    from defenses import DEFENSES
-    from defenses.base import Defense
+    from fedleak.attacks import ATTACKS
+    from fedleak.attacks.base import Attack
+    from fedleak.defenses import DEFENSES
+    from fedleak.defenses.base import Defense
     cls = import_class(path)
     if isinstance(cls, type) and issubclass(cls, Defense):
         registry, kind = DEFENSES, "defense"
@@ -30,7 +30,7 @@ def load_plugin(path: str) -> type:
         registry, kind = ATTACKS, "attack"
     else:
         raise ConfigError(f"plugin {path}: {getattr(cls, '__name__', cls)!s} is not a subclass of "
-                          "defenses.base.Defense or attacks.base.Attack (see docs/plugins.md)")
+                          "fedleak.defenses.base.Defense or fedleak.attacks.base.Attack (see docs/plugins.md)")
     check_interface(cls, kind, path)
     name = cls.__dict__.get("name")
     if name in registry:
@@ -63,8 +63,8 @@ def import_class(path: str):
 def check_interface(cls: type, kind: str, path: str) -> None:
     """What the harness relies on beyond subclassing: a name of its own, overridable methods that
     keep the base signatures, and construction with no arguments (defaults for every option)."""
-    from attacks.base import Attack
-    from defenses.base import Defense
+    from fedleak.attacks.base import Attack
+    from fedleak.defenses.base import Defense
     base = Defense if kind == "defense" else Attack
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name or name == base.__dict__.get("name"):

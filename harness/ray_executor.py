@@ -5,8 +5,8 @@ sets CUDA_VISIBLE_DEVICES, so the cell's "auto" device is that GPU). Tasks retur
 as bytes: worker machines need fedleak (and any plugin) installed, but no shared disk."""
 from __future__ import annotations
 
-from harness.cell_worker import CellOutcome, WorkerSetup, run_task
-from harness.errors import ConfigError
+from fedleak.harness.cell_worker import CellOutcome, WorkerSetup, run_task
+from fedleak.core.errors import ConfigError
 
 
 class RayBackend:

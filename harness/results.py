@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from fedleak.core.io import atomic_write_bytes
 
 
 def versions() -> dict[str, str]:
@@ -19,20 +19,6 @@ def versions() -> dict[str, str]:
     except PackageNotFoundError:
         fedleak = "source"
     return {"fedleak": fedleak, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write-then-rename so a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_rows(rows: list[dict], directory: Path) -> pd.DataFrame:
@@ -58,6 +44,6 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         path = path / "results.parquet"
     if not path.exists():
-        from harness.errors import DataError
+        from fedleak.core.errors import DataError
         raise DataError(f"no results at {path}")
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)

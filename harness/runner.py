@@ -10,15 +10,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from attacks import Budget, build_attack
-from defenses import build_defense
-from harness.config import RunConfig
-from harness.data import load_dataset
-from harness.errors import ConfigError
-from harness.metrics import match_to_ground_truth, score_images
-from harness.results import atomic_write_bytes, versions, write_rows
-from threat_models import build_threat_model
-from threat_models.knowledge import LocalTraining, knowledge_flags
+from fedleak.attacks import Budget, build_attack
+from fedleak.defenses import build_defense
+from fedleak.harness.config import RunConfig
+from fedleak.data.datasets import load_dataset
+from fedleak.core.errors import ConfigError
+from fedleak.metrics.image import match_to_ground_truth, score_images
+from fedleak.core.io import atomic_write_bytes, check_writable
+from fedleak.harness.results import versions, write_rows
+from fedleak.threat_models import build_threat_model
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
 
 
 @dataclass
@@ -87,7 +89,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
         frame = write_rows(rows, out)
         save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
     result = RunResult(frame, out, torch.cat(truths), torch.cat(recons))
-    from reports.run_report import write_run_report
+    from fedleak.reports.run_report import write_run_report
     write_run_report(result)
     return result
 
@@ -105,13 +107,3 @@ def save_images(path: Path, ground_truth: torch.Tensor, reconstructions: torch.T
     buffer = io.BytesIO()
     torch.save({"ground_truth": ground_truth, "reconstructions": reconstructions}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"output: cannot write to {out}: {e.strerror}") from None

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from harness.cell_store import CellStore
-from harness.cell_worker import CellOutcome
-from harness.progress import MatrixProgress
+from fedleak.harness.cell_store import CellStore
+from fedleak.harness.cell_worker import CellOutcome
+from fedleak.harness.progress import MatrixProgress
 
 POLL_S = 2.0
 

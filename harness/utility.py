@@ -24,11 +24,11 @@ from dataclasses import asdict, replace
 
 import torch
 
-from defenses.base import Defense, NoDefense, ShareContext
-from harness.errors import ConfigError
-from threat_models.functional import local_update
-from threat_models.knowledge import LocalTraining
-from threat_models.victim import VictimSpec, build_victim, cache_dir
+from fedleak.defenses.base import Defense, NoDefense, ShareContext
+from fedleak.core.errors import ConfigError
+from fedleak.models.functional import local_update
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.victim import VictimSpec, build_victim, cache_dir
 
 CACHE_VERSION = 3  # 3: interleaved timing, fresh round seed per repeat
 
@@ -70,7 +70,7 @@ def measure_utility(data, victim_spec: VictimSpec, defense: Defense, rounds: int
 
 
 def _clients(spec: VictimSpec, data):
-    from harness.data import partition
+    from fedleak.data.datasets import partition
     shards = partition(data.train_labels.numpy(), spec.clients, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)
     training = LocalTraining(lr=spec.local_lr, epochs=spec.local_epochs, batch_size=spec.local_batch_size)
     return shards, training

@@ -11,8 +11,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 
-from harness.config import DataConfig, DefenseConfig, RunConfig
-from harness.matrix import required_threat_model
+from fedleak.harness.config import DataConfig, DefenseConfig, RunConfig
+from fedleak.harness.matrix import required_threat_model
 
 UTILITY_FILE = "utility.json"
 
@@ -63,9 +63,9 @@ def utility_tasks(matrix) -> list[UtilityTask]:
 
 
 def measure(config: RunConfig, options: dict) -> dict:
-    from defenses import build_defense
-    from harness.data import load_dataset
-    from harness.utility import measure_utility
+    from fedleak.defenses import build_defense
+    from fedleak.data.datasets import load_dataset
+    from fedleak.harness.utility import measure_utility
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
     defense = build_defense(config.defense.name, **config.defense.options)
     return _numbers(measure_utility(data, config.victim, defense, **options))

@@ -2,7 +2,7 @@
 client update, since one audit attacks every client in every round."""
 from __future__ import annotations
 
-from reports.run_report import write_run_report
+from fedleak.reports.run_report import write_run_report
 
 
 def write_flower_report(result) -> None:

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.matrix_tables import LEAKS_HIGH  # noqa: E402
+from fedleak.reports.matrix_tables import LEAKS_HIGH  # noqa: E402
 
 # Colour scale ends: values beyond them saturate (PSNR in dB, SSIM and LPIPS in [0,1]).
 RANGES = {"psnr": (5.0, 35.0), "ssim": (0.0, 1.0), "lpips": (0.0, 0.8)}

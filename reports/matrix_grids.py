@@ -1,26 +1,22 @@
 """Reconstruction grids of a matrix: under one defense setting, the ground truth above what each
-attack (and mode) rebuilt of the same images, from the images.pt every cell stores."""
+attack (and mode) rebuilt of the same images, from the images every cell stores."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
 
-from reports.grid import save_grid
-from reports.matrix_tables import attack_row, row_order
+from fedleak.reports.grid import save_grid
+from fedleak.reports.matrix_tables import attack_row, row_order
 
 MAX_IMAGES = 8
 
 
-@functools.lru_cache(maxsize=64)
-def _cell_images(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)
-
-
-def save_reconstruction_grid(frame: pd.DataFrame, root: Path, path: Path) -> Path:
-    """`frame`: one context's rows under one defense setting; the first seed's attempts are shown."""
+def save_reconstruction_grid(frame: pd.DataFrame, cell_images: Callable[[str], dict], path: Path) -> Path:
+    """`frame`: one context's rows under one defense setting; the first seed's attempts are shown.
+    `cell_images(cell)` gives that cell's stored {"ground_truth", "reconstructions"}."""
     frame = frame[frame["seed"] == frame["seed"].min()].assign(row=attack_row)
     indices = sorted(frame["image_index"].unique())[:MAX_IMAGES]
     truth: dict[int, torch.Tensor] = {}
@@ -35,7 +31,7 @@ def save_reconstruction_grid(frame: pd.DataFrame, root: Path, path: Path) -> Pat
                 notes.append("not run")
                 continue
             hit = by_index.loc[index]
-            stored = _cell_images(root / "cells" / hit["cell"] / "images.pt")
+            stored = cell_images(hit["cell"])
             truth[index] = stored["ground_truth"][int(hit["position"])]
             images.append(stored["reconstructions"][int(hit["position"])])
             notes.append(f"{hit['psnr']:.1f} dB")

@@ -1,50 +1,61 @@
-"""The report of a matrix folder: report.md (+ PNGs beside it) and report.html (self-contained).
-A view of stored results only (harness.matrix_results): the same folder gives the same bytes."""
+"""The report of a matrix: report.md (+ PNGs beside it) and report.html (self-contained).
+A pure view: the application (fedleak.harness.matrix_results.report_matrix_folder) reads the stored
+results and judges the gate, then hands both here; the same inputs give the same bytes."""
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
-from harness.errors import DataError
-from harness.gate import check_gate, describe_gate, violations_table
-from harness.matrix_config import GateConfig
-from harness.matrix_results import read_matrix_outputs
-from harness.config import from_dict
-from reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
-from reports.heatmap import colour, save_heatmap
-from reports.matrix_grids import save_reconstruction_grid
-from reports.matrix_tables import METRICS, context_title, contexts, heat_table, strongest_attack, with_utility
-from reports.privacy_utility import point_label, save_privacy_utility
+from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
+from fedleak.reports.heatmap import colour, save_heatmap
+from fedleak.reports.matrix_grids import save_reconstruction_grid
+from fedleak.reports.matrix_tables import METRICS, context_title, contexts, heat_table, strongest_attack, with_utility
+from fedleak.reports.privacy_utility import point_label, save_privacy_utility
 
 METRIC_NOTE = ("Metrics: images in [0,1]; PSNR over all channels; SSIM Gaussian 11/σ1.5 per channel, averaged; "
                "LPIPS AlexNet v0.1. Leakage is the attacker's best: higher PSNR/SSIM, lower LPIPS.")
 
 
-def write_matrix_report(root: str | Path, folder: str | Path | None = None) -> tuple[Path, Path]:
-    root = Path(root)
-    if root.is_file():
-        root = root.parent
-    results, utility, failed, matrix = read_matrix_outputs(root)
-    if "cell" not in results.columns:
-        raise DataError(f"{root}: results.parquet is not a matrix's (no cell column); run `fedleak matrix` first")
-    folder = Path(folder) if folder else root / "report"
+@dataclass(frozen=True)
+class GateOutcome:
+    """What the gate decided, as the report shows it."""
+    description: str            # thresholds, statistic and scope
+    failed_cells: int
+    violations: Table | None    # one row per broken threshold; None when the gate passed
+
+
+@dataclass(frozen=True)
+class MatrixView:
+    """Everything the report shows of one matrix run."""
+    results: pd.DataFrame                            # merged rows, one per image and cell
+    utility: pd.DataFrame                            # one row per defense setting (may be empty)
+    failed: list[dict]                               # tasks whose last attempt failed
+    preset: str
+    gate: GateOutcome | None                         # None: the matrix has no [gate]
+    cell_images: Callable[[str], dict]               # cell key -> {"ground_truth", "reconstructions"}
+
+
+def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Path]:
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.png"):  # a figure of a context that is gone must not linger
         stale.unlink()
+    results, utility = view.results, view.utility
     doc = Document("fedleak attack × defense matrix")
-    doc.add(*_overview(results, utility, matrix))
-    gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
-    if gate.enabled:
-        doc.add(*_gate_section(results, gate))
+    doc.add(*_overview(results, utility, view.preset))
+    if view.gate is not None:
+        doc.add(*_gate_section(view.gate))
     for number, (context, frame) in enumerate(contexts(results), start=1):
-        doc.add(*_context_section(number, context, frame, utility, root, folder))
-    if failed:
+        doc.add(*_context_section(number, context, frame, utility, view.cell_images, folder))
+    if view.failed:
         doc.add(Heading("Cells that did not run"),
                 Paragraph("Each is retried by the next run of the same matrix."),
-                Table(["task", "key", "error"], [[f["task"], f["key"], f["error"]] for f in failed]))
+                Table(["task", "key", "error"], [[f["task"], f["key"], f["error"]] for f in view.failed]))
     doc.add(Heading("Provenance"), *_provenance(results))
     markdown, page = folder / "report.md", folder / "report.html"
     markdown.write_text(to_markdown(doc, folder))
@@ -52,10 +63,9 @@ def write_matrix_report(root: str | Path, folder: str | Path | None = None) -> t
     return markdown, page
 
 
-def _overview(results: pd.DataFrame, utility: pd.DataFrame, matrix: dict) -> list:
+def _overview(results: pd.DataFrame, utility: pd.DataFrame, preset: str) -> list:
     budgets = results.groupby("attack_label", sort=False)[["iterations", "restarts"]].first()
     budget_text = ", ".join(f"{a} {int(r.iterations)}×{int(r.restarts)}" for a, r in budgets.iterrows())
-    preset = matrix.get("matrix", {}).get("preset", results["preset"].iloc[0])
     lines = [f"{results['cell'].nunique()} cells, {len(results)} attacked images (rows), preset `{preset}`; "
              f"attacks {', '.join(pd.unique(results['attack_label']))}; "
              f"defenses {', '.join(pd.unique(results['defense_label']))}.",
@@ -66,17 +76,16 @@ def _overview(results: pd.DataFrame, utility: pd.DataFrame, matrix: dict) -> lis
     return [Paragraph(line) for line in lines] + [Paragraph(METRIC_NOTE)]
 
 
-def _gate_section(results: pd.DataFrame, gate: GateConfig) -> list:
-    violations = check_gate(results, gate)
-    blocks = [Heading("Gate"), Paragraph(f"Thresholds: {describe_gate(gate)}. "
-                                         + ("PASSED." if not violations else f"FAILED in {len({v.cell for v in violations})} cells."))]
-    if violations:
-        blocks.append(violations_table(violations, gate))
+def _gate_section(gate: GateOutcome) -> list:
+    verdict = "PASSED." if gate.violations is None else f"FAILED in {gate.failed_cells} cells."
+    blocks = [Heading("Gate"), Paragraph(f"Thresholds: {gate.description}. {verdict}")]
+    if gate.violations is not None:
+        blocks.append(gate.violations)
     return blocks
 
 
 def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: pd.DataFrame,
-                     root: Path, folder: Path) -> list:
+                     cell_images: Callable[[str], dict], folder: Path) -> list:
     title = context_title(context)
     blocks = [Heading(f"{number}. {title}")]
     summary = with_utility(strongest_attack(frame), utility, context)
@@ -94,7 +103,7 @@ def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: p
     blocks.append(Heading("Reconstructions", 3))
     for k, (defense, group) in enumerate(frame.groupby("defense_label", sort=False), start=1):
         blocks += [Paragraph(f"Defense `{defense}`: ground truth, then each attack's reconstruction (PSNR below)."),
-                   Image(save_reconstruction_grid(group, root, folder / f"c{number}-grid-{k}.png"), f"grid {defense}")]
+                   Image(save_reconstruction_grid(group, cell_images, folder / f"c{number}-grid-{k}.png"), f"grid {defense}")]
     return blocks
 
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.heatmap import SAVE  # noqa: E402
+from fedleak.reports.heatmap import SAVE  # noqa: E402
 
 
 def point_label(row: pd.Series) -> str:

@@ -1,7 +1,7 @@
 """The report of one attack run: a grid PNG and a short Markdown page, a view of stored results."""
 from __future__ import annotations
 
-from reports.grid import save_grid
+from fedleak.reports.grid import save_grid
 
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "mse")
 

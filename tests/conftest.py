@@ -13,17 +13,17 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def digits():
-    from harness.data import load_dataset
+    from fedleak.data.datasets import load_dataset
     return load_dataset("digits")
 
 
 @pytest.fixture
 def lenet_victim(digits):
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     return build_victim(VictimSpec(model="lenet"), digits)
 
 
 @pytest.fixture
 def convnet_victim(digits):
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     return build_victim(VictimSpec(model="convnet", options={"width": 8}), digits)

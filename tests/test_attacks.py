@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from attacks import ATTACKS, Budget, build_attack
-from defenses import NoDefense
-from harness.errors import ConfigError, UnknownNameError
-from harness.metrics import psnr
-from threat_models import THREAT_MODELS
-from threat_models.knowledge import LocalTraining, knowledge_flags
+from fedleak.attacks import ATTACKS, Budget, build_attack
+from fedleak.defenses import NoDefense
+from fedleak.core.errors import ConfigError, UnknownNameError
+from fedleak.metrics.image import psnr
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
 
 
 def attack_once(victim, name, indices, budget, threat="fedsgd", flags="eavesdropper", training=None, **options):

@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.cli import main
+from fedleak.harness.cli import main
 
 FAST = ["--iterations", "2", "--victims", "1", "--quiet"]
 
@@ -44,7 +44,7 @@ def test_malformed_toml(capsys, tmp_path):
 def test_nan_gradient_is_refused_and_finished_rows_survive(capsys, tmp_path, monkeypatch):
     """A client whose update turns NaN (here: the second batch) stops the run with one line;
     the first batch's row is already on disk."""
-    from defenses import DEFENSES, Defense
+    from fedleak.defenses import DEFENSES, Defense
 
     class PoisonSecondClient(Defense):
         name = "poison-test"
@@ -80,7 +80,7 @@ def test_out_of_range_victim_keeps_earlier_rows(capsys, tmp_path):
 
 def test_attack_writes_rows_grid_and_report(tmp_path):
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "attack", "--attack", "ig", "--model", "convnet",
+    done = subprocess.run([sys.executable, "-m", "fedleak.harness.cli", "attack", "--attack", "ig", "--model", "convnet",
                            "--set", "victim.options.width=8", "--iterations", "3", "--victims", "2", "--quiet",
                            "--output", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

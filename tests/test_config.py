@@ -1,7 +1,7 @@
 import pytest
 
-from harness.config import RunConfig, config_from_dict, load_config
-from harness.errors import ConfigError
+from fedleak.harness.config import RunConfig, config_from_dict, load_config
+from fedleak.core.errors import ConfigError
 
 
 def write(tmp_path, text):
@@ -11,7 +11,7 @@ def write(tmp_path, text):
 
 
 def test_presets_load_and_are_typed():
-    from harness.cli import PRESETS
+    from fedleak.harness.cli import PRESETS
     for preset in PRESETS.glob("demo-*.toml"):
         config = load_config(preset)
         assert isinstance(config, RunConfig)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import data as D
-from harness.data import load_dataset, partition, photo_crops, photo_pixels
-from harness.errors import ConfigError, DataError, UnknownNameError
+from fedleak.data import datasets as D
+from fedleak.data.datasets import load_dataset, partition, photo_crops, photo_pixels
+from fedleak.core.errors import ConfigError, DataError, UnknownNameError
 
 
 def hashes(images: torch.Tensor) -> set[str]:

@@ -5,14 +5,15 @@ import math
 import pytest
 import torch
 
-from attacks import Budget, build_attack
-from attacks.objective import GradientMatcher
-from defenses import DEFENSES, ShareContext, build_defense
-from defenses import sketch_operators
-from defenses.per_example import per_example_gradients
-from harness.errors import ConfigError
-from threat_models import THREAT_MODELS
-from threat_models.knowledge import KnowledgeFlags, LocalTraining
+from fedleak.attacks import Budget, build_attack
+from fedleak.attacks.objective import GradientMatcher
+from fedleak.defenses import DEFENSES, ShareContext, build_defense
+from fedleak.defenses import sketch_operators
+from fedleak.defenses.per_example import per_example_gradients
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.knowledge import KnowledgeFlags
+from fedleak.models.functional import LocalTraining
 
 SHAPES = [(12, 10), (12,), (3, 4, 5)]
 CONFIGS = [
@@ -198,8 +199,8 @@ def test_dp_update_mode_clips_then_adds_noise():
 
 
 def test_per_example_gradients_vmap_and_loop_agree(digits):
-    from threat_models.functional import loss_gradient
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.models.functional import loss_gradient
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     victim = build_victim(VictimSpec(model="mlp", options={"width": 16, "depth": 1}), digits)  # dropout p=0
     x, y = digits.victims([0, 1, 2])
     x, model = victim.normalise(x), victim.model
@@ -243,7 +244,7 @@ def test_both_attack_paths_run_against_every_defense(lenet_victim, name, options
 
 
 def test_adaptive_sketch_attack_beats_the_non_adaptive_one(lenet_victim):
-    from harness.metrics import score_images
+    from fedleak.metrics.image import score_images
     x, y = lenet_victim.data.victims([0])
     defense = build_defense("sketch", kind="gaussian", ratio=0.01)
     scores = {}
@@ -261,8 +262,8 @@ def test_adaptive_sketch_attack_beats_the_non_adaptive_one(lenet_victim):
 # ---------------------------------------------------------------- utility
 
 def test_measure_utility_reports_accuracy_bytes_epsilon_and_caches(digits):
-    from harness.utility import measure_utility
-    from threat_models.victim import VictimSpec, cache_dir
+    from fedleak.harness.utility import measure_utility
+    from fedleak.threat_models.victim import VictimSpec, cache_dir
     spec = VictimSpec(model="mlp", options={"width": 16, "depth": 1}, clients=2, local_batch_size=200, local_lr=0.1)
     defense = build_defense("dp", mode="dpsgd", sigma=1.0, clip=1.0)
     result = measure_utility(digits, spec, defense, rounds=2, timing_repeats=1)

@@ -6,16 +6,17 @@ import copy
 import pytest
 import torch
 
-from attacks import ATTACKS, Budget, build_attack
-from attacks.dia import _MaskSchedule
-from defenses import DEFENSES, NoDefense, build_defense
-from harness.errors import ConfigError
-from harness.metrics import psnr
-from threat_models import THREAT_MODELS
-from threat_models.functional import local_update, loss_gradient
-from threat_models.knowledge import LocalTraining, knowledge_flags
-from threat_models.models import dropout_layers
-from threat_models.victim import VictimSpec, build_victim
+from fedleak.attacks import ATTACKS, Budget, build_attack
+from fedleak.attacks.dia import _MaskSchedule
+from fedleak.defenses import DEFENSES, NoDefense, build_defense
+from fedleak.core.errors import ConfigError
+from fedleak.metrics.image import psnr
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.models.functional import local_update, loss_gradient
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
+from fedleak.models.architectures import dropout_layers
+from fedleak.threat_models.victim import VictimSpec, build_victim
 
 ORACLE = {"preset": "informed", "dropout_masks": True}
 

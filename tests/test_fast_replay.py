@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from attacks.objective import FastGradientMatcher, GradientMatcher
-from threat_models.fast_replay import fast_replay_model
-from threat_models.functional import cross_entropy
-from threat_models.models import build_model
+from fedleak.attacks.objective import FastGradientMatcher, GradientMatcher
+from fedleak.threat_models.fast_replay import fast_replay_model
+from fedleak.models.functional import cross_entropy
+from fedleak.models.architectures import build_model
 
 
 def _trial_gradients(model, params, buffers, x, y):
@@ -54,9 +54,9 @@ def test_replay_module_leaves_unsupported_models_alone():
 
 
 def test_fast_matcher_value_and_gradient_match_the_plain_matcher(convnet_victim):
-    from defenses import NoDefense
-    from threat_models import THREAT_MODELS
-    from threat_models.knowledge import knowledge_flags
+    from fedleak.defenses import NoDefense
+    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models.knowledge import knowledge_flags
     x, y = convnet_victim.data.victims([0, 1])
     obs, k = THREAT_MODELS.get("fedsgd")().observe(convnet_victim, x, y, NoDefense(), knowledge_flags("informed"))
     g = torch.Generator().manual_seed(0)
@@ -86,9 +86,9 @@ def test_fast_matcher_value_and_gradient_match_the_plain_matcher(convnet_victim)
 def test_gradient_tape_matches_the_plain_matcher_in_float64(name):
     """The tape's records (implicit convolution weights at one restart; every parameter split per
     restart for restarts as one batch) give the plain matcher's cosine and image gradient exactly."""
-    from threat_models.functional import loss_gradient
-    from threat_models.knowledge import AttackerKnowledge, knowledge_flags
-    from threat_models.observation import Observation
+    from fedleak.models.functional import loss_gradient
+    from fedleak.threat_models.knowledge import AttackerKnowledge, knowledge_flags
+    from fedleak.threat_models.observation import Observation
 
     model = _float64_model(name, seed=2, width=16)
     params = {k: v.detach() for k, v in model.named_parameters()}
@@ -126,13 +126,13 @@ def test_gradient_tape_matches_the_plain_matcher_in_float64(name):
 
 
 def test_gradient_tape_falls_back_to_the_loop_for_layers_it_does_not_know(convnet_victim):
-    from defenses import NoDefense
-    from threat_models import THREAT_MODELS
-    from threat_models.knowledge import knowledge_flags
+    from fedleak.defenses import NoDefense
+    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models.knowledge import knowledge_flags
     x, y = convnet_victim.data.victims([0])
     obs, k = THREAT_MODELS.get("fedsgd")().observe(convnet_victim, x, y, NoDefense(), knowledge_flags("informed"))
     fast = FastGradientMatcher(obs, convnet_victim.model, k)
-    import threat_models.fast_replay as fr
+    import fedleak.threat_models.fast_replay as fr
     original = fr._Linear.apply
     fr._Linear.apply = lambda x, w, b: torch.nn.functional.linear(x, w, b)  # a layer that records nothing
     try:
@@ -143,11 +143,11 @@ def test_gradient_tape_falls_back_to_the_loop_for_layers_it_does_not_know(convne
 
 
 def test_bf16_replay_is_opt_in_close_to_float32_and_reported(convnet_victim):
-    from attacks import Budget, build_attack
-    from defenses import NoDefense
-    from harness.errors import ConfigError
-    from threat_models import THREAT_MODELS
-    from threat_models.knowledge import knowledge_flags
+    from fedleak.attacks import Budget, build_attack
+    from fedleak.defenses import NoDefense
+    from fedleak.core.errors import ConfigError
+    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models.knowledge import knowledge_flags
     x, y = convnet_victim.data.victims([0])
     obs, k = THREAT_MODELS.get("fedsgd")().observe(convnet_victim, x, y, NoDefense(), knowledge_flags("informed"))
     trial = torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(0)).requires_grad_(True)
@@ -175,10 +175,10 @@ def test_bf16_replay_is_opt_in_close_to_float32_and_reported(convnet_victim):
 
 
 def test_bf16_falls_back_to_float32_where_the_fast_replay_cannot_run(digits):
-    from defenses import NoDefense
-    from threat_models import THREAT_MODELS
-    from threat_models.knowledge import knowledge_flags
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.defenses import NoDefense
+    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models.knowledge import knowledge_flags
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     victim = build_victim(VictimSpec(model="mlp", options={"width": 16, "depth": 1}), digits)
     x, y = digits.victims([0])
     obs, k = THREAT_MODELS.get("fedsgd")().observe(victim, x, y, NoDefense(), knowledge_flags("informed"))

@@ -15,15 +15,13 @@ pytest.importorskip("flwr", reason="Flower is an optional extra: pip install 'fe
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.serverapp.strategy import FedAvg, FedAvgM  # noqa: E402
 
-from harness.errors import ConfigError  # noqa: E402
-from threat_models.flower import ClientUpdate, RecordingFitStrategy, RecordingGrid, RecordingStrategy  # noqa: E402
-from threat_models.flower_observation import arrays_to_state, observation_from_update  # noqa: E402
+from fedleak.core.errors import ConfigError  # noqa: E402
+from fedleak.threat_models.flower import ClientUpdate, RecordingFitStrategy, RecordingGrid, RecordingStrategy  # noqa: E402
+from fedleak.threat_models.flower_observation import arrays_to_state, observation_from_update  # noqa: E402
 
 NODES = (11, 22, 33)
 ITERATIONS = 20
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the example app is the repository's `examples`, not opacus's
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture
@@ -132,7 +130,7 @@ def test_recording_fit_strategy_aggregates_exactly_as_legacy_fedavg():
 
 
 def test_flower_arrays_map_onto_parameters_by_name_or_order_and_buffers_stay_out(digits):
-    from threat_models.models import build_model
+    from fedleak.models.architectures import build_model
     model = build_model("convnet", 10, digits.shape, width=8)
     state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     params = [n for n, _ in model.named_parameters()]
@@ -162,8 +160,8 @@ def test_flower_arrays_map_onto_parameters_by_name_or_order_and_buffers_stay_out
 
 def test_core_package_and_cli_run_without_flower(tmp_path):
     script = ("import sys; sys.modules['flwr'] = None\n"  # as if Flower were not installed
-              "import harness.runner, threat_models, attacks, defenses, harness.flower_audit\n"
-              "from harness.cli import main\n"
+              "import fedleak.harness.runner, fedleak.threat_models, fedleak.attacks, fedleak.defenses, fedleak.harness.flower_audit\n"
+              "from fedleak.harness.cli import main\n"
               f"sys.exit(main(['audit-flower', '--quiet', '--output', {str(tmp_path)!r}]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 2, done.stderr
@@ -171,11 +169,10 @@ def test_core_package_and_cli_run_without_flower(tmp_path):
 
 
 def test_audit_flower_refuses_hyperparameters_it_was_not_told(tmp_path, monkeypatch, capsys):
-    from harness.cli import main
+    from fedleak.harness.cli import main
     (tmp_path / "bare_hooks.py").write_text(
-        "from examples.flower_app.task import build_model, private_data, normalisation\nNUM_CLIENTS = 3\n")
+        "from fedleak.examples.flower_app.task import build_model, private_data, normalisation\nNUM_CLIENTS = 3\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.syspath_prepend(str(tmp_path))
     code = main(["audit-flower", "--hooks", "bare_hooks", "--quiet", "--output", str(tmp_path / "out")])
     assert code == 2 and "not told them" in capsys.readouterr().err
@@ -189,8 +186,8 @@ def audited(tmp_path_factory):
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
 
-    from examples.flower_app import server_app as example, task
-    from harness.flower_audit import FlowerAudit, run_flower_audit
+    from fedleak.examples.flower_app import server_app as example, task
+    from fedleak.harness.flower_audit import FlowerAudit, run_flower_audit
 
     recorder = RecordingStrategy(example.make_strategy())
     app = ServerApp()
@@ -206,7 +203,7 @@ def audited(tmp_path_factory):
 
 @pytest.mark.slow
 def test_both_taps_record_every_client_update_of_the_simulation(audited):
-    from examples.flower_app import task
+    from fedleak.examples.flower_app import task
     result, strategy_updates = audited
     grid_updates = result.updates
     assert len(grid_updates) == task.NUM_CLIENTS * task.NUM_ROUNDS
@@ -232,7 +229,7 @@ def test_both_taps_record_every_client_update_of_the_simulation(audited):
 
 @pytest.mark.slow
 def test_audit_writes_rows_grid_and_report_per_client(audited):
-    from examples.flower_app import task
+    from fedleak.examples.flower_app import task
     result, _ = audited
     rows = result.rows
     assert len(rows) == task.NUM_CLIENTS * task.NUM_ROUNDS * task.PRIVATE_BATCH
@@ -249,10 +246,10 @@ def test_audit_writes_rows_grid_and_report_per_client(audited):
 def test_audit_of_the_first_round_matches_fedleaks_own_fedavg_run(audited, tmp_path):
     """Same images, weights, local training, attack and seed: the Flower client's update is
     fedleak's simulated one, so the attack scores the same."""
-    from examples.flower_app import task
-    from harness.config import config_from_dict
-    from harness.runner import run_attack
-    from threat_models.flower_observation import observation_from_update
+    from fedleak.examples.flower_app import task
+    from fedleak.harness.config import config_from_dict
+    from fedleak.harness.runner import run_attack
+    from fedleak.threat_models.flower_observation import observation_from_update
     result, _ = audited
     config = config_from_dict({
         "data": {"name": task.DATASET, "num_victims": task.NUM_CLIENTS * task.PRIVATE_BATCH, "batch_size": task.PRIVATE_BATCH},
@@ -269,8 +266,8 @@ def test_audit_of_the_first_round_matches_fedleaks_own_fedavg_run(audited, tmp_p
     np.testing.assert_allclose(audit["lpips"].to_numpy(), fedleak.rows["lpips"].to_numpy(), atol=0.01)
 
     # and the reason: the Flower client's Δθ is fedleak's FedAvg client update
-    from threat_models.base import FedAvg as FedAvgThreat
-    from threat_models.knowledge import LocalTraining
+    from fedleak.threat_models.base import FedAvg as FedAvgThreat
+    from fedleak.models.functional import LocalTraining
     model = task.build_model().eval()
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     for update in (u for u in result.updates if u.round == 1):
@@ -282,5 +279,5 @@ def test_audit_of_the_first_round_matches_fedleaks_own_fedavg_run(audited, tmp_p
 
 
 def _no_defense():
-    from defenses.base import NoDefense
+    from fedleak.defenses.base import NoDefense
     return NoDefense()

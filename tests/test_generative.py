@@ -6,16 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks import build_attack
-from attacks.base import Budget
-from attacks.generators import DCGANConfig, DCGANGenerator, load_prior
-from attacks.generators.store import SHIPPED, sidecar_path
-from attacks.gifd import GIFD, select_lowest, split_iterations, stage_lr
-from attacks.projections import project_l1_ball, project_sphere
-from defenses import NoDefense
-from harness.errors import ConfigError
-from threat_models import THREAT_MODELS
-from threat_models.knowledge import knowledge_flags
+from fedleak.attacks import build_attack
+from fedleak.attacks.base import Budget
+from fedleak.attacks.generators import DCGANConfig, DCGANGenerator, load_prior
+from fedleak.attacks.generators.store import SHIPPED, sidecar_path
+from fedleak.attacks.gifd import GIFD, select_lowest, split_iterations, stage_lr
+from fedleak.attacks.projections import project_l1_ball, project_sphere
+from fedleak.defenses import NoDefense
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.knowledge import knowledge_flags
 
 torch.set_num_threads(1)
 
@@ -44,7 +44,7 @@ def test_dcgan_forward_from_every_block_reproduces_forward():
 
 def test_biggan_adapter_matches_the_module_and_every_block():
     biggan = pytest.importorskip("pytorch_pretrained_biggan")
-    from attacks.generators.biggan import BigGANPrior
+    from fedleak.attacks.generators.biggan import BigGANPrior
     config = biggan.BigGANConfig(output_dim=32, z_dim=16, class_embed_dim=16, channel_width=4, num_classes=5,
                                  layers=[(False, 16, 16), (True, 16, 8), (True, 8, 4), (False, 4, 2), (True, 2, 1)],
                                  attention_layer_position=3)
@@ -67,7 +67,7 @@ def test_biggan_adapter_matches_the_module_and_every_block():
 @pytest.mark.parametrize("latent_space", ["w+", "z"])
 def test_stylegan2_adapter_matches_the_module_and_every_block(latent_space):
     from stylegan2_reference import Generator
-    from attacks.generators.stylegan2 import StyleGAN2Prior
+    from fedleak.attacks.generators.stylegan2 import StyleGAN2Prior
     torch.manual_seed(0)
     module = Generator(size=32).eval()
     prior = StyleGAN2Prior(module, latent_space=latent_space).freeze()
@@ -82,8 +82,8 @@ def test_stylegan2_adapter_matches_the_module_and_every_block(latent_space):
 @pytest.fixture
 def colour_observation():
     """A 3x32x32, 8-class observation (random images) for the adapters' RGB output."""
-    from harness.data import _make
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.data.datasets import _make
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(20, 3, 32, 32, generator=g), torch.arange(20) % 8
     data = _make("random-rgb", (images[:16], labels[:16]), (images[16:], labels[16:]), [str(c) for c in range(8)])
@@ -96,8 +96,8 @@ def colour_observation():
 def test_attacks_run_on_the_adapters_tuple_states_and_resizing(colour_observation):
     biggan = pytest.importorskip("pytorch_pretrained_biggan")
     from stylegan2_reference import Generator
-    from attacks.generators.biggan import BigGANPrior
-    from attacks.generators.stylegan2 import StyleGAN2Prior
+    from fedleak.attacks.generators.biggan import BigGANPrior
+    from fedleak.attacks.generators.stylegan2 import StyleGAN2Prior
     observation, knowledge, model = colour_observation
     torch.manual_seed(0)
     style = StyleGAN2Prior(Generator(size=32, channels={4: 8, 8: 8, 16: 4, 32: 4}).eval()).freeze()
@@ -116,8 +116,8 @@ def test_attacks_run_on_the_adapters_tuple_states_and_resizing(colour_observatio
 
 
 def test_adapters_reject_modules_of_another_layout():
-    from attacks.generators.biggan import BigGANPrior
-    from attacks.generators.stylegan2 import StyleGAN2Prior
+    from fedleak.attacks.generators.biggan import BigGANPrior
+    from fedleak.attacks.generators.stylegan2 import StyleGAN2Prior
     with pytest.raises(ConfigError, match="BigGAN"):
         BigGANPrior(torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="rosinality"):
@@ -139,8 +139,8 @@ def test_shipped_prior_loads_safely_with_its_provenance():
 
 
 def test_training_a_tiny_prior_round_trips_through_a_safe_checkpoint(tmp_path, digits):
-    from attacks.generators.store import save_prior
-    from attacks.generators.training import TrainConfig, train_dcgan
+    from fedleak.attacks.generators.store import save_prior
+    from fedleak.attacks.generators.training import TrainConfig, train_dcgan
     config = TrainConfig(epochs=1, batch_size=32, width=4, latent_dim=8)
     result = train_dcgan(digits.train_images[:64], digits.train_labels[:64], 10, config)
     assert len(result.history) == 1 and all(torch.isfinite(torch.tensor(v)) for v in result.history[0].values())
@@ -153,8 +153,8 @@ def test_training_a_tiny_prior_round_trips_through_a_safe_checkpoint(tmp_path, d
 
 
 def test_prior_commands_are_wired_into_the_cli(tmp_path):
-    from harness.cli import build_parser
-    from attacks.generators.commands import cmd_prior_eval, cmd_prior_train
+    from fedleak.harness.cli import build_parser
+    from fedleak.harness.prior_cli import cmd_prior_eval, cmd_prior_train
     args = build_parser().parse_args(["prior", "train", "--dataset", "digits", "--epochs", "3", "--output", str(tmp_path / "p.pt")])
     assert args.func is cmd_prior_train and args.epochs == 3
     assert build_parser().parse_args(["prior", "eval"]).func is cmd_prior_eval

@@ -7,20 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks.base import Budget
-from attacks.hyperfl_leak import HyperFLLeak, data_part, leak_target, leaked_trunk_features
-from attacks.hyperfl_replay import factored_cosine_distance, factored_phase
-from defenses import NoDefense, build_defense
-from harness.config import config_from_dict
-from harness.errors import ConfigError
-from harness.runner import run_attack
-from threat_models import build_threat_model
-from threat_models.hyperfl import (ClientState, HyperFL, HyperFLProtocol, client_round, hypernetwork_phase,
+from fedleak.attacks.base import Budget
+from fedleak.attacks.hyperfl_leak import HyperFLLeak, data_part, leak_target, leaked_trunk_features
+from fedleak.attacks.hyperfl_replay import factored_cosine_distance, factored_phase
+from fedleak.defenses import NoDefense, build_defense
+from fedleak.harness.config import config_from_dict
+from fedleak.core.errors import ConfigError
+from fedleak.harness.runner import run_attack
+from fedleak.threat_models import build_threat_model
+from fedleak.threat_models.hyperfl import (ClientState, HyperFL, HyperFLProtocol, client_round, hypernetwork_phase,
                                    initial_client_state, train_head)
-from threat_models.hypernetwork import PHI_PREFIX, build_hyperfl_net
-from threat_models.knowledge import LocalTraining, knowledge_flags
-from threat_models.observation import Observation
-from threat_models.victim import VictimSpec
+from fedleak.threat_models.hypernetwork import PHI_PREFIX, build_hyperfl_net
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.observation import Observation
+from fedleak.threat_models.victim import VictimSpec
 
 SMALL = dict(embedding_dim=8, hidden_dim=16)
 
@@ -65,7 +66,7 @@ def test_only_the_hypernetwork_update_is_shared(digits):
 
 
 def _one_step(dtype, clip_norm):
-    from harness.data import load_dataset
+    from fedleak.data.datasets import load_dataset
     data = load_dataset("digits")
     protocol = HyperFLProtocol(**SMALL, head_epochs=0, clip_norm=clip_norm)
     net = build_hyperfl_net(data.shape, 10, **SMALL).to(dtype)
@@ -131,7 +132,7 @@ def test_unrolled_replay_with_the_true_private_state_reproduces_the_update(digit
 def test_factored_replay_equals_the_dense_one(clip_norm):
     """attacks/hyperfl_replay.py keeps the head weights as rank-1 factors; its data part of Δφ
     (and the cosine computed from the factors) must equal the client's, clipping included."""
-    from harness.data import load_dataset
+    from fedleak.data.datasets import load_dataset
     data = load_dataset("digits")
     protocol = HyperFLProtocol(**SMALL, head_epochs=0, clip_norm=clip_norm)
     net = build_hyperfl_net(data.shape, 10, **SMALL).double()

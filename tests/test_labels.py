@@ -1,11 +1,12 @@
 """Label inference: iDLG exact at B=1; label counts with repeated labels at B=8."""
 import torch
 
-from attacks.labels import infer_labels
-from defenses import NoDefense
-from harness.runner import multiset_label_accuracy
-from threat_models import THREAT_MODELS
-from threat_models.knowledge import LocalTraining, knowledge_flags
+from fedleak.attacks.labels import infer_labels
+from fedleak.defenses import NoDefense
+from fedleak.harness.runner import multiset_label_accuracy
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
 
 
 def observe(victim, indices, threat="fedsgd", flags="eavesdropper"):
@@ -24,7 +25,7 @@ def test_idlg_is_exact_at_batch_size_one(lenet_victim):
 
 
 def test_idlg_without_bias_uses_weight_rows(digits):
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     victim = build_victim(VictimSpec(model="mlp", options={"width": 64, "depth": 2}), digits)
     hits = 0
     for i in range(10):
@@ -64,8 +65,8 @@ def test_label_counts_from_a_fedavg_update(lenet_victim):
 
 def test_an_update_without_classifier_layer_is_a_clear_error(lenet_victim):
     import pytest
-    from harness.errors import ConfigError
-    from threat_models.observation import Observation
+    from fedleak.core.errors import ConfigError
+    from fedleak.threat_models.observation import Observation
     obs, k, _ = observe(lenet_victim, [0, 1])
     convs_only = [(n, t) for n, t in zip(obs.param_names, obs.shared) if not n.startswith("fc")]
     bare = Observation(obs.threat_model, obs.kind, [t for _, t in convs_only], [n for n, _ in convs_only],

@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.cli import main
-from harness.errors import ConfigError
-from harness.matrix import expand
-from harness.matrix_config import matrix_from_dict
-from harness.matrix_run import prepare_matrix, run_matrix
+from fedleak.harness.cli import main
+from fedleak.core.errors import ConfigError
+from fedleak.harness.matrix import expand
+from fedleak.harness.matrix_config import matrix_from_dict
+from fedleak.harness.matrix_run import prepare_matrix, run_matrix
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN = "examples.my_defense:RandomKNoise"
+PLUGIN = "fedleak.examples.my_defense:RandomKNoise"
 
 
 def smoke_matrix(**extra) -> dict:
@@ -169,11 +169,13 @@ def _alive(pid: int) -> bool:
 def test_interrupted_run_resumes(tmp_path, how):
     """A matrix run killed mid-way (SIGKILL: no clean-up at all; SIGINT: Ctrl-C) leaves only complete
     cells and no held claim; the same command then computes exactly the missing cells."""
-    config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1, 2, 3]}))
+    # cells long enough (~1 s each) that the signal lands while cells are still left to run
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1, 2, 3]},
+                                                         attacks=[{"name": "ig", "budgets": {"smoke": {"iterations": 400}}}]))
     out = tmp_path / "out"
     # SIGKILL with a worker process (which must die with the run), SIGINT with cells in the run's own process
     workers = "1" if how == "SIGKILL" else "0"
-    command = [sys.executable, "-m", "harness.cli", "matrix", str(config), "--output", str(out), "--workers", workers]
+    command = [sys.executable, "-m", "fedleak.harness.cli", "matrix", str(config), "--output", str(out), "--workers", workers]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 90
@@ -193,7 +195,7 @@ def test_interrupted_run_resumes(tmp_path, how):
     for key in stored:
         assert {"results.parquet", "images.pt"} <= {p.name for p in (out / "cells" / key).iterdir()}
 
-    from harness.cell_store import CellStore
+    from fedleak.harness.cell_store import CellStore
     store = CellStore(out)
     claims = [store.claim(p.stem) for p in (out / ".locks").glob("*.lock")]
     assert all(claims), "a dead run still holds a claim"
@@ -209,7 +211,7 @@ def test_interrupted_run_resumes(tmp_path, how):
 
 
 def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
-    from harness.cell_store import CellStore
+    from fedleak.harness.cell_store import CellStore
     one, two = CellStore(tmp_path), CellStore(tmp_path)  # as two runs would open it
     one.prepare()
     claim = one.claim("abc")
@@ -248,8 +250,8 @@ def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monk
     monkeypatch.chdir(REPO)
     base = smoke_matrix(plugins=[], images={"indices": [1]}, defenses=[{"name": "none"}, {"name": "prune"}],
                         utility={"options": {"rounds": 1}})
-    monkeypatch.setattr("harness.utility.measure_utility", _stub_utility)
-    monkeypatch.setattr("harness.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
+    monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
+    monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
     config = write_toml(tmp_path / "base.toml", base)
     status = main(["evaluate-defense", PLUGIN, "--option", "keep=0.1", "--matrix", str(config), "--preset", "smoke",
                    "--workers", "0", "--quiet", "--output", str(tmp_path / "eval")])
@@ -307,19 +309,19 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys, monkeypatch):
     assert "cannot import module 'no_such_pkg.mod'" in _one_line_error(
         capsys, ["evaluate-defense", "no_such_pkg.mod:Thing", "--matrix", str(good)])
     assert "has no attribute 'Missing'" in _one_line_error(
-        capsys, ["evaluate-defense", "examples.my_defense:Missing", "--matrix", str(good)])
-    assert "not a subclass of defenses.base.Defense" in _one_line_error(
-        capsys, ["evaluate-defense", "examples.my_defense:_seed", "--matrix", str(good)])
+        capsys, ["evaluate-defense", "fedleak.examples.my_defense:Missing", "--matrix", str(good)])
+    assert "not a subclass of fedleak.defenses.base.Defense" in _one_line_error(
+        capsys, ["evaluate-defense", "fedleak.examples.my_defense:_seed", "--matrix", str(good)])
     assert "expected 'package.module:ClassName'" in _one_line_error(
-        capsys, ["evaluate-defense", "examples.my_defense", "--matrix", str(good)])
+        capsys, ["evaluate-defense", "fedleak.examples.my_defense", "--matrix", str(good)])
     assert "keep must be in (0, 1]" in _one_line_error(
         capsys, ["evaluate-defense", PLUGIN, "--option", "keep=3", "--matrix", str(good)])
 
 
 def test_plugin_interface_is_checked(tmp_path, monkeypatch):
-    from harness.plugins import load_plugin
+    from fedleak.harness.plugins import load_plugin
     (tmp_path / "broken_defenses.py").write_text(
-        "from defenses.base import Defense\n"
+        "from fedleak.defenses.base import Defense\n"
         "class Nameless(Defense):\n    pass\n"
         "class NeedsArgs(Defense):\n    name = 'needs-args'\n    def __init__(self, strength):\n        pass\n"
         "class WrongShare(Defense):\n    name = 'wrong-share'\n    def share(self, update):\n        return update, {}\n"

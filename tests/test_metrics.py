@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from harness import metrics
-from harness.errors import ConfigError, DataError
+from fedleak.metrics import image as metrics
+from fedleak.core.errors import ConfigError, DataError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

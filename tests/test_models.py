@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from harness.errors import ConfigError, DataError, UnknownNameError
-from threat_models.models import (
+from fedleak.core.errors import ConfigError, DataError, UnknownNameError
+from fedleak.models.architectures import (
     MaskDropout,
     build_model,
     clear_masks,

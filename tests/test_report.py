@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.cli import main
-from harness.matrix_config import matrix_from_dict
-from harness.matrix_run import prepare_matrix, run_matrix
-from reports.matrix_report import write_matrix_report
+from fedleak.harness.cli import main
+from fedleak.harness.matrix_config import matrix_from_dict
+from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+from fedleak.harness.matrix_results import report_matrix_folder as write_matrix_report
 from test_matrix import smoke_matrix
 
 
@@ -32,7 +32,7 @@ MATRIX = smoke_matrix(
 def matrix_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix") / "out"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("harness.utility.measure_utility", _stub_utility)
+        patch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
         run = run_matrix(prepare_matrix(matrix_from_dict(MATRIX)), out, workers=0, progress=False)
     assert not run.schedule.failed
     return out
@@ -57,7 +57,7 @@ def test_report_shows_heat_maps_tradeoff_and_grids(matrix_folder, tmp_path):
 
 
 def test_heat_map_values_are_the_best_over_modes_per_image(matrix_folder):
-    from reports.matrix_tables import BEST_CELL, BEST_IMAGE, heat_table
+    from fedleak.reports.matrix_tables import BEST_CELL, BEST_IMAGE, heat_table
     results = pd.read_parquet(matrix_folder / "results.parquet")
     table = heat_table(results, "psnr")
     prune = results[results["defense_label"] == "prune"]

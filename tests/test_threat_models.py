@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from attacks.objective import GradientMatcher
-from defenses import NoDefense
-from harness.errors import ConfigError, NumericalError
-from threat_models import THREAT_MODELS
-from threat_models.knowledge import LocalTraining, knowledge_flags
-from threat_models.observation import Observation
+from fedleak.attacks.objective import GradientMatcher
+from fedleak.defenses import NoDefense
+from fedleak.core.errors import ConfigError, NumericalError
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.observation import Observation
 
 
 def batch(victim, n=2):
@@ -83,7 +84,7 @@ def test_nan_in_an_update_is_refused(lenet_victim):
 
 
 def test_trained_victim_is_cached_and_better_than_chance(digits, tmp_path, monkeypatch):
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     monkeypatch.setenv("FEDLEAK_CACHE", str(tmp_path))
     spec = VictimSpec(model="mlp", options={"width": 32, "depth": 1}, rounds=2, clients=4, local_lr=0.1)
     trained = build_victim(spec, digits)

@@ -5,18 +5,19 @@ import math
 import pytest
 import torch
 
-from attacks.base import Budget
-from attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInversion
-from defenses import NoDefense, build_defense
-from defenses.hashing import HashCodec, class_codes
-from harness.config import config_from_dict
-from harness.errors import ConfigError
-from harness.metrics import psnr
-from harness.runner import run_attack
-from threat_models import build_threat_model
-from threat_models.knowledge import LocalTraining, knowledge_flags
-from threat_models.victim import VictimSpec
-from threat_models.vfl import VFL
+from fedleak.attacks.base import Budget
+from fedleak.attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInversion
+from fedleak.defenses import NoDefense, build_defense
+from fedleak.defenses.hashing import HashCodec, class_codes
+from fedleak.harness.config import config_from_dict
+from fedleak.core.errors import ConfigError
+from fedleak.metrics.image import psnr
+from fedleak.harness.runner import run_attack
+from fedleak.threat_models import build_threat_model
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.victim import VictimSpec
+from fedleak.threat_models.vfl import VFL
 
 FAST = {"train_epochs": 1}
 
@@ -55,7 +56,7 @@ def test_hashing_outside_vertical_fl_is_a_config_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def vfl_victims():
-    from harness.data import load_dataset
+    from fedleak.data.datasets import load_dataset
     data = load_dataset("digits")
     threat = VFL(**FAST)
     defenses = {"none": NoDefense(), "hashing": build_defense("hashing", bits=4)}

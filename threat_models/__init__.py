@@ -1,8 +1,8 @@
 """Threat models, registered by name. A new one is one file plus one line below."""
-from harness.registry import Registry
-from threat_models.base import FedAvg, FedSGD, ThreatModel
-from threat_models.hyperfl import HyperFL
-from threat_models.vfl import VFL
+from fedleak.core.registry import Registry
+from fedleak.threat_models.base import FedAvg, FedSGD, ThreatModel
+from fedleak.threat_models.hyperfl import HyperFL
+from fedleak.threat_models.vfl import VFL
 
 THREAT_MODELS: Registry[ThreatModel] = Registry("threat model")
 THREAT_MODELS.register("fedsgd", FedSGD)
@@ -15,8 +15,8 @@ def build_threat_model(name: str, training, defense=None, **options) -> ThreatMo
     """The named threat model with its protocol options; a defense that only exists inside one
     protocol (`Defense.requires_threat_model`) is refused under any other."""
     from functools import partial
-    from harness.config import call_with_options
-    from harness.errors import ConfigError
+    from fedleak.core.options import call_with_options
+    from fedleak.core.errors import ConfigError
     required = getattr(defense, "requires_threat_model", None)
     if required and name != required:
         raise ConfigError(f"defense '{defense.name}' runs only under threat model '{required}' "

@@ -9,10 +9,11 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from defenses.base import Defense, ShareContext
-from threat_models.functional import loss_gradient, local_update
-from threat_models.knowledge import AttackerKnowledge, KnowledgeFlags, LocalTraining
-from threat_models.observation import Observation
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.models.functional import loss_gradient, local_update
+from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.observation import Observation
 
 
 class ThreatModel(ABC):
@@ -45,7 +46,7 @@ class ThreatModel(ABC):
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):
         """The victim as this protocol trains it (FedAvg rounds here; HyperFL and VFL differ)."""
-        from threat_models.victim import build_victim
+        from fedleak.threat_models.victim import build_victim
         return build_victim(spec, data, progress=progress)
 
     def private_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +115,7 @@ def _replay_step(knowledge: AttackerKnowledge):
 
 def _recorded_dropout_masks(defense: Defense) -> list[list[torch.Tensor]]:
     """Oracle knowledge: the dropout masks of the update the client just shared (defenses/dropout.py)."""
-    from defenses.dropout import recorded_masks  # lazy: defenses import threat_models
+    from fedleak.defenses.dropout import recorded_masks  # lazy: defenses import threat_models
     return recorded_masks(defense)
 
 

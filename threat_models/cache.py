@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from threat_models.victim import cache_dir
+from fedleak.threat_models.victim import cache_dir
 
 
 def cached(kind: str, recipe: dict, build: Callable[[], dict]) -> dict:

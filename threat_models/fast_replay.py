@@ -7,7 +7,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from threat_models.gradient_tape import (BatchNormGradient, BiasGradient, ConvWeightGradient, LinearGradient,
+from fedleak.threat_models.gradient_tape import (BatchNormGradient, BiasGradient, ConvWeightGradient, LinearGradient,
                                          active_tape, batchnorm_weight_gradient, stand_in)
 
 # Matching a trial gradient differentiates a gradient (double backward). Profiling IG on a CPU showed

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.errors import ConfigError
-from threat_models.observation import Observation
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.observation import Observation
 
 # what a client sends back -> (threat model that explains it, Observation.kind)
 SHARES = {"weights": ("fedavg", "update"), "gradient": ("fedsgd", "gradient")}

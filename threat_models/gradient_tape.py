@@ -72,7 +72,7 @@ class ConvWeightGradient:
         return (self.name,)
 
     def terms(self, targets: dict, conv_targets: dict, restarts: int):
-        from threat_models.fast_replay import _conv2d, _Conv2dWeightGrad  # the replay module imports this one
+        from fedleak.threat_models.fast_replay import _conv2d, _Conv2dWeightGrad  # the replay module imports this one
         stride, padding, dilation, groups = self.conf
         if groups != 1 or not implicit_is_cheaper(self.go, self.weight, restarts):
             g = torch.stack([_Conv2dWeightGrad.apply(x, go, self.weight, stride, padding, dilation, groups)

@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from defenses.base import Defense, ShareContext
-from harness.errors import ConfigError
-from threat_models.base import ThreatModel
-from threat_models.hypernetwork import HyperFLNet
-from threat_models.knowledge import KnowledgeFlags, LocalTraining
-from threat_models.observation import Observation
-from threat_models.optim import clip_by_global_norm, sgd_step
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.base import ThreatModel
+from fedleak.threat_models.hypernetwork import HyperFLNet
+from fedleak.threat_models.knowledge import KnowledgeFlags
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.observation import Observation
+from fedleak.threat_models.optim import clip_by_global_norm, sgd_step
 
 Tensors = dict[str, torch.Tensor]
 
@@ -131,7 +132,7 @@ def hypernetwork_phase(net: HyperFLNet, phi: Tensors, embedding: torch.Tensor, h
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Hard labels (B,) or label distributions (B,C), as threat_models.functional.cross_entropy."""
+    """Hard labels (B,) or label distributions (B,C), as models.functional.cross_entropy."""
     if labels.dim() == 1:
         return F.cross_entropy(logits, labels)
     return -(labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
@@ -155,7 +156,7 @@ class HyperFL(ThreatModel):
         self.protocol = HyperFLProtocol(**options)
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):
-        from threat_models.hyperfl_victim import build_hyperfl_victim
+        from fedleak.threat_models.hyperfl_victim import build_hyperfl_victim
         return build_hyperfl_victim(spec, data, self.protocol, progress)
 
     def client_update(self, model, params, buffers, x, y, defense, state: ClientState | None = None):

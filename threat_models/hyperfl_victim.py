@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from defenses.base import NoDefense
-from threat_models.cache import cached
-from threat_models.hyperfl import ClientState, HyperFLProtocol, client_round, initial_client_state
-from threat_models.hypernetwork import build_hyperfl_net
-from threat_models.knowledge import LocalTraining
-from threat_models.victim import Victim
+from fedleak.defenses.base import NoDefense
+from fedleak.threat_models.cache import cached
+from fedleak.threat_models.hyperfl import ClientState, HyperFLProtocol, client_round, initial_client_state
+from fedleak.threat_models.hypernetwork import build_hyperfl_net
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.victim import Victim
 
 MODEL_NAME = "hyperfl-cnn"
 
@@ -57,7 +57,7 @@ def build_hyperfl_victim(spec, data, protocol: HyperFLProtocol, progress: bool =
 def _train(net, spec, data, protocol: HyperFLProtocol, progress: bool) -> dict:
     """R rounds of HyperFL over a partition of the training split (official server loop: every
     client trains from φ̄, the server averages Δφ weighted by data size)."""
-    from harness.data import partition
+    from fedleak.data.datasets import partition
     from tqdm.auto import tqdm
     shards = partition(data.train_labels.numpy(), spec.clients, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)
     training = LocalTraining(lr=spec.local_lr, epochs=spec.local_epochs, batch_size=spec.local_batch_size)
@@ -106,9 +106,9 @@ def fedavg_baseline_accuracy(spec, data, progress: bool = False) -> float:
     """The same target CNN + head trained by plain FedAvg (threat_models.victim.federated_training)
     with the same clients, rounds and local schedule, scored by the same label-weighted rule:
     the utility HyperFL is compared against."""
-    from harness.data import partition
-    from threat_models.hypernetwork import FEATURE_DIM, TargetCNN
-    from threat_models.victim import federated_training
+    from fedleak.data.datasets import partition
+    from fedleak.threat_models.hypernetwork import FEATURE_DIM, TargetCNN
+    from fedleak.threat_models.victim import federated_training
 
     def build() -> dict:
         with torch.random.fork_rng(devices=[]):

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from harness.errors import DataError
+from fedleak.core.errors import DataError
 
 FEATURE_DIM = 128
 PHI_PREFIX = "hypernetwork."
@@ -119,7 +119,7 @@ def strip(phi: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def build_hyperfl_net(in_shape, num_classes: int, embedding_dim: int, hidden_dim: int, seed: int = 0) -> HyperFLNet:
-    """Seeded like threat_models.models.build_model: a private copy of the CPU RNG."""
+    """Seeded like models.architectures.build_model: a private copy of the CPU RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return HyperFLNet(in_shape, num_classes, embedding_dim, hidden_dim)

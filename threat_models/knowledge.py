@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from harness.errors import ConfigError
+from fedleak.core.errors import ConfigError
+from fedleak.models.functional import LocalTraining
 
 
 @dataclass(frozen=True)
@@ -71,27 +72,6 @@ def knowledge_flags(spec: str | dict) -> KnowledgeFlags:
     base = knowledge_flags(spec.pop("preset", "eavesdropper")).as_dict()
     base.update(spec)
     return KnowledgeFlags.from_dict(base)
-
-
-@dataclass(frozen=True)
-class LocalTraining:
-    """The client's local loop for one round. Mini-batches are taken in a fixed order
-    (the data's order), so an attacker who knows these hyperparameters can replay the loop."""
-    lr: float = 0.1
-    epochs: int = 1
-    batch_size: int | None = None  # None: full batch, one step per epoch
-
-    def __post_init__(self):
-        if not self.lr > 0:
-            raise ConfigError(f"threat_model.lr: must be > 0, got {self.lr}")
-        if self.epochs < 1:
-            raise ConfigError(f"threat_model.epochs: must be >= 1, got {self.epochs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"threat_model.local_batch_size: must be >= 1, got {self.batch_size}")
-
-    def steps(self, num_examples: int) -> int:
-        per_epoch = 1 if self.batch_size is None else -(-num_examples // self.batch_size)
-        return self.epochs * per_epoch
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.errors import NumericalError
+from fedleak.core.errors import NumericalError
 
 
 @dataclass

@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.func import functional_call
 
-from defenses.base import Defense, ShareContext
-from harness.errors import ConfigError
-from threat_models.base import ThreatModel
-from threat_models.knowledge import KnowledgeFlags, LocalTraining
-from threat_models.observation import Observation
-from threat_models.vfl_nets import split_columns
+from fedleak.defenses.base import Defense, ShareContext
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.base import ThreatModel
+from fedleak.threat_models.knowledge import KnowledgeFlags
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models.observation import Observation
+from fedleak.threat_models.vfl_nets import split_columns
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class VFL(ThreatModel):
         self.protocol = VFLProtocol(**options)
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):
-        from threat_models.vfl_victim import build_vfl_victim
+        from fedleak.threat_models.vfl_victim import build_vfl_victim
         return build_vfl_victim(spec, data, self.protocol, defense, progress)
 
     def private_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.errors import ConfigError, DataError
+from fedleak.core.errors import ConfigError, DataError
 
 STAGES = ("sent", "pre", "raw")  # what the party sends | codec output before quantisation | bottom output
 

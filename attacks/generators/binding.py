@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attacks.generators.base import GenerativePrior
-from harness.errors import ConfigError
-from threat_models.knowledge import AttackerKnowledge
+from fedleak.attacks.generators.base import GenerativePrior
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.knowledge import AttackerKnowledge
 
 
 class BoundPrior:
@@ -44,7 +44,7 @@ def bind_prior(prior: str | GenerativePrior, knowledge: AttackerKnowledge, attac
             f"attack '{attack}' uses a generator trained on auxiliary data: enable the knowledge flag, e.g. "
             "--knowledge data_enhanced or --set 'threat_model.knowledge={preset=\"eavesdropper\", auxiliary_data=true}'")
     if not isinstance(prior, GenerativePrior):
-        from attacks.generators.store import load_prior
+        from fedleak.attacks.generators.store import load_prior
         prior = load_prior(prior)
     channels = knowledge.image_shape[0]
     if prior.channels != channels:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.generators.base import GenerativePrior
+from fedleak.attacks.generators.base import GenerativePrior
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
-from attacks.generators.base import GenerativePrior
+from fedleak.attacks.generators.base import GenerativePrior
 
 EVAL_SEED = 12345
 
@@ -85,7 +85,7 @@ def sample_prior(prior: GenerativePrior, n: int, num_classes: int, seed: int = E
 
 
 def evaluate_prior(prior: GenerativePrior, data, samples: int = 1000) -> PriorQuality:
-    """`data` is a harness.data.ImageData; the prior must produce images of its shape."""
+    """`data` is a data.datasets.ImageData; the prior must produce images of its shape."""
     net = train_classifier(data.train_images, data.train_labels, data.num_classes)
     with torch.no_grad():
         return _score(prior, data, net, samples)
@@ -125,8 +125,9 @@ def nearest_rmse(queries: torch.Tensor, pool: torch.Tensor) -> float:
     return float((best / q.shape[1] ** 0.5).mean())
 
 
-def save_sample_grid(prior: GenerativePrior, num_classes: int, path: Path, per_class: int = 10) -> Path:
-    from reports.grid import save_grid
+def class_samples(prior: GenerativePrior, num_classes: int, per_class: int = 10) -> list[tuple[str, torch.Tensor]]:
+    """`per_class` fixed-seed samples of every class (one row of samples for an unconditional
+    prior), as (row label, images in [0,1]): what a sample grid shows."""
     rows = []
     with torch.no_grad():
         z = prior.sample_latent(per_class * num_classes, torch.Generator().manual_seed(EVAL_SEED))
@@ -134,4 +135,4 @@ def save_sample_grid(prior: GenerativePrior, num_classes: int, path: Path, per_c
             zc = z[c * per_class:(c + 1) * per_class]
             y = torch.full((per_class,), c, dtype=torch.long) if prior.num_classes else None
             rows.append((f"class {c}" if prior.num_classes else "samples", prior(zc, y).clamp(0, 1)))
-    return save_grid(rows, Path(path), max_columns=per_class)
+    return rows

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from attacks.generators.dcgan import DCGANConfig, DCGANGenerator
-from harness.errors import ConfigError
+from fedleak.attacks.generators.dcgan import DCGANConfig, DCGANGenerator
+from fedleak.core.errors import ConfigError
 
 FORMAT = "fedleak-dcgan-prior/1"
-WEIGHTS = Path(__file__).resolve().parents[2] / "harness" / "weights"
+WEIGHTS = Path(__file__).resolve().parent / "weights"
 SHIPPED = {"digits": WEIGHTS / "prior_digits.pt"}
 
 

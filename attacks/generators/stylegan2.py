@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.generators.base import GenerativePrior
-from harness.errors import ConfigError
+from fedleak.attacks.generators.base import GenerativePrior
+from fedleak.core.errors import ConfigError
 
 _REQUIRED = ("style", "style_dim", "input", "conv1", "to_rgb1", "convs", "to_rgbs", "noises", "n_latent", "num_layers")
 

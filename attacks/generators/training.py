@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from attacks.generators.dcgan import DCGANConfig, DCGANGenerator
+from fedleak.attacks.generators.dcgan import DCGANConfig, DCGANGenerator
 
 
 @dataclass(frozen=True)

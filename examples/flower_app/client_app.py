@@ -5,7 +5,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from examples.flower_app import task
+from fedleak.examples.flower_app import task
 
 app = ClientApp()
 

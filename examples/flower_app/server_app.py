@@ -5,7 +5,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from examples.flower_app import task
+from fedleak.examples.flower_app import task
 
 app = ServerApp()
 

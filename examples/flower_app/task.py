@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from threat_models.knowledge import LocalTraining
+from fedleak.models.functional import LocalTraining
 
 DATASET = "digits"
 MODEL = "lenet"
@@ -23,13 +23,13 @@ LOCAL_BATCH_SIZE = 1   # two local SGD steps per round
 
 
 def _data():
-    from harness.data import load_dataset
+    from fedleak.data.datasets import load_dataset
     return load_dataset(DATASET)
 
 
 def build_model() -> torch.nn.Module:
     """The global model before round 1; the same weights as fedleak's untrained victim."""
-    from threat_models.models import build_model as build
+    from fedleak.models.architectures import build_model as build
     data = _data()
     return build(MODEL, data.num_classes, data.shape, seed=MODEL_SEED)
 

@@ -13,7 +13,7 @@ Conventions, shared by every function here:
   K2=0.03, mean over the region the window fits in (skimage's border crop), and
   for colour the per-channel SSIMs averaged. Images must be at least 11x11.
 * LPIPS is the genuine v0.1 metric with the AlexNet trunk: the linear heads ship in
-  the ``lpips`` package, the ImageNet trunk in ``harness/weights`` (see
+  the ``lpips`` package, the ImageNet trunk in ``metrics/weights`` (see
   tools/convert_lpips_weights.py), so nothing is downloaded. Inputs are mapped to
   [-1, 1]; grey images are replicated to 3 channels. AlexNet's pooling needs a
   side of at least 31 pixels, so smaller images (e.g. 28x28 MNIST) are first
@@ -29,7 +29,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from harness.errors import ConfigError, DataError
+from fedleak.core.errors import ConfigError, DataError
 
 _WEIGHTS = pathlib.Path(__file__).resolve().parent / "weights"
 _TRUNK_FILES = {"alex": "lpips_alexnet.pt", "vgg": "lpips_vgg16.pt"}
@@ -133,7 +133,7 @@ def _trunk_features_only(lpips, net: str):
     """lpips builds the whole torchvision classifier and keeps only `.features`; AlexNet's unused
     fully connected layers alone are ~230 MB, initialised and then dropped, which raised the peak RSS
     of every matrix cell by that much. Build the network on the meta device instead and give real
-    (uninitialised) memory to the features only: lpips_model overwrites them from harness/weights."""
+    (uninitialised) memory to the features only: lpips_model overwrites them from metrics/weights."""
     tv = lpips.pretrained_networks.tv
     name = {"alex": "alexnet", "vgg": "vgg16"}[net]
     original = getattr(tv, name)

@@ -2,15 +2,37 @@
 the real client and the attacker's differentiable replay of it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from threat_models.knowledge import LocalTraining
+from fedleak.core.errors import ConfigError
 
 Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """The client's local loop for one round. Mini-batches are taken in a fixed order
+    (the data's order), so an attacker who knows these hyperparameters can replay the loop."""
+    lr: float = 0.1
+    epochs: int = 1
+    batch_size: int | None = None  # None: full batch, one step per epoch
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ConfigError(f"threat_model.lr: must be > 0, got {self.lr}")
+        if self.epochs < 1:
+            raise ConfigError(f"threat_model.epochs: must be >= 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"threat_model.local_batch_size: must be >= 1, got {self.batch_size}")
+
+    def steps(self, num_examples: int) -> int:
+        per_epoch = 1 if self.batch_size is None else -(-num_examples // self.batch_size)
+        return self.epochs * per_epoch
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.errors import ConfigError, DataError
-from harness.registry import Registry
+from fedleak.core.errors import ConfigError, DataError
+from fedleak.core.registry import Registry
 
 DATASETS: Registry[ImageData] = Registry("dataset")
 

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError, DataError
-from harness.registry import Registry
+from fedleak.core.errors import ConfigError, DataError
+from fedleak.core.registry import Registry
 
 __all__ = [
     "MODELS",

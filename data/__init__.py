@@ -1,0 +1,1 @@
+"""Image datasets (embedded and from local folders) and their federated client partitions."""

@@ -1,0 +1,1 @@
+"""Image-quality metrics for scoring reconstructions (PSNR, SSIM, LPIPS), on the torch device."""

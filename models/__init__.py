@@ -1,0 +1,1 @@
+"""Victim architectures and the client computations written against explicit parameters."""
