@@ -1,7 +1,8 @@
 """fedleak: how much of a federated-learning client's private data an attacker rebuilds from what
 the client shares, and what each defense really buys.
 
-Layers, bottom to top (each imports only from those below it; tests/test_layers.py keeps it so):
+Layers, bottom to top (each imports only from those below it; the import-linter contract in
+pyproject.toml, run by `make test`, keeps it so):
 
     core           errors, registry, options, io
     data, models, metrics   datasets and client partitions; victim architectures and the functional

@@ -134,7 +134,7 @@ def ig_vs_breaching(reference: Breaching | None, models, iterations: int, reps: 
 def quality_figure(reference: Breaching | None, models, iterations: int, victims: int, precisions) -> list[dict]:
     """PSNR at equal iterations at a budget where the attacks have converged somewhere: 24 iterations
     (the timing runs) is barely past the random start. Mean over several victim images."""
-    from cases import TV, build_case, write_case
+    from cases import build_case, write_case
     rows = []
     for model in models:
         psnrs = {side: [] for side in list(precisions) + ["ref"]}

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from fedleak.core.errors import FedleakError
 
-PRESETS = Path(__file__).parent / "presets"
-
 # flag -> dotted config key; flags override the config file
 ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "restarts": "attack.restarts",
                 "model": "victim.model", "rounds": "victim.rounds", "dataset": "data.name", "data_root": "data.root",
@@ -35,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     attack = sub.add_parser("attack", help="run one attack on one victim and write results + report")
-    attack.add_argument("--config", help="TOML run config (see harness/presets/)")
+    attack.add_argument("--config", help="a TOML run config, or a shipped one by name (`fedleak list presets`)")
     for flag in ATTACK_FLAGS:
         kind = int if flag in ("iterations", "restarts", "rounds", "victims", "batch_size", "seed") else str
         attack.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind)
@@ -50,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets")
+    lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets, presets")
+    lister.add_argument("what", nargs="?", choices=LISTS, help="only this list")
     lister.set_defaults(func=cmd_list)
 
     from fedleak.harness.prior_cli import add_prior_parser
@@ -101,8 +100,7 @@ def cmd_demo(args) -> int:
     from fedleak.reports.run_report import write_index
     results = []
     for preset in ("demo-dlg", "demo-ig"):
-        config = load_config(PRESETS / f"{preset}.toml",
-                                 {"output": str(Path(args.output) / preset), "device": args.device})
+        config = load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
         print(f"[{preset}] {config.attack.name} on {config.victim.model} / {config.data.name}, "
               f"{len(config.data.victim_indices())} victims", flush=True)
         results.append(run_attack(config, progress=not args.quiet))
@@ -112,17 +110,25 @@ def cmd_demo(args) -> int:
     return 0
 
 
+LISTS = ("attacks", "defenses", "threat-models", "knowledge", "models", "datasets", "presets")
+
+
 def cmd_list(args) -> int:
     from fedleak.attacks import ATTACKS
-    from fedleak.defenses import DEFENSES
     from fedleak.data.datasets import DATASETS
+    from fedleak.defenses import DEFENSES
+    from fedleak.harness.config import shipped_presets
+    from fedleak.models.architectures import MODELS
     from fedleak.threat_models import THREAT_MODELS
     from fedleak.threat_models.knowledge import KNOWLEDGE_PRESETS
-    from fedleak.models.architectures import MODELS
-    for title, names in (("attacks", ATTACKS.names()), ("defenses", DEFENSES.names()),
-                         ("threat models", THREAT_MODELS.names()), ("knowledge presets", list(KNOWLEDGE_PRESETS)),
-                         ("models", MODELS.names()), ("datasets", DATASETS.names())):
-        print(f"{title}: {', '.join(names)}")
+    lists = {"attacks": ATTACKS.names(), "defenses": DEFENSES.names(), "threat-models": THREAT_MODELS.names(),
+             "knowledge": list(KNOWLEDGE_PRESETS), "models": MODELS.names(), "datasets": DATASETS.names()}
+    if args.what != "presets":
+        for what in [args.what] if args.what else lists:
+            print(f"{what.replace('-', ' ')}: {', '.join(lists[what])}")
+    if args.what in (None, "presets"):
+        print(f"matrix presets (fedleak matrix NAME): {', '.join(shipped_presets('matrix'))}")
+        print(f"run presets (fedleak attack --config NAME): {', '.join(shipped_presets('run'))}")
     return 0
 
 

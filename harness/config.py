@@ -88,9 +88,34 @@ class RunConfig:
         return self
 
 
+SHIPPED = Path(__file__).parent / "presets"
+MATRIX_PREFIX = "matrix-"
+
+
+def shipped_presets(kind: str) -> dict[str, Path]:
+    """The configs that ship with fedleak, by name: kind "matrix" (matrix-<name>.toml) or "run"."""
+    files = sorted(SHIPPED.glob("*.toml"))
+    if kind == "matrix":
+        return {f.stem[len(MATRIX_PREFIX):]: f for f in files if f.stem.startswith(MATRIX_PREFIX)}
+    return {f.stem: f for f in files if not f.stem.startswith(MATRIX_PREFIX)}
+
+
+def resolve_preset(spec: str | Path, kind: str) -> Path:
+    """A config file's path, or the name of a shipped preset (`ci`, `demo-ig`): works from any folder."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    named = shipped_presets(kind)
+    if str(spec) in named:
+        return named[str(spec)]
+    what = "matrix config" if kind == "matrix" else "config file"
+    raise ConfigError(f"{what} not found: {spec} (neither a file nor a shipped preset; shipped: {', '.join(named)})")
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """Config from a TOML file (or defaults), with dotted-key overrides ('attack.options.tv')."""
-    table = read_toml(path, "config file") if path is not None else {}
+    """Config from a TOML file or shipped preset name (or defaults), with dotted-key overrides
+    ('attack.options.tv')."""
+    table = read_toml(resolve_preset(path, "run"), "config file") if path is not None else {}
     return config_from_dict(table, overrides)
 
 

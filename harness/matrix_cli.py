@@ -8,12 +8,12 @@ from pathlib import Path
 from fedleak.core.errors import ConfigError
 from fedleak.harness.matrix_config import PRESETS
 
-DEFAULT_MATRIX = Path(__file__).parent / "presets" / "matrix-ci.toml"
+DEFAULT_MATRIX = "ci"
 
 
 def add_commands(sub) -> None:
     matrix = sub.add_parser("matrix", help="run an attack × defense matrix (resumable) and write results + report")
-    matrix.add_argument("config", help="matrix TOML, e.g. harness/presets/matrix-ci.toml")
+    matrix.add_argument("config", help="a matrix TOML file, or a shipped matrix by name (`ci`; `fedleak list presets`)")
     matrix.add_argument("--preset", choices=PRESETS, help="budget preset (default: the config's `preset`)")
     matrix.add_argument("--gate", action="store_true", help="exit 1 when a defended cell breaks the config's [gate]")
     matrix.add_argument("--output", help="results folder (default runs/<config name>); rerun to resume")
@@ -31,7 +31,8 @@ def add_commands(sub) -> None:
     evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                           help="an option of your defense's __init__ (value parsed as TOML)")
     evaluate.add_argument("--preset", choices=PRESETS, default="ci")
-    evaluate.add_argument("--matrix", default=str(DEFAULT_MATRIX), help="the matrix your defense joins")
+    evaluate.add_argument("--matrix", default=DEFAULT_MATRIX, help="the matrix your defense joins: a TOML file or a "
+                                                                       "shipped matrix by name (default: ci)")
     evaluate.add_argument("--attack-builtins", action="store_true",
                           help="attack the built-in defenses too (default: only their utility is measured)")
     evaluate.add_argument("--output", help="results folder (default runs/evaluate-<defense name>)")
@@ -54,7 +55,8 @@ def cmd_matrix(args) -> int:
     matrix = prepare_matrix(args.config, args.preset)
     if args.gate and not matrix.gate.enabled:
         raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
-    output = Path(args.output or Path("runs") / Path(args.config).stem)
+    from fedleak.harness.config import resolve_preset
+    output = Path(args.output or Path("runs") / resolve_preset(args.config, "matrix").stem)
     run = _run(matrix, output, args)
     if run is None:
         return 130

@@ -184,7 +184,9 @@ class MatrixConfig:
 
 
 def load_matrix(path: str | Path) -> MatrixConfig:
-    return matrix_from_dict(read_toml(path, "matrix config"))
+    """A matrix TOML file, or the name of a shipped matrix (`ci`)."""
+    from fedleak.harness.config import resolve_preset
+    return matrix_from_dict(read_toml(resolve_preset(path, "matrix"), "matrix config"))
 
 
 def matrix_from_dict(table: dict) -> MatrixConfig:

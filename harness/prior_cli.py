@@ -73,7 +73,8 @@ def cmd_prior_train(args) -> int:
     argv += ["--unconditional"] if args.unconditional else []
     metadata = {"command": shlex.join(argv), "seed": args.seed, "dataset": data.name,
                 "data_split": _split_record(data), "train_config": asdict(config), "device": str(device),
-                "train_seconds": round(result.seconds, 1), "torch_threads": torch.get_num_threads(), "final_epoch": result.history[-1] if result.history else None,
+                "train_seconds": round(result.seconds, 1), "torch_threads": torch.get_num_threads(),
+                "final_epoch": result.history[-1] if result.history else None,
                 "quality": quality.as_dict(), "versions": versions()}
     save_prior(result.generator, output, metadata)
     print(f"prior: {output}  ({result.seconds:.0f}s)\n  {quality.summary()}\n  samples: {grid}")

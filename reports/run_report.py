@@ -1,6 +1,8 @@
 """The report of one attack run: a grid PNG and a short Markdown page, a view of stored results."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from fedleak.reports.grid import save_grid
 
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "mse")
@@ -25,15 +27,15 @@ def write_run_report(result) -> None:
               f"Wall time: {frame.groupby('batch')['wall_time_s'].first().sum():.1f} s.", "", "![grid](grid.png)", "",
               "| image | label | predicted | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|---|"]
     for _, r in frame.iterrows():
-        lines.append(f"| {r['image_index']} | {r['true_label']} | {r['predicted_label']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} |")
+        lines.append(f"| {r['image_index']} | {r['true_label']} | {r['predicted_label']} | {r['psnr']:.2f} | "
+                     f"{r['ssim']:.3f} | {r['lpips']:.3f} |")
     lines += ["", "Metrics: images in [0,1]; PSNR over all channels; SSIM Gaussian 11/σ1.5 per channel, averaged; "
               "LPIPS AlexNet v0.1 (grey replicated to RGB). See docs/metrics.md."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def write_index(results, directory) -> "Path":
+def write_index(results, directory) -> Path:
     """One page linking the runs of a multi-run job (the demo), with their headline numbers."""
-    from pathlib import Path
     directory = Path(directory)
     lines = ["# fedleak report", "", "| run | attack | model | victims | median PSNR | median SSIM | median LPIPS | label acc. |",
              "|---|---|---|---|---|---|---|---|"]

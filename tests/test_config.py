@@ -11,7 +11,7 @@ def write(tmp_path, text):
 
 
 def test_presets_load_and_are_typed():
-    from fedleak.harness.cli import PRESETS
+    from fedleak.harness.config import SHIPPED as PRESETS
     for preset in PRESETS.glob("demo-*.toml"):
         config = load_config(preset)
         assert isinstance(config, RunConfig)

@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg, FedAvgM  # noqa: E402
 
 from fedleak.core.errors import ConfigError  # noqa: E402
-from fedleak.threat_models.flower import ClientUpdate, RecordingFitStrategy, RecordingGrid, RecordingStrategy  # noqa: E402
+from fedleak.threat_models.flower import ClientUpdate, RecordingFitStrategy, RecordingStrategy  # noqa: E402
 from fedleak.threat_models.flower_observation import arrays_to_state, observation_from_update  # noqa: E402
 
 NODES = (11, 22, 33)

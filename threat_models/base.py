@@ -122,7 +122,11 @@ def _recorded_dropout_masks(defense: Defense) -> list[list[torch.Tensor]]:
 def batch_norm_statistics(model, params, buffers, x) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-BN-layer (mean, var) of the client's batch: what a statistics-informed attacker gets."""
     stats = []
-    hooks = [m.register_forward_hook(lambda m, inp, out: stats.append((inp[0].mean((0, 2, 3)).detach(), inp[0].var((0, 2, 3), unbiased=False).detach())))
+
+    def record(module, inputs, output):
+        x = inputs[0].detach()
+        stats.append((x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)))
+    hooks = [m.register_forward_hook(record)
              for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     try:
         with torch.no_grad():

@@ -52,7 +52,8 @@ class HyperFLProtocol:
             if not getattr(self, key) > 0:
                 raise ConfigError(f"threat_model.options.{key}: must be > 0, got {getattr(self, key)}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ConfigError(f"threat_model.options: momentum must be in [0,1) and weight_decay >= 0, got {self.momentum}, {self.weight_decay}")
+            raise ConfigError(f"threat_model.options: momentum must be in [0,1) and weight_decay >= 0, "
+                              f"got {self.momentum}, {self.weight_decay}")
 
 
 @dataclass

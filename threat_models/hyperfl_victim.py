@@ -50,7 +50,8 @@ def build_hyperfl_victim(spec, data, protocol: HyperFLProtocol, progress: bool =
     net.protocol = protocol
     recipe = {"spec": asdict(spec), "data": data.name, "n": len(data.train_images), "protocol": asdict(protocol), "v": 1}
     state = cached("hyperfl-victims", recipe, lambda: _train(net, spec, data, protocol, progress))
-    clients = [ClientState(e, {"weight": w, "bias": b}) for e, w, b in zip(state["embeddings"], state["head_weights"], state["head_biases"])]
+    clients = [ClientState(e, {"weight": w, "bias": b})
+               for e, w, b in zip(state["embeddings"], state["head_weights"], state["head_biases"])]
     return HyperFLVictim(net, state["phi"], {}, data, spec, state["accuracy"], clients)
 
 

@@ -49,7 +49,7 @@ class VFLProtocol:
             if getattr(self, key) < 1:
                 raise ConfigError(f"threat_model.options.{key}: must be >= 1, got {getattr(self, key)}")
         if self.train_epochs < 0 or not self.train_lr > 0:
-            raise ConfigError(f"threat_model.options: train_epochs must be >= 0 and train_lr > 0")
+            raise ConfigError("threat_model.options: train_epochs must be >= 0 and train_lr > 0")
 
 
 class VFL(ThreatModel):

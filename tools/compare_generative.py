@@ -9,7 +9,8 @@ inferred by the iDLG rule) and the same knowledge (`eavesdropper` + auxiliary
 data, which the generative attacks need for their prior; IG ignores it). Budgets: IG, GGL-Adam
 and GIFD take 400 optimiser steps x 2 restarts (each step one double-backward through the
 victim); GGL-CMA takes 50 generations x 16 candidates x 2 restarts (1,600 first-order
-evaluations per victim). IG uses the official inversefed CLI's TV weight 1e-4. Wall time is reported next to the scores because the costs of a step
+evaluations per victim). IG uses the official inversefed CLI's TV weight 1e-4. Wall time is reported next to the
+scores because the costs of a step
 differ. `--tune` picks GIFD's L1 radii on auxiliary-split images (pseudo-victims the attacker
 may hold), never on victims. Runs single-threaded."""
 from __future__ import annotations

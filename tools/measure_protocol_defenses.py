@@ -19,7 +19,6 @@ run); per-run folders and summary.md/summary.csv land in --output.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -117,7 +116,8 @@ def main(argv=None) -> None:
     parser.add_argument("--output", default="runs/protocol-defenses")
     parser.add_argument("--victims", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5, help="HyperFL/FedAvg rounds before the attacked one")
-    parser.add_argument("--local-epochs", type=int, default=1, help="victim training: hypernetwork (FedAvg: local) epochs per round; paper: 5")
+    parser.add_argument("--local-epochs", type=int, default=1,
+                        help="victim training: hypernetwork (FedAvg: local) epochs per round; paper: 5")
     parser.add_argument("--iterations", type=int, default=300, help="hyperfl-leak (one-step) iterations")
     parser.add_argument("--ig-iterations", type=int, default=100, help="non-adaptive IG (dense replay, slow)")
     parser.add_argument("--unrolled-iterations", type=int, default=100)

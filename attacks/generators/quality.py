@@ -14,7 +14,6 @@ Everything is seeded, so the same prior always gets the same figures."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
