@@ -8,6 +8,10 @@ from fedleak.attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInver
 from fedleak.attacks.ggl import GGL
 from fedleak.attacks.gifd import GIFD
 from fedleak.attacks.dia import DropoutInversion, DropoutInversionOracle
+from fedleak.attacks.defense_loop import DefenseLoop
+from fedleak.attacks.analytic_fc import AnalyticFC
+from fedleak.attacks.layer_subset import LayerSubset
+from fedleak.attacks.learn_to_invert import LearnToInvert
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("dlg", DLG)
@@ -20,6 +24,10 @@ ATTACKS.register("ggl", GGL)
 ATTACKS.register("gifd", GIFD)
 ATTACKS.register("dia", DropoutInversion)
 ATTACKS.register("dia-oracle", DropoutInversionOracle)
+ATTACKS.register("defense-loop", DefenseLoop)
+ATTACKS.register("analytic-fc", AnalyticFC)
+ATTACKS.register("layer-subset", LayerSubset)
+ATTACKS.register("learn-to-invert", LearnToInvert)
 
 
 def build_attack(name: str, **options) -> Attack:

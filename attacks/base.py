@@ -57,3 +57,14 @@ def attack_labels(observation: Observation, model: torch.nn.Module, knowledge: A
         return knowledge.labels.to(observation.shared[0].device)
     from fedleak.attacks.labels import infer_labels
     return infer_labels(observation, model, knowledge)
+
+
+def require_knowledge(attack: str, knowledge: AttackerKnowledge, *flags: str) -> None:
+    """A ConfigError naming the first knowledge flag the attacker lacks: the attack does not apply here
+    (evaluate-defense lists it as not applicable)."""
+    from fedleak.core.errors import ConfigError
+    why = {"defense": "it runs the defense itself: the adaptive mode",
+           "auxiliary_data": "it trains on auxiliary images: e.g. the data_enhanced preset"}
+    for flag in flags:
+        if not getattr(knowledge.flags, flag):
+            raise ConfigError(f"attack '{attack}' needs the knowledge flag '{flag}' ({why.get(flag, 'see docs/attacks.md')})")

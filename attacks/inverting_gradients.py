@@ -44,49 +44,60 @@ class InvertingGradients(Attack):
         self.config = config or IGConfig(**options)
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
-        device = observation.shared[0].device
-        matcher = FastGradientMatcher(observation, model, knowledge, c.distance, c.precision)
+        matcher = FastGradientMatcher(observation, model, knowledge, self.config.distance, self.config.precision)
         labels = attack_labels(observation, model, knowledge)
-        shape = (budget.restarts, knowledge.num_images, *knowledge.image_shape)
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_(True)
-        low, high = knowledge.box(device)
-        optimiser = torch.optim.Adam([x], lr=c.lr)
-        milestones = [int(budget.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)] if c.lr_decay else []
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
-        per_restart = lambda xs: torch.stack([matcher(xr, labels) for xr in xs])
-        tv = lambda xs: torch.stack([total_variation(xr) for xr in xs])
-        # R > 1: the restarts as one batch where the replay allows it (each layer runs once for all of them;
-        # each restart's objective and gradient are unchanged), else the loop below.
-        batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
-            if budget.restarts > 1 else None
-        traces = []
-        bar = tqdm(range(budget.iterations), desc=self.name, disable=not progress, leave=False)
-        for it in bar:
-            optimiser.zero_grad()
-            step = batched(x) if batched is not None else None
-            if step is not None:
-                x.grad, objective = step
-            else:
-                batched = None  # the batch declined (a layer the tape cannot split): the loop from here on
-                objective = per_restart(x) + c.tv * tv(x)
-                # restarts are independent: the sum's gradient is each one's. inputs=[x]: without it
-                # autograd also differentiates w.r.t. the replayed parameters (two convolutions a layer)
-                objective.sum().backward(inputs=[x])
-            if c.signed:
-                x.grad.sign_()
-            optimiser.step()
-            scheduler.step()
-            if c.boxed:
-                with torch.no_grad():
-                    x.data = torch.maximum(torch.minimum(x, high), low)
-            traces.append(objective.detach().cpu())
-            if progress and it % 50 == 0:
-                bar.set_postfix(loss=f"{objective.min().item():.4f}")
-        scored = matcher.batched_distance(labels) if batched is not None else None
-        final = scored(x) if scored is not None else None
-        final = (per_restart(x.detach()) if final is None else final).detach()  # without TV
-        winner = int(final.argmin())
-        trace = torch.stack(traces)[:, winner].tolist() if traces else []
-        return Reconstruction(knowledge.to_unit(x[winner].detach()), labels.detach(), trace,
-                              float(final[winner]), final.tolist(), extras={"precision": matcher.precision})
+        return search_images(matcher, labels, knowledge, budget, self.config, seed, progress, self.name)
+
+
+def search_images(matcher, labels: torch.Tensor, knowledge, budget: Budget, c: IGConfig, seed: int = 0,
+                  progress: bool = False, name: str = "ig", start: torch.Tensor | None = None) -> Reconstruction:
+    """IG's optimiser on any objective with GradientMatcher's interface (`matcher(x, y)`, the batched
+    paths where it has them). `start` (B,C,H,W), normalised: every restart begins there instead of at
+    a random draw (an analytic estimate refined by matching); restart r > 0 adds N(0, (0.1·r)²)."""
+    device = labels.device
+    shape = (budget.restarts, knowledge.num_images, *knowledge.image_shape)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    if start is not None:
+        spread = 0.1 * torch.arange(budget.restarts, dtype=x.dtype).view(-1, *[1] * (x.dim() - 1))
+        x = start.detach().cpu().to(x.dtype).unsqueeze(0) + spread * x
+    x = x.to(device).requires_grad_(True)
+    low, high = knowledge.box(device)
+    optimiser = torch.optim.Adam([x], lr=c.lr)
+    milestones = [int(budget.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)] if c.lr_decay else []
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
+    per_restart = lambda xs: torch.stack([matcher(xr, labels) for xr in xs])
+    tv = lambda xs: torch.stack([total_variation(xr) for xr in xs])
+    # R > 1: the restarts as one batch where the replay allows it (each layer runs once for all of them;
+    # each restart's objective and gradient are unchanged), else the loop below.
+    batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
+        if budget.restarts > 1 else None
+    traces = []
+    bar = tqdm(range(budget.iterations), desc=name, disable=not progress, leave=False)
+    for it in bar:
+        optimiser.zero_grad()
+        step = batched(x) if batched is not None else None
+        if step is not None:
+            x.grad, objective = step
+        else:
+            batched = None  # the batch declined (a layer the tape cannot split): the loop from here on
+            objective = per_restart(x) + c.tv * tv(x)
+            # restarts are independent: the sum's gradient is each one's. inputs=[x]: without it
+            # autograd also differentiates w.r.t. the replayed parameters (two convolutions a layer)
+            objective.sum().backward(inputs=[x])
+        if c.signed:
+            x.grad.sign_()
+        optimiser.step()
+        scheduler.step()
+        if c.boxed:
+            with torch.no_grad():
+                x.data = torch.maximum(torch.minimum(x, high), low)
+        traces.append(objective.detach().cpu())
+        if progress and it % 50 == 0:
+            bar.set_postfix(loss=f"{objective.min().item():.4f}")
+    scored = matcher.batched_distance(labels) if batched is not None else None
+    final = scored(x) if scored is not None else None
+    final = (per_restart(x.detach()) if final is None else final).detach()  # without TV
+    winner = int(final.argmin())
+    trace = torch.stack(traces)[:, winner].tolist() if traces else []
+    return Reconstruction(knowledge.to_unit(x[winner].detach()), labels.detach(), trace,
+                          float(final[winner]), final.tolist(), extras={"precision": matcher.precision})

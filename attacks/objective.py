@@ -63,6 +63,15 @@ class GradientMatcher:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.distance(self.trial_update(x, y), self.target)
 
+    precision = "fp32"  # the arithmetic of the replay (FastGradientMatcher may run bfloat16)
+
+    def batched_value_and_grad(self, y: torch.Tensor, regulariser):
+        """Restarts as one batch (FastGradientMatcher); None: the caller loops over restarts."""
+        return None
+
+    def batched_distance(self, y: torch.Tensor):
+        return None
+
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
     """1-D view in memory order (contiguous or channels_last); a copy for anything else."""

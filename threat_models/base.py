@@ -41,7 +41,7 @@ class ThreatModel(ABC):
         shared, public = defense.share(update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
-                                  x.shape[0], client_id, round, public, defense.decode(shared, public))
+                                  x.shape[0], client_id, round, public, defense.decode(shared, public), seed)
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):

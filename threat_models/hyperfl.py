@@ -188,7 +188,7 @@ class HyperFL(ThreatModel):
         shared, public = defense.share(update, ShareContext(names, x.shape[0], client_id, round, seed))
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],
-                                  client_id, round, public, defense.decode(shared, public))
+                                  client_id, round, public, defense.decode(shared, public), seed)
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
 
     def describe(self) -> dict:

@@ -22,6 +22,7 @@ class Observation:
     round: int = 0
     public: dict = field(default_factory=dict)  # defense metadata the server legitimately sees
     decoded: list[torch.Tensor] | None = None  # the server's protocol decoding of `shared` (param-shaped)
+    seed: int = 0  # the round's PUBLIC seed (ShareContext.seed): an attacker replays `share` with it
 
     def __post_init__(self):
         if self.decoded is None:
@@ -36,7 +37,7 @@ class Observation:
         move = lambda d: {k: v.to(device) for k, v in d.items()}
         return Observation(self.threat_model, self.kind, [t.to(device) for t in self.shared], list(self.param_names),
                            move(self.global_params), move(self.buffers), self.num_examples,
-                           self.client_id, self.round, dict(self.public), [t.to(device) for t in self.decoded])
+                           self.client_id, self.round, dict(self.public), [t.to(device) for t in self.decoded], self.seed)
 
     @property
     def update(self) -> list[torch.Tensor]:

@@ -91,7 +91,7 @@ class VFL(ThreatModel):
         public = {**public, "bytes_sent": defense.bytes_sent(shared), "party": party,
                   "columns": list(victim.model.columns[party])}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],
-                                  client_id, round, public, defense.decode(shared, public))
+                                  client_id, round, public, defense.decode(shared, public), seed)
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
 
     def knowledge(self, victim, x_norm, y, defense, flags):
