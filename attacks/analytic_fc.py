@@ -142,6 +142,27 @@ def rank_one_input(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[tor
     return (right / norm if norm > 0 else right).to(weight.dtype), observed, "masked-als"
 
 
+def leading_direction(weight: torch.Tensor, bias: torch.Tensor | None, iterations: int = 12) -> torch.Tensor:
+    """A cheap `rank_one_input` for many updates (learn-to-invert's features): the bias ratio where there is a
+    bias, else the leading right singular vector of the zero-filled gradient by power iteration, unit norm."""
+    g = weight.detach().reshape(weight.shape[0], -1)
+    present = g != 0
+    sparse = float(present.float().mean()) < 0.95
+    if bias is not None and not sparse and float(bias.pow(2).sum()) > 0:
+        v = g.T @ bias.detach().reshape(-1)
+    else:
+        v = g.abs().sum(0)  # a start with a component along the leading vector whenever g is not zero
+        for _ in range(iterations):
+            v = g.T @ (g @ v)
+            v = v / v.norm().clamp(min=1e-30)
+        if sparse:  # a few steps of the masked rank-one fit of rank_one_input
+            mask = present.to(g.dtype)
+            for _ in range(iterations // 2):
+                u = g @ v / (mask @ v.pow(2) + 1e-30)
+                v = g.T @ u / (mask.T @ u.pow(2) + 1e-30)
+    return v / v.norm().clamp(min=1e-30)
+
+
 class _Counted:
     def __init__(self, f):
         self.f, self.count = f, 0

@@ -9,8 +9,12 @@ which ran and why).
 
 `distance = "auto"` picks, from what the attacker can see: the Gaussian likelihood where the defense is
 random (the variance published as `noise_std` / `noise_sigma`, else measured from the attacker's own
-draws, per coordinate), the sign-agreement loss where only signs were sent, else IG's cosine.
+draws, per coordinate), the sign-agreement loss where only signs were sent, else IG's cosine (Adam) or
+the scale-free squared L2 (L-BFGS).
 `start = "analytic"` begins at the rank-one estimate of attacks/analytic_fc.py instead of noise.
+`optimizer = "lbfgs"` replaces IG's optimiser by iDLG's (L-BFGS with a strong-Wolfe line search, no box,
+no TV; `budget.iterations` L-BFGS steps of 20 inner iterations): on a sigmoid LeNet, where IG's signed
+Adam is slow, it is the stronger of the two.
 
 Needs the knowledge flag `defense` (adaptive mode): without the defense there is nothing to run."""
 from __future__ import annotations
@@ -27,21 +31,22 @@ from fedleak.attacks.inverting_gradients import IGConfig, search_images
 from fedleak.attacks.objective import GradientMatcher
 from fedleak.core.errors import ConfigError
 
-DISTANCE_NAMES = ("auto", "cosine", "l2", "masked-cosine", "sign", "gaussian")
+DISTANCE_NAMES = ("auto", "cosine", "l2", "relative-l2", "masked-cosine", "sign", "gaussian")
 NOISE_KEYS = ("noise_std", "noise_sigma")
 
 
 @dataclass(frozen=True)
 class DefenseLoopConfig(IGConfig):
-    distance: str = "auto"     # auto | cosine | l2 | masked-cosine | sign | gaussian
+    distance: str = "auto"     # auto | cosine | l2 | relative-l2 | masked-cosine | sign | gaussian
     bpda: str = "auto"         # auto | straight-through | simulate (the author's model only)
     draws: int = 1             # EOT: private draws per evaluation (the Gaussian distance takes >= 4 where needed)
     start: str = "random"      # random | analytic
+    optimizer: str = "adam"    # adam: IG's (signed Adam, box, TV) | lbfgs: iDLG's (L-BFGS, strong Wolfe)
 
     def __post_init__(self):
         super().__post_init__()
         checks = (("distance", DISTANCE_NAMES), ("bpda", ("auto", "straight-through", "simulate")),
-                  ("start", ("random", "analytic")))
+                  ("start", ("random", "analytic")), ("optimizer", ("adam", "lbfgs")))
         for key, allowed in checks:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"attack.options.{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -53,7 +58,8 @@ class ShareMatcher(GradientMatcher):
     """GradientMatcher whose trial goes through the attacker's replay of `share` (or, without a replay,
     nothing: the server's decoding is the target) and whose distance is one of attacks/distances.py."""
 
-    def __init__(self, observation, model, knowledge, replay: DefenseReplay | None, distance: str = "auto"):
+    def __init__(self, observation, model, knowledge, replay: DefenseReplay | None, distance: str = "auto",
+                 smooth: str = "cosine"):
         super().__init__(observation, model, knowledge, "cosine")
         self.replay = replay
         in_loop = replay is not None and replay.path in ("autograd", "straight-through")
@@ -61,7 +67,7 @@ class ShareMatcher(GradientMatcher):
         self.offset = replay.offset if in_loop else None
         target = replay.target if replay is not None else observation.update
         self.target = [t.detach() - o for t, o in zip(target, self.offset)] if self.offset else [t.detach() for t in target]
-        self.kind = _resolve(distance, self.target, replay)
+        self.kind = _resolve(distance, self.target, replay, smooth)
         self.published = _published_variance(observation.public)
         # a per-coordinate variance needs several private draws: measured every `REFRESH` evaluations
         self.measures = self.kind == "gaussian" and in_loop and replay.random and not replay.additive
@@ -114,14 +120,16 @@ class ShareMatcher(GradientMatcher):
         return [v + floor for v in measured]
 
 
-def _resolve(distance: str, target: list[torch.Tensor], replay: DefenseReplay | None) -> str:
+def _resolve(distance: str, target: list[torch.Tensor], replay: DefenseReplay | None, smooth: str) -> str:
+    """"auto": the Gaussian likelihood for a random defense in the loop, sign agreement for signs, else
+    `smooth` (IG's cosine for Adam; a scale-free L2 for L-BFGS, measured: exact on LeNet where cosine is not)."""
     if distance != "auto":
         return distance
     if replay is not None and replay.path in ("autograd", "straight-through") and replay.random:
         return "gaussian"
     if sign_like(target):
         return "sign"
-    return "cosine"
+    return smooth
 
 
 def _published_variance(public: dict) -> float | None:
@@ -193,12 +201,17 @@ class DefenseLoop(Attack):
         replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge),
                               seed, c.draws, c.bpda)
         labels = labels_for(observation, model, knowledge, replay)
-        matcher = ShareMatcher(observation, model, knowledge, replay, c.distance)
-        start = None
-        if c.start == "analytic":
-            from fedleak.attacks.analytic_fc import analytic_estimate
-            start = analytic_estimate(observation, model, knowledge, labels, replay, matcher).image
-        result = search_images(matcher, labels, knowledge, budget, c, seed, progress, self.name, start)
+        matcher = ShareMatcher(observation, model, knowledge, replay, c.distance,
+                               "relative-l2" if c.optimizer == "lbfgs" else "cosine")
+        if c.optimizer == "lbfgs":
+            from fedleak.attacks.dlg import IDLG
+            result = IDLG().search(matcher, labels, knowledge, budget, seed, progress)
+        else:
+            start = None
+            if c.start == "analytic":
+                from fedleak.attacks.analytic_fc import analytic_estimate
+                start = analytic_estimate(observation, model, knowledge, labels, replay, matcher).image
+            result = search_images(matcher, labels, knowledge, budget, c, seed, progress, self.name, start)
         result.extras.update(defense_replay=replay.describe(), distance=matcher.kind,
                              strategy=f"{self.name}:{replay.path}:{matcher.kind}")
         return result

@@ -378,18 +378,21 @@ class DefenseReplay:
         return [x.detach() for x in u]
 
     def context_dependent(self, probe: list[torch.Tensor]) -> bool:
-        """Whether what is sent depends on the public context (round seed, client, round) beyond the private
-        randomness: the change between two contexts exceeds 1.5× the change between two private draws. A
-        model of the defense trained in one context (learn-to-invert) is reused in another only if not."""
+        """Whether what is sent, net of what is sent for a zero update, depends on the public context (round
+        seed, client, round) beyond the private randomness: the change between two contexts exceeds 1.5× the
+        change between two private draws. A model of the defense trained in one context (learn-to-invert)
+        is reused in another only if not."""
         if self.path not in ("autograd", "straight-through"):
             return True
         other = ShareContext(self.context.param_names, self.context.num_examples, self.context.client_id + 7919,
                              self.context.round + 1, mix(self.context.seed, "other"))
-        own = self.context
+        own, zero = self.context, [torch.zeros_like(p) for p in probe]
+        # net of E share(0) in each context: a public-seed offset is removed before use, whatever the context
+        centred = lambda draw: [s - z for s, z in zip(self.sample(probe, draw), self.sample(zero, draw))]
         try:
-            a, b = self.sample(probe, 11), self.sample(probe, 12)
+            a, b = centred(11), centred(12)
             self.context = other
-            c = self.sample(probe, 13)
+            c = centred(13)
         except ShareFailed:
             return True
         finally:
@@ -398,7 +401,8 @@ class DefenseReplay:
             return True
         within = math.sqrt(_norm2([x - y for x, y in zip(a, b)]))
         between = math.sqrt(_norm2([x - y for x, y in zip(a, c)]))
-        return between > 1.5 * within + 1e-9 * math.sqrt(_norm2(a))
+        rounding = 1e-5 * math.sqrt(_norm2(self.sample(probe, 11)))  # (u + n) − n ≠ u in float32
+        return between > 1.5 * within + rounding
 
     def describe(self) -> dict:
         return dict(self.notes)

@@ -2,7 +2,7 @@
 
 Each takes two lists of tensors (trial, observed) in the space of what was sent and returns a scalar:
 
-* `cosine` / `l2`: attacks.objective (IG's global cosine, DLG's squared L2).
+* `cosine` / `l2`: attacks.objective (IG's global cosine, DLG's squared L2); `relative-l2`: the latter over ‖o‖².
 * `masked_cosine`: the global cosine over the observed support only (coordinates the client sent non-zero),
   the `sim_cmpr` idea of GIAS/GIFD (research notes §1) for sparsified updates: a zero that was pruned says
   nothing about the coordinate's value.
@@ -44,8 +44,14 @@ def gaussian_nll(trial: list[torch.Tensor], target: list[torch.Tensor], variance
     return sum(((a - b).pow(2) / (2 * v)).sum() for a, b, v in zip(trial, target, variance)) / n
 
 
-SHARED_DISTANCES = {"cosine": cosine_distance, "l2": l2_distance, "masked-cosine": masked_cosine,
-                    "sign": sign_agreement}
+def relative_l2(trial: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
+    """‖t − o‖² / ‖o‖²: DLG's squared L2 made scale-free (a clipped update's 1e-6 differences would stop
+    L-BFGS's tolerance checks at once)."""
+    return l2_distance(trial, target) / (sum(b.pow(2).sum() for b in target) + 1e-30)
+
+
+SHARED_DISTANCES = {"cosine": cosine_distance, "l2": l2_distance, "relative-l2": relative_l2,
+                    "masked-cosine": masked_cosine, "sign": sign_agreement}
 
 
 def sparse(target: list[torch.Tensor], fraction: float = 0.5) -> bool:

@@ -44,15 +44,21 @@ class DLG(Attack):
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         matcher = GradientMatcher(observation, model, knowledge, self.config.distance)
-        device = observation.shared[0].device
         fixed_labels = None if self.joint_labels else attack_labels(observation, model, knowledge)
+        return self.search(matcher, fixed_labels, knowledge, budget, seed, progress)
+
+    def search(self, matcher, fixed_labels: torch.Tensor | None, knowledge, budget: Budget, seed: int = 0,
+               progress: bool = False) -> Reconstruction:
+        """L-BFGS restarts on any objective with GradientMatcher's call (`matcher(x, y)`); labels optimised
+        jointly when `fixed_labels` is None. The best restart by final loss, images in [0,1]."""
+        device = matcher.target[0].device
         generator = torch.Generator().manual_seed(seed)
         best = None
         restart_losses = []
         for restart in range(budget.restarts):
             x = torch.randn((knowledge.num_images, *knowledge.image_shape), generator=generator).to(device).requires_grad_(True)
             label_logits = torch.randn((knowledge.num_images, knowledge.num_classes), generator=generator).to(device).requires_grad_(True)
-            variables = [x, label_logits] if self.joint_labels else [x]
+            variables = [x, label_logits] if fixed_labels is None else [x]
             result = self._optimise(matcher, variables, x, label_logits, fixed_labels, budget.iterations,
                                     progress and restart == 0)
             restart_losses.append(result.gradient_loss)

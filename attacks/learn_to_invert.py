@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedleak.attacks.analytic_fc import rank_one_input
+from fedleak.attacks.analytic_fc import leading_direction
 from fedleak.attacks.base import Attack, Budget, Reconstruction, require_knowledge
 from fedleak.attacks.defense_loop import ShareMatcher, _provisional_labels, build_replay, labels_for
 from fedleak.attacks.defense_replay import ShareFailed, _private_draw
@@ -161,9 +161,7 @@ class _Features:
         if self.layer is None:
             return sketch
         weight, bias, _ = self.layer
-        direction, _, _ = rank_one_input(sent[weight].detach().float().cpu(),
-                                         None if bias is None else sent[bias].detach().float().cpu())
-        direction = direction / direction.norm().clamp(min=1e-12)
+        direction = leading_direction(sent[weight].detach().float().cpu(), None if bias is None else sent[bias].detach().float().cpu())
         return torch.cat([sketch, direction * torch.sign(direction.pow(3).sum() + 1e-30)])
 
 
@@ -228,7 +226,7 @@ def _train(replay, observation, model, knowledge, sketch, c, budget, seed, progr
         torch.manual_seed(seed)
         start = sketch.k if sketch.layer is not None and sketch.layer[2] == targets.shape[1] else -1
         inverter = Inverter(z.shape[1], c.hidden, targets.shape[1], start)
-    optimiser = torch.optim.Adam(inverter.parameters(), lr=c.lr)
+    optimiser = torch.optim.Adam(inverter.parameters(), lr=c.lr, foreach=True)
     generator = torch.Generator().manual_seed(seed)
     train_z, train_t = z[held:], targets[held:]
     trace = []

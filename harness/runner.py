@@ -83,7 +83,9 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                          "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
                          "bytes_sent": observation.public.get("bytes_sent"),
                          # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
-                         "precision": reconstruction.extras.get("precision", "fp32")})
+                         "precision": reconstruction.extras.get("precision", "fp32"),
+                         # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md
+                         "attack_strategy": str(reconstruction.extras.get("strategy", ""))})
         truths.append(truth.cpu())
         recons.append(matched.cpu())
         frame = write_rows(rows, out)

@@ -119,8 +119,17 @@ def test_learn_to_invert_trains_once_and_reads_the_defense(mlp, tmp_path, monkey
     assert results[0].extras["context_dependent"] is False
     assert results[0].extras["validation_psnr"] > 14  # more than the mean digit gives (~12 dB)
     observation, knowledge, _, _ = observe(mlp, broken.PublicPermutation(), 0)
-    permuted = attack.reconstruct(observation, mlp.model, knowledge, Budget(20))
-    assert permuted.extras["context_dependent"] is True
+    assert attack.reconstruct(observation, mlp.model, knowledge, Budget(20)).extras["context_dependent"] is True
+    # public-seed noise is an offset the attacker removes: what is left does not depend on the round
+    observation, knowledge, _, _ = observe(mlp, broken.PublicSeedNoise(), 0)
+    assert attack.reconstruct(observation, mlp.model, knowledge, Budget(20)).extras["context_dependent"] is False
+
+
+def test_defense_loop_with_lbfgs_inverts_a_rotated_update(mlp):
+    observation, knowledge, x, _ = observe(mlp, broken.PublicRotation(), 1)
+    result = build_attack("defense-loop", optimizer="lbfgs").reconstruct(observation, mlp.model, knowledge, Budget(8))
+    assert result.extras["distance"] == "relative-l2"
+    assert psnr(result.images, x).item() > 40
 
 
 # ------------------------------------------------------------------ what each piece needs and says
