@@ -29,7 +29,7 @@ from fedleak.metrics.image import match_to_ground_truth, score_images
 from fedleak.harness.results import versions, write_rows
 from fedleak.core.io import check_writable
 from fedleak.harness.runner import RunResult, multiset_label_accuracy, resolve_device, save_images
-from fedleak.threat_models import build_threat_model
+from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
 from fedleak.models.functional import LocalTraining
 
@@ -92,6 +92,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
     attack = build_attack(audit.attack, **audit.attack_options)
     budget = Budget(audit.iterations, audit.restarts)
     threat = build_threat_model("fedavg" if audit.shares == "weights" else "fedsgd", training or LocalTraining())
+    check_applies(threat.name, attack)
     device = resolve_device(audit.device)
 
     updates = simulate(_component(audit.server_app), _component(audit.client_app), clients, audit.cpus, quiet=not progress)

@@ -118,7 +118,19 @@ def test_config_errors_name_the_key(change, key):
 
 @pytest.mark.parametrize("change, message", [
     ({"attacks": [{"name": "nope"}]}, r"attacks\[0\]\.name: unknown attack 'nope'; known: .*dlg"),
-    ({"defenses": [{"name": "prune", "options": {"rate": 0.1}}]}, r"defenses\[0\] 'prune'.*rate"),
+    ({"defenses": [{"name": "prune", "options": {"rate": 0.1}}]},
+     r"defenses\[0\]\.options\.rate: unknown key; allowed: ratio, residual, scope"),
+    ({"defenses": [{"name": "dp", "sweep": {"sigma": [0.1, float("inf")]}}]},
+     r"defenses\[0\]\.sweep\.sigma: must be finite and >= 0, got inf"),
+    ({"defenses": [{"name": "dp", "options": {"clip": float("inf")}}]},
+     r"defenses\[0\]\.options\.clip: must be finite and > 0, got inf"),
+    ({"attacks": [{"name": "ggl", "options": {"tempo": 1}}]}, r"attacks\[0\]\.options\.tempo: unknown key; allowed: "),
+    ({"threat_models": [{"name": "vfl", "options": {"victim_party": 2}}]},
+     r"threat_models\[0\]\.options\.victim_party: must be one of 0, 1, got 2"),
+    ({"threat_models": [{"name": "fedsgd", "lr": 0}]}, r"threat_models\[0\]\.lr: must be > 0"),
+    ({"threat_models": [{"name": "fedsgd"}, {"name": "vfl"}], "defenses": [{"name": "prune", "threat_models": ["vfl"]}]},
+     r"defenses\[0\]\.threat_models: defense 'prune' applies to gradient, update, not embedding, which threat "
+     r"model 'vfl' shares"),
     ({"victims": [{"model": "alexnet"}]}, r"victims\[0\]\.model: unknown model 'alexnet'"),
     ({"threat_models": [{"knowledge": "psychic"}]}, r"threat_models\[0\]\.knowledge: unknown preset 'psychic'"),
 ])
