@@ -76,9 +76,8 @@ class EmbeddingInversion(Attack):
     budgets = {"ci": PresetBudget(iterations=50)}
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.options
         self.check_observation(observation)
-        party = observation.public["party"]
+        c, party = self.options, observation.public["party"]
         model.eval()
         device = observation.shared[0].device
         target = observation.update[0].detach()
@@ -149,9 +148,8 @@ class EmbeddingDecoder(Attack):
     budgets = {"ci": PresetBudget(iterations=50)}  # decoder training steps
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.options
         self.check_observation(observation)
-        party = observation.public["party"]
+        c, party = self.options, observation.public["party"]
         model.eval()
         device = observation.shared[0].device
         aux = _auxiliary_slices(model, knowledge, party, self.name).to(device)

@@ -43,11 +43,11 @@ class Component:
     def __init__(self, options=None, **values):
         """`options` (an instance of the options class) or the options as keywords, checked like
         a config table (`Prune(ratio=0.2)`)."""
-        kind = self.options_type()
+        declared = self.options_type()
         if options is None:
-            options = from_dict(kind, values, f"{self.section}.options")
-        elif values or not isinstance(options, kind):
-            raise TypeError(f"{type(self).__name__}: pass one {kind.__name__} or keyword options, not {options!r}")
+            options = from_dict(declared, values, f"{self.section}.options")
+        elif values or not isinstance(options, declared):
+            raise TypeError(f"{type(self).__name__}: pass one {declared.__name__} or keyword options, not {options!r}")
         self.options = options
 
     @classmethod

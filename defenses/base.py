@@ -74,7 +74,6 @@ class Defense(Component):
         return None
 
 
-
 class NoDefense(Defense):
     name = "none"
     options_class = NoOptions

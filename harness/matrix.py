@@ -11,7 +11,6 @@ import itertools
 import json
 from dataclasses import dataclass, replace
 
-from fedleak.core.components import applicability
 from fedleak.core.errors import ConfigError, UnknownNameError
 from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.harness.matrix_config import MatrixConfig
@@ -54,8 +53,8 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
     for dataset, victim, threat, defense, attack in axes:
         if not (runs_under(attack.threat_models, threat.name) and runs_under(defense.threat_models, threat.name)):
             continue
-        reasons = [r for r in (not_applicable("attack", attack.name, threat.name),
-                               not_applicable("defense", defense.name, threat.name)) if r]
+        reasons = [r for r in (excluded("attack", attack.name, threat.name),
+                               excluded("defense", defense.name, threat.name)) if r]
         if reasons:
             skipped.update(dict.fromkeys(reasons))
             continue
@@ -82,17 +81,16 @@ def runs_under(allowed: list[str], threat_model: str) -> bool:
     return not allowed or threat_model in allowed
 
 
-def not_applicable(section: str, name: str, threat_model: str) -> str | None:
-    """Why the registered attack/defense `name` does not apply under `threat_model`, or None (also
+def excluded(section: str, name: str, threat_model: str) -> str | None:
+    """Why the registered attack/defense `name` does not run under `threat_model`, or None (also
     for a name not registered yet: check_names reports those)."""
     from fedleak.attacks import ATTACKS
     from fedleak.defenses import DEFENSES
-    from fedleak.threat_models import THREAT_MODELS
+    from fedleak.threat_models import THREAT_MODELS, not_applicable
     registry = ATTACKS if section == "attack" else DEFENSES
     if name not in registry or threat_model not in THREAT_MODELS:
         return None
-    reason = applicability(registry.get(name), THREAT_MODELS.get(threat_model).kind)
-    return f"{reason}, which threat model '{threat_model}' shares" if reason else None
+    return not_applicable(threat_model, registry.get(name))
 
 
 def _batches(matrix: MatrixConfig, count: int) -> list[list[int]]:
@@ -168,7 +166,7 @@ def check_names(matrix: MatrixConfig) -> None:
                 if name not in present:
                     raise ConfigError(f"{where}: '{name}' is not a threat model of this matrix; "
                                       f"it has {', '.join(sorted(present))}")
-                reason = not_applicable(section, entry.name, name)
+                reason = excluded(section, entry.name, name)
                 if reason:
                     raise ConfigError(f"{where}: {reason}")
 

@@ -15,8 +15,8 @@ import pytest
 
 from fedleak.harness.cli import main
 from fedleak.core.errors import ConfigError
-from fedleak.harness.matrix import expand
-from fedleak.harness.matrix_config import matrix_from_dict
+from fedleak.harness.matrix import expand, expansion
+from fedleak.harness.matrix_config import BudgetConfig, matrix_from_dict
 from fedleak.harness.matrix_run import prepare_matrix, run_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +78,24 @@ def test_entries_run_only_under_their_threat_models():
     pairs = {(c.config.threat_model.name, c.config.attack.name, c.config.defense.name) for c in expand(matrix)}
     assert pairs == {("fedsgd", "ig", "none"), ("fedsgd", "ig", "prune"),          # hashing: vfl only, declared
                      ("vfl", "embedding-inversion", "none"), ("vfl", "embedding-inversion", "hashing")}
+
+
+def test_declarations_pair_components_and_list_what_they_rule_out():
+    """No entry names a threat model: each attack and defense runs where its `applies_to` says, the
+    plugin (which declares nothing) on gradients and updates only, never on VFL embeddings."""
+    matrix = prepare_matrix(matrix_from_dict(smoke_matrix(
+        threat_models=[{"name": "fedsgd"}, {"name": "vfl"}],
+        attacks=[{"name": "idlg"}, {"name": "embedding-inversion"}],
+        defenses=[{"name": "none"}, {"name": "random-k-noise"}, {"name": "hashing"}])))
+    cells, skipped = expansion(matrix)
+    pairs = {(c.config.threat_model.name, c.config.attack.name, c.config.defense.name) for c in cells}
+    assert pairs == {("fedsgd", "idlg", "none"), ("fedsgd", "idlg", "random-k-noise"),
+                     ("vfl", "embedding-inversion", "none"), ("vfl", "embedding-inversion", "hashing")}
+    assert set(skipped) == {
+        "attack 'embedding-inversion' runs on embedding, not gradient, which threat model 'fedsgd' shares",
+        "defense 'hashing' applies to embedding, not gradient, which threat model 'fedsgd' shares",
+        "attack 'idlg' runs on gradient, update, not embedding, which threat model 'vfl' shares",
+        "defense 'random-k-noise' applies to gradient, update, not embedding, which threat model 'vfl' shares"}
     with pytest.raises(ConfigError, match=r"attacks\[0\]\.threat_models: 'fedavg' is not a threat model of this"):
         prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig", "threat_models": ["fedavg"]}])))
 
@@ -98,6 +116,9 @@ def test_budget_precedence_and_presets():
     assert matrix.budget(dlg, "paper").iterations == 300      # the published budget
     assert matrix.budget(ig, "paper").restarts == 8
     assert matrix.budget(ig, "smoke").iterations == 2         # the preset default
+    bare = matrix_from_dict(smoke_matrix(attacks=[{"name": "dlg"}, {"name": "ig", "budgets": {"ci": {"restarts": 2}}}]))
+    assert bare.budget(bare.attacks[0], "ci") == BudgetConfig(iterations=10, restarts=1, images=4)  # DLG's own
+    assert (bare.budget(bare.attacks[1], "ci").iterations, bare.budget(bare.attacks[1], "ci").restarts) == (200, 2)
     matrix = replace(matrix, images=replace(matrix.images, indices=[]), preset="ci")
     assert len(expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))) == 3  # 3 images, B=1
 

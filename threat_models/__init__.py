@@ -21,13 +21,18 @@ def build_threat_model(name: str, training, defense=None, **options) -> ThreatMo
     return THREAT_MODELS.get(name).from_options(options, "threat_model.options", training)
 
 
-def check_applies(threat_model: str, component) -> None:
-    """ConfigError when a defense or attack does not declare the kind of observation `threat_model` shares."""
+def not_applicable(threat_model: str, component) -> str | None:
+    """Why a defense or attack (class or instance) does not run under `threat_model`: it does not
+    declare the kind of observation that threat model shares. None when it does."""
     reason = applicability(component, THREAT_MODELS.get(threat_model).kind)
+    return f"{reason}, which threat model '{threat_model}' shares" if reason else None
+
+
+def check_applies(threat_model: str, component) -> None:
+    reason = not_applicable(threat_model, component)
     if reason:
         fitting = [n for n in THREAT_MODELS.names() if THREAT_MODELS.get(n).kind in component.applies_to]
-        raise ConfigError(f"{reason}, which threat model '{threat_model}' shares; it runs under "
-                          f"{', '.join(fitting) or 'no registered threat model'}")
+        raise ConfigError(f"{reason}; it runs under {', '.join(fitting) or 'no registered threat model'}")
 
 
 __all__ = ["THREAT_MODELS", "ThreatModel", "FedSGD", "FedAvg", "build_threat_model"]
