@@ -118,5 +118,5 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
         return torch.load(root / "cells" / cell / "images.pt", weights_only=True)
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
-                      outcome, cell_images)
+                      outcome, cell_images, tuple(matrix.get("not_applicable", ())))
     return write_matrix_report(view, Path(folder) if folder else root / "report")
