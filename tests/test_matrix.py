@@ -281,8 +281,9 @@ def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, setting
 # ---------------------------------------------------------------------------------- evaluate-defense
 def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
+    # vfl: neither the plugin (gradients and updates) nor idlg/ig apply there, so it adds no cell, only a line
     base = smoke_matrix(plugins=[], images={"indices": [1]}, defenses=[{"name": "none"}, {"name": "prune"}],
-                        utility={"options": {"rounds": 1}})
+                        utility={"options": {"rounds": 1}}, threat_models=[{"name": "fedsgd"}, {"name": "vfl"}])
     monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
     monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
     config = write_toml(tmp_path / "base.toml", base)
@@ -291,6 +292,8 @@ def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monk
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "verdict:" in printed and "random-k-noise (keep=0.1)" in printed and "report:" in printed
+    assert "defense 'random-k-noise' applies to gradient, update, not embedding, which threat model 'vfl' shares" \
+        in printed.split("not applicable here:", 1)[1]
     results = pd.read_parquet(tmp_path / "eval" / "results.parquet")
     mine = results[results["defense"] == "random-k-noise"]
     assert set(zip(mine["attack_label"], mine["adaptive"])) == {(a, m) for a in ("idlg", "ig") for m in (False, True)}
