@@ -361,10 +361,14 @@ def test_plugin_interface_is_checked(tmp_path, monkeypatch):
         "class Nameless(Defense):\n    pass\n"
         "class NeedsArgs(Defense):\n    name = 'needs-args'\n    def __init__(self, strength):\n        pass\n"
         "class WrongShare(Defense):\n    name = 'wrong-share'\n    def share(self, update):\n        return update, {}\n"
-        "class Clash(Defense):\n    name = 'prune'\n")
+        "class Clash(Defense):\n    name = 'prune'\n"
+        "class Typo(Defense):\n    name = 'typo'\n    applies_to = ('gradients',)\n"
+        "class Loose(Defense):\n    name = 'loose'\n    options_class = dict\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     for cls, message in [("Nameless", "class attribute `name"), ("NeedsArgs", "needs strength"),
-                         ("WrongShare", r"share\(self, update\) does not match"), ("Clash", "already taken")]:
+                         ("WrongShare", r"share\(self, update\) does not match"), ("Clash", "already taken"),
+                         ("Typo", "applies_to names 'gradients', not a kind of observation; kinds: gradient, update"),
+                         ("Loose", "options_class must be a frozen dataclass")]:
         with pytest.raises(ConfigError, match=message):
             load_plugin(f"broken_defenses:{cls}")
