@@ -31,11 +31,13 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction
-from fedleak.attacks.defense_loop import ShareMatcher, build_replay, decoded_update, labels_for, _provisional_labels
-from fedleak.attacks.inverting_gradients import IGConfig, search_images
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
+from fedleak.attacks.defense_loop import (DISTANCE_NAMES, DefenseLoopConfig, ShareMatcher, _provisional_labels, build_replay,
+                                          decoded_update, labels_for)
+from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import total_variation
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_choice, check_integer, check_number
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class AnalyticConfig:
     refine: int = 0            # iterations of defense-in-the-loop matching from the estimate; 0: none
     tv: float = 1e-4           # feature inversion and refinement
     draws: int = 1
+
+    def __post_init__(self):
+        check_choice("distance", self.distance, DISTANCE_NAMES)
+        check_integer("refine", self.refine, low=0)
+        check_number("tv", self.tv, low=0)
+        check_integer("draws", self.draws, low=1)
 
 
 @dataclass
@@ -59,13 +67,11 @@ class Estimate:
 
 class AnalyticFC(Attack):
     name = "analytic-fc"
-    config_class = AnalyticConfig
-
-    def __init__(self, config: AnalyticConfig | None = None, **options):
-        self.config = config or AnalyticConfig(**options)
+    options_class = AnalyticConfig
+    budgets = {"ci": PresetBudget(iterations=200)}  # feature inversion, where the layer's input is not the image
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
+        c = self.options
         replay = None
         if knowledge.defense is not None:
             replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge),
@@ -76,7 +82,7 @@ class AnalyticFC(Attack):
                                      budget.iterations, c.tv, seed)
         image, objective, trace = estimate.image, estimate.objective, []
         if c.refine > 0:
-            search = IGConfig(lr=0.01, tv=c.tv)
+            search = DefenseLoopConfig(lr=0.01, tv=c.tv)
             refined = search_images(matcher, labels, knowledge, Budget(c.refine), search, seed, progress, self.name, image)
             trace = refined.loss_trace
             if refined.gradient_loss < objective:

@@ -24,34 +24,46 @@ from dataclasses import dataclass
 
 import torch
 
-from fedleak.attacks.base import Attack, Budget, attack_labels, require_knowledge
-from fedleak.attacks.defense_replay import DefenseReplay
+from fedleak.attacks.base import Attack, Budget, PresetBudget, attack_labels, require_knowledge
+from fedleak.attacks.defense_replay import BPDA, DefenseReplay
 from fedleak.attacks.distances import SHARED_DISTANCES, gaussian_nll, sign_like
-from fedleak.attacks.inverting_gradients import IGConfig, search_images
+from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import GradientMatcher
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_bool, check_choice, check_integer, check_number
 
 DISTANCE_NAMES = ("auto", "cosine", "l2", "relative-l2", "masked-cosine", "sign", "gaussian")
 NOISE_KEYS = ("noise_std", "noise_sigma")
 
 
 @dataclass(frozen=True)
-class DefenseLoopConfig(IGConfig):
+class DefenseLoopConfig:
     distance: str = "auto"     # auto | cosine | l2 | relative-l2 | masked-cosine | sign | gaussian
     bpda: str = "auto"         # auto | straight-through | simulate (the author's model only)
     draws: int = 1             # EOT: private draws per evaluation (the Gaussian distance takes >= 4 where needed)
     start: str = "random"      # random | analytic
     optimizer: str = "adam"    # adam: IG's (signed Adam, box, TV) | lbfgs: iDLG's (L-BFGS, strong Wolfe)
+    lr: float = 0.1            # the rest: IG's optimiser (attacks/inverting_gradients.py), Adam only
+    tv: float = 1e-4
+    signed: bool = True
+    boxed: bool = True
+    lr_decay: bool = True
 
     def __post_init__(self):
-        super().__post_init__()
-        checks = (("distance", DISTANCE_NAMES), ("bpda", ("auto", "straight-through", "simulate")),
-                  ("start", ("random", "analytic")), ("optimizer", ("adam", "lbfgs")))
-        for key, allowed in checks:
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"attack.options.{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if self.draws < 1:
-            raise ConfigError(f"attack.options.draws: must be >= 1, got {self.draws}")
+        check_choice("distance", self.distance, DISTANCE_NAMES)
+        check_choice("bpda", self.bpda, BPDA)
+        check_choice("start", self.start, ("random", "analytic"))
+        check_choice("optimizer", self.optimizer, ("adam", "lbfgs"))
+        check_integer("draws", self.draws, low=1)
+        check_search(self)
+
+
+def check_search(options) -> None:
+    """The checks of IG's optimiser options, for an options class that carries them."""
+    check_number("lr", options.lr, low=0, low_open=True)
+    check_number("tv", options.tv, low=0)
+    for key in ("signed", "boxed", "lr_decay"):
+        check_bool(key, getattr(options, key))
 
 
 class ShareMatcher(GradientMatcher):
@@ -190,14 +202,12 @@ def _provisional_labels(observation, model, knowledge) -> torch.Tensor:
 
 class DefenseLoop(Attack):
     name = "defense-loop"
-    config_class = DefenseLoopConfig
-
-    def __init__(self, config: DefenseLoopConfig | None = None, **options):
-        self.config = config or DefenseLoopConfig(**options)
+    options_class = DefenseLoopConfig
+    budgets = {"ci": PresetBudget(iterations=200)}  # Adam steps (L-BFGS: steps of 20 inner iterations)
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         require_knowledge(self.name, knowledge, "defense")
-        c = self.config
+        c = self.options
         replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge),
                               seed, c.draws, c.bpda)
         labels = labels_for(observation, model, knowledge, replay)

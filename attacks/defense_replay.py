@@ -5,13 +5,12 @@ An evaluation is only as strong as an attack designed by someone trying to break
 Carlini, Brendel, Madry, NeurIPS 2020); the author's `simulate` is one such model, written by the party
 with the least interest in a strong attack. This module needs nothing from the author but `share`:
 
-* **the attacker's copy** (`attacker_copy`): the defense's class, rebuilt from the public configuration
-  its instance exposes under its constructor's parameter names (no client state such as DGC residuals
-  or recorded dropout masks); a deep copy where rebuilding fails.
+* **the attacker's copy** (`attacker_copy`): the defense's class, rebuilt from its options (no client
+  state such as DGC residuals or recorded dropout masks); a deep copy where rebuilding fails.
 * **private randomness** (`private_attributes`): what the client keeps secret is not the attacker's. An
-  attribute named in the class's `private_attributes`, or by default any int/str/generator attribute
-  whose name contains seed, secret, key, private, rng or generator, is replaced by the attacker's own
-  draw, and the global torch/numpy/random streams are forked and reseeded around every call. The
+  option or attribute named in the class's `private_attributes`, or by default any int/str/generator
+  one whose name contains seed, secret, key, private, rng or generator, is replaced by the attacker's
+  own draw, and the global torch/numpy/random streams are forked and reseeded around every call. The
   public context (`ShareContext`: round seed, client id, round) is the observation's.
 * **EOT** (Athalye, Carlini, Wagner, ICML 2018, §4.3 "Expectation over Transformation"): the trial is
   sent through `draws` independent private draws, fresh at every call, and the attack compares their
@@ -33,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import math
 import random
@@ -49,12 +49,17 @@ from fedleak.defenses.seeding import mix
 
 PRIVATE_NAME = re.compile(r"seed|secret|key|private|rng|generator", re.IGNORECASE)
 PATHS = ("autograd", "straight-through", "simulate", "identity")
+BPDA = ("auto", "straight-through", "simulate")  # what the attacker asks for: auto tries autograd first
 
 
 def attacker_copy(defense: Defense) -> tuple[Defense, str]:
-    """(a copy the attacker can build, "rebuilt" | "copied")."""
+    """(a copy the attacker can build, "rebuilt" | "copied"): a class with an options dataclass from its
+    options (`describe()` rebuilds it, core.components); a plugin written the plain way from the attributes
+    named like its `__init__` parameters; a deep copy where neither works."""
     cls = type(defense)
     try:
+        if cls.declares_options() and dataclasses.is_dataclass(getattr(defense, "options", None)):
+            return cls.from_options(defense.describe(), "defense.options"), "rebuilt"
         kwargs = {}
         for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]:
             if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -69,10 +74,14 @@ def attacker_copy(defense: Defense) -> tuple[Defense, str]:
 
 
 def private_attributes(defense: Defense) -> list[str]:
+    """The names (instance attributes, or fields of the options dataclass) of the client's secrets."""
     declared = getattr(type(defense), "private_attributes", None)
+    options = getattr(defense, "options", None)
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)} if dataclasses.is_dataclass(options) else {}
     if declared is not None:
-        return [name for name in declared if hasattr(defense, name)]
-    return sorted(name for name, value in vars(defense).items() if PRIVATE_NAME.search(name) and _redrawable(value))
+        return [name for name in declared if hasattr(defense, name) or name in fields]
+    found = {name for name, value in {**fields, **vars(defense)}.items() if PRIVATE_NAME.search(name) and _redrawable(value)}
+    return sorted(found)
 
 
 def _redrawable(value) -> bool:
@@ -99,8 +108,16 @@ def _redraw(value, seed: int):
 @contextlib.contextmanager
 def _private_draw(defense: Defense, names: list[str], seed: int):
     """The attacker's own private randomness for one call of `share`; the global streams are restored after."""
+    options = getattr(defense, "options", None)
+    fields = {f.name for f in dataclasses.fields(options)} if dataclasses.is_dataclass(options) else set()
+    redrawn = {}
     for name in names:
-        setattr(defense, name, _redraw(getattr(defense, name), mix(seed, name)))
+        if name in vars(defense):
+            setattr(defense, name, _redraw(getattr(defense, name), mix(seed, name)))
+        if name in fields:
+            redrawn[name] = _redraw(getattr(options, name), mix(seed, name))
+    if redrawn:  # the attacker's copy gets options of its own (frozen dataclasses: replaced, not changed)
+        defense.options = dataclasses.replace(options, **redrawn)
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     numpy_state, python_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=devices):
@@ -151,8 +168,8 @@ class DefenseReplay:
 
     def __init__(self, defense: Defense, observation, probes: list[list[torch.Tensor]], seed: int = 0,
                  draws: int = 1, bpda: str = "auto"):
-        if bpda not in ("auto", "straight-through", "simulate"):
-            raise ValueError(f"bpda must be auto, straight-through or simulate, got {bpda!r}")
+        if bpda not in BPDA:
+            raise ValueError(f"bpda must be one of {BPDA}, got {bpda!r}")
         self.defense, built = attacker_copy(defense)
         self.observation = observation
         self.private = private_attributes(self.defense)

@@ -22,24 +22,27 @@ from dataclasses import dataclass
 
 import torch
 
-from fedleak.attacks.base import Attack, Budget, require_knowledge
-from fedleak.attacks.defense_loop import _provisional_labels, build_replay, decoded_update, labels_for
-from fedleak.attacks.inverting_gradients import IGConfig, search_images
+from fedleak.attacks.base import Attack, Budget, PresetBudget, require_knowledge
+from fedleak.attacks.defense_loop import _provisional_labels, build_replay, check_search, decoded_update, labels_for
+from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import GradientMatcher
-from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_integer, check_number
 
 
 @dataclass(frozen=True)
-class LayerSubsetConfig(IGConfig):
+class LayerSubsetConfig:
     keep: float = 0.5      # a layer is matched if its fidelity >= keep × the median layer's
     probes: int = 4
+    lr: float = 0.1        # the rest: IG's optimiser (attacks/inverting_gradients.py)
+    tv: float = 1e-4
+    signed: bool = True
+    boxed: bool = True
+    lr_decay: bool = True
 
     def __post_init__(self):
-        super().__post_init__()
-        if not 0 < self.keep <= 1:
-            raise ConfigError(f"attack.options.keep: must be in (0, 1], got {self.keep}")
-        if self.probes < 1:
-            raise ConfigError(f"attack.options.probes: must be >= 1, got {self.probes}")
+        check_number("keep", self.keep, low=0, high=1, low_open=True)
+        check_integer("probes", self.probes, low=1)
+        check_search(self)
 
 
 class SubsetMatcher(GradientMatcher):
@@ -93,14 +96,12 @@ def auxiliary_probes(observation, model, knowledge, labels: torch.Tensor, count:
 
 class LayerSubset(Attack):
     name = "layer-subset"
-    config_class = LayerSubsetConfig
-
-    def __init__(self, config: LayerSubsetConfig | None = None, **options):
-        self.config = config or LayerSubsetConfig(**options)
+    options_class = LayerSubsetConfig
+    budgets = {"ci": PresetBudget(iterations=200)}
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         require_knowledge(self.name, knowledge, "defense")
-        c = self.config
+        c = self.options
         replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge), seed)
         labels = labels_for(observation, model, knowledge, replay)
         shapes = [p.shape for p in observation.global_params.values()]

@@ -24,6 +24,7 @@ only when what is sent depends on it beyond the private randomness (a public-see
 Needs the knowledge flags `defense` and `auxiliary_data`, a FedSGD or FedAvg update, and B = 1."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import inspect
@@ -36,13 +37,14 @@ from dataclasses import dataclass
 import torch
 
 from fedleak.attacks.analytic_fc import leading_direction
-from fedleak.attacks.base import Attack, Budget, Reconstruction, require_knowledge
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, require_knowledge
 from fedleak.attacks.defense_loop import ShareMatcher, _provisional_labels, build_replay, labels_for
 from fedleak.attacks.defense_replay import ShareFailed, _private_draw
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_bool, check_integer, check_number
 from fedleak.defenses.seeding import mix
 from fedleak.metrics.image import psnr
-from fedleak.threat_models import THREAT_MODELS
+from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import cache_dir
 
 VERSION = 1
@@ -62,10 +64,10 @@ class LearnToInvertConfig:
 
     def __post_init__(self):
         for key in ("samples", "features", "hidden", "batch"):
-            if getattr(self, key) < 2:
-                raise ConfigError(f"attack.options.{key}: must be >= 2, got {getattr(self, key)}")
-        if not self.lr > 0:
-            raise ConfigError(f"attack.options.lr: must be > 0, got {self.lr}")
+            check_integer(key, getattr(self, key), low=2)
+        check_number("lr", self.lr, low=0, low_open=True)
+        for key in ("labels", "rank_one", "cache"):
+            check_bool(key, getattr(self, key))
 
 
 class Inverter(torch.nn.Module):
@@ -89,10 +91,8 @@ class Inverter(torch.nn.Module):
 
 class LearnToInvert(Attack):
     name = "learn-to-invert"
-    config_class = LearnToInvertConfig
-
-    def __init__(self, config: LearnToInvertConfig | None = None, **options):
-        self.config = config or LearnToInvertConfig(**options)
+    options_class = LearnToInvertConfig
+    budgets = {"ci": PresetBudget(iterations=300)}  # training steps of the inverter
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         require_knowledge(self.name, knowledge, "defense", "auxiliary_data")
@@ -101,7 +101,7 @@ class LearnToInvert(Attack):
         if observation.threat_model not in ("fedsgd", "fedavg"):
             raise ConfigError(f"attack '{self.name}' runs the client's update on auxiliary data under fedsgd or fedavg, "
                               f"not '{observation.threat_model}'")
-        c = self.config
+        c = self.options
         replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge), seed)
         labels = labels_for(observation, model, knowledge, replay) if c.labels else None
         sketch = _Features(observation, model, knowledge, c.features, c.rank_one)
@@ -200,7 +200,10 @@ def _inputs(features: torch.Tensor, labels: torch.Tensor | None, trained: dict, 
 def _train(replay, observation, model, knowledge, sketch, c, budget, seed, progress) -> dict:
     """Run the defense on auxiliary examples, fit the inverter."""
     from tqdm.auto import tqdm
-    threat = THREAT_MODELS.get(observation.threat_model)(knowledge.local_training)
+    threat = knowledge.threat_model  # the configured protocol: the client's update as the attacker can run it
+    if getattr(threat, "training", None) is None and observation.threat_model == "fedavg":
+        threat = copy.copy(threat)  # local hyperparameters unknown: a guess (the features are standardised)
+        threat.training = LocalTraining()
     device = observation.shared[0].device
     params = {k: v.detach() for k, v in observation.global_params.items()}
     count = min(c.samples, len(knowledge.auxiliary_images))

@@ -18,7 +18,7 @@ from fedleak.core.errors import ConfigError
 from fedleak.metrics.image import match_to_ground_truth, score_images
 from fedleak.core.io import atomic_write_bytes, check_writable
 from fedleak.harness.results import versions, write_rows
-from fedleak.threat_models import build_threat_model
+from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
 from fedleak.models.functional import LocalTraining
 
@@ -48,6 +48,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), defense, **tm.options)
     flags = knowledge_flags(tm.knowledge)
     attack = build_attack(config.attack.name, **config.attack.options)
+    check_applies(threat.name, attack)
     budget = Budget(config.attack.iterations, config.attack.restarts)
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
     victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)

@@ -234,7 +234,7 @@ def test_public_randomness_is_replayed_and_private_randomness_redrawn(mlp):
     assert not any(torch.equal(a, b) for a, b in zip(replay.sample(update, 0), client_sent))
     assert secret.secret == 12345  # the client's own object is never touched
     copy, how = attacker_copy(build_defense("prune", ratio=0.1, residual=True))
-    assert how == "rebuilt" and copy.residual and copy._residuals == {}
+    assert how == "rebuilt" and copy.options.residual and copy._residuals == {}
 
 
 def test_additive_private_noise_cancels_in_the_attackers_expectation(mlp):
