@@ -67,6 +67,7 @@ class Estimate:
 
 class AnalyticFC(Attack):
     name = "analytic-fc"
+    max_images = 1
     options_class = AnalyticConfig
     budgets = {"ci": PresetBudget(iterations=200)}  # feature inversion, where the layer's input is not the image
 
@@ -103,7 +104,8 @@ class AnalyticFC(Attack):
 def analytic_estimate(observation, model, knowledge, labels, replay, matcher: ShareMatcher, layer: str = "",
                       iterations: int = 200, tv: float = 1e-4, seed: int = 0) -> Estimate:
     if knowledge.num_images != 1:
-        raise ConfigError(f"attack 'analytic-fc' rebuilds one example per update; this batch has {knowledge.num_images}")
+        raise ConfigError(f"attack 'analytic-fc' rebuilds one example per update (max_images = 1); "
+                          f"this batch has {knowledge.num_images}")
     update = dict(zip(observation.param_names, decoded_update(replay, observation)))
     name, module = _linear_layer(model, update, layer)
     weight = update[f"{name}.weight" if name else "weight"]

@@ -47,11 +47,13 @@ class Attack(Component, ABC):
     """Options: a frozen dataclass `options_class` (self.options), parsed and checked before the
     attack exists (core.components). `applies_to`: the observation kinds it runs on (a matrix
     pairs it only with threat models that share one of them). `budgets`: its own budget per
-    budget preset, the published one under "paper"; a matrix config may override either."""
+    budget preset, the published one under "paper"; a matrix config may override either. `max_images`:
+    the largest batch it rebuilds (an analytic attack on one example: 1); beyond it, a ConfigError."""
     name: str
     section = "attack"
     applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
     budgets: dict[str, PresetBudget] = {}
+    max_images: int | None = None   # the largest client batch it rebuilds (B); None: any
 
     @abstractmethod
     def reconstruct(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,

@@ -177,7 +177,7 @@ class DefenseReplay:
                                     observation.round, getattr(observation, "seed", 0))
         self.seed, self.draws = seed, max(1, draws)
         self.calls = 0
-        self.random = self.additive = self.shape_matched = False
+        self.random = self.additive = self.shape_matched = self._broken = False
         self.depends_on_input = True
         self.connected: list[bool] = []
         self._baseline: list[torch.Tensor] | None = None
@@ -312,7 +312,7 @@ class DefenseReplay:
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """(mean over draws of the differentiable share, per-coordinate variance of the raw draws or None).
         `fixed`: the same draws at every call (a deterministic map, for `invert`)."""
-        if self.path == "identity":
+        if self.path == "identity" or self._broken:
             return trial, None
         if self.path == "simulate":
             return self.defense.simulate(trial, self.observation), None
@@ -320,7 +320,10 @@ class DefenseReplay:
         raw, centred = [], []
         for k in range(draws):
             draw = mix("fixed", k) if fixed else mix(self.calls, k)
-            sent = self._one(trial, draw)
+            try:
+                sent = self._one(trial, draw)
+            except ShareFailed as e:
+                return self._failed(trial, e), None
             raw.append(sent)
             if self.additive and self._baseline is not None:
                 zero = self.sample([torch.zeros_like(t) for t in trial], draw)
@@ -332,6 +335,19 @@ class DefenseReplay:
         if self.random and draws > 1:
             variance = [torch.stack([r[i].detach() for r in raw]).var(0) for i in range(len(raw[0]))]
         return _mean(centred), variance
+
+    def _failed(self, trial, error: ShareFailed) -> list[torch.Tensor]:
+        """share ran on the probes but not on this trial: the rest of the attack uses the author's model, or,
+        where what is sent is shaped like the update, compares the trial itself with it (the old adaptive view)."""
+        self.notes["failed_mid_run"] = str(error)
+        if type(self.defense).simulate is not Defense.simulate:
+            self.path = self.notes["path"] = "simulate"
+            return self.defense.simulate(trial, self.observation)
+        if not self.shape_matched:
+            raise error
+        self._broken = True
+        self.notes["path"] = "trial itself (share failed mid-run)"
+        return trial
 
     def _one(self, trial, draw) -> list[torch.Tensor]:
         if self.path == "autograd":

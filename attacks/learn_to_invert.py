@@ -91,13 +91,15 @@ class Inverter(torch.nn.Module):
 
 class LearnToInvert(Attack):
     name = "learn-to-invert"
+    max_images = 1
     options_class = LearnToInvertConfig
     budgets = {"ci": PresetBudget(iterations=300)}  # training steps of the inverter
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         require_knowledge(self.name, knowledge, "defense", "auxiliary_data")
         if knowledge.num_images != 1:
-            raise ConfigError(f"attack '{self.name}' inverts one example per update; this batch has {knowledge.num_images}")
+            raise ConfigError(f"attack '{self.name}' inverts one example per update (max_images = 1); "
+                              f"this batch has {knowledge.num_images}")
         if observation.threat_model not in ("fedsgd", "fedavg"):
             raise ConfigError(f"attack '{self.name}' runs the client's update on auxiliary data under fedsgd or fedavg, "
                               f"not '{observation.threat_model}'")

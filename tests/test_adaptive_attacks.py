@@ -193,6 +193,27 @@ class Broken(Defense):
         return [u.detach() for u in update], {}
 
 
+class FailsLater(Defense):
+    """Works for the client and the attacker's first calls, then fails (an input it cannot take)."""
+    name = "fails-later"
+    calls = 0
+
+    def share(self, update, context):
+        type(self).calls += 1
+        if type(self).calls > 30:
+            raise ValueError("cannot take this update")
+        return [u.detach() * 2 for u in update], {}
+
+
+def test_a_share_that_fails_mid_attack_falls_back_and_says_so(mlp):
+    x, y = mlp.data.victims([0])
+    observation, knowledge = THREAT_MODELS.create("fedsgd").observe(mlp, x, y, FailsLater(), FLAGS)
+    result = build_attack("defense-loop").reconstruct(observation, mlp.model, knowledge, Budget(40))
+    replay = result.extras["defense_replay"]
+    assert replay["path"] == "trial itself (share failed mid-run)" and "cannot take" in replay["failed_mid_run"]
+    assert len(result.loss_trace) == 40 and math.isfinite(result.gradient_loss)
+
+
 def replay_of(mlp, defense):
     from fedleak.attacks.defense_loop import probe_updates
     observation, knowledge, _, y = observe(mlp, defense, 0)

@@ -124,14 +124,15 @@ def test_attack_shapes_and_determinism(name, threat_name, digits):
     setting = ATTACK_SETTINGS.get(name, {})
     defense = DEFENSES.get(setting.get("defense", "none")).from_options({}, "defense.options")
     threat, victim = victim_for(threat_name, defense, digits)
-    observation, knowledge = observe(threat, victim, defense, setting.get("knowledge", "data_enhanced"))
+    images = IMAGES[:ATTACKS.get(name).max_images]  # an attack on one example at a time gets one
+    observation, knowledge = observe(threat, victim, defense, setting.get("knowledge", "data_enhanced"), images)
     runs = [ATTACKS.get(name).from_options({}, "attack.options").reconstruct(observation, victim.model, knowledge,
                                                                              BUDGET, seed=5) for _ in range(2)]
     first = runs[0]
-    assert first.images.shape == (len(IMAGES), *knowledge.image_shape)
-    assert first.images.shape == threat.private_input(victim.data.victims(IMAGES)[0]).shape
+    assert first.images.shape == (len(images), *knowledge.image_shape)
+    assert first.images.shape == threat.private_input(victim.data.victims(images)[0]).shape
     assert torch.isfinite(first.images).all() and first.images.min() >= 0 and first.images.max() <= 1
-    assert first.labels.shape == (len(IMAGES),)
+    assert first.labels.shape == (len(images),)
     assert math.isfinite(first.gradient_loss)
     assert torch.equal(runs[0].images, runs[1].images), "the same seed must give the same reconstruction"
 
@@ -142,6 +143,7 @@ def test_attack_declarations(name):
     assert cls.applies_to and set(cls.applies_to) <= set(KINDS)
     assert any(threat_model_for(kind) for kind in cls.applies_to)
     assert set(cls.budgets) <= set(PRESETS)
+    assert cls.max_images is None or (isinstance(cls.max_images, int) and cls.max_images >= 1)
     for budget in cls.budgets.values():
         assert all(v is None or (isinstance(v, int) and v >= 1) for v in (budget.iterations, budget.restarts))
 
