@@ -183,6 +183,7 @@ class DefenseReplay:
         self._baseline: list[torch.Tensor] | None = None
         self.noise_variance: list[torch.Tensor] | None = None  # per sent tensor, where the noise is additive
         self.offset: list[torch.Tensor] | None = None          # E share(0) where it is not zero
+        self.expectation: list[float] | None = None           # α per sent tensor where E share(u) = α·u + E share(0)
         self.notes: dict = {"defense_copy": built, "private_attributes": self.private}
         self.path = self._choose(probes, bpda)
         self.notes["path"] = self.path
@@ -226,6 +227,8 @@ class DefenseReplay:
             self.notes["share_error"] = str(e)
             return self._fallback("share failed")
         self._measure_offset(first)
+        if self.random and not self.additive and self.shape_matched:
+            self._measure_expectation(first)
         self.notes.update(random=self.random, additive=self.additive, depends_on_input=self.depends_on_input)
         if bpda == "auto":
             connected = self._autograd_check(first, a)
@@ -263,6 +266,28 @@ class DefenseReplay:
         if any(bool(b.abs().max() > 0) for b in self._baseline):
             self.offset = self._baseline
             self.notes["offset"] = True
+
+    def _measure_expectation(self, probe) -> None:
+        """Whether E share(u) = α·u + E share(0), per sent tensor (an unbiased compressor: random-k rescaled by
+        1/keep, stochastic rounding inside its clip range): the mean of 16 private draws departs from the
+        fitted α·u by no more than twice its standard error. Then the expectation is that exact, smooth map,
+        where a mean of a few draws of random masks would compare supports the client never drew."""
+        try:
+            draws = [self.sample(probe, 2000 + d) for d in range(16)]
+        except ShareFailed:
+            return
+        baseline = self._baseline or [torch.zeros_like(p) for p in probe]
+        scales = []
+        for parts, p, b in zip(zip(*draws), probe, baseline):
+            stacked = torch.stack(parts).double()
+            mean, variance = stacked.mean(0) - b.double(), stacked.var(0)
+            p = p.double()
+            alpha = float((mean * p).sum() / (p * p).sum().clamp(min=1e-300))
+            if float((mean - alpha * p).pow(2).sum()) > 2 * float(variance.sum()) / len(draws) + 1e-12 * float(mean.pow(2).sum()):
+                return
+            scales.append(alpha)
+        self.expectation = scales
+        self.notes["expectation"] = "linear"
 
     def _autograd_check(self, probe, expected) -> list[bool] | None:
         """Per sent tensor: does autograd through share reach the input with a non-zero gradient? None
@@ -317,6 +342,8 @@ class DefenseReplay:
         if self.path == "simulate":
             return self.defense.simulate(trial, self.observation), None
         draws = draws or self.draws
+        if self.expectation is not None:
+            return self._expected(trial, draws if draws > 1 else 0, fixed)
         raw, centred = [], []
         for k in range(draws):
             draw = mix("fixed", k) if fixed else mix(self.calls, k)
@@ -335,6 +362,22 @@ class DefenseReplay:
         if self.random and draws > 1:
             variance = [torch.stack([r[i].detach() for r in raw]).var(0) for i in range(len(raw[0]))]
         return _mean(centred), variance
+
+    def _expected(self, trial, draws: int, fixed: bool):
+        """The linear expectation α·u + E share(0); with `draws` > 1 also the per-coordinate variance of
+        that many private draws (forward only)."""
+        baseline = self._baseline or [torch.zeros_like(t) for t in trial]
+        mean = [a * t + b for a, t, b in zip(self.expectation, trial, baseline)]
+        variance = None
+        if draws > 1:
+            try:
+                samples = [self.sample(trial, mix("fixed", k) if fixed else mix(self.calls, k)) for k in range(draws)]
+            except ShareFailed as e:
+                return self._failed(trial, e), None
+            variance = [torch.stack(parts).var(0) for parts in zip(*samples)]
+        if not fixed:
+            self.calls += 1
+        return mean, variance
 
     def _failed(self, trial, error: ShareFailed) -> list[torch.Tensor]:
         """share ran on the probes but not on this trial: the rest of the attack uses the author's model, or,
