@@ -7,8 +7,10 @@ analytic-fc, layer-subset, learn-to-invert), median over the images, next to wha
 
     python tools/adaptive_battery.py --output runs/adaptive-battery                 # 8 images, everything
     python tools/adaptive_battery.py --only prune public-seed-noise --images 2      # a quick look
+    python tools/adaptive_battery.py --model lenet --only "rqm m=4" "rqm m=16" --output runs/adaptive-rqm
 
-Victim: the ci MLP (width 128, untrained), digits, FedSGD, B = 1, knowledge `data_enhanced`. One row per
+Victim: the ci MLP (width 128, untrained; `--model lenet`: DLG's LeNet), digits, FedSGD, B = 1, knowledge
+`data_enhanced`. One row per
 (defense, attack, mode, image) is appended to <output>/rows.csv as it finishes; a rerun skips finished rows.
 <output>/table.md is the summary (docs/attacks.md quotes it). One thread: the machine is shared."""
 from __future__ import annotations
@@ -40,7 +42,12 @@ DEFENSES = {
     "sketch": ("sketch", {"kind": "countsketch", "ratio": 0.1}),
     "dropout": ("dropout", {"p": 0.5}),
     **{cls.name: (cls, {}) for cls in broken.BATTERY},
+    # RQM as tools/defense_matrix.py sets it (clip 0.5: LeNet's gradients), where the old adaptive IG lost to
+    # the non-adaptive one; not in the ci matrix: run them with --only
+    "rqm m=4": ("quantize", {"clip": 0.5, "levels": 4, "keep": 0.5}),
+    "rqm m=16": ("quantize", {"clip": 0.5, "levels": 16, "keep": 0.5}),
 }
+DEFAULT = [label for label in DEFENSES if not label.startswith("rqm")]
 # (label, attack, options, iterations); old: the ci matrix's attacks and budgets
 OLD = [("dlg", "dlg", {}, 10), ("idlg", "idlg", {}, 10), ("ig", "ig", {}, 200), ("dia", "dia", {}, 200),
        ("ggl", "ggl", {}, 20), ("gifd", "gifd", {}, 50)]
@@ -103,18 +110,19 @@ def main(argv=None) -> None:
     parser.add_argument("--output", default="runs/adaptive-battery")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--only", nargs="*", default=None, help="defense labels to run")
+    parser.add_argument("--model", default="mlp", help="the victim: mlp (the ci matrix's, width 128) or lenet")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("digits")
-    victim = build_victim(VictimSpec(model="mlp", options={"width": 128}), data)
+    victim = build_victim(VictimSpec(model=args.model, options={"width": 128} if args.model == "mlp" else {}), data)
     rows_path = out / "rows.csv"
     rows = pd.read_csv(rows_path) if rows_path.exists() else pd.DataFrame(
         columns=["defense", "family", "attack", "adaptive", "image", "psnr", "wall_s", "strategy"])
     done = {(r.defense, r.attack, bool(r.adaptive), int(r.image)) for r in rows.itertuples()}
     images = list(range(args.images))
-    labels = [label for label in DEFENSES if args.only is None or label in args.only]
+    labels = [label for label in DEFENSES if (label in DEFAULT if args.only is None else label in args.only)]
     for label in labels:
         for family, attacks in (("old", OLD), ("new", NEW)):
             for attack, name, options, iterations in attacks:
