@@ -32,8 +32,8 @@ import torch
 from torch.func import functional_call
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
-from fedleak.attacks.defense_loop import (DISTANCE_NAMES, DefenseLoopConfig, ShareMatcher, _provisional_labels, build_replay,
-                                          decoded_update, labels_for)
+from fedleak.attacks.defense_loop import (DISTANCE_NAMES, DefenseLoopConfig, ShareMatcher, build_replay, decoded_update,
+                                          labels_for, provisional_labels)
 from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import total_variation
 from fedleak.core.errors import ConfigError
@@ -75,7 +75,7 @@ class AnalyticFC(Attack):
         c = self.options
         replay = None
         if knowledge.defense is not None:
-            replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge),
+            replay = build_replay(observation, model, knowledge, provisional_labels(observation, model, knowledge),
                                   seed, c.draws)
         labels = labels_for(observation, model, knowledge, replay)
         matcher = ShareMatcher(observation, model, knowledge, replay, c.distance)
@@ -112,7 +112,7 @@ def analytic_estimate(observation, model, knowledge, labels, replay, matcher: Sh
     bias = update.get(f"{name}.bias" if name else "bias")
     direction, observed, method = rank_one_input(weight, bias)
     image_input = _input_is_image(model, observation, module, knowledge)
-    objective = lambda x: _value(matcher, x, labels)
+    objective = _Counted(lambda x: _value(matcher, x, labels))
     low, high = knowledge.box(weight.device)
     notes = {}
     if image_input:
@@ -123,7 +123,7 @@ def analytic_estimate(observation, model, knowledge, labels, replay, matcher: Sh
     else:
         x, value = _invert_features(observation, model, module, direction, knowledge, objective, iterations, tv, seed)
         method = f"{method}+feature-inversion"
-    notes["objective_evaluations"] = getattr(objective, "count", None)
+    notes["objective_evaluations"] = objective.count
     return Estimate(x, f"{name}.weight", method, float(observed.float().mean()), value, notes)
 
 
@@ -189,7 +189,6 @@ def _value(matcher, x, labels) -> float:
 def _fit_levels(objective, v, mask, low, high, exact_scale: bool):
     """x = clamp(a·v + b on observed inputs, f elsewhere): a over a signed log grid then golden section,
     b and f over the box; each chosen on the objective."""
-    objective = _Counted(objective)
     box = lambda a, b, f: torch.maximum(torch.minimum(torch.where(mask, a * v + b, f * torch.ones_like(v)), high), low)
     lo, hi = float(low.min()), float(high.max())
     mid = (lo + hi) / 2 if lo > 0 or hi < 0 else 0.0

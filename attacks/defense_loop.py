@@ -194,7 +194,7 @@ def labels_for(observation, model, knowledge, replay: DefenseReplay | None) -> t
     return attack_labels(dataclasses.replace(observation, decoded=decoded), model, knowledge)
 
 
-def _provisional_labels(observation, model, knowledge) -> torch.Tensor:
+def provisional_labels(observation, model, knowledge) -> torch.Tensor:
     """Labels for the probes only (the replay's behaviour hardly depends on them)."""
     try:
         return attack_labels(observation, model, knowledge)
@@ -210,7 +210,7 @@ class DefenseLoop(Attack):
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         require_knowledge(self.name, knowledge, "defense")
         c = self.options
-        replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge),
+        replay = build_replay(observation, model, knowledge, provisional_labels(observation, model, knowledge),
                               seed, c.draws, c.bpda)
         labels = labels_for(observation, model, knowledge, replay)
         matcher = ShareMatcher(observation, model, knowledge, replay, c.distance,

@@ -408,8 +408,10 @@ class DefenseReplay:
             return [t.detach() for t in (self.observation.update if shared is self.observation.shared else shared)]
         target = [s.detach() for s in shared]
 
-        # common random numbers make an additive defense's map deterministic: one draw is exact
-        draws = 8 if self.random and not (self.additive and self._baseline is not None) else 1
+        # common random numbers make an additive defense's map deterministic, and a linear expectation is
+        # exact: one draw; otherwise the mean of 8 fixed draws
+        exact = not self.random or (self.additive and self._baseline is not None) or self.expectation is not None
+        draws = 1 if exact else 8
 
         def residual(u, grad: bool):
             with torch.set_grad_enabled(grad):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, require_knowledge
-from fedleak.attacks.defense_loop import _provisional_labels, build_replay, check_search, decoded_update, labels_for
+from fedleak.attacks.defense_loop import build_replay, check_search, decoded_update, labels_for, provisional_labels
 from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import GradientMatcher
 from fedleak.core.options import check_integer, check_number
@@ -102,7 +102,7 @@ class LayerSubset(Attack):
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         require_knowledge(self.name, knowledge, "defense")
         c = self.options
-        replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge), seed)
+        replay = build_replay(observation, model, knowledge, provisional_labels(observation, model, knowledge), seed)
         labels = labels_for(observation, model, knowledge, replay)
         shapes = [p.shape for p in observation.global_params.values()]
         in_loop = replay.path in ("autograd", "straight-through")

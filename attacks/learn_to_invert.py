@@ -38,7 +38,7 @@ import torch
 
 from fedleak.attacks.analytic_fc import leading_direction
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, require_knowledge
-from fedleak.attacks.defense_loop import ShareMatcher, _provisional_labels, build_replay, labels_for
+from fedleak.attacks.defense_loop import ShareMatcher, build_replay, labels_for, provisional_labels
 from fedleak.attacks.defense_replay import ShareFailed, _private_draw
 from fedleak.core.errors import ConfigError
 from fedleak.core.options import check_bool, check_integer, check_number
@@ -48,7 +48,8 @@ from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import cache_dir
 
 VERSION = 1
-_MEMORY: dict[str, dict] = {}
+MEMORY_ENTRIES = 8
+_MEMORY: dict[str, dict] = {}  # the most recently used inverters of this process, oldest first
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class LearnToInvert(Attack):
             raise ConfigError(f"attack '{self.name}' runs the client's update on auxiliary data under fedsgd or fedavg, "
                               f"not '{observation.threat_model}'")
         c = self.options
-        replay = build_replay(observation, model, knowledge, _provisional_labels(observation, model, knowledge), seed)
+        replay = build_replay(observation, model, knowledge, provisional_labels(observation, model, knowledge), seed)
         labels = labels_for(observation, model, knowledge, replay) if c.labels else None
         sketch = _Features(observation, model, knowledge, c.features, c.rank_one)
         dependent = replay.context_dependent([p.detach() for p in _probe(replay)])
@@ -112,10 +113,15 @@ class LearnToInvert(Attack):
         trained = _MEMORY.get(key) or (_load(key) if c.cache else None)
         cached = trained is not None
         if trained is None:
-            trained = _train(replay, observation, model, knowledge, sketch, c, budget, seed, progress)
+            # seeded by the key, not the attack's seed: the inverter a cell reuses is the one it would train
+            trained = _train(replay, observation, model, knowledge, sketch, c, budget, mix("learn-to-invert", key) % 2 ** 31,
+                             progress)
             if c.cache:
                 _store(key, trained)
+        _MEMORY.pop(key, None)
         _MEMORY[key] = trained
+        while len(_MEMORY) > MEMORY_ENTRIES:  # per-context inverters (a sketch: one per round) must not pile up
+            _MEMORY.pop(next(iter(_MEMORY)))
         inverter = Inverter(*trained["shape"])
         inverter.load_state_dict(trained["state"])
         device = observation.shared[0].device
@@ -127,7 +133,7 @@ class LearnToInvert(Attack):
             x = torch.maximum(torch.minimum(x, high), low)
         matcher = ShareMatcher(observation, model, knowledge, replay)
         with torch.enable_grad():
-            y = labels if labels is not None else _provisional_labels(observation, model, knowledge)
+            y = labels if labels is not None else provisional_labels(observation, model, knowledge)
             loss = float(matcher(x, y).detach())
         return Reconstruction(knowledge.to_unit(x), (labels if labels is not None else y).detach(), trained["trace"], loss, [loss],
                               {"validation_psnr": trained["validation_psnr"], "training_examples": trained["examples"],
