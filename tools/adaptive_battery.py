@@ -77,6 +77,8 @@ def attack_row(victim, label, attack, options, iterations, adaptive, index) -> d
                                                               seed=index)
     except FedleakError as e:  # not applicable here (e.g. needs the defense): recorded, not fatal
         return {"psnr": float("nan"), "wall_s": time.perf_counter() - started, "strategy": f"n/a: {e}"}
+    except RuntimeError as e:  # an old attack whose simulate cannot meet what was sent (a permuted vector)
+        return {"psnr": float("nan"), "wall_s": time.perf_counter() - started, "strategy": f"crashed: {str(e)[:120]}"}
     return {"psnr": psnr(result.images, x).item(), "wall_s": time.perf_counter() - started,
             "strategy": str(result.extras.get("strategy", ""))}
 
