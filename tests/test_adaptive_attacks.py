@@ -22,7 +22,7 @@ from fedleak.threat_models import THREAT_MODELS
 from fedleak.threat_models.knowledge import KnowledgeFlags
 
 IMAGES = [0, 1, 2]
-EXACT = 50.0  # dB: beyond this both images are exact to 8-bit precision, a difference means nothing
+EXACT = 50.0  # dB: an RMS error under one 8-bit grey level (0.8/255): beyond it a difference means nothing
 FLAGS = KnowledgeFlags(labels=True, hyperparameters=True, auxiliary_data=True, defense=True)
 ATTACKS = [("defense-loop", {}, 60), ("analytic-fc", {}, 1), ("layer-subset", {}, 60)]
 
