@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from fedleak.core.options import call_with_options
 from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
@@ -24,6 +25,7 @@ class Cell:
     key: str
     config: RunConfig
     labels: dict  # the cell's coordinates in the matrix, stored next to every result row
+    files: ClassVar[tuple[str, ...]] = ("results.parquet", "images.pt")  # what later steps read back
 
     def describe(self) -> str:
         mode = "adaptive" if self.labels["adaptive"] else "non-adaptive"

@@ -4,7 +4,6 @@ Interrupt it at any point and run the same command again: stored cells are kept 
 missing ones are computed; two runs on one output folder share the work."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +51,9 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
     store = CellStore(output)
     store.prepare()
     store.clean_staging()
+    store.discard_unusable([*utility, *cells])
     tasks = [*utility, *cells]  # utility first: the longest tasks start while the cells fill the gaps
-    setup = WorkerSetup(plugins=tuple(matrix.plugins), sys_paths=(os.getcwd(),))
+    setup = WorkerSetup(plugins=tuple(matrix.plugins))
     bar = MatrixProgress(len(tasks), sum(store.done(t.key) for t in tasks), enabled=progress)
     bar.note(f"matrix: {len(cells)} cells + {len(utility)} utility measurements, preset {matrix.preset}, "
              f"{bar.done} already stored in {output}")

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from fedleak.defenses.base import Defense, ShareContext
+from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.models.functional import loss_gradient, local_update
 from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
 from fedleak.models.functional import LocalTraining
@@ -38,7 +38,7 @@ class ThreatModel(ABC):
         update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
         names = list(victim.params)
         context = ShareContext(names, x.shape[0], client_id, round, seed)
-        shared, public = defense.share(update, context)
+        shared, public = share_update(defense, update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
                                   x.shape[0], client_id, round, public, defense.decode(shared, public))
