@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,11 @@ def prepare(setup: WorkerSetup) -> None:
     if _READY == setup:
         return
     torch.set_num_threads(setup.threads)
+    # tqdm's default lock is a multiprocessing semaphore; a worker that is killed (out of memory)
+    # would leave it to the resource tracker, which warns about it when the run ends. A worker's
+    # bars are off and shared with no one: a thread lock does.
+    from tqdm import tqdm
+    tqdm.set_lock(threading.RLock())
     load_plugins(setup.plugins)
     _READY = setup
 

@@ -74,7 +74,7 @@ class ProcessBackend:
         try:
             future = self.pool.submit(run_task, task, self.setup)
         except cf.process.BrokenProcessPool:  # a worker died since the last submit; its tasks are failed
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.shutdown(wait=True, cancel_futures=True)  # its workers are gone; this frees its queues
             self.pool = self._start()
             future = self.pool.submit(run_task, task, self.setup)
         self.running[future] = task.key

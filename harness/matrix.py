@@ -67,6 +67,21 @@ def expand(matrix: MatrixConfig) -> list[Cell]:
     return list(cells.values())
 
 
+def check_images(matrix: MatrixConfig) -> None:
+    """Every victim index a cell would attack exists in every dataset, said before anything runs
+    (a cell would find out only once its victim was trained)."""
+    from fedleak.data.datasets import load_dataset
+    wanted = sorted({i for attack in matrix.attacks for batch in _batches(matrix, matrix.budget(attack, matrix.preset).images)
+                     for i in batch})
+    for k, dataset in enumerate(matrix.datasets):
+        count = len(load_dataset(dataset.name, root=dataset.root, **dataset.options).victim_images)
+        outside = [i for i in wanted if not 0 <= i < count]
+        if outside:
+            where = "images.indices" if matrix.images.indices else f"the {matrix.preset} preset's image count"
+            raise ConfigError(f"{where}: victim {', '.join(map(str, outside[:5]))}{' ...' if len(outside) > 5 else ''} "
+                              f"out of range for datasets[{k}] '{dataset.name}', which holds {count} victims (0..{count - 1})")
+
+
 def runs_under(allowed: list[str], threat_model: str) -> bool:
     return not allowed or threat_model in allowed
 

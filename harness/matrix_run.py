@@ -12,7 +12,7 @@ import pandas as pd
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.cell_worker import WorkerSetup
 from fedleak.harness.executors import make_backend
-from fedleak.harness.matrix import Cell, check_names, expand
+from fedleak.harness.matrix import Cell, check_images, check_names, expand
 from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_results import write_matrix_outputs
 from fedleak.harness.plugins import load_plugins
@@ -39,6 +39,7 @@ def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None)
     matrix = with_preset(matrix, preset)
     load_plugins(matrix.plugins)
     check_names(matrix)
+    check_images(matrix)
     return matrix
 
 
