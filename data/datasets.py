@@ -363,7 +363,7 @@ _CIFAR = {
 _CIFAR_ROW = 3 * 32 * 32
 
 
-def _load_cifar(name: str, root, limit: int | None) -> ImageData:
+def _load_cifar(name: str, root=None, limit: int | None = None) -> ImageData:
     """Local copies need not match the official archive's md5 (they may be re-packed or trimmed);
     every file is checked for what it must hold instead."""
     layout = _CIFAR[name]
@@ -397,16 +397,6 @@ def _cifar_split(name: str, paths: list[Path], num_classes: int, limit: int | No
     return torch.from_numpy(images[keep]).float().div_(255), torch.as_tensor(np.asarray(labels)[keep], dtype=torch.long)
 
 
-@DATASETS.register("cifar10")
-def _cifar10(root=None, limit: int | None = None) -> ImageData:
-    return _load_cifar("cifar10", root, limit)
-
-
-@DATASETS.register("cifar100")
-def _cifar100(root=None, limit: int | None = None) -> ImageData:
-    return _load_cifar("cifar100", root, limit)
-
-
 _IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
 # (title, folder, class names as torchvision names them)
 _MNIST = {"mnist": ("MNIST", "MNIST", ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
@@ -415,7 +405,7 @@ _MNIST = {"mnist": ("MNIST", "MNIST", ["0 - zero", "1 - one", "2 - two", "3 - th
                                                               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"])}
 
 
-def _load_mnist_like(name: str, root, limit: int | None) -> ImageData:
+def _load_mnist_like(name: str, root=None, limit: int | None = None) -> ImageData:
     title, folder_name, classes = _MNIST[name]
     hint = f"put the gunzipped {_IDX_FILES} in <root>/{folder_name}/raw/"
     folder = _strip_tail(_need_root(name, root, hint), (folder_name, "raw")) / folder_name / "raw"
@@ -451,14 +441,10 @@ def _read_idx(name: str, path: Path, dims: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
-@DATASETS.register("mnist")
-def _mnist(root=None, limit: int | None = None) -> ImageData:
-    return _load_mnist_like("mnist", root, limit)
-
-
-@DATASETS.register("fashion-mnist")
-def _fashion_mnist(root=None, limit: int | None = None) -> ImageData:
-    return _load_mnist_like("fashion-mnist", root, limit)
+for _name in _CIFAR:
+    DATASETS.register(_name, functools.partial(_load_cifar, _name))
+for _name in _MNIST:
+    DATASETS.register(_name, functools.partial(_load_mnist_like, _name))
 
 
 _FOLDER_HINT = "put class folders in <root>/train/<class>/ and <root>/val/<class>/ (same class names)"

@@ -22,6 +22,7 @@ from fedleak.core.errors import FedleakError, StorageError
 from fedleak.core.io import read_frame
 from fedleak.harness.plugins import load_plugins
 from fedleak.harness.results import write_frame
+from fedleak.metrics.record import REPORTED
 
 CELL_FILES = ("results.parquet", "results.csv", "images.pt", "grid.png", "report.md")
 
@@ -90,7 +91,7 @@ def attack_cell(config, gpu: int | None) -> tuple[dict[str, bytes], dict, str]:
         rows = run_attack(replace(config, output=scratch)).rows
         _record_home(Path(scratch), config.output)
         files = {name: (Path(scratch) / name).read_bytes() for name in CELL_FILES if (Path(scratch) / name).exists()}
-    return files, {m: float(rows[m].median()) for m in ("psnr", "ssim", "lpips")}, config.device
+    return files, {m.name: float(rows[m.name].median()) for m in REPORTED}, config.device
 
 
 def _record_home(scratch: Path, home: str) -> None:
