@@ -191,11 +191,10 @@ def read_plain_pickle(path: str | Path, what: str, encoding: str = "latin1"):
     try:
         with open(path, "rb") as f:
             value = unpickler(f, encoding=encoding).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            MemoryError, OverflowError) as e:
-        raise UnreadableFileError(f"{path}: cannot read {what}: {_first_line(e) or type(e).__name__}") from None
     except OSError as e:
         raise UnreadableFileError(f"{path}: cannot read {what}: {e.strerror}") from None
+    except Exception as e:  # noqa: BLE001 - whatever a crafted byte stream makes the unpickler raise
+        raise UnreadableFileError(f"{path}: cannot read {what}: {_first_line(e)}") from None
     stack = [value]
     while stack:  # object arrays carry arbitrary objects: not plain data
         item = stack.pop()
