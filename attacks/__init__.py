@@ -1,6 +1,6 @@
 """Attacks, registered by name. A new attack is one file plus one line below."""
 from fedleak.core.registry import Registry
-from fedleak.attacks.base import Attack, Budget, Reconstruction
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
 from fedleak.attacks.dlg import DLG, IDLG
 from fedleak.attacks.inverting_gradients import InvertingGradients
 from fedleak.attacks.hyperfl_leak import HyperFLLeak
@@ -23,14 +23,8 @@ ATTACKS.register("dia-oracle", DropoutInversionOracle)
 
 
 def build_attack(name: str, **options) -> Attack:
-    """An attack from its registry name and options; options of attacks that declare a
-    `config_class` are type-checked against it, and errors name `attack.options.<key>`."""
-    from fedleak.core.options import call_with_options, from_dict
-    factory = ATTACKS.get(name)
-    config_class = getattr(factory, "config_class", None)
-    if config_class is not None:
-        return factory(from_dict(config_class, options, "attack.options"))
-    return call_with_options(factory, options, f"attack '{name}'")
+    """The registered attack `name` with `options`, checked (errors name `attack.options.<key>`)."""
+    return ATTACKS.get(name).from_options(options, "attack.options")
 
 
-__all__ = ["ATTACKS", "Attack", "Budget", "Reconstruction", "build_attack"]
+__all__ = ["ATTACKS", "Attack", "Budget", "PresetBudget", "Reconstruction", "build_attack"]

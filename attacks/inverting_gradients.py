@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
-from fedleak.attacks.objective import FastGradientMatcher, total_variation
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
+from fedleak.attacks.objective import DISTANCES, FastGradientMatcher, total_variation
+from fedleak.core.components import GRADIENT, HYPERNETWORK_UPDATE, UPDATE
+from fedleak.core.options import check_bool, check_choice, check_number
 
 
 @dataclass(frozen=True)
@@ -31,20 +33,24 @@ class IGConfig:
     precision: str = "fp32"   # "bf16": the replay in bfloat16, opt-in (FastGradientMatcher)
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "bf16"):
-            from fedleak.core.errors import ConfigError
-            raise ConfigError(f"attack 'ig': precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("tv", self.tv, low=0)
+        check_choice("distance", self.distance, tuple(DISTANCES))
+        for key in ("signed", "boxed", "lr_decay"):
+            check_bool(key, getattr(self, key))
+        check_choice("precision", self.precision, ("fp32", "bf16"))
 
 
 class InvertingGradients(Attack):
     name = "ig"
-    config_class = IGConfig
-
-    def __init__(self, config: IGConfig | None = None, **options):
-        self.config = config or IGConfig(**options)
+    options_class = IGConfig
+    # under hyperfl: the non-adaptive baseline on Δφ (the public embedding/head stand in for the client's)
+    applies_to = (GRADIENT, UPDATE, HYPERNETWORK_UPDATE)
+    # paper: inversefed's 24,000 iterations and 8 restarts (research notes §15.3)
+    budgets = {"ci": PresetBudget(iterations=200), "paper": PresetBudget(iterations=24000, restarts=8)}
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
+        c = self.options
         device = observation.shared[0].device
         matcher = FastGradientMatcher(observation, model, knowledge, c.distance, c.precision)
         labels = attack_labels(observation, model, knowledge)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fedleak.core.components import GRADIENT, KINDS, UPDATE, Component, NoOptions
 from fedleak.core.errors import ConfigError
 
 if TYPE_CHECKING:  # a runtime import would be circular when `defenses` is imported first
@@ -29,11 +30,14 @@ class ShareContext:
     seed: int  # per-round seed shared by client and server (sketch matrices, quantiser levels)
 
 
-class Defense:
+class Defense(Component):
+    """Options: a frozen dataclass `options_class` (or, for a plugin written the plain way, the
+    keyword arguments of `__init__`), parsed and checked before the defense exists
+    (core.components). `applies_to`: the observation kinds the defense shapes; under a threat
+    model that shares any other kind it is refused (runner) or skipped and listed (matrix)."""
     name = "none"
-    # A defense that only exists inside one protocol (HyperFL, HashVFL) names its threat model;
-    # threat_models.build_threat_model refuses any other.
-    requires_threat_model: str | None = None
+    section = "defense"
+    applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
 
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
         """The tensors the client sends and the metadata the server legitimately receives."""
@@ -70,10 +74,6 @@ class Defense:
         """{"epsilon": ..., "delta": ...} from a standard accountant, where the defense is DP."""
         return None
 
-    def describe(self) -> dict:
-        """Parameters recorded with every result row."""
-        return {}
-
 
 def share_update(defense: Defense, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
     """`defense.share`, checked: a plugin that returns anything but (shared tensors, public dict)
@@ -91,3 +91,5 @@ def share_update(defense: Defense, update: list[torch.Tensor], context: ShareCon
 
 class NoDefense(Defense):
     name = "none"
+    options_class = NoOptions
+    applies_to = KINDS

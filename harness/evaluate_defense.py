@@ -3,8 +3,10 @@ next to no defense and the built-in defenses; every attack runs against it non-a
 adaptive; the verdict is one screen, the full report sits beside the results.
 
 Every registered attack takes part, the matrix's own with its options and budgets, any other with
-its defaults. An attack that cannot run in this setting (it raises a FedleakError, e.g. it needs
-an oracle flag or a model with dropout) is listed as not applicable instead of failing the run."""
+its defaults, under every threat model of the matrix that shares what it runs on. An attack that
+cannot run in this setting (it raises a FedleakError, e.g. it needs an oracle flag or a model with
+dropout) is listed as not applicable instead of failing the run; so is the defense under a threat
+model whose observations it does not declare (`Defense.applies_to`)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -29,6 +31,7 @@ def evaluation_matrix(base_path, plugin: str, options: dict, preset: str,
     base = with_preset(load_matrix(base_path), preset)
     load_plugins(base.plugins)
     cls = load_plugin(plugin)
+    cls.from_options(options, "defense.options")  # --option values, checked before anything is built
     listed = {a.name for a in base.attacks}
     attacks = [replace(a, adaptive=[False, True]) for a in base.attacks]
     attacks += [AttackEntry(name) for name in registered_attacks() if name not in listed]
@@ -83,6 +86,7 @@ def print_verdict(run: MatrixRun, name: str) -> None:
     by_key = {c.key: c for c in run.cells}
     not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {o.error}" for k, o in run.schedule.failed.items()
                              if o.user_error and k in by_key})
+    not_applicable += [line for line in run.not_applicable if line.startswith(f"defense '{name}' ")]
     if not_applicable:
         print("not applicable here:")
         for line in not_applicable:

@@ -27,7 +27,8 @@ from fedleak.core.io import check_writable, digest
 from fedleak.harness.plugins import import_user_module
 from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
 from fedleak.harness.runner import resolve_device
-from fedleak.threat_models import build_threat_model
+from fedleak.threat_models import build_threat_model, check_applies
+from fedleak.threat_models.flower_observation import explained_by, observation_from_update
 from fedleak.threat_models.knowledge import knowledge_flags
 from fedleak.models.functional import LocalTraining
 
@@ -86,7 +87,8 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
                           "--lr/--epochs/--local-batch-size, define local_training() in the hooks, or use a preset without them")
     attack = build_attack(audit.attack, **audit.attack_options)
     budget = Budget(audit.iterations, audit.restarts)
-    threat = build_threat_model("fedavg" if audit.shares == "weights" else "fedsgd", training or LocalTraining())
+    threat = build_threat_model(explained_by(audit.shares).name, training or LocalTraining())
+    check_applies(threat.name, attack)
     device = resolve_device(audit.device)
 
     updates = simulate(_component(audit.server_app), _component(audit.client_app), clients, audit.cpus, quiet=not progress)
@@ -94,7 +96,6 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
         raise DataError("the Flower run produced no train reply with arrays: nothing to attack")
     updates.sort(key=lambda u: (u.round, -1 if u.partition_id is None else u.partition_id, u.client_id))
 
-    from fedleak.threat_models.flower_observation import observation_from_update
     model = hooks.build_model().to(device).eval()
     mean, std = hooks.normalisation()
     provenance = {"config_hash": audit.digest(), "config": audit.describe(), "seed": audit.seed, "device": str(device),

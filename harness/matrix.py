@@ -12,9 +12,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from fedleak.core.options import call_with_options
-from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.core.errors import ConfigError, UnknownNameError
+from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.harness.matrix_config import MatrixConfig
 
 UNDEFENDED = "none"  # the baseline: adaptive and non-adaptive attacks coincide, so it runs once
@@ -41,12 +40,25 @@ class Cell:
 
 def expand(matrix: MatrixConfig) -> list[Cell]:
     """Every cell of the matrix under its preset, in config order, duplicates (same digest) once."""
+    return expansion(matrix)[0]
+
+
+def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
+    """(the cells, why each pair left out was not applicable). An attack or defense is paired with a
+    threat model when its entry allows it (`threat_models`, empty: all) and the component declares
+    the kind of observation that threat model shares (`applies_to`); a pair the declaration rules
+    out is never run and is listed instead, once per component and threat model."""
     cells: dict[str, Cell] = {}
+    skipped: dict[str, None] = {}
     axes = itertools.product(matrix.datasets, matrix.victims, matrix.threat_models, matrix.defense_settings(),
                              matrix.attacks)
     for dataset, victim, threat, defense, attack in axes:
-        if not (runs_under(attack.threat_models, threat.name) and runs_under(defense.threat_models, threat.name)
-                and required_threat_model(defense.name) in (None, threat.name)):
+        if not (runs_under(attack.threat_models, threat.name) and runs_under(defense.threat_models, threat.name)):
+            continue
+        reasons = [r for r in (excluded("attack", attack.name, threat.name),
+                               excluded("defense", defense.name, threat.name)) if r]
+        if reasons:
+            skipped.update(dict.fromkeys(reasons))
             continue
         budget = matrix.budget(attack, matrix.preset)
         modes = [False] if defense.name == UNDEFENDED else attack.adaptive
@@ -64,7 +76,7 @@ def expand(matrix: MatrixConfig) -> list[Cell]:
             labels = {"attack_label": attack.display, "adaptive": adaptive, "defense_label": defense.label,
                       "knowledge_preset": _preset(threat.knowledge), "images": batch, "preset": matrix.preset}
             cells.setdefault(key, Cell(key, replace(config, output=cell_output(key)), labels))
-    return list(cells.values())
+    return list(cells.values()), list(skipped)
 
 
 def check_images(matrix: MatrixConfig) -> None:
@@ -86,11 +98,16 @@ def runs_under(allowed: list[str], threat_model: str) -> bool:
     return not allowed or threat_model in allowed
 
 
-def required_threat_model(defense: str) -> str | None:
-    """The protocol a defense exists in (`Defense.requires_threat_model`, e.g. hyperfl, vfl), or None:
-    such a defense is paired with that threat model only."""
+def excluded(section: str, name: str, threat_model: str) -> str | None:
+    """Why the registered attack/defense `name` does not run under `threat_model`, or None (also
+    for a name not registered yet: check_names reports those)."""
+    from fedleak.attacks import ATTACKS
     from fedleak.defenses import DEFENSES
-    return getattr(DEFENSES.get(defense), "requires_threat_model", None) if defense in DEFENSES else None
+    from fedleak.threat_models import THREAT_MODELS, not_applicable
+    registry = ATTACKS if section == "attack" else DEFENSES
+    if name not in registry or threat_model not in THREAT_MODELS:
+        return None
+    return not_applicable(threat_model, registry.get(name))
 
 
 def _batches(matrix: MatrixConfig, count: int) -> list[list[int]]:
@@ -115,11 +132,12 @@ def _preset(spec: str | dict) -> str:
 
 
 def check_names(matrix: MatrixConfig) -> None:
-    """Every name resolves in its registry and every option is accepted, before anything runs.
-    Call after plugins are registered (harness.plugins)."""
+    """Every name resolves in its registry and every option is accepted (built the way the cells
+    build them), before anything runs. Call after plugins are registered (harness.plugins)."""
     from fedleak.attacks import ATTACKS
     from fedleak.defenses import DEFENSES
     from fedleak.data.datasets import DATASETS
+    from fedleak.models.functional import LocalTraining
     from fedleak.threat_models import THREAT_MODELS
     from fedleak.threat_models.knowledge import knowledge_flags
     from fedleak.models.architectures import MODELS
@@ -130,12 +148,26 @@ def check_names(matrix: MatrixConfig) -> None:
         except UnknownNameError as e:
             raise ConfigError(f"{where}.name: {e}") from None
 
+    for i, threat in enumerate(matrix.threat_models):
+        cls = named(THREAT_MODELS, threat.name, f"threat_models[{i}]")
+        try:
+            training = LocalTraining(threat.lr, threat.epochs, threat.local_batch_size)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("threat_model.", f"threat_models[{i}].", 1)) from None
+        cls.from_options(threat.options, f"threat_models[{i}].options", training)
+        try:
+            knowledge_flags(threat.knowledge)
+        except ConfigError as e:
+            raise ConfigError(f"threat_models[{i}].knowledge: {str(e).split(': ', 1)[-1]}") from None
     for i, attack in enumerate(matrix.attacks):
-        call_with_options(named(ATTACKS, attack.name, f"attacks[{i}]"), attack.options, f"attacks[{i}].options")
+        named(ATTACKS, attack.name, f"attacks[{i}]").from_options(attack.options, f"attacks[{i}].options")
     for i, entry in enumerate(matrix.defenses):
-        factory = named(DEFENSES, entry.name, f"defenses[{i}]")
+        cls = named(DEFENSES, entry.name, f"defenses[{i}]")
         for setting in entry.settings():
-            call_with_options(factory, setting.options, f"defenses[{i}] '{setting.label}'")
+            try:
+                cls.from_options(setting.options, f"defenses[{i}].options")
+            except ConfigError as e:
+                raise ConfigError(_swept_key(str(e), i, entry.sweep)) from None
     for i, dataset in enumerate(matrix.datasets):
         named(DATASETS, dataset.name, f"datasets[{i}]")
     for i, victim in enumerate(matrix.victims):
@@ -144,15 +176,20 @@ def check_names(matrix: MatrixConfig) -> None:
         except UnknownNameError as e:
             raise ConfigError(f"victims[{i}].model: {e}") from None
     present = {t.name for t in matrix.threat_models}
-    for where, entries in (("attacks", matrix.attacks), ("defenses", matrix.defenses)):
+    for section, entries in (("attack", matrix.attacks), ("defense", matrix.defenses)):
         for i, entry in enumerate(entries):
             for name in entry.threat_models:
+                where = f"{section}s[{i}].threat_models"
                 if name not in present:
-                    raise ConfigError(f"{where}[{i}].threat_models: '{name}' is not a threat model of this matrix; "
+                    raise ConfigError(f"{where}: '{name}' is not a threat model of this matrix; "
                                       f"it has {', '.join(sorted(present))}")
-    for i, threat in enumerate(matrix.threat_models):
-        named(THREAT_MODELS, threat.name, f"threat_models[{i}]")
-        try:
-            knowledge_flags(threat.knowledge)
-        except ConfigError as e:
-            raise ConfigError(f"threat_models[{i}].knowledge: {str(e).split(': ', 1)[-1]}") from None
+                reason = excluded(section, entry.name, name)
+                if reason:
+                    raise ConfigError(f"{where}: {reason}")
+
+
+def _swept_key(message: str, index: int, sweep: dict) -> str:
+    """A bad value that came from `sweep` is reported under `defenses[i].sweep.<key>`."""
+    prefix = f"defenses[{index}].options."
+    key = message[len(prefix):].split(":", 1)[0] if message.startswith(prefix) else None
+    return f"defenses[{index}].sweep.{message[len(prefix):]}" if key in sweep else message

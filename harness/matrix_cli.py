@@ -114,6 +114,9 @@ def _print_run(run, verdict_printed: bool = False) -> int:
     print(f"matrix: {len(run.cells)} cells + {len(run.utility)} utility measurements: {len(s.computed)} computed, "
           f"{s.reused} already stored, {len(crashed)} failed"
           + (f", {inapplicable} not applicable" if inapplicable else "") + f"  ->  {run.output / 'results.parquet'}")
+    if run.not_applicable:
+        print(f"{len(run.not_applicable)} attack/defense and threat model pairs not applicable (what each "
+              f"component declares it applies to), listed in {run.output / 'matrix.json'}")
     if run.report:
         print(f"report: {run.report[0]}\n        {run.report[1]}")
     if crashed:

@@ -7,9 +7,12 @@
     [[datasets]]    name, root, options
     [[victims]]     model and victim state (threat_models.victim.VictimSpec: rounds 0 = untrained)
     [[threat_models]]  fedsgd | fedavg | hyperfl | vfl, local hyperparameters, knowledge, protocol options
-    [[attacks]]     name, options, adaptive = [false, true], per-preset budgets, threat_models it runs under
+    [[attacks]]     name, options, adaptive = [false, true], per-preset budgets (default: the attack's
+                    own, `Attack.budgets`), threat_models (default: every one that shares a kind
+                    of observation the attack declares in `applies_to`)
     [[defenses]]    name, options, sweep = { option = [values...] } (one setting per combination),
-                    threat_models it runs under, utility_only (a reference: measured, not attacked)
+                    threat_models (default: as for attacks, `Defense.applies_to`), utility_only
+                    (a reference: measured, not attacked)
     [budgets.<preset>]  iterations / restarts / images for every attack under that preset
     [gate]          leakage thresholds that `fedleak matrix --gate` enforces on defended cells
     [utility]       whether and how to measure each defense setting's accuracy
@@ -51,12 +54,6 @@ DEFAULT_BUDGETS = {
     "ci": BudgetConfig(iterations=100, restarts=1, images=4),
     "paper": BudgetConfig(iterations=1000, restarts=1, images=16),
 }
-# Published budgets (docs: research notes §15.3), used by the paper preset unless the config says otherwise.
-PAPER_BUDGETS = {
-    "dlg": BudgetConfig(iterations=300, restarts=1),
-    "idlg": BudgetConfig(iterations=300, restarts=1),
-    "ig": BudgetConfig(iterations=24000, restarts=8),
-}
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ class AttackEntry:
     adaptive: list[bool] = field(default_factory=lambda: [False, True])  # KnowledgeFlags.defense per mode
     label: str | None = None
     budgets: PresetBudgets = field(default_factory=PresetBudgets)
-    threat_models: list[str] = field(default_factory=list)  # threat model names it runs under; empty: all
+    threat_models: list[str] = field(default_factory=list)  # names it runs under; empty: all it applies to
 
     @property
     def display(self) -> str:
@@ -111,7 +108,7 @@ class DefenseEntry:
     sweep: dict = field(default_factory=dict)   # option -> list of values
     label: str | None = None
     utility_only: bool = False                  # a reference point: its utility is measured, it is not attacked
-    threat_models: list[str] = field(default_factory=list)  # threat model names it runs under; empty: all
+    threat_models: list[str] = field(default_factory=list)  # names it runs under; empty: all it applies to
 
     def settings(self) -> list["DefenseSetting"]:
         keys = sorted(self.sweep)
@@ -175,10 +172,9 @@ class MatrixConfig:
     utility: UtilityConfig = field(default_factory=UtilityConfig)
 
     def budget(self, attack: AttackEntry, preset: str) -> BudgetConfig:
-        """Most specific first: the attack's own preset budget, the matrix's, then the defaults."""
-        chain = [getattr(attack.budgets, preset), getattr(self.budgets, preset)]
-        if preset == "paper":
-            chain.append(PAPER_BUDGETS.get(attack.name))
+        """Most specific first: the entry's own preset budget, the matrix's, the one the attack
+        class declares (`Attack.budgets`: the published one under paper), then the defaults."""
+        chain = [getattr(attack.budgets, preset), getattr(self.budgets, preset), declared_budget(attack.name, preset)]
         budget = DEFAULT_BUDGETS[preset]
         for level in reversed([c for c in chain if c is not None]):
             budget = level.over(budget)
@@ -187,6 +183,13 @@ class MatrixConfig:
     def defense_settings(self, utility_only: bool = False) -> list[DefenseSetting]:
         """The attacked settings; with utility_only, the reference settings (measured, not attacked) too."""
         return [s for entry in self.defenses if utility_only or not entry.utility_only for s in entry.settings()]
+
+
+def declared_budget(attack: str, preset: str) -> BudgetConfig | None:
+    """The budget a registered attack declares for `preset` (None: unregistered or none declared)."""
+    from fedleak.attacks import ATTACKS
+    own = ATTACKS.get(attack).budgets.get(preset) if attack in ATTACKS else None
+    return None if own is None else BudgetConfig(own.iterations, own.restarts)
 
 
 def load_matrix(path: str | Path) -> MatrixConfig:

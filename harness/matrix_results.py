@@ -3,7 +3,8 @@
     results.parquet / results.csv   one row per victim image and cell, with provenance + matrix labels
     utility.csv                     one row per defense setting (context): accuracy, ε, ...
     failures.json                   tasks whose last attempt failed, with the reason
-    matrix.json                     the matrix as it ran (preset applied, gate included)
+    matrix.json                     the matrix as it ran (preset applied, gate included), and the
+                                    pairs its components' declarations left out (not_applicable)
 
 All in a fixed order (the matrix's), so the same stored cells give the same bytes."""
 from __future__ import annotations
@@ -55,7 +56,7 @@ def failures(tasks, store: CellStore) -> list[dict]:
     return out
 
 
-def write_matrix_outputs(root: Path, matrix, cells, utility, store: CellStore) -> pd.DataFrame:
+def write_matrix_outputs(root: Path, matrix, cells, utility, store: CellStore, not_applicable=()) -> pd.DataFrame:
     results = merge_results(cells, store)
     if len(results):
         write_frame(results, root)
@@ -69,7 +70,7 @@ def write_matrix_outputs(root: Path, matrix, cells, utility, store: CellStore) -
         (root / "utility.csv").unlink(missing_ok=True)
     write_json(root / "failures.json", failures([*utility, *cells], store))
     write_json(root / "matrix.json", {"matrix": dataclasses.asdict(matrix), "cells": [c.key for c in cells],
-                                       "utility": [u.key for u in utility]})
+                                      "utility": [u.key for u in utility], "not_applicable": list(not_applicable)})
     return results
 
 
@@ -114,5 +115,5 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
         return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
-                      outcome, cell_images)
+                      outcome, cell_images, tuple(matrix.get("not_applicable", ())))
     return write_matrix_report(view, folder)

@@ -12,7 +12,7 @@ import pandas as pd
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.cell_worker import WorkerSetup
 from fedleak.harness.executors import make_backend
-from fedleak.harness.matrix import Cell, check_images, check_names, expand
+from fedleak.harness.matrix import Cell, check_images, check_names, expansion
 from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_results import write_matrix_outputs
 from fedleak.harness.plugins import load_plugins
@@ -31,6 +31,7 @@ class MatrixRun:
     schedule: ScheduleResult
     results: pd.DataFrame = field(repr=False)
     report: tuple[Path, Path] | None = None  # (report.md, report.html) once written
+    not_applicable: list[str] = field(default_factory=list)  # pairs left out by the components' declarations
 
 
 def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None) -> MatrixConfig:
@@ -47,7 +48,7 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
                address: str | None = None, progress: bool = True) -> MatrixRun:
     output = Path(output)
     check_writable(output)
-    cells = expand(matrix)
+    cells, not_applicable = expansion(matrix)
     utility = utility_tasks(matrix) if matrix.utility.enabled else []
     store = CellStore(output)
     store.prepare()
@@ -64,7 +65,7 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
             schedule = run_tasks(tasks, store, backend, bar)
         finally:
             # whatever finished is merged, also when interrupted: the folder is always consistent
-            results = write_matrix_outputs(output, matrix, cells, utility, store)
+            results = write_matrix_outputs(output, matrix, cells, utility, store, not_applicable)
     finally:
         bar.close()
-    return MatrixRun(matrix, output, cells, utility, schedule, results)
+    return MatrixRun(matrix, output, cells, utility, schedule, results, not_applicable=not_applicable)

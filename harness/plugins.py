@@ -5,11 +5,13 @@ A plugin defense subclasses `fedleak.defenses.base.Defense` (docs/plugins.md); a
 them like built-ins, and every worker process registers them again before its first cell."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import os
 import sys
 
+from fedleak.core.components import KINDS
 from fedleak.core.errors import ConfigError
 
 
@@ -89,6 +91,13 @@ def check_interface(cls: type, kind: str, path: str) -> None:
                 if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
         raise ConfigError(f"plugin {path}: __init__ needs {', '.join(required)}; give every option a default")
+    options = cls.options_type()
+    if not dataclasses.is_dataclass(options) or not options.__dataclass_params__.frozen:
+        raise ConfigError(f"plugin {path}: options_class must be a frozen dataclass (core.components)")
+    unknown = [kind for kind in cls.applies_to if kind not in KINDS]
+    if unknown:
+        raise ConfigError(f"plugin {path}: applies_to names '{unknown[0]}', not a kind of observation; "
+                          f"kinds: {', '.join(KINDS)}")
 
 
 def _where(cls) -> str:

@@ -15,7 +15,7 @@ from fedleak.defenses import build_defense
 from fedleak.harness.config import RunConfig
 from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
 from fedleak.models.functional import LocalTraining
-from fedleak.threat_models import build_threat_model
+from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
 
 
@@ -36,6 +36,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), defense, **tm.options)
     flags = knowledge_flags(tm.knowledge)
     attack = build_attack(config.attack.name, **config.attack.options)
+    check_applies(threat.name, attack)
     budget = Budget(config.attack.iterations, config.attack.restarts)
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
     indices = config.data.victim_indices()

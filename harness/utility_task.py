@@ -10,9 +10,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
+from fedleak.core.components import UPDATE, applicability
 from fedleak.core.io import digest, json_bytes
 from fedleak.harness.config import DataConfig, DefenseConfig, RunConfig
-from fedleak.harness.matrix import required_threat_model
 
 UTILITY_FILE = "utility.json"
 
@@ -48,7 +48,7 @@ def utility_tasks(matrix) -> list[UtilityTask]:
     for dataset in matrix.datasets:
         for victim in matrix.victims:
             for setting in matrix.defense_settings(utility_only=True):
-                if required_threat_model(setting.name):
+                if not measurable(setting.name):
                     continue  # measure_utility trains FedAvg; a protocol's own defense has no utility there
                 config = RunConfig(data=DataConfig(name=dataset.name, root=dataset.root, options=dict(dataset.options)),
                                    victim=victim, defense=DefenseConfig(setting.name, dict(setting.options)),
@@ -60,6 +60,13 @@ def utility_tasks(matrix) -> list[UtilityTask]:
                           "model": victim.model, "victim_state": victim.state}
                 tasks.setdefault(key, UtilityTask(key, replace(config, output=f"cells/{key}"), labels, options))
     return list(tasks.values())
+
+
+def measurable(defense: str) -> bool:
+    """Whether a defense shapes FedAvg updates, which is what utility is measured on (an
+    unregistered name is left to fail where it runs)."""
+    from fedleak.defenses import DEFENSES
+    return defense not in DEFENSES or applicability(DEFENSES.get(defense), UPDATE) is None
 
 
 def measure(config: RunConfig, options: dict) -> dict:

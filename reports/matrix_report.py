@@ -40,6 +40,7 @@ class MatrixView:
     preset: str
     gate: GateOutcome | None                         # None: the matrix has no [gate]
     cell_images: Callable[[str], dict]               # cell key -> {"ground_truth", "reconstructions"}
+    not_applicable: tuple[str, ...] = ()             # pairs the components' declarations left out, with why
 
 
 def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Path]:
@@ -58,6 +59,11 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
         doc.add(Heading("Cells that did not run"),
                 Paragraph("Each is retried by the next run of the same matrix."),
                 Table(["task", "key", "error"], [[f["task"], f["key"], f["error"]] for f in view.failed]))
+    if view.not_applicable:
+        doc.add(Heading("Pairs not applicable"),
+                Paragraph("An attack or defense runs only under the threat models that share what it declares it "
+                          "applies to; these pairs of the matrix were therefore not run."),
+                Table(["why"], [[line] for line in view.not_applicable]))
     doc.add(Heading("Provenance"), *_provenance(results))
     markdown, page = folder / "report.md", folder / "report.html"
     atomic_write(markdown, to_markdown(doc, folder))

@@ -91,7 +91,7 @@ def test_sketch_simulate_reproduces_the_observation_with_the_public_seed(options
     other = defense.simulate(g, _observation(sent, {**public, "seed": 12}))
     assert not torch.equal(other[0], sent[0])
     dims = [math.prod(s) for s in SHAPES]
-    expected = [max(1, round(0.3 * d)) for d in dims] if defense.per_layer else [defense.size or round(0.3 * sum(dims))]
+    expected = [max(1, round(0.3 * d)) for d in dims] if defense.options.per_layer else [defense.options.size or round(0.3 * sum(dims))]
     assert public["sizes"] == expected and defense.bytes_sent(sent) == 4 * sum(expected)
 
 

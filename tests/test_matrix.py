@@ -16,8 +16,8 @@ import pytest
 from fedleak.harness.cli import main
 from procfs import children, listening_addresses, loopback
 from fedleak.core.errors import ConfigError
-from fedleak.harness.matrix import expand
-from fedleak.harness.matrix_config import matrix_from_dict
+from fedleak.harness.matrix import expand, expansion
+from fedleak.harness.matrix_config import BudgetConfig, matrix_from_dict
 from fedleak.harness.matrix_run import prepare_matrix, run_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +79,24 @@ def test_entries_run_only_under_their_threat_models():
     pairs = {(c.config.threat_model.name, c.config.attack.name, c.config.defense.name) for c in expand(matrix)}
     assert pairs == {("fedsgd", "ig", "none"), ("fedsgd", "ig", "prune"),          # hashing: vfl only, declared
                      ("vfl", "embedding-inversion", "none"), ("vfl", "embedding-inversion", "hashing")}
+
+
+def test_declarations_pair_components_and_list_what_they_rule_out():
+    """No entry names a threat model: each attack and defense runs where its `applies_to` says, the
+    plugin (which declares nothing) on gradients and updates only, never on VFL embeddings."""
+    matrix = prepare_matrix(matrix_from_dict(smoke_matrix(
+        threat_models=[{"name": "fedsgd"}, {"name": "vfl"}],
+        attacks=[{"name": "idlg"}, {"name": "embedding-inversion"}],
+        defenses=[{"name": "none"}, {"name": "random-k-noise"}, {"name": "hashing"}])))
+    cells, skipped = expansion(matrix)
+    pairs = {(c.config.threat_model.name, c.config.attack.name, c.config.defense.name) for c in cells}
+    assert pairs == {("fedsgd", "idlg", "none"), ("fedsgd", "idlg", "random-k-noise"),
+                     ("vfl", "embedding-inversion", "none"), ("vfl", "embedding-inversion", "hashing")}
+    assert set(skipped) == {
+        "attack 'embedding-inversion' runs on embedding, not gradient, which threat model 'fedsgd' shares",
+        "defense 'hashing' applies to embedding, not gradient, which threat model 'fedsgd' shares",
+        "attack 'idlg' runs on gradient, update, not embedding, which threat model 'vfl' shares",
+        "defense 'random-k-noise' applies to gradient, update, not embedding, which threat model 'vfl' shares"}
     with pytest.raises(ConfigError, match=r"attacks\[0\]\.threat_models: 'fedavg' is not a threat model of this"):
         prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig", "threat_models": ["fedavg"]}])))
 
@@ -99,6 +117,9 @@ def test_budget_precedence_and_presets():
     assert matrix.budget(dlg, "paper").iterations == 300      # the published budget
     assert matrix.budget(ig, "paper").restarts == 8
     assert matrix.budget(ig, "smoke").iterations == 2         # the preset default
+    bare = matrix_from_dict(smoke_matrix(attacks=[{"name": "dlg"}, {"name": "ig", "budgets": {"ci": {"restarts": 2}}}]))
+    assert bare.budget(bare.attacks[0], "ci") == BudgetConfig(iterations=10, restarts=1, images=4)  # DLG's own
+    assert (bare.budget(bare.attacks[1], "ci").iterations, bare.budget(bare.attacks[1], "ci").restarts) == (200, 2)
     matrix = replace(matrix, images=replace(matrix.images, indices=[]), preset="ci")
     assert len(expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))) == 3  # 3 images, B=1
 
@@ -119,7 +140,19 @@ def test_config_errors_name_the_key(change, key):
 
 @pytest.mark.parametrize("change, message", [
     ({"attacks": [{"name": "nope"}]}, r"attacks\[0\]\.name: unknown attack 'nope'; known: .*dlg"),
-    ({"defenses": [{"name": "prune", "options": {"rate": 0.1}}]}, r"defenses\[0\] 'prune'.*rate"),
+    ({"defenses": [{"name": "prune", "options": {"rate": 0.1}}]},
+     r"defenses\[0\]\.options\.rate: unknown key; allowed: ratio, residual, scope"),
+    ({"defenses": [{"name": "dp", "sweep": {"sigma": [0.1, float("inf")]}}]},
+     r"defenses\[0\]\.sweep\.sigma: must be finite and >= 0, got inf"),
+    ({"defenses": [{"name": "dp", "options": {"clip": float("inf")}}]},
+     r"defenses\[0\]\.options\.clip: must be finite and > 0, got inf"),
+    ({"attacks": [{"name": "ggl", "options": {"tempo": 1}}]}, r"attacks\[0\]\.options\.tempo: unknown key; allowed: "),
+    ({"threat_models": [{"name": "vfl", "options": {"victim_party": 2}}]},
+     r"threat_models\[0\]\.options\.victim_party: must be one of 0, 1, got 2"),
+    ({"threat_models": [{"name": "fedsgd", "lr": 0}]}, r"threat_models\[0\]\.lr: must be > 0"),
+    ({"threat_models": [{"name": "fedsgd"}, {"name": "vfl"}], "defenses": [{"name": "prune", "threat_models": ["vfl"]}]},
+     r"defenses\[0\]\.threat_models: defense 'prune' applies to gradient, update, not embedding, which threat "
+     r"model 'vfl' shares"),
     ({"victims": [{"model": "alexnet"}]}, r"victims\[0\]\.model: unknown model 'alexnet'"),
     ({"threat_models": [{"knowledge": "psychic"}]}, r"threat_models\[0\]\.knowledge: unknown preset 'psychic'"),
 ])
@@ -241,8 +274,9 @@ def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, setting
 # ---------------------------------------------------------------------------------- evaluate-defense
 def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
+    # vfl: neither the plugin (gradients and updates) nor idlg/ig apply there, so it adds no cell, only a line
     base = smoke_matrix(plugins=[], images={"indices": [1]}, defenses=[{"name": "none"}, {"name": "prune"}],
-                        utility={"options": {"rounds": 1}})
+                        utility={"options": {"rounds": 1}}, threat_models=[{"name": "fedsgd"}, {"name": "vfl"}])
     monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
     monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
     config = write_toml(tmp_path / "base.toml", base)
@@ -251,6 +285,8 @@ def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monk
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "verdict:" in printed and "random-k-noise (keep=0.1)" in printed and "report:" in printed
+    assert "defense 'random-k-noise' applies to gradient, update, not embedding, which threat model 'vfl' shares" \
+        in printed.split("not applicable here:", 1)[1]
     results = pd.read_parquet(tmp_path / "eval" / "results.parquet")
     mine = results[results["defense"] == "random-k-noise"]
     assert set(zip(mine["attack_label"], mine["adaptive"])) == {(a, m) for a in ("idlg", "ig") for m in (False, True)}
@@ -356,10 +392,14 @@ def test_plugin_interface_is_checked(tmp_path, monkeypatch):
         "class Nameless(Defense):\n    pass\n"
         "class NeedsArgs(Defense):\n    name = 'needs-args'\n    def __init__(self, strength):\n        pass\n"
         "class WrongShare(Defense):\n    name = 'wrong-share'\n    def share(self, update):\n        return update, {}\n"
-        "class Clash(Defense):\n    name = 'prune'\n")
+        "class Clash(Defense):\n    name = 'prune'\n"
+        "class Typo(Defense):\n    name = 'typo'\n    applies_to = ('gradients',)\n"
+        "class Loose(Defense):\n    name = 'loose'\n    options_class = dict\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     for cls, message in [("Nameless", "class attribute `name"), ("NeedsArgs", "needs strength"),
-                         ("WrongShare", r"share\(self, update\) does not match"), ("Clash", "already taken")]:
+                         ("WrongShare", r"share\(self, update\) does not match"), ("Clash", "already taken"),
+                         ("Typo", "applies_to names 'gradients', not a kind of observation; kinds: gradient, update"),
+                         ("Loose", "options_class must be a frozen dataclass")]:
         with pytest.raises(ConfigError, match=message):
             load_plugin(f"broken_defenses:{cls}")

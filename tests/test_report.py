@@ -24,7 +24,8 @@ def _stub_utility(data, victim_spec, defense, rounds=None, **_):
 
 MATRIX = smoke_matrix(
     attacks=[{"name": "ig"}, {"name": "idlg", "adaptive": [False], "budgets": {"smoke": {"iterations": 2}}}],
-    defenses=[{"name": "none"}, {"name": "random-k-noise", "options": {"keep": 0.5}}, {"name": "prune"}],
+    defenses=[{"name": "none"}, {"name": "random-k-noise", "options": {"keep": 0.5}}, {"name": "prune"},
+              {"name": "hashing"}],  # vertical FL only: listed as not applicable under fedsgd
     utility={"options": {"rounds": 1}}, gate={"max_psnr": 18.0})
 
 
@@ -47,6 +48,7 @@ def test_report_shows_heat_maps_tradeoff_and_grids(matrix_folder, tmp_path):
     assert "| ig (adaptive) |" in text and "| idlg |" in text
     assert "random-k-noise (ε=2.5)" in text and "accuracy" in text   # utility columns, ε in the label
     assert "## Gate" in text
+    assert "## Pairs not applicable" in text and "defense 'hashing' applies to embedding, not gradient" in text
     figures = sorted(p.name for p in (tmp_path / "r").glob("*.png"))
     assert figures == ["c1-grid-1.png", "c1-grid-2.png", "c1-grid-3.png", "c1-heat-lpips.png", "c1-heat-psnr.png",
                        "c1-heat-ssim.png", "c1-privacy-utility.png"]

@@ -5,10 +5,14 @@ victim batch -> true client update -> defense.share -> Observation (+ AttackerKn
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
+from dataclasses import asdict
 
 import torch
 
+from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
+from fedleak.core.options import describe_options
 from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.models.functional import loss_gradient, local_update
 from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
@@ -16,11 +20,23 @@ from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.observation import Observation
 
 
-class ThreatModel(ABC):
+class ThreatModel(Component, ABC):
+    """`kind` is what one client shares (core.components.KINDS): the defenses and attacks that
+    declare it in their `applies_to` run under this threat model. Protocol options (the
+    threat_model.options table) are the fields of `options_class`; the local hyperparameters are
+    `training`. Capability flags tell an attack what it may assume of `replay`."""
     name: str
     kind: str
+    section = "threat_model"
+    options_class = NoOptions
+    # replay runs the victim model itself on (params, buffers), so any module computing the same
+    # function may stand in for it (attacks.objective.FastGradientMatcher's faster replay model)
+    replays_plain_model: bool = False
+    # the replayed update is the mean-loss gradient of the parameters, nothing more (gradient tape)
+    replay_is_loss_gradient: bool = False
 
-    def __init__(self, training: LocalTraining | None = None):
+    def __init__(self, training: LocalTraining | None = None, options=None, **values):
+        super().__init__(options, **values)
         self.training = training or LocalTraining()
 
     @abstractmethod
@@ -56,11 +72,12 @@ class ThreatModel(ABC):
 
     def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags) -> AttackerKnowledge:
         data = victim.data
+        local_training = self.training if flags.hyperparameters else None
         return AttackerKnowledge(
             flags=flags, num_images=x_norm.shape[0], image_shape=tuple(x_norm.shape[1:]),
             num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
             labels=y.clone() if flags.labels else None,
-            local_training=self.training if flags.hyperparameters else None,
+            local_training=local_training, threat_model=self.attacker_view(local_training),
             bn_statistics=batch_norm_statistics(victim.model, victim.params, victim.buffers, x_norm) if flags.bn_statistics else None,
             auxiliary_images=data.train_images if flags.auxiliary_data else None,
             auxiliary_labels=data.train_labels if flags.auxiliary_data else None,
@@ -68,13 +85,25 @@ class ThreatModel(ABC):
             dropout_masks=_recorded_dropout_masks(defense) if flags.dropout_masks else None,
         )
 
+    def attacker_view(self, local_training: LocalTraining | None) -> "ThreatModel":
+        """This protocol as the attacker knows it: its options (the server runs it) and the local
+        hyperparameters only where the knowledge grants them (None otherwise). `replay` reads
+        the hyperparameters from the knowledge, never from `training`."""
+        view = copy.copy(self)
+        view.training = local_training
+        return view
+
     def describe(self) -> dict:
-        return {"name": self.name}
+        """name, local training and protocol options: `THREAT_MODELS.get(name).from_options(
+        options, where, LocalTraining(**training))` rebuilds it."""
+        return {"name": self.name, "training": None if self.training is None else asdict(self.training),
+                "options": describe_options(self.options)}
 
 
 class FedSGD(ThreatModel):
     """The client shares one gradient of the mean loss over its batch of B images."""
-    name, kind = "fedsgd", "gradient"
+    name, kind = "fedsgd", GRADIENT
+    replays_plain_model = replay_is_loss_gradient = True
 
     def client_update(self, model, params, buffers, x, y, defense):
         step = defense.gradient_fn()
@@ -91,7 +120,8 @@ class FedAvg(ThreatModel):
     An attacker that knows the hyperparameters unrolls the K steps differentiably (IG's FedAvg
     reconstructor); one that does not treats −Δθ as a single gradient (cosine distance makes the
     unknown lr·K scale irrelevant)."""
-    name, kind = "fedavg", "update"
+    name, kind = "fedavg", UPDATE
+    replays_plain_model = True
 
     def client_update(self, model, params, buffers, x, y, defense):
         return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn())
@@ -102,10 +132,6 @@ class FedAvg(ThreatModel):
             grads = step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y, create_graph=True)
             return [-g for g in grads]
         return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True, gradient_fn=step)
-
-    def describe(self):
-        t = self.training
-        return {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size}
 
 
 def _replay_step(knowledge: AttackerKnowledge):

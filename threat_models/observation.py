@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fedleak.core.components import HYPERNETWORK_UPDATE, UPDATE
 from fedleak.core.errors import NumericalError
 
 
 @dataclass
 class Observation:
-    threat_model: str                  # name in THREAT_MODELS; tells an attack how updates arise
-    kind: str                          # "gradient" | "update" | "embedding"
+    threat_model: str                  # name in THREAT_MODELS (a record: attacks get the protocol in their knowledge)
+    kind: str                          # what was shared: one of core.components.KINDS
     shared: list[torch.Tensor]         # what arrived, one tensor per entry of param_names
     param_names: list[str]
     global_params: dict[str, torch.Tensor]  # weights the client started from (the server sent them)
@@ -37,6 +38,12 @@ class Observation:
         return Observation(self.threat_model, self.kind, [t.to(device) for t in self.shared], list(self.param_names),
                            move(self.global_params), move(self.buffers), self.num_examples,
                            self.client_id, self.round, dict(self.public), [t.to(device) for t in self.decoded])
+
+    @property
+    def descent_step(self) -> bool:
+        """Whether what was shared is θ_K − θ_0 of local SGD (FedAvg Δθ, HyperFL Δφ): minus a
+        sum of gradients, where a gradient has the opposite sign."""
+        return self.kind in (UPDATE, HYPERNETWORK_UPDATE)
 
     @property
     def update(self) -> list[torch.Tensor]:
