@@ -137,9 +137,11 @@ def load_tensors(path: str | Path, what: str, map_location=None):
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # torch's message is a page of advice; the point is one line
-        raise UnreadableFileError(f"{path}: cannot read {what}: it holds objects other than tensors "
-                                  "(refused, not unpickled)") from None
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():  # torch's refusal is a page of advice; the point is one line
+            raise UnreadableFileError(f"{path}: cannot read {what}: it holds objects other than tensors "
+                                      "(refused, not unpickled)") from None
+        raise UnreadableFileError(f"{path}: cannot read {what}: {_first_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, foreign format: all "this file is unreadable"
         raise UnreadableFileError(f"{path}: cannot read {what}: {type(e).__name__}: {_first_line(e)}") from None
 

@@ -166,7 +166,7 @@ def test_tampered_prior_checkpoint_and_sidecar_are_one_line(tmp_path, marker):
     path = save_prior(DCGANGenerator(DCGANConfig(width=4)), tmp_path / "prior.pt", {"seed": 1})
     assert load_prior(path).config.width == 4 and prior_metadata(path)["seed"] == 1
     plant(tmp_path / "bad.pt", marker)
-    with pytest.raises(DataError) as error:
+    with pytest.raises(ConfigError) as error:
         load_prior(tmp_path / "bad.pt")
     assert "bad.pt" in one_line(error) and "not unpickled" in str(error.value)
     plant(tmp_path / "prior.json", marker)

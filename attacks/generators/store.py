@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from fedleak.attacks.generators.dcgan import DCGANConfig, DCGANGenerator
-from fedleak.core.errors import ConfigError
+from fedleak.core.errors import ConfigError, UnreadableFileError
 from fedleak.core.io import load_tensors, read_json, save_tensors, write_json
 
 FORMAT = "fedleak-dcgan-prior/1"
@@ -47,7 +47,10 @@ def load_prior(spec: str | Path) -> DCGANGenerator:
 
 @lru_cache(maxsize=8)
 def _load(path: Path) -> DCGANGenerator:
-    blob = load_tensors(path, "prior checkpoint", map_location="cpu")
+    try:
+        blob = load_tensors(path, "checkpoint", map_location="cpu")
+    except UnreadableFileError as e:  # a prior is named by an option: the config's error, as before
+        raise ConfigError(f"prior {e}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ConfigError(f"prior {path}: not a fedleak prior checkpoint (format {FORMAT})")
     try:
