@@ -26,7 +26,8 @@ def write_rows(rows: list[dict], directory: Path) -> pd.DataFrame:
     return write_frame(pd.DataFrame(rows), directory)
 
 
-def write_frame(frame: pd.DataFrame, directory: Path) -> pd.DataFrame:
+def write_frame(frame: pd.DataFrame, directory: Path, stem: str = "results") -> pd.DataFrame:
+    """`<stem>.parquet` and `<stem>.csv` in `directory`, each written atomically."""
     frame = frame.copy()
     for column in frame.columns:  # nested provenance as JSON text keeps Parquet schemas flat
         if frame[column].map(lambda v: isinstance(v, (dict, list))).any():
@@ -34,8 +35,8 @@ def write_frame(frame: pd.DataFrame, directory: Path) -> pd.DataFrame:
     import io
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(directory / "results.parquet", buffer.getvalue())
-    atomic_write_bytes(directory / "results.csv", frame.to_csv(index=False).encode())
+    atomic_write_bytes(directory / f"{stem}.parquet", buffer.getvalue())
+    atomic_write_bytes(directory / f"{stem}.csv", frame.to_csv(index=False).encode())
     return frame
 
 

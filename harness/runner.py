@@ -39,7 +39,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
+def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = True, report: bool = True) -> RunResult:
+    """`save_partial`: write the rows after every batch (a standalone run: an interruption keeps what
+    finished); a matrix cell writes once, into a scratch folder. `report`: the run's grid + Markdown."""
     device = resolve_device(config.device)
     out = Path(config.output)
     check_writable(out)
@@ -54,6 +56,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)
 
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
+                  **round_privacy(defense, threat, config.data.batch_size),
                   "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": defense.name,
                   "defense_params": defense.describe(), "threat_model": threat.name, "dataset": data.name,
@@ -66,9 +69,10 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
         x, y = data.victims(batch)
         x, y = x.to(device), y.to(device)
         started = time.perf_counter()
-        observation, knowledge = threat.observe(victim, x, y, defense, flags, seed=config.seed + number, client_id=number)
+        client = number if config.data.batch_seed == "position" else 0
+        observation, knowledge = threat.observe(victim, x, y, defense, flags, seed=config.seed + client, client_id=client)
         reconstruction = attack.reconstruct(observation, victim.model, knowledge, budget,
-                                            seed=config.seed * 7919 + number, progress=progress)
+                                            seed=config.seed * 7919 + client, progress=progress)
         wall = time.perf_counter() - started
         truth = threat.private_input(x)  # vertical FL: only the attacked party's columns
         order = match_to_ground_truth(reconstruction.images, truth)
@@ -87,12 +91,26 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                          "precision": reconstruction.extras.get("precision", "fp32")})
         truths.append(truth.cpu())
         recons.append(matched.cpu())
-        frame = write_rows(rows, out)
-        save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
+        if save_partial or number == len(batches) - 1:
+            frame = write_rows(rows, out)
+            save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
     result = RunResult(frame, out, torch.cat(truths), torch.cat(recons))
-    from fedleak.reports.run_report import write_run_report
-    write_run_report(result)
+    if report:
+        from fedleak.reports.run_report import write_run_report
+        write_run_report(result)
     return result
+
+
+def round_privacy(defense, threat, batch_size: int) -> dict:
+    """ε of the attacked update itself (a DP defense; else NaN): user level, one mechanism; example
+    level, the local steps of this round on its B images; no amplification by sampling, since the
+    server holds this very update (docs/privacy.md)."""
+    unit = getattr(defense, "privacy_unit", None)
+    privacy = defense.privacy(1 if unit == "user" else threat.local_steps(batch_size), 1.0) if unit else None
+    if privacy is None:
+        return {"epsilon_round": float("nan")}
+    return {"epsilon_round": float(privacy["epsilon"]), "delta": float(privacy["delta"]),
+            "neighbouring": privacy.get("neighbouring")}
 
 
 def multiset_label_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> float:

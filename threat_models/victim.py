@@ -45,6 +45,9 @@ class Victim:
     data: object  # data.datasets.ImageData
     spec: VictimSpec
     accuracy: float | None = None
+    # held-out accuracy after each training round (FedAvg-trained victims); keyword-only, so the
+    # subclasses' own fields keep their positions
+    curve: list[float] | None = field(default=None, kw_only=True)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(self.data.mean, device=x.device).view(-1, 1, 1)
@@ -89,8 +92,12 @@ def evaluate_accuracy(victim: Victim, images: torch.Tensor | None = None, labels
 
 
 def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
+    """The recipe, the defense's code included: a victim trained with an edited plugin defense is
+    trained again (core.fingerprint)."""
+    from fedleak.core.fingerprint import module_digest
     blob = json.dumps({"spec": asdict(spec), "data": data.name, "n": len(data.train_images),
-                       "defense": defense.name, "defense_params": defense.describe(), "v": 1}, sort_keys=True, default=str)
+                       "defense": defense.name, "defense_params": defense.describe(),
+                       "defense_source": module_digest(type(defense)), "v": 1}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -99,11 +106,13 @@ def _train_cached(victim: Victim, defense: Defense, progress: bool) -> None:
     if path.exists():
         state = torch.load(path, weights_only=True)
         victim.params, victim.buffers, victim.accuracy = state["params"], state["buffers"], state["accuracy"]
+        victim.curve = state.get("curve")
         return
     federated_training(victim, defense, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy}, tmp)
+    torch.save({"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy,
+                "curve": victim.curve}, tmp)
     os.replace(tmp, path)  # atomic: concurrent runs never read half a checkpoint
 
 
@@ -119,6 +128,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
     model = defense.prepare_model(victim.model).train()
     names = list(victim.params)
     generator = torch.Generator().manual_seed(spec.seed)
+    curve = []
     for rnd in tqdm(range(spec.rounds), desc="victim FedAvg", disable=not progress):
         total = [torch.zeros_like(victim.params[k]) for k in names]
         buffer_sum = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in victim.buffers.items()}
@@ -138,5 +148,8 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
             weight += len(shard)
         victim.params = {k: victim.params[k] + t / weight for k, t in zip(names, total)}
         victim.buffers = {k: (buffer_sum[k] / weight).to(v.dtype) for k, v in victim.buffers.items()}
+        curve.append(evaluate_accuracy(victim))  # evaluate_accuracy leaves the model in eval mode
+        model.train()
     victim.model.eval()
     victim.accuracy = evaluate_accuracy(victim)
+    victim.curve = curve
