@@ -22,13 +22,27 @@ DEFAULT_GATE = GateConfig(max_psnr_over_label=3.0, statistic="median")
 
 
 def evaluation_matrix(base_path, plugin: str, options: dict, preset: str,
-                      attack_builtins: bool = False) -> tuple[MatrixConfig, str]:
-    """The matrix to run and the defense's registered name. The built-in defenses are reference
-    points for utility; with `attack_builtins` every attack runs against them too."""
+                      attack_builtins: bool = False) -> tuple[MatrixConfig, str, list[str]]:
+    """The matrix to run, the defense's registered name, and why the threat models its declaration
+    rules out were left out (`Defense.applies_to`: a gradient defense never runs on VFL embeddings;
+    without it nothing there concerns this defense, so none of their cells is computed). The
+    built-in defenses are reference points for utility; with `attack_builtins` every attack runs
+    against them too."""
+    from fedleak.core.errors import ConfigError
+    from fedleak.threat_models import not_applicable
     base = with_preset(load_matrix(base_path), preset)
     load_plugins(base.plugins)
     cls = load_plugin(plugin)
     cls.from_options(options, "defense.options")  # --option values, checked before anything is built
+    skipped = [reason for t in base.threat_models if (reason := not_applicable(t.name, cls))]
+    threat_models = [t for t in base.threat_models if not_applicable(t.name, cls) is None]
+    if not threat_models:
+        raise ConfigError(f"defense '{cls.name}': {'; '.join(skipped)}; the matrix has no threat model it applies to")
+    if len(threat_models) < len(base.threat_models):
+        kept = {t.name for t in threat_models}
+        restrict = lambda entries: [replace(e, threat_models=[n for n in e.threat_models if n in kept])  # noqa: E731
+                                    for e in entries if not e.threat_models or set(e.threat_models) & kept]
+        base = replace(base, threat_models=threat_models, attacks=restrict(base.attacks), defenses=restrict(base.defenses))
     listed = {a.name for a in base.attacks}
     attacks = [replace(a, adaptive=[False, True]) for a in base.attacks]
     attacks += [AttackEntry(name) for name in registered_attacks() if name not in listed]
@@ -38,7 +52,7 @@ def evaluation_matrix(base_path, plugin: str, options: dict, preset: str,
     gate = base.gate if base.gate.enabled else DEFAULT_GATE
     matrix = replace(base, attacks=attacks, defenses=defenses, plugins=[*base.plugins, plugin],
                      gate=replace(gate, defenses=[cls.name]))
-    return prepare_matrix(matrix), cls.name
+    return prepare_matrix(matrix), cls.name, [f"{reason}: not evaluated there" for reason in skipped]
 
 
 def registered_attacks() -> list[str]:

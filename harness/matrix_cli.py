@@ -118,21 +118,22 @@ def cmd_report(args) -> int:
 def cmd_evaluate_defense(args) -> int:
     from fedleak.harness.cli import parse_set_items
     from fedleak.harness.evaluate_defense import evaluation_matrix, print_verdict
-    matrix, name = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"), args.preset,
-                                     args.attack_builtins)
-    run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args)
+    matrix, name, skipped = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"),
+                                              args.preset, args.attack_builtins)
+    run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args, skipped)
     if run is None:
         return 130
     print_verdict(run, name)
     return _print_run(run, verdict_printed=True)
 
 
-def _run(matrix, output: Path, args):
+def _run(matrix, output: Path, args, not_applicable=()):
     """Run, then report whatever is stored; None when interrupted (what finished is kept)."""
     from fedleak.harness.matrix_run import run_matrix
     from fedleak.harness.matrix_results import report_matrix_folder
     try:
-        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet)
+        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet,
+                         not_applicable=tuple(not_applicable))
     except KeyboardInterrupt:
         print(f"fedleak: interrupted; finished cells are stored in {output}; run the same command to resume",
               file=sys.stderr)

@@ -73,10 +73,13 @@ def stale_note(stale) -> str | None:
 
 
 def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local", workers: int | None = None,
-               address: str | None = None, progress: bool = True) -> MatrixRun:
+               address: str | None = None, progress: bool = True, not_applicable: tuple[str, ...] = ()) -> MatrixRun:
+    """`not_applicable`: pairs left out before the matrix was built (evaluate-defense's), listed with
+    those the expansion leaves out."""
     output = Path(output)
     check_writable(output)
     plan = plan_matrix(matrix)
+    plan.not_applicable = [*not_applicable, *plan.not_applicable]
     store = CellStore(output)
     store.prepare()
     store.clean_staging()

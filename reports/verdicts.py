@@ -65,7 +65,8 @@ VERDICT_NOTE = ("Per image the strongest result of any attack, mode and seed; PS
                 "often the attacks got the label; adaptive gain: paired per image, best of all attacks minus best of "
                 "the non-adaptive ones; degenerate: what is sent does not depend on the data; converged: the strongest "
                 "attack at 4× iterations and restarts stays within the tolerance (– not checked: not gated); ε: DP's ε for "
-                "the attacked update itself and over the utility run's training rounds (docs/privacy.md).")
+                "the attacked update itself and over the utility run's training rounds (docs/privacy.md); accuracy ↑: what the "
+                "last quarter of the utility rounds still added, where over 2 points (not converged).")
 
 
 def verdict_table(verdicts: list[Verdict], utility: dict[str, dict] | None = None) -> Table:
@@ -85,9 +86,18 @@ def verdict_table(verdicts: list[Verdict], utility: dict[str, dict] | None = Non
                      _db(v.label_baseline_psnr), f"{v.label_accuracy:.0%}", v.best_attack,
                      "–" if v.adaptive_gain is None else f"{v.adaptive_gain:+.1f}", str(v.n_images),
                      _yes_no(v.degenerate), _converged(v), _gate(v)]
-                    + [_number(u.get(c)) for c in extra] + ([_epsilon(v, u)] if private else [])
+                    + [_accuracy(u) for c in extra] + ([_epsilon(v, u)] if private else [])
                     + [_bytes(v.bytes_sent)])
     return Table(header, rows)
+
+
+def _accuracy(utility: dict) -> str:
+    """Accuracy after the utility rounds, and (↑) what their last quarter still added where that is over
+    two points: training had not converged, and more rounds would change the cost."""
+    accuracy, rising = utility.get("accuracy"), utility.get("accuracy_last_quarter")
+    if _missing(accuracy):
+        return "–"
+    return f"{accuracy:.3f}" + (f" ↑{rising:.2f}" if not _missing(rising) and rising > 0.02 else "")
 
 
 def _epsilon(v: Verdict, utility: dict) -> str:

@@ -280,3 +280,19 @@ def _pythonpath() -> str:
     import fedleak
     from pathlib import Path
     return str(Path(fedleak.__file__).resolve().parents[1])
+
+
+# ------------------------------------------------------------------------- defense capabilities
+def test_evaluate_defense_never_puts_a_gradient_defense_on_embeddings_and_says_so(tmp_path):
+    from fedleak.harness.evaluate_defense import evaluation_matrix
+    from test_matrix import PLUGIN, smoke_matrix, write_toml
+    base = write_toml(tmp_path / "base.toml", smoke_matrix(
+        plugins=[], threat_models=[{"name": "fedsgd"}, {"name": "vfl"}],
+        attacks=[{"name": "ig"}, {"name": "embedding-inversion", "threat_models": ["vfl"]}],
+        defenses=[{"name": "none"}, {"name": "hashing", "threat_models": ["vfl"]}]))
+    matrix, name, skipped = evaluation_matrix(base, PLUGIN, {}, "smoke")
+    assert name == "random-k-noise" and [t.name for t in matrix.threat_models] == ["fedsgd"]
+    assert skipped == ["defense 'random-k-noise' applies to gradient, update, not embedding, which threat model "
+                       "'vfl' shares: not evaluated there"]
+    assert "embedding-inversion" not in {a.name for a in matrix.attacks if a.threat_models}  # vfl-only entries go too
+    assert matrix.gate.defenses == ["random-k-noise"] and matrix.gate.max_psnr_over_label == 3.0
