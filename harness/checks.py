@@ -18,13 +18,13 @@ stored like a cell (harness.cell_store), so a resumed matrix never repeats one.
   read against the baseline of the label its attack used (true or inferred)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from fedleak.core.io import digest, json_bytes
 from fedleak.harness.config import RunConfig
 from fedleak.harness.matrix import cell_key, code_of
 
@@ -45,6 +45,7 @@ class DataDependenceTask:
     code: dict = field(default_factory=dict)
 
     kind = "data-dependence"
+    files = (CHECK_FILE,)
 
     @property
     def config_hash(self) -> str:
@@ -61,8 +62,7 @@ class DataDependenceTask:
 
     def run(self, gpu: int | None):
         values = data_dependence(self.config, self.images)
-        blob = json.dumps({"labels": self.labels, **values}, sort_keys=True, indent=1) + "\n"
-        return {CHECK_FILE: blob.encode()}, {"degenerate": values["degenerate"]}, "cpu"
+        return {CHECK_FILE: json_bytes({"labels": self.labels, **values})}, {"degenerate": values["degenerate"]}, "cpu"
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class LabelBaselineTask:
     code: dict = field(default_factory=dict)
 
     kind = "label-baseline"
+    files = (BASELINE_FILE,)
 
     @property
     def config_hash(self) -> str:
@@ -89,8 +90,8 @@ class LabelBaselineTask:
 
     def run(self, gpu: int | None):
         values = label_baseline(self.config, self.images)
-        blob = json.dumps({"labels": self.labels, **values}, sort_keys=True, indent=1) + "\n"
-        return {BASELINE_FILE: blob.encode()}, {"psnr": _median([r["psnr"] for r in values["true_label"]])}, "cpu"
+        return ({BASELINE_FILE: json_bytes({"labels": self.labels, **values})},
+                {"psnr": _median([r["psnr"] for r in values["true_label"]])}, "cpu")
 
 
 # ------------------------------------------------------------------ building the tasks of a matrix
@@ -276,4 +277,4 @@ def _median(values) -> float:
 
 
 def _digest(blob: dict) -> str:
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest(blob, 12)

@@ -2,18 +2,16 @@
 defense setting, each image's strongest attack) must meet the thresholds, and must be trustworthy.
 
 A verdict's value for a metric is the gate's `statistic` over its images (`worst`: the most leaked
-image, the default, since one rebuilt face is one too many; `median`; `mean`). PSNR, SSIM and PSNR
-above the label baseline must stay at or below their maximum, LPIPS at or above its minimum. The
-gate also fails closed on a verdict with fewer than `min_images` images, a degenerate observation,
+image, the default, since one rebuilt face is one too many; `median`; `mean`). A metric that grows
+with leakage (PSNR, SSIM, PSNR above the label baseline) must stay at or below its maximum, one that
+shrinks (LPIPS) at or above its minimum: the direction is the metric's record (fedleak.metrics.record).
+The gate also fails closed on a verdict with fewer than `min_images` images, a degenerate observation,
 an unconverged one (the budget check), and a randomised defense no EOT attack ran against."""
 from __future__ import annotations
 
 from fedleak.harness.matrix import UNDEFENDED
 from fedleak.harness.matrix_config import GateConfig
-from fedleak.harness.verdict import GATED, LEAKS_HIGH
 from fedleak.reports.verdicts import Verdict
-
-NAMES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "psnr_over_label": "PSNR above the label baseline"}
 
 
 def gate_failures(verdicts: list[Verdict]) -> list[Verdict]:
@@ -33,8 +31,7 @@ def context_text(context: dict) -> str:
 
 
 def describe_gate(gate: GateConfig) -> str:
-    parts = [f"{NAMES[metric]} {'≤' if LEAKS_HIGH[metric] else '≥'} {getattr(gate, field):g}"
-             for field, metric in GATED.items() if getattr(gate, field) is not None]
+    parts = [f"{m.name} {m.limit_sign} {limit:g}" for m, limit in gate.limits()]
     scope = ", ".join(gate.defenses) if gate.defenses else f"every defense but {UNDEFENDED}"
     checks = [f"≥ {gate.min_images} images"]
     if gate.budget_factor > 1:

@@ -13,12 +13,13 @@ runs of one) is computed once (harness.cell_store); the same config under change
 cell, and the run says which stored cells it no longer reuses."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from fedleak.core.errors import ConfigError, UnknownNameError
+from fedleak.core.io import digest
 from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.harness.matrix_config import MatrixConfig
 
@@ -31,6 +32,7 @@ class Cell:
     config: RunConfig
     labels: dict  # the cell's coordinates in the matrix, stored next to every result row
     code: dict = field(default_factory=dict)  # what computes it (code_of); part of the key
+    files: ClassVar[tuple[str, ...]] = ("results.parquet", "images.pt")  # what later steps read back
 
     def describe(self) -> str:
         mode = "adaptive" if self.labels["adaptive"] else "non-adaptive"
@@ -111,8 +113,7 @@ def code_of(attack: str | None = None, defense: str | None = None) -> dict:
 
 def cell_key(config_hash: str, code: dict, prefix: str = "") -> str:
     """A task's key: its config's digest and the code that computes it."""
-    blob = json.dumps({"config": config_hash, "code": code}, sort_keys=True)
-    return prefix + hashlib.sha256(blob.encode()).hexdigest()[:12 - len(prefix)]
+    return prefix + digest({"config": config_hash, "code": code}, 12 - len(prefix))
 
 
 def passthrough(defense: str) -> bool:
@@ -120,6 +121,20 @@ def passthrough(defense: str) -> bool:
     is attacked once (Defense.passthrough)."""
     from fedleak.defenses import DEFENSES
     return defense == UNDEFENDED or (defense in DEFENSES and DEFENSES.get(defense).passthrough)
+
+
+def check_images(matrix: MatrixConfig) -> None:
+    """Every victim index a cell would attack exists in every dataset, said before anything runs
+    (a cell would find out only once its victim was trained)."""
+    from fedleak.data.datasets import load_dataset
+    wanted = sorted({i for attack in matrix.attacks for i in _victims(matrix, matrix.budget(attack, matrix.preset).images)})
+    for k, dataset in enumerate(matrix.datasets):
+        count = len(load_dataset(dataset.name, root=dataset.root, **dataset.options).victim_images)
+        outside = [i for i in wanted if not 0 <= i < count]
+        if outside:
+            where = "images.indices" if matrix.images.indices else f"the {matrix.preset} preset's image count"
+            raise ConfigError(f"{where}: victim {', '.join(map(str, outside[:5]))}{' ...' if len(outside) > 5 else ''} "
+                              f"out of range for datasets[{k}] '{dataset.name}', which holds {count} victims (0..{count - 1})")
 
 
 def runs_under(allowed: list[str], threat_model: str) -> bool:

@@ -26,6 +26,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from fedleak.metrics.record import GATED, Metric
 from fedleak.core.io import read_toml
 from fedleak.core.options import from_dict
 from fedleak.core.errors import ConfigError
@@ -154,9 +155,14 @@ class GateConfig:
     budget_factor: int = 4              # the budget check: iterations and restarts × this; 1 turns it off
     budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
 
+    def limits(self) -> list[tuple[Metric, float]]:
+        """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
+        more, min_<m> where a smaller one does."""
+        return [(m, getattr(self, m.gate_key)) for m in GATED if getattr(self, m.gate_key) is not None]
+
     @property
     def enabled(self) -> bool:
-        return any(v is not None for v in (self.max_psnr, self.max_ssim, self.min_lpips, self.max_psnr_over_label))
+        return bool(self.limits())
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ All in a fixed order (the matrix's), so the same stored cells give the same byte
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from fedleak.core.errors import DataError, UnreadableFileError
+from fedleak.core.io import atomic_write, check_writable, load_tensors, read_frame, read_json, write_json
 from fedleak.harness.cell_store import CellStore
-from fedleak.core.io import atomic_write_bytes
 from fedleak.harness.results import write_frame
 from fedleak.harness.utility_task import UTILITY_FILE
 
@@ -72,14 +72,14 @@ def attach_baseline(rows: pd.DataFrame, table: dict | None) -> None:
 
 def load_tables(tasks, store: CellStore, filename: str) -> dict[str, dict]:
     """key -> the JSON file `filename` of every stored task."""
-    return {t.key: json.loads((store.directory(t.key) / filename).read_text()) for t in tasks if store.done(t.key)}
+    return {t.key: dict(store.read(t.key, filename)) for t in tasks if store.done(t.key)}
 
 
 def merge_utility(tasks, store: CellStore) -> pd.DataFrame:
     rows = []
     for task in tasks:
         if store.done(task.key):
-            values = json.loads((store.directory(task.key) / UTILITY_FILE).read_text())
+            values = dict(store.read(task.key, UTILITY_FILE))
             rows.append({"utility_key": task.key, **values.pop("labels"), **values})
     return pd.DataFrame(rows)
 
@@ -109,21 +109,21 @@ def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFra
     _write_table(budget, root, "budget_check")
     utility_frame = merge_utility(plan.utility, store)
     if len(utility_frame):
-        atomic_write_bytes(root / "utility.csv", utility_frame.to_csv(index=False).encode())
+        atomic_write(root / "utility.csv", utility_frame.to_csv(index=False).encode())
     else:
         (root / "utility.csv").unlink(missing_ok=True)
-    _write_json(root / "checks.json", {"data_dependence": checks,
+    write_json(root / "checks.json", {"data_dependence": checks,
                                        "label_baseline": [baselines[k] for k in sorted(baselines)]})
     verdicts = compute_verdicts(results, checks, budget, plan.matrix.gate)
-    _write_json(root / "verdicts.json", [v.to_dict() for v in verdicts])
+    write_json(root / "verdicts.json", [v.to_dict() for v in verdicts])
     frame = verdict_frame(verdicts)
     if len(frame):
-        atomic_write_bytes(root / "verdicts.csv", frame.to_csv(index=False).encode())
+        atomic_write(root / "verdicts.csv", frame.to_csv(index=False).encode())
     else:
         (root / "verdicts.csv").unlink(missing_ok=True)
     tasks = [*plan.utility, *plan.baselines, *plan.dependence, *plan.cells, *budget_cells]
-    _write_json(root / "failures.json", failures(tasks, store))
-    _write_json(root / "matrix.json", {"matrix": dataclasses.asdict(plan.matrix), "cells": [c.key for c in plan.cells],
+    write_json(root / "failures.json", failures(tasks, store))
+    write_json(root / "matrix.json", {"matrix": dataclasses.asdict(plan.matrix), "cells": [c.key for c in plan.cells],
                                        "utility": [u.key for u in plan.utility],
                                        "checks": [t.key for t in [*plan.baselines, *plan.dependence]],
                                        "budget_check": [c.key for c in budget_cells], "code": package_digest(),
@@ -144,14 +144,12 @@ def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, l
     from fedleak.harness.results import read_results
     root = Path(root)
     results = read_results(root)
-    utility = pd.read_csv(root / "utility.csv") if (root / "utility.csv").is_file() else pd.DataFrame()
-    failed = json.loads((root / "failures.json").read_text()) if (root / "failures.json").is_file() else []
-    matrix = json.loads((root / "matrix.json").read_text()) if (root / "matrix.json").is_file() else {}
+    utility = read_frame(root / "utility.csv", "utility table") if (root / "utility.csv").is_file() else pd.DataFrame()
+    failed = read_json(root / "failures.json", "failure list") if (root / "failures.json").is_file() else []
+    matrix = read_json(root / "matrix.json", "matrix record") if (root / "matrix.json").is_file() else {}
+    if not isinstance(failed, list) or not isinstance(matrix, dict):
+        raise UnreadableFileError(f"{root}: failures.json or matrix.json is not what fedleak writes (a list, a table)")
     return results, utility, failed, matrix
-
-
-def _write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, sort_keys=True, indent=1, default=str) + "\n").encode())
 
 
 def read_verdicts(root: str | Path, results: pd.DataFrame | None = None, gate=None) -> list:
@@ -165,10 +163,10 @@ def read_verdicts(root: str | Path, results: pd.DataFrame | None = None, gate=No
     if results is None:
         results = read_results(root)
     if gate is None:
-        matrix = json.loads((root / "matrix.json").read_text()) if (root / "matrix.json").is_file() else {}
+        matrix = read_json(root / "matrix.json", "matrix record") if (root / "matrix.json").is_file() else {}
         gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
-    budget = pd.read_parquet(root / "budget_check.parquet") if (root / "budget_check.parquet").is_file() else None
-    checks = json.loads((root / "checks.json").read_text()).get("data_dependence", []) \
+    budget = read_frame(root / "budget_check.parquet", "budget check") if (root / "budget_check.parquet").is_file() else None
+    checks = read_json(root / "checks.json", "checks record").get("data_dependence", []) \
         if (root / "checks.json").is_file() else []
     return compute_verdicts(results, checks, budget, gate)
 
@@ -177,9 +175,6 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
     """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results."""
     import functools
 
-    import torch
-
-    from fedleak.core.errors import DataError
     from fedleak.core.options import from_dict
     from fedleak.harness.gate import describe_gate, failures_table, gate_failures
     from fedleak.harness.matrix_config import GateConfig
@@ -188,6 +183,8 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
     if root.is_file():
         root = root.parent
     results, utility, failed, matrix = read_matrix_outputs(root)
+    folder = Path(folder) if folder else root / "report"
+    check_writable(folder, "--output")
     if "cell" not in results.columns:
         raise DataError(f"{root}: results.parquet is not a matrix's (no cell column); run `fedleak matrix` first")
     gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
@@ -199,8 +196,8 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
 
     @functools.lru_cache(maxsize=64)
     def cell_images(cell: str) -> dict:
-        return torch.load(root / "cells" / cell / "images.pt", weights_only=True)
+        return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
                       outcome, cell_images, tuple(matrix.get("not_applicable", ())), tuple(verdicts))
-    return write_matrix_report(view, Path(folder) if folder else root / "report")
+    return write_matrix_report(view, folder)

@@ -6,12 +6,12 @@ One task per (dataset, victim, defense setting): utility is the victim's FedAvg 
 defense, whatever the attacked round's threat model, attack, attack mode or images."""
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
 from fedleak.core.components import UPDATE, applicability
+from fedleak.core.io import digest, json_bytes
 from fedleak.harness.config import DataConfig, DefenseConfig, RunConfig
 from fedleak.harness.matrix import cell_key, code_of
 
@@ -25,6 +25,7 @@ class UtilityTask:
     labels: dict
     options: dict
     code: dict = field(default_factory=dict)  # what computes it (harness.matrix.code_of); part of the key
+    files: ClassVar[tuple[str, ...]] = (UTILITY_FILE,)
 
     def describe(self) -> str:
         return f"utility of {self.labels['defense_label']} ({self.config.data.name}/{self.config.victim.model})"
@@ -34,9 +35,8 @@ class UtilityTask:
         if config.device == "auto" and gpu is not None:
             config = replace(config, device=f"cuda:{gpu}")
         values = measure(config, self.options)
-        blob = json.dumps({"labels": self.labels, **values}, sort_keys=True, indent=1, default=str) + "\n"
         headline = {k: values[k] for k in ("accuracy", "accuracy_drop", "epsilon") if k in values}
-        return {UTILITY_FILE: blob.encode()}, headline, config.device
+        return {UTILITY_FILE: json_bytes({"labels": self.labels, **values})}, headline, config.device
 
     def record(self) -> dict:
         return {"kind": "utility", "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
@@ -46,7 +46,7 @@ class UtilityTask:
     def config_hash(self) -> str:
         blob = {"data": asdict(self.config.data), "victim": asdict(self.config.victim),
                 "defense": asdict(self.config.defense), "options": self.options}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return digest(blob, 12)
 
 
 def utility_tasks(matrix) -> list[UtilityTask]:

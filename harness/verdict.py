@@ -32,6 +32,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from fedleak.metrics.record import LPIPS, PSNR, SSIM
 from fedleak.reports.verdicts import Verdict
 
 CONTEXT = ("dataset", "model", "victim_state", "threat_model", "knowledge_preset")
@@ -39,9 +40,6 @@ CHECK_CONTEXT = ("dataset", "model", "victim_state", "threat_model")
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 EOT_ATTACKS = ("defense-loop",)  # attacks that average over a randomised defense's draws (EOT)
-LEAKS_HIGH = {"psnr": True, "ssim": True, "lpips": False, "psnr_over_label": True}
-# gate field -> the per-image value it bounds
-GATED = {"max_psnr": "psnr", "max_ssim": "ssim", "min_lpips": "lpips", "max_psnr_over_label": "psnr_over_label"}
 
 
 def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, budget: pd.DataFrame | None = None,
@@ -102,10 +100,11 @@ def bootstrap_interval(values, confidence: float = CONFIDENCE, resamples: int = 
     return (float(low), float(high))
 
 
-def statistic(values, name: str, larger_leaks: bool = True) -> float:
+def statistic(values, name: str, metric=PSNR) -> float:
+    """`worst` (the most leaked, per the metric's record), `median` or `mean` of `values`."""
     values = pd.Series(values, dtype=float)
     if name == "worst":
-        return float(values.max() if larger_leaks else values.min())
+        return float(metric.most_leaked(values))
     return float(values.median() if name == "median" else values.mean())
 
 
@@ -128,11 +127,11 @@ def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: lis
     converged, rise = None, None
     if rerun is not None and gate is not None:
         metric = _budget_metric(gate)
-        now = statistic(per_image[metric], gate.statistic, True)
+        now = statistic(per_image[metric], gate.statistic)
         merged = per_image.set_index("image_index")[metric]
         again = rerun.groupby("image_index")[metric].max()
         best = pd.concat([merged, again.reindex(merged.index)], axis=1).max(axis=1)
-        rise = statistic(best, gate.statistic, True) - now
+        rise = statistic(best, gate.statistic) - now
         converged = bool(rise <= gate.budget_tolerance)
     verdict = Verdict(
         context=context, defense_label=defense_label, defense=defense, n_images=len(per_image),
@@ -156,16 +155,13 @@ def _judge(verdict: Verdict, per_image: pd.DataFrame, gate) -> Verdict:
     Status: LEAKS where a threshold is broken (a degenerate observation never leaks: what the attacks
     rebuilt came from the label and the prior), else UNCONVERGED, DEGENERATE, INCONCLUSIVE or holds."""
     values, broken, reasons = {}, [], []
-    for field_name, metric in GATED.items():
-        limit = getattr(gate, field_name)
-        if limit is None:
-            continue
-        value = statistic(per_image[metric], gate.statistic, LEAKS_HIGH[metric])
-        values[metric] = value
+    for metric, limit in gate.limits():
+        value = statistic(per_image[metric.name], gate.statistic, metric)
+        values[metric.name] = value
         if math.isnan(value):
-            reasons.append(f"{metric} not measured (its check did not run)")
-        elif (value > limit) if LEAKS_HIGH[metric] else (value < limit):
-            broken.append(f"{metric} {value:.2f} {'>' if LEAKS_HIGH[metric] else '<'} {limit:g}")
+            reasons.append(f"{metric.name} not measured (its check did not run)")
+        elif metric.leaks_beyond(value, limit):
+            broken.append(f"{metric.name} {value:.2f} {'>' if metric.larger_leaks else '<'} {limit:g}")
     if verdict.degenerate:
         reasons.append("degenerate: what the client sends does not depend on its data, so the attacks measured nothing")
     if verdict.n_images < gate.min_images:
@@ -207,8 +203,8 @@ def _per_image(frame: pd.DataFrame) -> pd.DataFrame:
     """Per image: each metric's best over the rows, the best PSNR above its own label's baseline, the
     baseline and the row of the best PSNR."""
     groups = frame.groupby("image_index", sort=True)
-    winners = frame.loc[groups["psnr"].idxmax()].set_index("image_index")
-    out = pd.DataFrame({"psnr": groups["psnr"].max(), "ssim": groups["ssim"].max(), "lpips": groups["lpips"].min(),
+    winners = frame.loc[PSNR.most_leaked_index(groups["psnr"])].set_index("image_index")
+    out = pd.DataFrame({**{m.name: m.most_leaked(groups[m.name]) for m in (PSNR, SSIM, LPIPS)},
                         "psnr_over_label": groups["psnr_over_label"].max(),
                         "label_baseline_psnr": winners["label_baseline_psnr"], "winner": winners["row"]})
     return out.reset_index()

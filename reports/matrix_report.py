@@ -11,15 +11,17 @@ from typing import Callable
 
 import pandas as pd
 
+from fedleak.core.io import atomic_write
+from fedleak.metrics.record import METRICS, REPORTED, direction_note
 from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 from fedleak.reports.heatmap import colour, save_heatmap
 from fedleak.reports.matrix_grids import save_reconstruction_grid
-from fedleak.reports.matrix_tables import CONTEXT, METRICS, context_title, contexts, heat_table, with_utility
+from fedleak.reports.matrix_tables import CONTEXT, context_title, contexts, heat_table, with_utility
 from fedleak.reports.privacy_utility import save_privacy_utility
 from fedleak.reports.verdicts import VERDICT_NOTE, identical_pairs, verdict_points, verdict_table
 
 METRIC_NOTE = ("Metrics: images in [0,1]; PSNR over all channels; SSIM Gaussian 11/σ1.5 per channel, averaged; "
-               "LPIPS AlexNet v0.1. Leakage is the attacker's best: higher PSNR/SSIM, lower LPIPS.")
+               f"LPIPS AlexNet v0.1. Leakage is the attacker's best: {direction_note()}.")
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,8 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
                 Table(["why"], [[line] for line in view.not_applicable]))
     doc.add(Heading("Provenance"), *_provenance(results))
     markdown, page = folder / "report.md", folder / "report.html"
-    markdown.write_text(to_markdown(doc, folder))
-    page.write_text(to_html(doc))
+    atomic_write(markdown, to_markdown(doc, folder))
+    atomic_write(page, to_html(doc))
     return markdown, page
 
 
@@ -116,7 +118,7 @@ def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: p
         if plot is not None:
             blocks.append(Image(plot, "privacy-utility"))
     identical = identical_pairs(verdicts)
-    for metric in METRICS:
+    for metric in (m.name for m in REPORTED):
         table = heat_table(frame, metric, identical)
         blocks += [Heading(f"{metric.upper()}: attack × defense", 3),
                    Image(save_heatmap(table, metric, title, folder / f"c{number}-heat-{metric}.png"), f"{metric} heat map"),
@@ -154,4 +156,6 @@ def _number(value, metric: str) -> str:
         return "–"
     if isinstance(value, float) and math.isinf(value):
         return "∞"
-    return f"{value:.2f}" if metric == "psnr" else f"{value:.3f}" if metric in ("ssim", "lpips", "accuracy") else f"{value:.3g}"
+    if metric in METRICS:
+        return METRICS[metric].format(value)
+    return f"{value:.3f}" if metric == "accuracy" else f"{value:.3g}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-METRICS = ("psnr", "ssim", "lpips")
-LEAKS_HIGH = {"psnr": True, "ssim": True, "lpips": False, "mse": False}
+from fedleak.metrics.record import METRICS
+
 CONTEXT = ["dataset", "model", "victim_state", "threat_model", "knowledge_preset"]
 BEST_CELL = "best attack (per cell)"
 BEST_IMAGE = "best attack (per image)"
@@ -42,7 +42,7 @@ def context_title(context: dict) -> str:
 
 
 def best(values: pd.Series | pd.core.groupby.SeriesGroupBy, metric: str):
-    return values.max() if LEAKS_HIGH[metric] else values.min()
+    return METRICS[metric].most_leaked(values)
 
 
 def heat_table(frame: pd.DataFrame, metric: str, identical: set[tuple[str, str]] = frozenset()) -> pd.DataFrame:
@@ -57,7 +57,7 @@ def heat_table(frame: pd.DataFrame, metric: str, identical: set[tuple[str, str]]
     per_image = best(frame.groupby(["row", "defense_label", "image_index"], sort=False)[metric], metric)
     table = per_image.groupby(["row", "defense_label"], sort=False).median().unstack("defense_label")
     table = table.reindex(index=row_order(frame), columns=pd.unique(frame["defense_label"]))
-    table.loc[BEST_CELL] = table.max() if LEAKS_HIGH[metric] else table.min()
+    table.loc[BEST_CELL] = best(table, metric)
     strongest = best(frame.groupby(["defense_label", "image_index"], sort=False)[metric], metric)
     table.loc[BEST_IMAGE] = strongest.groupby("defense_label", sort=False).median()
     return table

@@ -13,7 +13,7 @@ import torch
 
 from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
 from fedleak.core.options import describe_options
-from fedleak.defenses.base import Defense, ShareContext
+from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.models.functional import loss_gradient, local_update
 from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
 from fedleak.models.functional import LocalTraining
@@ -54,7 +54,7 @@ class ThreatModel(Component, ABC):
         update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
         names = list(victim.params)
         context = ShareContext(names, x.shape[0], client_id, round, seed)
-        shared, public = defense.share(update, context)
+        shared, public = share_update(defense, update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
                                   x.shape[0], client_id, round, public, defense.decode(shared, public))
