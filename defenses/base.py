@@ -38,6 +38,9 @@ class Defense(Component):
     name = "none"
     section = "defense"
     applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
+    # True for a defense that sends the update as it is (none; hyperfl, where the protocol is the
+    # protection): an adaptive attacker has nothing more to know, so a matrix attacks it in one mode
+    passthrough: bool = False
 
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
         """The tensors the client sends and the metadata the server legitimately receives."""
@@ -93,3 +96,4 @@ class NoDefense(Defense):
     name = "none"
     options_class = NoOptions
     applies_to = KINDS
+    passthrough = True

@@ -11,11 +11,23 @@
   size (`gradient_fn`). What is sent is the plain result of local training.
 
 Noise multiplier: `sigma` directly, or `target_epsilon` (+ `delta`, `steps`, `sampling_rate`)
-calibrated by Opacus's `get_noise_multiplier`; ε of any run comes from an Opacus accountant
-(`privacy`). The accountants assume Poisson sampling at rate `sampling_rate`; the harness's local
-training walks mini-batches in a fixed order, so the reported ε is the usual DP-SGD reporting
-convention, not a proof for that exact sampler. BatchNorm running statistics are not privatised
-(Opacus refuses BN models for this reason); they are averaged in the clear by the victim's FedAvg.
+calibrated by Opacus's `get_noise_multiplier`. What ε means (`privacy`, docs/privacy.md):
+
+* the neighbouring relation: user level (mode update), two datasets differ by one client's whole
+  update; example level (dpsgd), by one example of one client's data (add/remove);
+* at sampling rate 1 (every client in every round, or the attacked round itself: the server sees
+  the update, so no amplification by sampling applies against it), `steps` Gaussian mechanisms of
+  sensitivity `clip` and noise σ·clip compose exactly into one Gaussian mechanism of μ = √steps/σ
+  (Dong, Roth & Su, "Gaussian Differential Privacy", JRSS-B 2022, Cor. 3.3), whose tight (ε, δ)
+  is Balle & Wang's analytic Gaussian mechanism (ICML 2018, Thm. 8); both accountants return it;
+* below rate 1, Opacus's accountant (`rdp`, or `prv` while its discretisation can hold ε: Opacus's
+  PRV grid spans ±ε_RDP and its tail sums overflow float64 beyond e^709, so at σ = 0.01 it returned
+  inf, or ran out of memory; there the RDP bound is reported and `accountant` says so).
+
+The accountants assume Poisson sampling at rate `sampling_rate`; the harness's local training walks
+mini-batches in a fixed order, so an ε below rate 1 is the usual DP-SGD reporting convention, not a
+proof for that exact sampler. BatchNorm running statistics are not privatised (Opacus refuses BN
+models for this reason); they are averaged in the clear by the victim's FedAvg.
 
 Adaptive attack ("noise-aware", notes §12.1 and §15.2): the attacker knows `clip` and σ (they are
 in `public`) but not the noise. `simulate` applies the same user-level clipping to the trial
@@ -39,6 +51,11 @@ from fedleak.defenses.base import Defense, ShareContext
 from fedleak.defenses.per_example import clip_per_example, clip_update, per_example_gradients
 
 ACCOUNTANTS = ("rdp", "prv")
+NEIGHBOURING = {"user": "add/remove one client's update (user level)",
+                "example": "add/remove one example of a client's data (example level)"}
+# Beyond this ε Opacus's PRV discretisation (a grid over ±ε_RDP, tail sums in float64) overflows or
+# exhausts memory; the RDP bound stands in (measured: σ = 0.01 → inf; σ = 0.3, 10 steps → 40, fine)
+PRV_LIMIT = 100.0
 
 
 @dataclass(frozen=True)
@@ -129,18 +146,24 @@ class DifferentialPrivacy(Defense):
         return [t / x.shape[0] for t in total]
 
     def privacy(self, steps: int, sampling_rate: float) -> dict | None:
-        """(ε, δ) after `steps` Gaussian mechanisms at `sampling_rate`, from Opacus's accountant."""
+        """(ε, δ) after `steps` Gaussian mechanisms at `sampling_rate`, the neighbouring relation they
+        hold for, and the accountant that computed them (module docstring)."""
         delta = self.options.delta
+        out = {"delta": delta, "neighbouring": NEIGHBOURING[self.privacy_unit], "steps": int(steps),
+               "sampling_rate": float(sampling_rate)}
         if self.sigma == 0:
-            return {"epsilon": math.inf, "delta": delta}
-        from opacus.accountants import create_accountant  # slow import; only when asked
-        accountant = create_accountant(mechanism=self.options.accountant)
-        accountant.history = [(self.sigma, float(sampling_rate), int(steps))]
-        with warnings.catch_warnings():
-            # tiny σ: the best RDP order is the smallest one tried; ε is astronomically large either way
-            warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
-            epsilon = float(accountant.get_epsilon(delta=delta))
-        return {"epsilon": epsilon, "delta": delta}
+            return {**out, "epsilon": math.inf, "accountant": "none (no noise)"}
+        if sampling_rate >= 1:
+            return {**out, "epsilon": gaussian_epsilon(math.sqrt(steps) / self.sigma, delta),
+                    "accountant": "exact (composed Gaussian mechanism)"}
+        accountant = self.options.accountant
+        if accountant == "prv" and _rdp_epsilon(self.sigma, sampling_rate, steps, delta) > PRV_LIMIT:
+            accountant, note = "rdp", f"rdp (prv cannot hold ε > {PRV_LIMIT:g})"
+        else:
+            note = accountant
+        epsilon = _rdp_epsilon(self.sigma, sampling_rate, steps, delta) if accountant == "rdp" else \
+            _opacus_epsilon("prv", self.sigma, sampling_rate, steps, delta)
+        return {**out, "epsilon": epsilon, "accountant": note}
 
     def _calibrate(self) -> float:
         from opacus.accountants.utils import get_noise_multiplier
@@ -151,3 +174,42 @@ class DifferentialPrivacy(Defense):
         except ValueError as e:
             raise OptionError("target_epsilon", f"{o.target_epsilon} unreachable at delta {o.delta}, "
                                                 f"{o.steps} steps: {e}") from None
+
+
+def gaussian_epsilon(mu: float, delta: float) -> float:
+    """The smallest ε for which a μ-GDP mechanism (one Gaussian mechanism of sensitivity Δ and noise
+    Δ/μ) is (ε, δ)-DP: δ(ε) = Φ(−ε/μ + μ/2) − e^ε Φ(−ε/μ − μ/2) (Balle & Wang, ICML 2018, Thm. 8;
+    Dong et al. 2022, Cor. 2.13), solved by bisection in log space (exact at any μ, e.g. μ = 316)."""
+    from scipy.special import log_ndtr
+    if mu <= 0:
+        return 0.0
+
+    def excess(epsilon: float) -> float:  # δ(ε) − δ, decreasing in ε
+        a, b = log_ndtr(-epsilon / mu + mu / 2), epsilon + log_ndtr(-epsilon / mu - mu / 2)
+        return math.exp(a) * -math.expm1(b - a) - delta if b < a else -delta
+
+    if excess(0.0) <= 0:
+        return 0.0
+    low, high = 0.0, mu * mu / 2 + mu * math.sqrt(2 * math.log(1 / delta)) + 1.0
+    while excess(high) > 0:
+        high *= 2
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if excess(middle) > 0 else (low, middle)
+        if high - low <= 1e-9 * max(1.0, high):
+            break
+    return high
+
+
+def _rdp_epsilon(sigma: float, sampling_rate: float, steps: int, delta: float) -> float:
+    return _opacus_epsilon("rdp", sigma, sampling_rate, steps, delta)
+
+
+def _opacus_epsilon(mechanism: str, sigma: float, sampling_rate: float, steps: int, delta: float) -> float:
+    from opacus.accountants import create_accountant  # slow import; only when asked
+    accountant = create_accountant(mechanism=mechanism)
+    accountant.history = [(sigma, float(sampling_rate), int(steps))]
+    with warnings.catch_warnings():
+        # tiny σ: the best RDP order is the smallest one tried; ε is astronomically large either way
+        warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
+        return float(accountant.get_epsilon(delta=delta))

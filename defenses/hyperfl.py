@@ -16,3 +16,4 @@ class HyperFLDefense(Defense):
     name = "hyperfl"
     options_class = NoOptions
     applies_to = (HYPERNETWORK_UPDATE,)
+    passthrough = True

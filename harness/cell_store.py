@@ -150,6 +150,27 @@ class CellStore:
             dropped.append(task.key)
         return dropped
 
+    def stale(self, tasks) -> list[tuple[str, dict, object]]:
+        """Stored results of these tasks' configs that other code computed: (stored key, the code
+        it recorded, {} for a cell stored before keys covered the code; the task). Not reused."""
+        wanted = {t.config_hash: t for t in tasks}
+        current = {t.key for t in tasks}
+        out = []
+        for path in sorted(self.cells.glob(f"*/{CELL_FILE}")):
+            key = path.parent.name
+            if key in current:
+                continue
+            try:
+                record = read_json(path, "stored cell record")
+            except UnreadableFileError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            config_hash = record.get("config_hash", key)  # before code keys, a cell's key was its config's digest
+            if config_hash in wanted:
+                out.append((key, record.get("code", {}), wanted[config_hash]))
+        return out
+
     def clean_staging(self) -> None:
         """Staging folders of runs that died mid-commit (none of them is a finished cell)."""
         for path in self.cells.glob(".staging-*"):

@@ -24,7 +24,7 @@ from fedleak.harness.plugins import load_plugins
 from fedleak.harness.results import write_frame
 from fedleak.metrics.record import REPORTED
 
-CELL_FILES = ("results.parquet", "results.csv", "images.pt", "grid.png", "report.md")
+CELL_FILES = ("results.parquet", "results.csv", "images.pt")  # the matrix report draws its own grids
 
 
 @dataclass
@@ -88,7 +88,7 @@ def attack_cell(config, gpu: int | None) -> tuple[dict[str, bytes], dict, str]:
     if config.device == "auto" and gpu is not None:
         config = replace(config, device=f"cuda:{gpu}")
     with tempfile.TemporaryDirectory(prefix="fedleak-cell-") as scratch:
-        rows = run_attack(replace(config, output=scratch)).rows
+        rows = run_attack(replace(config, output=scratch), save_partial=False, report=False).rows
         _record_home(Path(scratch), config.output)
         files = {name: (Path(scratch) / name).read_bytes() for name in CELL_FILES if (Path(scratch) / name).exists()}
     return files, {m.name: float(rows[m.name].median()) for m in REPORTED}, config.device

@@ -1,22 +1,29 @@
 """The attack × defense matrix: a MatrixConfig expanded into cells, each one `RunConfig`.
 
-One cell is one batch of B held-out images attacked by one attack, in one mode (non-adaptive:
-`KnowledgeFlags.defense` false; adaptive: true), against one defense setting, for one dataset,
-victim state, threat model and seed. A cell is keyed by `RunConfig.digest()`, the hash of
-everything that determines its results, so the same cell in two matrices (or two runs of one)
-is computed once (harness.cell_store)."""
+One cell is the held-out images of the matrix (in client updates of B) attacked by one attack, in
+one mode (non-adaptive: `KnowledgeFlags.defense` false; adaptive: true), against one defense
+setting, for one dataset, victim state, threat model and seed. Every batch is attacked as the
+round's first client (`DataConfig.batch_seed = "first"`), so an image's result does not depend on
+which cell holds it; one cell per image set (not per image) pays a worker's set-up once.
+
+A cell is keyed by `cell_key`: `RunConfig.digest()`, the hash of everything in its config that
+determines its results, together with the code that computes them (fedleak's version and source,
+the attack's and the defense's module: core.fingerprint). The same cell in two matrices (or two
+runs of one) is computed once (harness.cell_store); the same config under changed code is a new
+cell, and the run says which stored cells it no longer reuses."""
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from fedleak.core.errors import ConfigError, UnknownNameError
+from fedleak.core.io import digest
 from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.harness.matrix_config import MatrixConfig
 
-UNDEFENDED = "none"  # the baseline: adaptive and non-adaptive attacks coincide, so it runs once
+UNDEFENDED = "none"  # the baseline
 
 
 @dataclass(frozen=True)
@@ -24,18 +31,26 @@ class Cell:
     key: str
     config: RunConfig
     labels: dict  # the cell's coordinates in the matrix, stored next to every result row
+    code: dict = field(default_factory=dict)  # what computes it (code_of); part of the key
     files: ClassVar[tuple[str, ...]] = ("results.parquet", "images.pt")  # what later steps read back
 
     def describe(self) -> str:
         mode = "adaptive" if self.labels["adaptive"] else "non-adaptive"
-        return f"{self.labels['attack_label']} ({mode}) vs {self.labels['defense_label']}, images {self.labels['images']}"
+        check = " [budget check]" if self.labels.get("check") else ""
+        return (f"{self.labels['attack_label']} ({mode}) vs {self.labels['defense_label']}, images "
+                f"{self.labels['images']}{check}")
+
+    @property
+    def config_hash(self) -> str:
+        return self.config.digest()
 
     def run(self, gpu: int | None):
         from fedleak.harness.cell_worker import attack_cell
         return attack_cell(self.config, gpu)
 
     def record(self) -> dict:
-        return {"kind": "attack", "key": self.key, "labels": self.labels, "config": self.config.to_dict()}
+        return {"kind": "attack", "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
+                "config_hash": self.config_hash, "code": self.code}
 
 
 def expand(matrix: MatrixConfig) -> list[Cell]:
@@ -61,30 +76,58 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
             skipped.update(dict.fromkeys(reasons))
             continue
         budget = matrix.budget(attack, matrix.preset)
-        modes = [False] if defense.name == UNDEFENDED else attack.adaptive
-        for adaptive, seed, batch in itertools.product(modes, matrix.seeds, _batches(matrix, budget.images)):
+        modes = [False] if passthrough(defense.name) else attack.adaptive
+        images = _victims(matrix, budget.images)
+        for adaptive, seed in itertools.product(modes, matrix.seeds):
             config = RunConfig(
-                data=DataConfig(name=dataset.name, root=dataset.root, victims=batch, num_victims=len(batch),
-                                batch_size=len(batch), options=dict(dataset.options)),
-                victim=victim,
+                data=DataConfig(name=dataset.name, root=dataset.root, victims=images, num_victims=len(images),
+                                batch_size=matrix.images.batch_size, options=dict(dataset.options),
+                                batch_seed="first"),
+                victim=threat.victim_spec(victim),
                 threat_model=ThreatModelConfig(threat.name, _knowledge(threat.knowledge, adaptive), threat.lr,
                                                threat.epochs, threat.local_batch_size, dict(threat.options)),
                 defense=DefenseConfig(defense.name, dict(defense.options)),
                 attack=AttackConfig(attack.name, budget.iterations, budget.restarts, dict(attack.options)),
                 seed=seed, device=matrix.device).validate()
-            key = config.digest()
+            code = code_of(attack=attack.name, defense=defense.name)
+            key = cell_key(config.digest(), code)
             labels = {"attack_label": attack.display, "adaptive": adaptive, "defense_label": defense.label,
-                      "knowledge_preset": _preset(threat.knowledge), "images": batch, "preset": matrix.preset}
-            cells.setdefault(key, Cell(key, replace(config, output=cell_output(key)), labels))
+                      "knowledge_preset": _preset(threat.knowledge), "images": images, "preset": matrix.preset}
+            cells.setdefault(key, Cell(key, replace(config, output=cell_output(key)), labels, code))
     return list(cells.values()), list(skipped)
+
+
+def code_of(attack: str | None = None, defense: str | None = None) -> dict:
+    """The code a task's results depend on: fedleak's source, and the modules of its attack and
+    defense (a plugin's own files; core.fingerprint). Names not registered are left out (check_names
+    reports them)."""
+    from fedleak.attacks import ATTACKS
+    from fedleak.core.fingerprint import module_digest, package_digest
+    from fedleak.defenses import DEFENSES
+    code = {"fedleak": package_digest()}
+    for role, registry, name in (("attack", ATTACKS, attack), ("defense", DEFENSES, defense)):
+        if name is not None and name in registry:
+            code[role] = f"{name}:{module_digest(registry.get(name))}"
+    return code
+
+
+def cell_key(config_hash: str, code: dict, prefix: str = "") -> str:
+    """A task's key: its config's digest and the code that computes it."""
+    return prefix + digest({"config": config_hash, "code": code}, 12 - len(prefix))
+
+
+def passthrough(defense: str) -> bool:
+    """A defense that sends the update as it is: adaptive and non-adaptive attacks coincide, so it
+    is attacked once (Defense.passthrough)."""
+    from fedleak.defenses import DEFENSES
+    return defense == UNDEFENDED or (defense in DEFENSES and DEFENSES.get(defense).passthrough)
 
 
 def check_images(matrix: MatrixConfig) -> None:
     """Every victim index a cell would attack exists in every dataset, said before anything runs
     (a cell would find out only once its victim was trained)."""
     from fedleak.data.datasets import load_dataset
-    wanted = sorted({i for attack in matrix.attacks for batch in _batches(matrix, matrix.budget(attack, matrix.preset).images)
-                     for i in batch})
+    wanted = sorted({i for attack in matrix.attacks for i in _victims(matrix, matrix.budget(attack, matrix.preset).images)})
     for k, dataset in enumerate(matrix.datasets):
         count = len(load_dataset(dataset.name, root=dataset.root, **dataset.options).victim_images)
         outside = [i for i in wanted if not 0 <= i < count]
@@ -110,11 +153,10 @@ def excluded(section: str, name: str, threat_model: str) -> str | None:
     return not_applicable(threat_model, registry.get(name))
 
 
-def _batches(matrix: MatrixConfig, count: int) -> list[list[int]]:
+def _victims(matrix: MatrixConfig, count: int) -> list[int]:
     """The configured victims, or the preset's count from 0 rounded up to whole batches of B."""
     b = matrix.images.batch_size
-    indices = list(matrix.images.indices) or list(range(-(-count // b) * b))
-    return [indices[i:i + b] for i in range(0, len(indices), b)]
+    return list(matrix.images.indices) or list(range(-(-count // b) * b))
 
 
 def cell_output(key: str) -> str:

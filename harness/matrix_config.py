@@ -21,11 +21,12 @@ Errors name the key (`defenses[2].sweep.noise: expected a list`), like harness.c
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedleak.metrics.record import REPORTED, Metric
+from fedleak.metrics.record import GATED, Metric
 from fedleak.core.io import read_toml
 from fedleak.core.options import from_dict
 from fedleak.core.errors import ConfigError
@@ -85,6 +86,12 @@ class ThreatModelEntry:
     epochs: int = 1
     local_batch_size: int | None = None
     options: dict = field(default_factory=dict)  # protocol options (hyperfl, vfl)
+    # fields of every [[victims]] spec that differ under this protocol, e.g. { rounds = 1 } for HyperFL,
+    # whose first round carries no data (docs/matrix.md)
+    victim: dict = field(default_factory=dict)
+
+    def victim_spec(self, spec: VictimSpec) -> VictimSpec:
+        return replace(spec, **self.victim) if self.victim else spec
 
 
 @dataclass(frozen=True)
@@ -133,16 +140,25 @@ class DefenseSetting:
 
 @dataclass(frozen=True)
 class GateConfig:
+    """Thresholds on each gated verdict (harness.verdict: one per context and defense setting, each
+    image's strongest attack): absolute (`max_psnr`, `max_ssim`, `min_lpips`) or above what the label
+    alone gives (`max_psnr_over_label`, dB above the label baseline). A gated verdict also fails on
+    fewer than `min_images` images, on a degenerate observation, and when the strongest attack at
+    `budget_factor`× iterations and restarts raises its leakage by more than `budget_tolerance` dB."""
     max_psnr: float | None = None
     max_ssim: float | None = None
     min_lpips: float | None = None
-    statistic: str = "worst"            # over a cell's images: worst (most leaked) | median | mean
+    max_psnr_over_label: float | None = None
+    statistic: str = "worst"            # over a verdict's images: worst (most leaked) | median | mean
     defenses: list[str] = field(default_factory=list)  # names or setting labels gated; empty: all but none
+    min_images: int = 8
+    budget_factor: int = 4              # the budget check: iterations and restarts × this; 1 turns it off
+    budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
 
     def limits(self) -> list[tuple[Metric, float]]:
         """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
         more, min_<m> where a smaller one does."""
-        return [(m, getattr(self, m.gate_key)) for m in REPORTED if getattr(self, m.gate_key) is not None]
+        return [(m, getattr(self, m.gate_key)) for m in GATED if getattr(self, m.gate_key) is not None]
 
     @property
     def enabled(self) -> bool:
@@ -209,6 +225,10 @@ def validate(config: MatrixConfig) -> MatrixConfig:
     """Checks that need no registry (names are checked after plugins load: harness.matrix_check)."""
     if config.preset not in PRESETS:
         raise ConfigError(f"preset: expected one of {', '.join(PRESETS)}, got '{config.preset}'")
+    for i, threat in enumerate(config.threat_models):
+        if threat.victim:
+            for victim in config.victims:  # every field known and well typed, as in [[victims]]
+                from_dict(VictimSpec, {**dataclasses.asdict(victim), **threat.victim}, f"threat_models[{i}].victim")
     for axis in ("attacks", "defenses", "datasets", "victims", "threat_models", "seeds"):
         if not getattr(config, axis):
             raise ConfigError(f"{axis}: empty; the matrix would have no cells")
@@ -247,6 +267,11 @@ def validate(config: MatrixConfig) -> MatrixConfig:
                               f"matrix; settings: {', '.join(labels)}")
     if config.gate.statistic not in GATE_STATISTICS:
         raise ConfigError(f"gate.statistic: expected one of {', '.join(GATE_STATISTICS)}, got '{config.gate.statistic}'")
+    if config.gate.min_images < 1 or config.gate.budget_factor < 1:
+        key = "min_images" if config.gate.min_images < 1 else "budget_factor"
+        raise ConfigError(f"gate.{key}: must be >= 1, got {getattr(config.gate, key)}")
+    if not (config.gate.budget_tolerance >= 0):
+        raise ConfigError(f"gate.budget_tolerance: must be finite and >= 0, got {config.gate.budget_tolerance}")
     for preset in PRESETS:
         for where, budget in [(f"budgets.{preset}", getattr(config.budgets, preset))] + [
                 (f"attacks[{i}].budgets.{preset}", getattr(a.budgets, preset)) for i, a in enumerate(config.attacks)]:

@@ -71,24 +71,34 @@ class RunResult:
 
 class ResultLog:
     """A run's rows and images so far, rewritten (atomically) after every batch, so that an
-    interruption loses nothing that finished."""
+    interruption loses nothing that finished; with `partial` off (a matrix cell, whose scratch
+    folder an interruption discards anyway) written once, by `result()`."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, partial: bool = True):
         self.directory = Path(directory)
+        self.partial = partial
         self.rows: list[dict] = []
         self.truths: list[torch.Tensor] = []
         self.reconstructions: list[torch.Tensor] = []
         self.frame = pd.DataFrame()
+        self.written = 0
 
     def add(self, rows: list[dict], batch: ScoredBatch) -> None:
         self.rows += rows
         self.truths.append(batch.truth)
         self.reconstructions.append(batch.matched)
+        if self.partial:
+            self._write()
+
+    def _write(self) -> None:
         self.frame = write_rows(self.rows, self.directory)
         save_tensors(self.directory / "images.pt", {"ground_truth": torch.cat(self.truths),
                                                     "reconstructions": torch.cat(self.reconstructions)})
+        self.written = len(self.rows)
 
     def result(self) -> RunResult:
+        if self.written < len(self.rows):
+            self._write()
         return RunResult(self.frame, self.directory, torch.cat(self.truths), torch.cat(self.reconstructions))
 
 
@@ -97,7 +107,8 @@ def write_rows(rows: list[dict], directory: Path) -> pd.DataFrame:
     return write_frame(pd.DataFrame(rows), directory)
 
 
-def write_frame(frame: pd.DataFrame, directory: Path) -> pd.DataFrame:
+def write_frame(frame: pd.DataFrame, directory: Path, stem: str = "results") -> pd.DataFrame:
+    """`<stem>.parquet` and `<stem>.csv` in `directory`, each written atomically."""
     import io
     frame = frame.copy()
     for column in frame.columns:  # nested provenance as JSON text keeps Parquet schemas flat
@@ -105,8 +116,8 @@ def write_frame(frame: pd.DataFrame, directory: Path) -> pd.DataFrame:
             frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    atomic_write(directory / "results.parquet", buffer.getvalue())
-    atomic_write(directory / "results.csv", frame.to_csv(index=False).encode())
+    atomic_write(directory / f"{stem}.parquet", buffer.getvalue())
+    atomic_write(directory / f"{stem}.csv", frame.to_csv(index=False).encode())
     return frame
 
 

@@ -27,7 +27,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
+def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = True, report: bool = True) -> RunResult:
+    """`save_partial`: write the rows after every batch (a standalone run: an interruption keeps what
+    finished); a matrix cell writes once, into a scratch folder. `report`: the run's grid + Markdown."""
     device = resolve_device(config.device)
     out = Path(config.output)
     check_writable(out)
@@ -44,24 +46,39 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)
 
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
+                  **round_privacy(defense, threat, config.data.batch_size),
                   "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": defense.name,
                   "defense_params": defense.describe(), "threat_model": threat.name, "dataset": data.name,
                   **victim.describe(), "iterations": budget.iterations, "restarts": budget.restarts,
                   "batch_size": config.data.batch_size}
     batches = [indices[i:i + config.data.batch_size] for i in range(0, len(indices), config.data.batch_size)]
-    log = ResultLog(out)
+    log = ResultLog(out, save_partial)
     for number, batch in enumerate(batches):
         x, y = data.victims(batch)
         x, y = x.to(device), y.to(device)
+        client = number if config.data.batch_seed == "position" else 0
         scored = attack_and_score(
-            lambda: threat.observe(victim, x, y, defense, flags, seed=config.seed + number, client_id=number),
-            attack, victim.model, budget, seed=config.seed * 7919 + number,
+            lambda: threat.observe(victim, x, y, defense, flags, seed=config.seed + client, client_id=client),
+            attack, victim.model, budget, seed=config.seed * 7919 + client,
             truth=threat.private_input(x),  # vertical FL: only the attacked party's columns
             labels=y, progress=progress)
         log.add([{**provenance, "batch": number, "image_index": index, **row} for index, row in zip(batch, scored.rows)],
                 scored)
     result = log.result()
-    from fedleak.reports.run_report import write_run_report
-    write_run_report(result)
+    if report:
+        from fedleak.reports.run_report import write_run_report
+        write_run_report(result)
     return result
+
+
+def round_privacy(defense, threat, batch_size: int) -> dict:
+    """ε of the attacked update itself (a DP defense; else NaN): user level, one mechanism; example
+    level, the local steps of this round on its B images; no amplification by sampling, since the
+    server holds this very update (docs/privacy.md)."""
+    unit = getattr(defense, "privacy_unit", None)
+    privacy = defense.privacy(1 if unit == "user" else threat.local_steps(batch_size), 1.0) if unit else None
+    if privacy is None:
+        return {"epsilon_round": float("nan")}
+    return {"epsilon_round": float(privacy["epsilon"]), "delta": float(privacy["delta"]),
+            "neighbouring": privacy.get("neighbouring")}

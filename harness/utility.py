@@ -8,11 +8,13 @@ attack sees. Results are cached as JSON under `cache_dir()/utility/<hash>.json` 
 checkpoints themselves are cached by `build_victim`), so an attack × defense matrix trains each
 (victim, defense) pair once.
 
-Accounting (`Defense.privacy(steps, sampling_rate)`):
+Accounting (`Defense.privacy(steps, sampling_rate)`; docs/privacy.md says what ε means here):
 * example level (DP-SGD): steps = rounds × local steps of the largest shard, sampling rate =
   local batch size / smallest shard, i.e. the worst-off client;
 * user level (DP on the shared update): one mechanism per round, and every client takes part in
-  every round of `federated_training`, so steps = rounds, sampling rate = 1."""
+  every round of `federated_training`, so steps = rounds, sampling rate = 1.
+`epsilon` is over the R training rounds, `epsilon_round` over one round (what protects one attacked
+update), with `delta`, the `neighbouring` relation and the `accountant` that computed them."""
 from __future__ import annotations
 
 import copy
@@ -28,7 +30,7 @@ from fedleak.models.functional import local_update
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import VictimSpec, build_victim
 
-CACHE_VERSION = 3  # 3: interleaved timing, fresh round seed per repeat
+CACHE_VERSION = 4  # 3: interleaved timing, fresh round seed per repeat; 4: ε per round, neighbouring, accountant
 
 
 def measure_utility(data, victim_spec: VictimSpec, defense: Defense, rounds: int | None = None,
@@ -55,17 +57,33 @@ def _measure(spec: VictimSpec, data, defense: Defense, timing_repeats: int, prog
                                                                      [NoDefense(), copy.deepcopy(defense)], timing_repeats)
     steps, rate = _accounting(defense, spec, shards, training)
     privacy = defense.privacy(steps, rate)
+    # one round of one client: what the server holds when it attacks a single update
+    per_round = None if privacy is None else defense.privacy(max(1, steps // spec.rounds), rate)
 
     return {
         "dataset": data.name, "victim": asdict(spec), "defense": defense.name, "defense_params": defense.describe(),
         "rounds": spec.rounds, "accuracy": defended.accuracy, "accuracy_baseline": baseline.accuracy,
         "accuracy_drop": baseline.accuracy - defended.accuracy,
+        # accuracy against rounds: what the last quarter of training still added (a defense that slows
+        # convergence looks costlier than it is when this is large: train longer)
+        "accuracy_last_quarter": _last_quarter(defended.curve),
+        "accuracy_last_quarter_baseline": _last_quarter(baseline.curve),
         "bytes_sent": sent_bytes, "bytes_dense": dense_bytes, "compression": dense_bytes / max(sent_bytes, 1),
         "epsilon": None if privacy is None else privacy["epsilon"],
+        "epsilon_round": None if per_round is None else per_round["epsilon"],
         "delta": None if privacy is None else privacy["delta"],
+        "neighbouring": None if privacy is None else privacy.get("neighbouring"),
+        "accountant": None if privacy is None else privacy.get("accountant"),
         "accounting_steps": None if privacy is None else steps, "sampling_rate": None if privacy is None else rate,
         "client_seconds": defended_s, "client_seconds_baseline": plain_s, "compute_overhead": defended_s / plain_s,
     }
+
+
+def _last_quarter(curve: list[float] | None) -> float | None:
+    """Accuracy after the last round minus after three quarters of them."""
+    if not curve or len(curve) < 4:
+        return None
+    return curve[-1] - curve[len(curve) - len(curve) // 4 - 1]
 
 
 def _clients(spec: VictimSpec, data):
@@ -108,5 +126,9 @@ def _accounting(defense: Defense, spec: VictimSpec, shards, training: LocalTrain
 
 
 def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
+    """Everything the measurement depends on, the defense's code included (an edited plugin is
+    measured again, core.fingerprint)."""
+    from fedleak.core.fingerprint import module_digest
     return digest({"spec": asdict(spec), "data": data.name, "n": len(data.train_images), "defense": defense.name,
-                   "defense_params": defense.describe(), "v": CACHE_VERSION})
+                   "defense_params": defense.describe(), "defense_source": module_digest(type(defense)),
+                   "v": CACHE_VERSION})

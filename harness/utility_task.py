@@ -7,12 +7,13 @@ defense, whatever the attacked round's threat model, attack, attack mode or imag
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
 
 from fedleak.core.components import UPDATE, applicability
 from fedleak.core.io import digest, json_bytes
 from fedleak.harness.config import DataConfig, DefenseConfig, RunConfig
+from fedleak.harness.matrix import cell_key, code_of
 
 UTILITY_FILE = "utility.json"
 
@@ -23,6 +24,7 @@ class UtilityTask:
     config: RunConfig   # dataset, victim and defense; the attack fields play no part
     labels: dict
     options: dict
+    code: dict = field(default_factory=dict)  # what computes it (harness.matrix.code_of); part of the key
     files: ClassVar[tuple[str, ...]] = (UTILITY_FILE,)
 
     def describe(self) -> str:
@@ -38,7 +40,13 @@ class UtilityTask:
 
     def record(self) -> dict:
         return {"kind": "utility", "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
-                "options": self.options}
+                "options": self.options, "config_hash": self.config_hash, "code": self.code}
+
+    @property
+    def config_hash(self) -> str:
+        blob = {"data": asdict(self.config.data), "victim": asdict(self.config.victim),
+                "defense": asdict(self.config.defense), "options": self.options}
+        return digest(blob, 12)
 
 
 def utility_tasks(matrix) -> list[UtilityTask]:
@@ -53,12 +61,11 @@ def utility_tasks(matrix) -> list[UtilityTask]:
                 config = RunConfig(data=DataConfig(name=dataset.name, root=dataset.root, options=dict(dataset.options)),
                                    victim=victim, defense=DefenseConfig(setting.name, dict(setting.options)),
                                    device=matrix.device)
-                blob = {"data": asdict(config.data), "victim": asdict(victim), "defense": asdict(config.defense),
-                        "options": options}
-                key = "u" + digest(blob, 11)
                 labels = {"defense_label": setting.label, "defense": setting.name, "dataset": dataset.name,
                           "model": victim.model, "victim_state": victim.state}
-                tasks.setdefault(key, UtilityTask(key, replace(config, output=f"cells/{key}"), labels, options))
+                task = UtilityTask("", config, labels, options, code_of(defense=setting.name))
+                key = cell_key(task.config_hash, task.code, prefix="u")
+                tasks.setdefault(key, replace(task, key=key, config=replace(config, output=f"cells/{key}")))
     return list(tasks.values())
 
 
@@ -78,10 +85,16 @@ def measure(config: RunConfig, options: dict) -> dict:
     return _numbers(measure_utility(data, config.victim, defense, **options))
 
 
+TEXT = ("neighbouring", "accountant")  # what an ε means, kept as text next to it
+
+
 def _numbers(result: dict) -> dict:
-    """The scalar measurements as floats (None and NaN dropped: "not defined"; inf stays inf)."""
+    """The scalar measurements as floats (None and NaN dropped: "not defined"; inf stays inf), and
+    the text that says what ε means."""
     out = {}
     for name, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value)):
             out[name] = float(value)
+        elif name in TEXT and isinstance(value, str):
+            out[name] = value
     return out

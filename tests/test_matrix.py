@@ -16,7 +16,8 @@ import pytest
 from fedleak.harness.cli import main
 from procfs import children, listening_addresses, loopback
 from fedleak.core.errors import ConfigError
-from fedleak.harness.matrix import expand, expansion
+from fedleak.core.fingerprint import package_digest
+from fedleak.harness.matrix import cell_key, expand, expansion
 from fedleak.harness.matrix_config import BudgetConfig, matrix_from_dict
 from fedleak.harness.matrix_run import prepare_matrix, run_matrix
 
@@ -58,14 +59,16 @@ def test_expansion_covers_every_axis_once_with_config_digests():
     matrix = matrix_from_dict(smoke_matrix(seeds=[0, 1], attacks=[{"name": "idlg"}, {"name": "ig"}], defenses=[
         {"name": "none"}, {"name": "prune", "sweep": {"ratio": [0.1, 0.5]}}]))
     cells = expand(matrix)
-    # none: 2 attacks x 1 mode x 2 seeds x 2 images; prune: 2 settings x 2 attacks x 2 modes x 2 x 2
-    assert len(cells) == 8 + 32
+    # none: 2 attacks x 1 mode x 2 seeds; prune: 2 settings x 2 attacks x 2 modes x 2 seeds; each cell both images
+    assert len(cells) == 4 + 16
     assert len({c.key for c in cells}) == len(cells)
     for cell in cells:
-        assert cell.key == cell.config.digest()
+        assert cell.key == cell_key(cell.config.digest(), cell.code)
+        assert cell.code["fedleak"] == package_digest() and cell.code["attack"].startswith(cell.config.attack.name)
         assert cell.config.threat_model.knowledge["defense"] is cell.labels["adaptive"]
         assert cell.config.output == f"cells/{cell.key}"
-        assert len(cell.config.data.victims) == 1
+        assert cell.config.data.victims == [1, 2] and cell.config.data.batch_size == 1
+        assert cell.config.data.batch_seed == "first"  # an image's result does not depend on its cell-mates
     assert {c.labels["defense_label"] for c in cells} == {"none", "prune (ratio=0.1)", "prune (ratio=0.5)"}
     assert not any(c.labels["adaptive"] for c in cells if c.config.defense.name == "none")
     assert [c.key for c in expand(matrix)] == [c.key for c in cells]  # stable across expansions
@@ -103,8 +106,8 @@ def test_declarations_pair_components_and_list_what_they_rule_out():
 
 def test_digest_follows_results_not_placement():
     cell = expand(matrix_from_dict(smoke_matrix()))[0]
-    assert replace(cell.config, output="elsewhere", device="cpu").digest() == cell.key
-    assert replace(cell.config, attack=replace(cell.config.attack, iterations=3)).digest() != cell.key
+    assert replace(cell.config, output="elsewhere", device="cpu").digest() == cell.config_hash
+    assert replace(cell.config, attack=replace(cell.config.attack, iterations=3)).digest() != cell.config_hash
 
 
 def test_budget_precedence_and_presets():
@@ -121,7 +124,8 @@ def test_budget_precedence_and_presets():
     assert bare.budget(bare.attacks[0], "ci") == BudgetConfig(iterations=10, restarts=1, images=4)  # DLG's own
     assert (bare.budget(bare.attacks[1], "ci").iterations, bare.budget(bare.attacks[1], "ci").restarts) == (200, 2)
     matrix = replace(matrix, images=replace(matrix.images, indices=[]), preset="ci")
-    assert len(expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))) == 3  # 3 images, B=1
+    (cell,) = expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))
+    assert cell.config.data.victims == [0, 1, 2]  # 3 images, B=1, one cell
 
 
 @pytest.mark.parametrize("change, key", [
@@ -164,23 +168,26 @@ def test_unknown_names_and_options_are_refused_before_running(change, message):
 # ------------------------------------------------------------------------------------------- resume
 def test_resume_computes_only_missing_cells_and_duplicates_nothing(tmp_path):
     out = tmp_path / "m"
-    first = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(images={"indices": [1]}))), out,
-                       workers=0, progress=False)
-    assert len(first.schedule.computed) == len(first.cells) == 3 and not first.schedule.failed
+    first = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
+    # 3 cells (none; the plugin in both modes), 1 label baseline, 2 data-dependence checks
+    assert len(first.cells) == 3 and len(first.tasks) == 6
+    assert len(first.schedule.computed) == 6 and not first.schedule.failed
     stamps = {k: (out / "cells" / k / "cell.json").stat().st_mtime_ns for k in first.schedule.computed}
 
-    second = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
+    second = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig"}, {"name": "idlg"}]))), out,
+                        workers=0, progress=False)
     assert len(second.cells) == 6
-    assert second.schedule.reused == 3
+    assert second.schedule.reused == 6  # the ig cells and every check
     assert set(second.schedule.computed) == {c.key for c in second.cells} - set(stamps)
     assert {k: (out / "cells" / k / "cell.json").stat().st_mtime_ns for k in stamps} == stamps  # untouched
     results = pd.read_parquet(out / "results.parquet")
-    assert len(results) == 6 and not results.duplicated(["cell", "image_index"]).any()
+    assert len(results) == 12 and not results.duplicated(["cell", "image_index"]).any()
     assert set(results["cell"]) == {c.key for c in second.cells}
     assert json.loads(results["config"].iloc[0])["output"].startswith("cells/")  # not the scratch folder
 
-    third = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
-    assert third.schedule.computed == [] and third.schedule.reused == 6
+    third = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig"}, {"name": "idlg"}]))), out,
+                       workers=0, progress=False)
+    assert third.schedule.computed == [] and third.schedule.reused == 9
 
 
 def _alive(pid: int) -> bool:
@@ -217,7 +224,7 @@ def test_interrupted_run_resumes(tmp_path, how):
         time.sleep(1)
         assert not [p for p in workers if _alive(p)], "workers outlived a killed matrix run"
     stored = [p.parent.name for p in (out / "cells").glob("*/cell.json")]
-    assert 1 <= len(stored) < 9
+    assert 1 <= len(stored) < 6  # 3 cells (3 images each), a label baseline, 2 data-dependence checks
     for key in stored:
         assert {"results.parquet", "images.pt"} <= {p.name for p in (out / "cells" / key).iterdir()}
 
@@ -230,7 +237,7 @@ def test_interrupted_run_resumes(tmp_path, how):
 
     resumed = run_matrix(prepare_matrix(config), out, workers=0, progress=False)
     assert resumed.schedule.reused == len(stored)
-    assert len(resumed.schedule.computed) == 9 - len(stored)
+    assert len(resumed.schedule.computed) == len(resumed.tasks) - len(stored) == 6 - len(stored)
     assert not list((out / "cells").glob(".staging-*"))
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 9 and not results.duplicated(["cell", "image_index"]).any()
@@ -254,21 +261,23 @@ def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- gate
-@pytest.mark.parametrize("setting, passes", [({"keep": 1.0, "noise": 0.0}, False), ({"keep": 0.05, "noise": 2.0}, True)])
-def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, setting, passes):
-    table = smoke_matrix(images={"indices": [2]}, victims=[{"model": "lenet"}],
+@pytest.mark.parametrize("defense, passes", [({"name": "random-k-noise", "options": {"keep": 1.0, "noise": 0.0}}, False),
+                                             ({"name": "prune", "options": {"ratio": 0.001}}, True)])
+def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, defense, passes):
+    table = smoke_matrix(images={"indices": [2, 3]}, victims=[{"model": "lenet"}],
                          attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 6}}}],
-                         defenses=[{"name": "random-k-noise", "options": setting}],
-                         gate={"max_psnr": 18.0})
+                         defenses=[defense], gate={"max_psnr": 18.0, "min_images": 2})
     config = write_toml(tmp_path / "gate.toml", table)
     status = main(["matrix", str(config), "--gate", "--workers", "0", "--quiet", "--output", str(tmp_path / "out")])
     printed = capsys.readouterr().out
+    # the verdict, per defense setting: best attack, label baseline, converged, degenerate, n, interval
+    assert "over label [95% CI]" in printed and "converged" in printed and "degenerate" in printed
     if passes:
-        assert status == 0 and "gate passed" in printed
+        assert status == 0 and "gate passed: 1 gated verdicts meet" in printed, printed
     else:
         assert status == 1 and "gate FAILED" in printed
         table_lines = printed.split("gate FAILED", 1)[1].splitlines()
-        assert any("random-k-noise" in line and "psnr" in line for line in table_lines)
+        assert any("random-k-noise" in line and "psnr" in line and "> 18" in line for line in table_lines)
 
 
 # ---------------------------------------------------------------------------------- evaluate-defense
@@ -307,7 +316,7 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
     matrix = prepare_matrix(matrix_from_dict(smoke_matrix(images={"indices": [1]})))
     run = run_matrix(matrix, tmp_path / "ray", executor="ray", workers=2, progress=False)
-    assert not run.schedule.failed and len(run.schedule.computed) == len(run.cells) == 3
+    assert not run.schedule.failed and len(run.schedule.computed) == len(run.tasks) == 6 and len(run.cells) == 3
     results = pd.read_parquet(tmp_path / "ray" / "results.parquet")
     assert len(results) == 3 and set(results["defense"]) == {"none", "random-k-noise"}
 

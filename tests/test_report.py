@@ -46,7 +46,10 @@ def test_report_shows_heat_maps_tradeoff_and_grids(matrix_folder, tmp_path):
         assert f"### {metric}: attack × defense" in text
     assert "best attack (per cell)" in text and "best attack (per image)" in text
     assert "| ig (adaptive) |" in text and "| idlg |" in text
-    assert "random-k-noise (ε=2.5)" in text and "accuracy" in text   # utility columns, ε in the label
+    # the verdict table: utility next to the leakage, ε over training where the defense has one
+    verdict_rows = [line for line in text.splitlines() if line.startswith("| random-k-noise |") and "– / 2.5" in line]
+    assert len(verdict_rows) == 1 and "| accuracy |" in text
+    assert "over label [95% CI]" in text and "| converged |" in text and "| degenerate |" in text
     assert "## Gate" in text
     assert "## Pairs not applicable" in text and "defense 'hashing' applies to embedding, not gradient" in text
     figures = sorted(p.name for p in (tmp_path / "r").glob("*.png"))

@@ -65,6 +65,11 @@ class ThreatModel(Component, ABC):
         from fedleak.threat_models.victim import build_victim
         return build_victim(spec, data, progress=progress)
 
+    def local_steps(self, num_examples: int) -> int:
+        """Gradient steps in one client round on `num_examples` (what a per-step DP defense composes
+        over in the attacked round)."""
+        return 1
+
     def private_input(self, x: torch.Tensor) -> torch.Tensor:
         """The part of the victim images the attacked client holds: what a reconstruction is
         scored against (all of it here; one party's columns in vertical FL)."""
@@ -125,6 +130,9 @@ class FedAvg(ThreatModel):
 
     def client_update(self, model, params, buffers, x, y, defense):
         return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn())
+
+    def local_steps(self, num_examples: int) -> int:
+        return self.training.steps(num_examples)
 
     def replay(self, model, params, buffers, x, y, knowledge):
         step = _replay_step(knowledge)

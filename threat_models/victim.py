@@ -42,6 +42,9 @@ class Victim:
     data: object  # data.datasets.ImageData
     spec: VictimSpec
     accuracy: float | None = None
+    # held-out accuracy after each training round (FedAvg-trained victims); keyword-only, so the
+    # subclasses' own fields keep their positions
+    curve: list[float] | None = field(default=None, kw_only=True)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(self.data.mean, device=x.device).view(-1, 1, 1)
@@ -82,18 +85,23 @@ def evaluate_accuracy(victim: Victim, images: torch.Tensor | None = None, labels
 
 
 def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
+    """The recipe, the defense's code included: a victim trained with an edited plugin defense is
+    trained again (core.fingerprint)."""
+    from fedleak.core.fingerprint import module_digest
     return digest({"spec": asdict(spec), "data": data.name, "n": len(data.train_images),
-                   "defense": defense.name, "defense_params": defense.describe(), "v": 1})
+                   "defense": defense.name, "defense_params": defense.describe(),
+                   "defense_source": module_digest(type(defense)), "v": 1})
 
 
 def _train_cached(victim: Victim, defense: Defense, progress: bool) -> None:
     def train() -> dict:
         federated_training(victim, defense, progress)
-        return {"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy}
+        return {"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy, "curve": victim.curve}
 
     path = cache_dir() / "victims" / f"{_cache_key(victim.spec, victim.data, defense)}.pt"
     state = cached_tensors(path, train, "trained victim", lambda s: state_problem(s, victim.params, victim.buffers))
     victim.params, victim.buffers, victim.accuracy = state["params"], state["buffers"], state["accuracy"]
+    victim.curve = state.get("curve")
 
 
 def state_problem(state, params: dict, buffers: dict) -> str | None:
@@ -122,6 +130,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
     model = defense.prepare_model(victim.model).train()
     names = list(victim.params)
     generator = torch.Generator().manual_seed(spec.seed)
+    curve = []
     for rnd in tqdm(range(spec.rounds), desc="victim FedAvg", disable=not progress):
         total = [torch.zeros_like(victim.params[k]) for k in names]
         buffer_sum = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in victim.buffers.items()}
@@ -141,5 +150,8 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
             weight += len(shard)
         victim.params = {k: victim.params[k] + t / weight for k, t in zip(names, total)}
         victim.buffers = {k: (buffer_sum[k] / weight).to(v.dtype) for k, v in victim.buffers.items()}
+        curve.append(evaluate_accuracy(victim))  # evaluate_accuracy leaves the model in eval mode
+        model.train()
     victim.model.eval()
     victim.accuracy = evaluate_accuracy(victim)
+    victim.curve = curve
