@@ -28,8 +28,7 @@ import copy
 import dataclasses
 import hashlib
 import inspect
-import io
-import json
+import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -40,12 +39,15 @@ from fedleak.attacks.analytic_fc import leading_direction
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, require_knowledge
 from fedleak.attacks.defense_loop import ShareMatcher, build_replay, labels_for, provisional_labels
 from fedleak.attacks.defense_replay import ShareFailed, _private_draw
-from fedleak.core.errors import ConfigError
+from fedleak.core.errors import ConfigError, UnreadableFileError
+from fedleak.core.io import digest, load_tensors, save_tensors
 from fedleak.core.options import check_bool, check_integer, check_number
 from fedleak.defenses.seeding import mix
 from fedleak.metrics.image import psnr
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import cache_dir
+
+log = logging.getLogger("fedleak")
 
 VERSION = 1
 MEMORY_ENTRIES = 8
@@ -278,19 +280,19 @@ def _key(replay, observation, knowledge, c, budget, dependent: bool) -> str:
     except (OSError, TypeError, KeyError):
         source = cls.__qualname__
     public = {k: v for k, v in _describe(replay.defense).items() if k not in replay.private}
-    digest = hashlib.sha256()
+    weights = hashlib.sha256()
     for name in observation.param_names:
-        digest.update(observation.global_params[name].detach().cpu().numpy().tobytes())
+        weights.update(observation.global_params[name].detach().cpu().numpy().tobytes())
     for name in sorted(observation.buffers):
-        digest.update(observation.buffers[name].detach().cpu().numpy().tobytes())
+        weights.update(observation.buffers[name].detach().cpu().numpy().tobytes())
     aux = knowledge.auxiliary_images
-    blob = {"v": VERSION, "defense": f"{cls.__module__}.{cls.__qualname__}", "source": hashlib.sha256(source.encode()).hexdigest(),
-            "public": public, "weights": digest.hexdigest(), "threat": observation.threat_model,
+    blob = {"v": VERSION, "defense": f"{cls.__module__}.{cls.__qualname__}", "source": digest(source, 64),
+            "public": public, "weights": weights.hexdigest(), "threat": observation.threat_model,
             "training": dataclasses.asdict(knowledge.local_training) if knowledge.local_training else None,
             "shape": knowledge.image_shape, "classes": knowledge.num_classes, "mean": knowledge.mean, "std": knowledge.std,
             "aux": [len(aux), float(aux[:64].double().sum())], "config": dataclasses.asdict(c), "steps": budget.iterations,
             "context": [replay.context.seed, replay.context.client_id, replay.context.round] if dependent else None}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return digest(blob, 20)
 
 
 def _describe(defense) -> dict:
@@ -309,16 +311,11 @@ def _load(key: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        trained = torch.load(path, weights_only=True)
-    except Exception:  # noqa: BLE001 - a damaged cache entry is retrained, not trusted
+        return load_tensors(path, "a trained inverter")
+    except UnreadableFileError as e:  # a damaged cache entry is retrained, not trusted
+        log.warning(f"fedleak: {e}; retraining it")
         return None
-    return trained
 
 
 def _store(key: str, trained: dict) -> None:
-    from fedleak.core.io import atomic_write_bytes  # atomic: two workers training one inverter never leave half a file
-    buffer = io.BytesIO()
-    torch.save(trained, buffer)
-    path = _path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_tensors(_path(key), trained)  # atomic: two workers training one inverter never leave half a file

@@ -21,6 +21,8 @@ def write_run_report(result, extra: list[str] = ()) -> None:
              f"{first['restarts']} restarts, device `{first['device']}`, config `{first['config_hash']}`.", "",
              "| metric | median | mean | best | worst |", "|---|---|---|---|---|"]
     for m in METRICS.values():
+        if m.name not in frame:  # psnr_over_label exists only where a matrix measured the label baseline
+            continue
         col = frame[m.name]
         lines.append(f"| {m.name} | {col.median():.4f} | {col.mean():.4f} | {m.most_leaked(col):.4f} | {m.least_leaked(col):.4f} |")
     lines += ["", f"Label accuracy: {frame['label_correct'].mean():.1%} per image, "
