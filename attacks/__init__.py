@@ -8,6 +8,10 @@ from fedleak.attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInver
 from fedleak.attacks.ggl import GGL
 from fedleak.attacks.gifd import GIFD
 from fedleak.attacks.dia import DropoutInversion, DropoutInversionOracle
+from fedleak.attacks.imprint import Imprint
+from fedleak.attacks.trap_weights import TrapWeights
+from fedleak.attacks.loki import Loki
+from fedleak.attacks.gradinversion import GradInversion
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("dlg", DLG)
@@ -20,6 +24,10 @@ ATTACKS.register("ggl", GGL)
 ATTACKS.register("gifd", GIFD)
 ATTACKS.register("dia", DropoutInversion)
 ATTACKS.register("dia-oracle", DropoutInversionOracle)
+ATTACKS.register("imprint", Imprint)
+ATTACKS.register("trap-weights", TrapWeights)
+ATTACKS.register("loki", Loki)
+ATTACKS.register("gradinversion", GradInversion)
 
 
 def build_attack(name: str, **options) -> Attack:

@@ -56,7 +56,8 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
                   "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": defense.name,
-                  "defense_params": defense.describe(), "threat_model": threat.name, "dataset": data.name,
+                  "defense_params": defense.describe(), "threat_model": threat.name,
+                  "threat_model_params": threat.describe()["options"], "dataset": data.name,
                   **victim.describe(), "iterations": budget.iterations, "restarts": budget.restarts,
                   "batch_size": config.data.batch_size}
     indices = config.data.victim_indices()
@@ -66,16 +67,20 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
         x, y = data.victims(batch)
         x, y = x.to(device), y.to(device)
         started = time.perf_counter()
-        observation, knowledge = threat.observe(victim, x, y, defense, flags, seed=config.seed + number, client_id=number)
-        reconstruction = attack.reconstruct(observation, victim.model, knowledge, budget,
+        # a malicious server's attack crafts what the server sends; otherwise it is the global model
+        sent = threat.sent_model(victim, attack, len(batch), flags, seed=config.seed + number)
+        observation, knowledge = threat.observe(sent, x, y, defense, flags, seed=config.seed + number, client_id=number)
+        reconstruction = attack.reconstruct(observation, sent.model, knowledge, budget,
                                             seed=config.seed * 7919 + number, progress=progress)
         wall = time.perf_counter() - started
         truth = threat.private_input(x)  # vertical FL: only the attacked party's columns
         order = match_to_ground_truth(reconstruction.images, truth)
         matched = reconstruction.images[order]
         scores = {k: v.cpu() for k, v in score_images(matched, truth).items()}
-        matched_labels = reconstruction.labels[order] if len(reconstruction.labels) == len(x) else reconstruction.labels
-        batch_label_acc = multiset_label_accuracy(reconstruction.labels, y)
+        # one label per reconstructed image follows its image; anything else is an unordered multiset
+        per_image = len(reconstruction.labels) == len(reconstruction.images)
+        matched_labels = reconstruction.labels[order] if per_image else reconstruction.labels
+        batch_label_acc = multiset_label_accuracy(matched_labels if per_image else reconstruction.labels, y)
         for i, index in enumerate(batch):
             rows.append({**provenance, "batch": number, "image_index": index, "true_label": int(y[i]),
                          "predicted_label": int(matched_labels[i]), "label_correct": bool(matched_labels[i] == y[i]),
@@ -83,6 +88,10 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                          "ssim": float(scores["ssim"][i]), "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]),
                          "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
                          "bytes_sent": observation.public.get("bytes_sent"),
+                         # what the server sent ("global" or the attack that crafted it) and whether the
+                         # client's model check flagged it (None: no check ran)
+                         "model_sent": getattr(sent, "crafted_by", "") or "global",
+                         "model_flagged": observation.public.get("model_check", {}).get("flagged"),
                          # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
                          "precision": reconstruction.extras.get("precision", "fp32")})
         truths.append(truth.cpu())
