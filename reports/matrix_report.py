@@ -14,7 +14,8 @@ import pandas as pd
 from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 from fedleak.reports.heatmap import colour, save_heatmap
 from fedleak.reports.matrix_grids import save_reconstruction_grid
-from fedleak.reports.matrix_tables import METRICS, context_title, contexts, heat_table, strongest_attack, with_utility
+from fedleak.reports.matrix_tables import (METRICS, context_title, contexts, heat_table, model_check_table,
+                                           strongest_attack, with_utility)
 from fedleak.reports.privacy_utility import point_label, save_privacy_utility
 
 METRIC_NOTE = ("Metrics: images in [0,1]; PSNR over all channels; SSIM Gaussian 11/σ1.5 per channel, averaged; "
@@ -53,6 +54,14 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
         doc.add(*_gate_section(view.gate))
     for number, (context, frame) in enumerate(contexts(results), start=1):
         doc.add(*_context_section(number, context, frame, utility, view.cell_images, folder))
+    checks = model_check_table(results)
+    if len(checks):
+        doc.add(Heading("Client-side model check"),
+                Paragraph("Each client round where the `model-check` defense inspected the model it received: on the "
+                          "global model a flag is a false positive, on a model an attack crafted it is a detection. "
+                          "A flagged model is not trained on (the client drops out of the round)."),
+                Table(list(checks.columns[:-2]) + ["rate", "reads as"],
+                      [[*r[:-2], f"{r[-2]:.0%}", r[-1]] for r in checks.itertuples(index=False)]))
     if view.failed:
         doc.add(Heading("Cells that did not run"),
                 Paragraph("Each is retried by the next run of the same matrix."),
