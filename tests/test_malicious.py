@@ -220,3 +220,82 @@ def test_the_model_check_flags_no_honest_model_across_ten_fedavg_rounds(digits, 
         victim.spec = dataclasses.replace(spec, seed=round)
         federated_training(victim, NoDefense())
     assert train() < loss_before  # the rounds trained it
+
+
+# ------------------------------------------------------------------------------ runs, the matrix and its report
+def test_robbing_the_fed_from_the_command_line_records_the_threat_model(tmp_path):
+    """The issue's command, on a small MLP to keep it quick (the body does not matter to the read-out):
+    no --threat-model needed."""
+    from fedleak.harness.cli import main
+    import pandas as pd
+    for clients in (1, 4):
+        out = tmp_path / f"n{clients}"
+        assert main(["attack", "--attack", "imprint", "--dataset", "photos", "--batch-size", "64", "--victims", "64",
+                     "--model", "mlp", "--set", "victim.options.width=16",
+                     "--set", f"threat_model.options.clients={clients}",
+                     "--output", str(out), "--quiet", "--device", "cpu"]) == 0
+        rows = pd.read_parquet(out / "results.parquet")
+        assert (rows["psnr"] >= 40).mean() >= 0.5
+        assert set(rows["threat_model"]) == {"malicious"} and set(rows["model_sent"]) == {"imprint"}
+        assert rows["threat_model_params"].iloc[0] == f'{{"clients": {clients}, "reduction": "mean"}}'
+        assert rows["model_flagged"].isna().all()  # no check ran
+
+
+def test_the_malicious_preset_reports_false_positives_and_detections(tmp_path):
+    from fedleak.harness.matrix_config import load_matrix
+    from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+    from fedleak.harness.matrix_results import report_matrix_folder
+    from fedleak.reports.matrix_tables import model_check_table
+    import pandas as pd
+    matrix = load_matrix("malicious")
+    assert {a.name for a in matrix.attacks} == {"ig", *MALICIOUS} and {d.name for d in matrix.defenses} == {"none", "model-check"}
+    small = dataclasses.replace(matrix, preset="smoke", images=dataclasses.replace(matrix.images, batch_size=8),
+                                victims=[dataclasses.replace(matrix.victims[0], model="mlp", options={"width": 16},
+                                                             rounds=1)])
+    run = run_matrix(prepare_matrix(small), tmp_path, workers=0, progress=False)
+    assert not run.schedule.failed
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    table = model_check_table(results)
+    honest, crafted = table[table["model sent"] == "global"], table[table["model sent"] != "global"]
+    assert len(honest) == 2 and (honest["flagged"] == 0).all()                      # fedsgd, secagg (4)
+    assert len(crafted) == 6 and (crafted["rate"] == 1).all()                       # 3 attacks × (1, 4 clients)
+    assert {"malicious (clients=1, reduction=mean)", "malicious (clients=4, reduction=mean)"} <= set(table["threat model"])
+    undefended = results[(results["defense_label"] == "none") & results["attack_label"].isin(MALICIOUS)]
+    assert undefended.groupby("attack_label")["psnr"].median().min() >= 40
+    markdown, _ = report_matrix_folder(tmp_path)
+    assert "## Client-side model check" in markdown.read_text()
+    assert "malicious (clients=4, reduction=mean), data_enhanced attacker" in markdown.read_text()
+
+
+# ------------------------------------------------------------------------------ GradInversion
+def test_gradinversion_bn_prior_is_zero_at_the_true_batch(small_victim):
+    from fedleak.attacks.gradinversion import BatchStatistics
+    x, y = small_victim.data.victims([0, 1, 2, 3])
+    observation, knowledge = THREAT_MODELS.create("fedsgd").observe(small_victim, x, y, NoDefense(),
+                                                                    knowledge_flags("statistics_informed"))
+    attack = build_attack("gradinversion")
+    source, targets = attack.bn_targets(observation, small_victim.model, knowledge)
+    statistics = BatchStatistics(small_victim.model, observation, source, targets)
+    true = small_victim.normalise(x)[None]
+    noise = torch.randn((2, *x.shape), generator=torch.Generator().manual_seed(0))
+    assert source == "batch" and statistics.distance(true, 10.0).item() < 1e-4
+    assert (statistics.distance(noise, 10.0) > 1).all()
+    prior = attack.prior(torch.stack([true[0], true[0]]), statistics)
+    assert prior.shape == (2,) and torch.allclose(prior[0], prior[1])  # identical restarts: no group term
+    with pytest.raises(ConfigError, match="attack.options.bn_source: 'batch' needs the client batch's BN statistics"):
+        build_attack("gradinversion", bn_source="batch").bn_targets(
+            observation, small_victim.model, dataclasses.replace(knowledge, bn_statistics=None))
+    running_source, running = build_attack("gradinversion", bn_source="running").bn_targets(
+        observation, small_victim.model, knowledge)
+    assert running_source == "running" and torch.equal(running[0][0], observation.buffers["features.bn0.running_mean"])
+
+
+def test_gradinversion_fits_a_batch_better_than_its_start(small_victim):
+    from fedleak.attacks import Budget
+    x, y = small_victim.data.victims([0, 1])
+    observation, knowledge = THREAT_MODELS.create("fedsgd").observe(small_victim, x, y, NoDefense(),
+                                                                    knowledge_flags("statistics_informed"))
+    result = build_attack("gradinversion", distance="cosine", grad_scale=1.0, noise=0.0).reconstruct(
+        observation, small_victim.model, knowledge, Budget(iterations=40, restarts=2), seed=0)
+    assert result.loss_trace[-1] < result.loss_trace[0] and result.extras["bn_source"] == "batch"
+    assert len(result.restart_losses) == 2
