@@ -7,8 +7,10 @@ their median PSNR.
 
     python tools/secagg_table.py --output runs/secagg                     # the table in docs/attacks.md
     python tools/secagg_table.py --clients 1 4 --attacks imprint loki      # a part of it
+    python tools/secagg_table.py --attacks ig --model lenet                # IG on DLG's LeNet
 
-Victim: held-out digits, the ci matrix's MLP (width 128, untrained), knowledge data_enhanced.
+Victim: held-out digits, the ci matrix's MLP (width 128, untrained; --model for another), knowledge
+data_enhanced.
 IG attacks --ig-victims images one at a time (B = 1 per client; the aggregate covers N images),
 with --ig-iterations × 2 restarts; the malicious attacks one batch of --batch images per client."""
 from __future__ import annotations
@@ -32,11 +34,11 @@ def setting(attack: str, clients: int, args) -> dict:
     return {
         "data": {"name": "digits", "num_victims": args.ig_victims if honest else args.batch,
                  "batch_size": 1 if honest else args.batch},
-        "victim": {"model": "mlp", "options": {"width": 128}},
+        "victim": {"model": args.model, "options": {"width": 128} if args.model == "mlp" else {}},
         "threat_model": {"name": "secagg" if honest else "malicious", "knowledge": "data_enhanced",
                          "options": {"clients": clients}},
         "attack": {"name": attack, "iterations": args.ig_iterations if honest else 1, "restarts": 2 if honest else 1},
-        "device": "cpu", "output": str(Path(args.output) / f"{attack}-{clients}"),
+        "device": "cpu", "output": str(Path(args.output) / f"{attack}-{args.model}-{clients}"),
     }
 
 
@@ -47,6 +49,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="images per client for the malicious attacks")
     parser.add_argument("--ig-victims", type=int, default=8)
     parser.add_argument("--ig-iterations", type=int, default=500)
+    parser.add_argument("--model", default="mlp", help="the victim: the ci matrix's MLP (width 128), or a registered "
+                        "model at its default options")
     parser.add_argument("--output", default="runs/secagg")
     args = parser.parse_args()
     cells = {}
