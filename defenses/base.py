@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from fedleak.core.components import GRADIENT, KINDS, UPDATE, Component, NoOptions
+from fedleak.core.errors import ConfigError
 
 if TYPE_CHECKING:  # a runtime import would be circular when `defenses` is imported first
     from fedleak.models.functional import GradientFn
@@ -101,6 +102,20 @@ class Defense(Component):
     def privacy(self, steps: int, sampling_rate: float) -> dict | None:
         """{"epsilon": ..., "delta": ...} from a standard accountant, where the defense is DP."""
         return None
+
+
+def share_update(defense: Defense, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
+    """`defense.share`, checked: a plugin that returns anything but (shared tensors, public dict)
+    is named in one line here, not found later as a bare unpacking error in a threat model."""
+    result = defense.share(update, context)
+    if (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], (list, tuple))
+            and all(isinstance(t, torch.Tensor) for t in result[0]) and isinstance(result[1], dict)):
+        return result
+    got = type(result).__name__ if not isinstance(result, tuple) else f"a tuple of {len(result)}: " + ", ".join(
+        type(v).__name__ for v in result)
+    raise ConfigError(f"defense '{defense.name}' ({type(defense).__module__}.{type(defense).__qualname__}): share() must "
+                      f"return (shared, public), the list of tensors the client sends and a dict of public metadata; "
+                      f"it returned {got}")
 
 
 class NoDefense(Defense):

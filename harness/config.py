@@ -9,13 +9,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedleak.core.errors import ConfigError
-from fedleak.core.io import read_toml
+from fedleak.core.io import digest, read_toml
 from fedleak.core.options import from_dict, merge_tables, nest_dotted
 from fedleak.threat_models.victim import VictimSpec
 
@@ -73,8 +71,7 @@ class RunConfig:
 
     def digest(self) -> str:
         """Hash of everything that determines the results (not where they are written)."""
-        blob = {k: v for k, v in self.to_dict().items() if k not in ("output", "device")}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return digest({k: v for k, v in self.to_dict().items() if k not in ("output", "device")}, 12)
 
     def validate(self) -> "RunConfig":
         if self.data.batch_size < 1:

@@ -18,6 +18,7 @@ from fedleak.harness.matrix import UNDEFENDED
 from fedleak.harness.matrix_config import AttackEntry, DefenseEntry, GateConfig, MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_run import MatrixRun, prepare_matrix
 from fedleak.harness.plugins import load_plugin, load_plugins
+from fedleak.metrics.record import PSNR, REPORTED
 
 # Used when the matrix has no [gate]: the CI gate's usual thresholds (docs/ci.md).
 DEFAULT_GATE = GateConfig(max_psnr=18.0, min_lpips=0.3)
@@ -61,8 +62,9 @@ def print_verdict(run: MatrixRun, name: str) -> None:
     for context, frame in contexts(results):
         summary = with_utility(strongest_attack(frame), utility, context)
         print(f"{context_title(context)}: strongest attack per image (median over images)")
-        columns = ["PSNR", "SSIM", "LPIPS", "strongest", "adaptive gain"] + (["accuracy"] if "accuracy" in summary else [])
-        table = [[point_label(r), *(_fixed(r[m], digits) for m, digits in (("psnr", 1), ("ssim", 3), ("lpips", 3))),
+        columns = ([m.name.upper() for m in REPORTED] + ["strongest", "adaptive gain"]
+                   + (["accuracy"] if "accuracy" in summary else []))
+        table = [[point_label(r), *(m.format(r[m.name]) for m in REPORTED),
                   r["strongest"] if pd.notna(r["psnr"]) else "(not attacked)",
                   "–" if pd.isna(r["adaptive_gain"]) else f"{r['adaptive_gain']:+.1f} dB"]
                  + ([f"{r['accuracy']:.3f}" if pd.notna(r["accuracy"]) else "–"] if "accuracy" in summary else [])
@@ -71,7 +73,7 @@ def print_verdict(run: MatrixRun, name: str) -> None:
         print()
     violations = check_gate(results, gate)
     mine = results[results["defense"] == name]
-    worst = mine.loc[mine["psnr"].idxmax()]
+    worst = mine.loc[PSNR.most_leaked_index(mine["psnr"])]
     mode = "adaptive" if worst["adaptive"] else "non-adaptive"
     if violations:
         cells = len({v.cell for v in violations})
@@ -89,10 +91,6 @@ def print_verdict(run: MatrixRun, name: str) -> None:
         print("not applicable here:")
         for line in not_applicable:
             print(f"  {line}")
-
-
-def _fixed(value, digits: int) -> str:
-    return "–" if pd.isna(value) else f"{value:.{digits}f}"
 
 
 def _utility(run: MatrixRun) -> pd.DataFrame:

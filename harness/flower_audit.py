@@ -14,8 +14,6 @@ batch number), so a client of the example app gets the same attack as fedleak's 
 the same images."""
 from __future__ import annotations
 
-import importlib
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -25,10 +23,10 @@ import torch
 from fedleak.attacks import Budget, build_attack
 from fedleak.defenses.base import NoDefense
 from fedleak.core.errors import ConfigError, DataError
-from fedleak.metrics.image import match_to_ground_truth, score_images
-from fedleak.harness.results import versions, write_rows
-from fedleak.core.io import check_writable
-from fedleak.harness.runner import RunResult, multiset_label_accuracy, resolve_device, save_images
+from fedleak.core.io import check_writable, digest
+from fedleak.harness.plugins import import_user_module
+from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
+from fedleak.harness.runner import resolve_device
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.flower_observation import explained_by, observation_from_update
 from fedleak.threat_models.knowledge import knowledge_flags
@@ -62,10 +60,7 @@ class FlowerAudit:
         return values
 
     def digest(self) -> str:
-        import hashlib
-        import json
-        blob = {k: v for k, v in self.describe().items() if k not in ("output", "device", "cpus")}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return digest({k: v for k, v in self.describe().items() if k not in ("output", "device", "cpus")}, 12)
 
 
 @dataclass
@@ -110,7 +105,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
                   "model": getattr(hooks, "MODEL", type(model).__name__), "model_options": {}, "victim_state": "flower",
                   "victim_accuracy": None, "iterations": budget.iterations, "restarts": budget.restarts,
                   "flower_server_app": _name(audit.server_app), "flower_client_app": _name(audit.client_app)}
-    rows, truths, recons = [], [], []
+    log = ResultLog(out)
     for number, update in enumerate(updates):
         if update.partition_id is None:
             raise DataError(f"reply from node {update.client_id} carries no partition id: was the ClientApp wrapped?")
@@ -119,31 +114,20 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
             raise DataError(f"client {update.partition_id} reported {update.num_examples} examples, "
                             f"but private_data() gives {len(x)}")
         x, y = x.to(device), y.to(device)
-        started = time.perf_counter()
-        observation = observation_from_update(update, model, audit.shares).to(device)
-        knowledge = threat.knowledge(_audited(model, observation, x, mean, std, hooks), _normalise(x, mean, std), y,
-                                     NoDefense(), flags)
-        reconstruction = attack.reconstruct(observation, model, knowledge, budget,
-                                            seed=audit.seed * 7919 + update.partition_id, progress=progress)
-        wall = time.perf_counter() - started
-        order = match_to_ground_truth(reconstruction.images, x)
-        matched = reconstruction.images[order]
-        scores = {k: v.cpu() for k, v in score_images(matched, x).items()}
-        labels = reconstruction.labels[order] if len(reconstruction.labels) == len(x) else reconstruction.labels
-        label_accuracy = multiset_label_accuracy(reconstruction.labels, y)
-        for i in range(len(x)):
-            rows.append({**provenance, "batch": number, "client_id": update.client_id, "partition_id": update.partition_id,
-                         "round": update.round, "batch_size": len(x), "image_index": i, "true_label": int(y[i]),
-                         "predicted_label": int(labels[i]), "label_correct": bool(labels[i] == y[i]),
-                         "batch_label_accuracy": label_accuracy, "psnr": float(scores["psnr"][i]),
-                         "ssim": float(scores["ssim"][i]), "lpips": float(scores["lpips"][i]),
-                         "mse": float(scores["mse"][i]), "gradient_loss": reconstruction.gradient_loss,
-                         "wall_time_s": wall, "bytes_sent": observation.public["bytes_sent"]})
-        truths.append(x.cpu())
-        recons.append(matched.cpu())
-        frame = write_rows(rows, out)
-        save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
-    result = FlowerAuditResult(frame, out, torch.cat(truths), torch.cat(recons), updates)
+
+        def observe():
+            observation = observation_from_update(update, model, audit.shares).to(device)
+            knowledge = threat.knowledge(_audited(model, observation, x, mean, std, hooks), _normalise(x, mean, std), y,
+                                         NoDefense(), flags)
+            return observation, knowledge
+
+        scored = attack_and_score(observe, attack, model, budget, seed=audit.seed * 7919 + update.partition_id,
+                                  truth=x, labels=y, progress=progress)
+        log.add([{**provenance, "batch": number, "client_id": update.client_id, "partition_id": update.partition_id,
+                  "round": update.round, "batch_size": len(x), "image_index": i, **row} for i, row in enumerate(scored.rows)],
+                scored)
+    run = log.result()
+    result = FlowerAuditResult(run.rows, run.directory, run.ground_truth, run.reconstructions, updates)
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
     return result
@@ -165,7 +149,7 @@ def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
 def _module(hooks) -> ModuleType:
     if isinstance(hooks, ModuleType):
         return hooks
-    module = _import(hooks, "hooks")
+    module = import_user_module(hooks, "hooks")
     missing = [n for n in ("build_model", "private_data", "normalisation") if not hasattr(module, n)]
     if missing:
         raise ConfigError(f"hooks module '{hooks}' lacks {', '.join(missing)} (see docs/flower.md)")
@@ -180,20 +164,9 @@ def _component(spec):
     if not sep or not attribute:
         raise ConfigError(f"Flower app {spec!r}: expected 'package.module:attribute'")
     try:
-        return getattr(_import(module_name, "Flower app"), attribute)
+        return getattr(import_user_module(module_name, "Flower app"), attribute)
     except AttributeError:
         raise ConfigError(f"Flower app {spec!r}: module '{module_name}' has no attribute '{attribute}'") from None
-
-
-def _import(name: str, what: str) -> ModuleType:
-    import os
-    import sys
-    if os.getcwd() not in sys.path:  # as `python -m` would: the user's app next to them is importable
-        sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise ConfigError(f"{what}: cannot import module '{name}': {e}") from None
 
 
 def _name(component) -> str:

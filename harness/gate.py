@@ -1,8 +1,9 @@
 """The CI gate: leakage thresholds every defended cell must meet (matrix config `[gate]`).
 
 A cell's value is the statistic over its images of the chosen metric (`worst`: the most leaked
-image, the default, since one rebuilt face is one too many). PSNR and SSIM must stay at or below
-their maximum, LPIPS at or above its minimum."""
+image, the default, since one rebuilt face is one too many). A metric that grows with leakage
+(PSNR, SSIM) must stay at or below its maximum, one that shrinks (LPIPS) at or above its minimum:
+the direction is the metric's record (fedleak.metrics.record)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,9 +12,7 @@ import pandas as pd
 
 from fedleak.harness.matrix import UNDEFENDED
 from fedleak.harness.matrix_config import GateConfig
-
-# metric -> (config field, True when a larger value means more leakage)
-LIMITS = {"psnr": ("max_psnr", True), "ssim": ("max_ssim", True), "lpips": ("min_lpips", False)}
+from fedleak.metrics.record import METRICS, Metric
 
 
 @dataclass(frozen=True)
@@ -42,20 +41,17 @@ def check_gate(results: pd.DataFrame, gate: GateConfig) -> list[Violation]:
     for cell, frame in rows.groupby("cell", sort=True):
         first = frame.iloc[0]
         context = f"{first['dataset']}/{first['model']}/{first['victim_state']}/{first['threat_model']}/seed {first['seed']}"
-        for metric, (field_name, larger_leaks) in LIMITS.items():
-            limit = getattr(gate, field_name)
-            if limit is None:
-                continue
-            value = _statistic(frame[metric], gate.statistic, larger_leaks)
-            if (value > limit) if larger_leaks else (value < limit):
+        for metric, limit in gate.limits():
+            value = _statistic(frame[metric.name], gate.statistic, metric)
+            if metric.leaks_beyond(value, limit):
                 violations.append(Violation(cell, first["attack_label"], bool(first["adaptive"]),
-                                            first["defense_label"], context, metric, float(value), float(limit)))
+                                            first["defense_label"], context, metric.name, float(value), float(limit)))
     return sorted(violations, key=lambda v: (v.defense, v.attack, v.adaptive, v.context, v.metric, v.cell))
 
 
-def _statistic(values: pd.Series, statistic: str, larger_leaks: bool) -> float:
+def _statistic(values: pd.Series, statistic: str, metric: Metric) -> float:
     if statistic == "worst":
-        return values.max() if larger_leaks else values.min()
+        return metric.most_leaked(values)
     return values.median() if statistic == "median" else values.mean()
 
 
@@ -63,12 +59,11 @@ def violations_table(violations: list[Violation], gate: GateConfig):
     from fedleak.reports.document import Table
     return Table(["defense", "attack", "mode", "context", "metric", gate.statistic, "limit", "cell"],
                  [[v.defense, v.attack, "adaptive" if v.adaptive else "non-adaptive", v.context, v.metric,
-                   f"{v.value:.3f}", ("≤ " if LIMITS[v.metric][1] else "≥ ") + f"{v.limit:g}", v.cell]
+                   f"{v.value:.3f}", f"{METRICS[v.metric].limit_sign} {v.limit:g}", v.cell]
                   for v in violations])
 
 
 def describe_gate(gate: GateConfig) -> str:
-    parts = [f"{m} {'≤' if larger else '≥'} {getattr(gate, f):g}" for m, (f, larger) in LIMITS.items()
-             if getattr(gate, f) is not None]
+    parts = [f"{m.name} {m.limit_sign} {limit:g}" for m, limit in gate.limits()]
     scope = ", ".join(gate.defenses) if gate.defenses else f"every defense but {UNDEFENDED}"
     return f"{' and '.join(parts)} ({gate.statistic} image per cell; {scope})"

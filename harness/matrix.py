@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from fedleak.core.errors import ConfigError, UnknownNameError
 from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
@@ -23,6 +24,7 @@ class Cell:
     key: str
     config: RunConfig
     labels: dict  # the cell's coordinates in the matrix, stored next to every result row
+    files: ClassVar[tuple[str, ...]] = ("results.parquet", "images.pt")  # what later steps read back
 
     def describe(self) -> str:
         mode = "adaptive" if self.labels["adaptive"] else "non-adaptive"
@@ -75,6 +77,21 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
                       "knowledge_preset": _preset(threat.knowledge), "images": batch, "preset": matrix.preset}
             cells.setdefault(key, Cell(key, replace(config, output=cell_output(key)), labels))
     return list(cells.values()), list(skipped)
+
+
+def check_images(matrix: MatrixConfig) -> None:
+    """Every victim index a cell would attack exists in every dataset, said before anything runs
+    (a cell would find out only once its victim was trained)."""
+    from fedleak.data.datasets import load_dataset
+    wanted = sorted({i for attack in matrix.attacks for batch in _batches(matrix, matrix.budget(attack, matrix.preset).images)
+                     for i in batch})
+    for k, dataset in enumerate(matrix.datasets):
+        count = len(load_dataset(dataset.name, root=dataset.root, **dataset.options).victim_images)
+        outside = [i for i in wanted if not 0 <= i < count]
+        if outside:
+            where = "images.indices" if matrix.images.indices else f"the {matrix.preset} preset's image count"
+            raise ConfigError(f"{where}: victim {', '.join(map(str, outside[:5]))}{' ...' if len(outside) > 5 else ''} "
+                              f"out of range for datasets[{k}] '{dataset.name}', which holds {count} victims (0..{count - 1})")
 
 
 def runs_under(allowed: list[str], threat_model: str) -> bool:

@@ -25,6 +25,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from fedleak.metrics.record import REPORTED, Metric
 from fedleak.core.io import read_toml
 from fedleak.core.options import from_dict
 from fedleak.core.errors import ConfigError
@@ -138,9 +139,14 @@ class GateConfig:
     statistic: str = "worst"            # over a cell's images: worst (most leaked) | median | mean
     defenses: list[str] = field(default_factory=list)  # names or setting labels gated; empty: all but none
 
+    def limits(self) -> list[tuple[Metric, float]]:
+        """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
+        more, min_<m> where a smaller one does."""
+        return [(m, getattr(self, m.gate_key)) for m in REPORTED if getattr(self, m.gate_key) is not None]
+
     @property
     def enabled(self) -> bool:
-        return any(v is not None for v in (self.max_psnr, self.max_ssim, self.min_lpips))
+        return bool(self.limits())
 
 
 @dataclass(frozen=True)

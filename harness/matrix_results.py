@@ -10,13 +10,13 @@ All in a fixed order (the matrix's), so the same stored cells give the same byte
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from fedleak.core.errors import DataError, UnreadableFileError
+from fedleak.core.io import atomic_write, check_writable, load_tensors, read_frame, read_json, write_json
 from fedleak.harness.cell_store import CellStore
-from fedleak.core.io import atomic_write_bytes
 from fedleak.harness.results import write_frame
 from fedleak.harness.utility_task import UTILITY_FILE
 
@@ -41,7 +41,7 @@ def merge_utility(tasks, store: CellStore) -> pd.DataFrame:
     rows = []
     for task in tasks:
         if store.done(task.key):
-            values = json.loads((store.directory(task.key) / UTILITY_FILE).read_text())
+            values = dict(store.read(task.key, UTILITY_FILE))
             rows.append({"utility_key": task.key, **values.pop("labels"), **values})
     return pd.DataFrame(rows)
 
@@ -65,12 +65,12 @@ def write_matrix_outputs(root: Path, matrix, cells, utility, store: CellStore, n
             (root / name).unlink(missing_ok=True)
     utility_frame = merge_utility(utility, store)
     if len(utility_frame):
-        atomic_write_bytes(root / "utility.csv", utility_frame.to_csv(index=False).encode())
+        atomic_write(root / "utility.csv", utility_frame.to_csv(index=False).encode())
     else:
         (root / "utility.csv").unlink(missing_ok=True)
-    _write_json(root / "failures.json", failures([*utility, *cells], store))
-    _write_json(root / "matrix.json", {"matrix": dataclasses.asdict(matrix), "cells": [c.key for c in cells],
-                                       "utility": [u.key for u in utility], "not_applicable": list(not_applicable)})
+    write_json(root / "failures.json", failures([*utility, *cells], store))
+    write_json(root / "matrix.json", {"matrix": dataclasses.asdict(matrix), "cells": [c.key for c in cells],
+                                      "utility": [u.key for u in utility], "not_applicable": list(not_applicable)})
     return results
 
 
@@ -79,23 +79,18 @@ def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, l
     from fedleak.harness.results import read_results
     root = Path(root)
     results = read_results(root)
-    utility = pd.read_csv(root / "utility.csv") if (root / "utility.csv").is_file() else pd.DataFrame()
-    failed = json.loads((root / "failures.json").read_text()) if (root / "failures.json").is_file() else []
-    matrix = json.loads((root / "matrix.json").read_text()) if (root / "matrix.json").is_file() else {}
+    utility = read_frame(root / "utility.csv", "utility table") if (root / "utility.csv").is_file() else pd.DataFrame()
+    failed = read_json(root / "failures.json", "failure list") if (root / "failures.json").is_file() else []
+    matrix = read_json(root / "matrix.json", "matrix record") if (root / "matrix.json").is_file() else {}
+    if not isinstance(failed, list) or not isinstance(matrix, dict):
+        raise UnreadableFileError(f"{root}: failures.json or matrix.json is not what fedleak writes (a list, a table)")
     return results, utility, failed, matrix
-
-
-def _write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, sort_keys=True, indent=1, default=str) + "\n").encode())
 
 
 def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> tuple[Path, Path]:
     """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results."""
     import functools
 
-    import torch
-
-    from fedleak.core.errors import DataError
     from fedleak.core.options import from_dict
     from fedleak.harness.gate import check_gate, describe_gate, violations_table
     from fedleak.harness.matrix_config import GateConfig
@@ -104,6 +99,8 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
     if root.is_file():
         root = root.parent
     results, utility, failed, matrix = read_matrix_outputs(root)
+    folder = Path(folder) if folder else root / "report"
+    check_writable(folder, "--output")
     if "cell" not in results.columns:
         raise DataError(f"{root}: results.parquet is not a matrix's (no cell column); run `fedleak matrix` first")
     gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
@@ -115,8 +112,8 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
 
     @functools.lru_cache(maxsize=64)
     def cell_images(cell: str) -> dict:
-        return torch.load(root / "cells" / cell / "images.pt", weights_only=True)
+        return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
                       outcome, cell_images, tuple(matrix.get("not_applicable", ())))
-    return write_matrix_report(view, Path(folder) if folder else root / "report")
+    return write_matrix_report(view, folder)

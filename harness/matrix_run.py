@@ -4,7 +4,6 @@ Interrupt it at any point and run the same command again: stored cells are kept 
 missing ones are computed; two runs on one output folder share the work."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pandas as pd
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.cell_worker import WorkerSetup
 from fedleak.harness.executors import make_backend
-from fedleak.harness.matrix import Cell, check_names, expansion
+from fedleak.harness.matrix import Cell, check_images, check_names, expansion
 from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_results import write_matrix_outputs
 from fedleak.harness.plugins import load_plugins
@@ -41,6 +40,7 @@ def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None)
     matrix = with_preset(matrix, preset)
     load_plugins(matrix.plugins)
     check_names(matrix)
+    check_images(matrix)
     return matrix
 
 
@@ -53,8 +53,9 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
     store = CellStore(output)
     store.prepare()
     store.clean_staging()
+    store.discard_unusable([*utility, *cells])
     tasks = [*utility, *cells]  # utility first: the longest tasks start while the cells fill the gaps
-    setup = WorkerSetup(plugins=tuple(matrix.plugins), sys_paths=(os.getcwd(),))
+    setup = WorkerSetup(plugins=tuple(matrix.plugins))
     bar = MatrixProgress(len(tasks), sum(store.done(t.key) for t in tasks), enabled=progress)
     bar.note(f"matrix: {len(cells)} cells + {len(utility)} utility measurements, preset {matrix.preset}, "
              f"{bar.done} already stored in {output}")

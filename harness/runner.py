@@ -3,32 +3,20 @@ reconstruction -> scores -> rows (written after every batch, so an interruption 
 that finished) -> grid + Markdown report."""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from fedleak.attacks import Budget, build_attack
+from fedleak.core.errors import ConfigError
+from fedleak.core.io import check_writable
+from fedleak.data.datasets import load_dataset
 from fedleak.defenses import build_defense
 from fedleak.harness.config import RunConfig
-from fedleak.data.datasets import load_dataset
-from fedleak.core.errors import ConfigError
-from fedleak.metrics.image import match_to_ground_truth, score_images
-from fedleak.core.io import atomic_write_bytes, check_writable
-from fedleak.harness.results import versions, write_rows
+from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
+from fedleak.models.functional import LocalTraining
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
-from fedleak.models.functional import LocalTraining
-
-
-@dataclass
-class RunResult:
-    rows: pd.DataFrame
-    directory: Path
-    ground_truth: torch.Tensor
-    reconstructions: torch.Tensor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,6 +39,8 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     check_applies(threat.name, attack)
     budget = Budget(config.attack.iterations, config.attack.restarts)
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
+    indices = config.data.victim_indices()
+    data.victims(indices)  # an index out of range is said now, not after the victim trained
     victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)
 
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
@@ -60,60 +50,23 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                   "threat_model_params": threat.describe()["options"], "dataset": data.name,
                   **victim.describe(), "iterations": budget.iterations, "restarts": budget.restarts,
                   "batch_size": config.data.batch_size}
-    indices = config.data.victim_indices()
     batches = [indices[i:i + config.data.batch_size] for i in range(0, len(indices), config.data.batch_size)]
-    rows, truths, recons = [], [], []
+    log = ResultLog(out)
     for number, batch in enumerate(batches):
         x, y = data.victims(batch)
         x, y = x.to(device), y.to(device)
-        started = time.perf_counter()
         # a malicious server's attack crafts what the server sends; otherwise it is the global model
         sent = threat.sent_model(victim, attack, len(batch), flags, seed=config.seed + number)
-        observation, knowledge = threat.observe(sent, x, y, defense, flags, seed=config.seed + number, client_id=number)
-        reconstruction = attack.reconstruct(observation, sent.model, knowledge, budget,
-                                            seed=config.seed * 7919 + number, progress=progress)
-        wall = time.perf_counter() - started
-        truth = threat.private_input(x)  # vertical FL: only the attacked party's columns
-        order = match_to_ground_truth(reconstruction.images, truth)
-        matched = reconstruction.images[order]
-        scores = {k: v.cpu() for k, v in score_images(matched, truth).items()}
-        # one label per reconstructed image follows its image; anything else is an unordered multiset
-        per_image = len(reconstruction.labels) == len(reconstruction.images)
-        matched_labels = reconstruction.labels[order] if per_image else reconstruction.labels
-        batch_label_acc = multiset_label_accuracy(matched_labels if per_image else reconstruction.labels, y)
-        for i, index in enumerate(batch):
-            rows.append({**provenance, "batch": number, "image_index": index, "true_label": int(y[i]),
-                         "predicted_label": int(matched_labels[i]), "label_correct": bool(matched_labels[i] == y[i]),
-                         "batch_label_accuracy": batch_label_acc, "psnr": float(scores["psnr"][i]),
-                         "ssim": float(scores["ssim"][i]), "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]),
-                         "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
-                         "bytes_sent": observation.public.get("bytes_sent"),
-                         # what the server sent ("global" or the attack that crafted it) and whether the
-                         # client's model check flagged it (None: no check ran)
-                         "model_sent": getattr(sent, "crafted_by", "") or "global",
-                         "model_flagged": observation.public.get("model_check", {}).get("flagged"),
-                         # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
-                         "precision": reconstruction.extras.get("precision", "fp32")})
-        truths.append(truth.cpu())
-        recons.append(matched.cpu())
-        frame = write_rows(rows, out)
-        save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
-    result = RunResult(frame, out, torch.cat(truths), torch.cat(recons))
+        scored = attack_and_score(
+            lambda: threat.observe(sent, x, y, defense, flags, seed=config.seed + number, client_id=number),
+            attack, sent.model, budget, seed=config.seed * 7919 + number,
+            truth=threat.private_input(x),  # vertical FL: only the attacked party's columns
+            labels=y, progress=progress)
+        # what the server sent: "global", or the attack that crafted it
+        sent_by = getattr(sent, "crafted_by", "") or "global"
+        log.add([{**provenance, "batch": number, "image_index": index, **row, "model_sent": sent_by}
+                 for index, row in zip(batch, scored.rows)], scored)
+    result = log.result()
     from fedleak.reports.run_report import write_run_report
     write_run_report(result)
     return result
-
-
-def multiset_label_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> float:
-    """Fraction of the batch's labels recovered, order-free (label counts, repeats included)."""
-    classes = int(max(predicted.max(), true.max())) + 1
-    hits = torch.minimum(torch.bincount(predicted.cpu(), minlength=classes), torch.bincount(true.cpu(), minlength=classes))
-    return float(hits.sum()) / len(true)
-
-
-def save_images(path: Path, ground_truth: torch.Tensor, reconstructions: torch.Tensor) -> None:
-    """Atomically, like the rows beside it: a killed run never leaves half a tensor file."""
-    import io
-    buffer = io.BytesIO()
-    torch.save({"ground_truth": ground_truth, "reconstructions": reconstructions}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())

@@ -6,12 +6,12 @@ One task per (dataset, victim, defense setting): utility is the victim's FedAvg 
 defense, whatever the attacked round's threat model, attack, attack mode or images."""
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
 
 from fedleak.core.components import UPDATE, applicability
+from fedleak.core.io import digest, json_bytes
 from fedleak.harness.config import DataConfig, DefenseConfig, RunConfig
 
 UTILITY_FILE = "utility.json"
@@ -23,6 +23,7 @@ class UtilityTask:
     config: RunConfig   # dataset, victim and defense; the attack fields play no part
     labels: dict
     options: dict
+    files: ClassVar[tuple[str, ...]] = (UTILITY_FILE,)
 
     def describe(self) -> str:
         return f"utility of {self.labels['defense_label']} ({self.config.data.name}/{self.config.victim.model})"
@@ -32,9 +33,8 @@ class UtilityTask:
         if config.device == "auto" and gpu is not None:
             config = replace(config, device=f"cuda:{gpu}")
         values = measure(config, self.options)
-        blob = json.dumps({"labels": self.labels, **values}, sort_keys=True, indent=1, default=str) + "\n"
         headline = {k: values[k] for k in ("accuracy", "accuracy_drop", "epsilon") if k in values}
-        return {UTILITY_FILE: blob.encode()}, headline, config.device
+        return {UTILITY_FILE: json_bytes({"labels": self.labels, **values})}, headline, config.device
 
     def record(self) -> dict:
         return {"kind": "utility", "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
@@ -55,7 +55,7 @@ def utility_tasks(matrix) -> list[UtilityTask]:
                                    device=matrix.device)
                 blob = {"data": asdict(config.data), "victim": asdict(victim), "defense": asdict(config.defense),
                         "options": options}
-                key = "u" + hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:11]
+                key = "u" + digest(blob, 11)
                 labels = {"defense_label": setting.label, "defense": setting.name, "dataset": dataset.name,
                           "model": victim.model, "victim_state": victim.state}
                 tasks.setdefault(key, UtilityTask(key, replace(config, output=f"cells/{key}"), labels, options))

@@ -6,7 +6,6 @@ from fedleak.reports.run_report import write_run_report
 
 
 def write_flower_report(result) -> None:
-    write_run_report(result)
     frame = result.rows
     first = frame.iloc[0]
     lines = ["", "## Per client update", "",
@@ -19,5 +18,4 @@ def write_flower_report(result) -> None:
         lines.append(f"| {rnd} | {partition} | {g['client_id']} | {len(group)} | {group['psnr'].median():.2f} | "
                      f"{group['ssim'].median():.3f} | {group['lpips'].median():.3f} | {g['batch_label_accuracy']:.0%} | "
                      f"{g['gradient_loss']:.4f} |")
-    with open(result.directory / "report.md", "a") as f:
-        f.write("\n".join(lines) + "\n")
+    write_run_report(result, lines)

@@ -11,15 +11,17 @@ from typing import Callable
 
 import pandas as pd
 
+from fedleak.core.io import atomic_write
+from fedleak.metrics.record import METRICS, REPORTED, direction_note
 from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 from fedleak.reports.heatmap import colour, save_heatmap
 from fedleak.reports.matrix_grids import save_reconstruction_grid
-from fedleak.reports.matrix_tables import (METRICS, context_title, contexts, heat_table, model_check_table,
-                                           strongest_attack, with_utility)
+from fedleak.reports.matrix_tables import (context_title, contexts, heat_table, model_check_table, strongest_attack,
+                                           with_utility)
 from fedleak.reports.privacy_utility import point_label, save_privacy_utility
 
 METRIC_NOTE = ("Metrics: images in [0,1]; PSNR over all channels; SSIM Gaussian 11/σ1.5 per channel, averaged; "
-               "LPIPS AlexNet v0.1. Leakage is the attacker's best: higher PSNR/SSIM, lower LPIPS.")
+               f"LPIPS AlexNet v0.1. Leakage is the attacker's best: {direction_note()}.")
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
                 Table(["why"], [[line] for line in view.not_applicable]))
     doc.add(Heading("Provenance"), *_provenance(results))
     markdown, page = folder / "report.md", folder / "report.html"
-    markdown.write_text(to_markdown(doc, folder))
-    page.write_text(to_html(doc))
+    atomic_write(markdown, to_markdown(doc, folder))
+    atomic_write(page, to_html(doc))
     return markdown, page
 
 
@@ -108,7 +110,7 @@ def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: p
     plot = save_privacy_utility(summary, title, folder / f"c{number}-privacy-utility.png")
     if plot is not None:
         blocks.append(Image(plot, "privacy-utility"))
-    for metric in METRICS:
+    for metric in (m.name for m in REPORTED):
         table = heat_table(frame, metric)
         blocks += [Heading(f"{metric.upper()}: attack × defense", 3),
                    Image(save_heatmap(table, metric, title, folder / f"c{number}-heat-{metric}.png"), f"{metric} heat map"),
@@ -124,18 +126,20 @@ def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: p
 
 def _summary_table(summary: pd.DataFrame) -> Table:
     extra = [c for c in ("accuracy", "epsilon", "delta") if c in summary.columns]
-    header = ["defense", "PSNR", "SSIM", "LPIPS", "strongest attack", "adaptive gain (dB)", "label acc."] + extra + ["bytes sent"]
+    header = (["defense", *(m.name.upper() for m in REPORTED), "strongest attack", "adaptive gain (dB)", "label acc."]
+              + extra + ["bytes sent"])
     rows = []
     for _, r in summary.iterrows():
         attacked = pd.notna(r["psnr"])
         gain = r["adaptive_gain"]
-        rows.append([point_label(r) if "epsilon" in extra else r["defense_label"], _number(r["psnr"], "psnr"),
-                     _number(r["ssim"], "ssim"), _number(r["lpips"], "lpips"),
+        rows.append([point_label(r) if "epsilon" in extra else r["defense_label"],
+                     *(_number(r[m.name], m.name) for m in REPORTED),
                      r["strongest"] if attacked else "not attacked (reference)",
                      "–" if gain is None or pd.isna(gain) else f"{gain:+.2f}",
                      f"{r['label_accuracy']:.0%}" if attacked else "–"]
                     + [_number(r[c], c) for c in extra] + [_bytes(r["bytes_sent"])])
-    colours = [["", *(colour(r[m], m) for m in METRICS)] + [""] * (len(header) - 4) for _, r in summary.iterrows()]
+    colours = [["", *(colour(r[m.name], m.name) for m in REPORTED)] + [""] * (len(header) - 1 - len(REPORTED))
+               for _, r in summary.iterrows()]
     return Table(header, rows, colours)
 
 
@@ -159,7 +163,9 @@ def _number(value, metric: str) -> str:
         return "–"
     if isinstance(value, float) and math.isinf(value):
         return "∞"
-    return f"{value:.2f}" if metric == "psnr" else f"{value:.3f}" if metric in ("ssim", "lpips", "accuracy") else f"{value:.3g}"
+    if metric in METRICS:
+        return METRICS[metric].format(value)
+    return f"{value:.3f}" if metric == "accuracy" else f"{value:.3g}"
 
 
 def _bytes(value) -> str:

@@ -11,8 +11,8 @@ import json
 
 import pandas as pd
 
-METRICS = ("psnr", "ssim", "lpips")
-LEAKS_HIGH = {"psnr": True, "ssim": True, "lpips": False, "mse": False}
+from fedleak.metrics.record import METRICS, REPORTED
+
 CONTEXT = ["dataset", "model", "victim_state", "threat_model", "knowledge_preset"]
 BEST_CELL = "best attack (per cell)"
 BEST_IMAGE = "best attack (per image)"
@@ -82,7 +82,7 @@ def model_check_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def best(values: pd.Series | pd.core.groupby.SeriesGroupBy, metric: str):
-    return values.max() if LEAKS_HIGH[metric] else values.min()
+    return METRICS[metric].most_leaked(values)
 
 
 def heat_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -92,7 +92,7 @@ def heat_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     per_image = best(frame.groupby(["row", "defense_label", "image_index"], sort=False)[metric], metric)
     table = per_image.groupby(["row", "defense_label"], sort=False).median().unstack("defense_label")
     table = table.reindex(index=row_order(frame), columns=pd.unique(frame["defense_label"]))
-    table.loc[BEST_CELL] = table.max() if LEAKS_HIGH[metric] else table.min()
+    table.loc[BEST_CELL] = best(table, metric)
     strongest = best(frame.groupby(["defense_label", "image_index"], sort=False)[metric], metric)
     table.loc[BEST_IMAGE] = strongest.groupby("defense_label", sort=False).median()
     return table
@@ -104,11 +104,10 @@ def strongest_attack(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
     frame = frame.assign(row=attack_row(frame))
     rows = []
     for defense, group in frame.groupby("defense_label", sort=False):
-        winners = group.loc[(group.groupby("image_index")[metric].idxmax() if LEAKS_HIGH[metric]
-                             else group.groupby("image_index")[metric].idxmin())]
+        winners = group.loc[METRICS[metric].most_leaked_index(group.groupby("image_index")[metric])]
         record = {"defense_label": defense, "defense": group["defense"].iloc[0]}
-        for m in METRICS:
-            record[m] = float(best(group.groupby("image_index")[m], m).median())
+        for m in REPORTED:
+            record[m.name] = float(best(group.groupby("image_index")[m.name], m.name).median())
         counts = winners["row"].value_counts()
         record["strongest"] = sorted(counts[counts == counts.max()].index)[0]
         modes = group.groupby("adaptive")[metric].median()

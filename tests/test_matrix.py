@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from fedleak.harness.cli import main
+from procfs import children, listening_addresses, loopback
 from fedleak.core.errors import ConfigError
 from fedleak.harness.matrix import expand, expansion
 from fedleak.harness.matrix_config import BudgetConfig, matrix_from_dict
@@ -182,14 +183,6 @@ def test_resume_computes_only_missing_cells_and_duplicates_nothing(tmp_path):
     assert third.schedule.computed == [] and third.schedule.reused == 6
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        text = (task / "children").read_text() if (task / "children").exists() else ""
-        found |= {int(p) for p in text.split()}
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -214,7 +207,7 @@ def test_interrupted_run_resumes(tmp_path, how):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not list((out / "cells").glob("*/cell.json")):
         time.sleep(0.2)
-    workers = _children(process.pid)
+    workers = children(process.pid)
     os.kill(process.pid, getattr(signal, how))
     _, stderr = process.communicate(timeout=60)
     if how == "SIGINT":
@@ -319,6 +312,20 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     assert len(results) == 3 and set(results["defense"]) == {"none", "random-k-noise"}
 
 
+def test_local_ray_instance_listens_on_loopback_only():
+    pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
+    from fedleak.harness.cell_worker import WorkerSetup
+    from fedleak.harness.ray_executor import RayBackend
+    backend = RayBackend(WorkerSetup(), 1, None)
+    try:
+        listening = listening_addresses(os.getpid())
+        assert listening, "found no Ray server sockets"
+        assert all(loopback(a) for a in listening), f"a private Ray instance listens on {sorted(listening)}"
+        assert backend.ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
+    finally:
+        backend.close()
+
+
 # --------------------------------------------------------------------------------------- bad inputs
 def _one_line_error(capsys, argv) -> str:
     status = main(argv)
@@ -352,6 +359,30 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys, monkeypatch):
         capsys, ["evaluate-defense", "fedleak.examples.my_defense", "--matrix", str(good)])
     assert "keep must be in (0, 1]" in _one_line_error(
         capsys, ["evaluate-defense", PLUGIN, "--option", "keep=3", "--matrix", str(good)])
+
+
+def test_image_indices_out_of_range_are_refused_before_anything_runs(tmp_path, capsys):
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1, 1000, 5000]}))
+    line = _one_line_error(capsys, ["matrix", str(config), "--output", str(tmp_path / "out"), "--workers", "0"])
+    assert "images.indices: victim 1000, 5000 out of range" in line and "'digits', which holds 1000 victims" in line
+    assert not (tmp_path / "out" / "cells").exists()  # no cell ran, none was even scheduled
+
+
+def test_share_that_returns_no_tuple_names_the_defense(tmp_path, monkeypatch, capsys):
+    (tmp_path / "lazy_defense.py").write_text(
+        "from fedleak.defenses.base import Defense\n"
+        "class Lazy(Defense):\n    name = 'lazy'\n"
+        "    def share(self, update, context):\n        return [u.clone() for u in update]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(plugins=["lazy_defense:Lazy"], images={"indices": [1]},
+                                                          defenses=[{"name": "lazy"}]))
+    main(["matrix", str(config), "--output", str(tmp_path / "out"), "--workers", "0", "--quiet"])
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text())
+    assert failures and all("\n" not in f["error"] for f in failures)
+    assert {f["error"] for f in failures} == {
+        "defense 'lazy' (lazy_defense.Lazy): share() must return (shared, public), the list of tensors the client "
+        "sends and a dict of public metadata; it returned list"}
 
 
 def test_plugin_interface_is_checked(tmp_path, monkeypatch):

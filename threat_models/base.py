@@ -13,7 +13,7 @@ import torch
 
 from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
 from fedleak.core.options import describe_options
-from fedleak.defenses.base import Defense, ReceivedModel, ShareContext
+from fedleak.defenses.base import Defense, ReceivedModel, ShareContext, share_update
 from fedleak.models.functional import loss_gradient, local_update
 from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
 from fedleak.models.functional import LocalTraining
@@ -72,7 +72,7 @@ class ThreatModel(Component, ABC):
             update = [torch.zeros_like(p) for p in victim.params.values()]
         else:
             update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
-        shared, public = defense.share(update, context)
+        shared, public = share_update(defense, update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         if verdict is not None:
             public["model_check"] = verdict.as_public()

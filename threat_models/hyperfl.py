@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from fedleak.core.components import HYPERNETWORK_UPDATE
 from fedleak.core.errors import ConfigError
 from fedleak.core.options import check_integer, check_number
-from fedleak.defenses.base import Defense, ShareContext
+from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.threat_models.base import ThreatModel
 from fedleak.threat_models.hypernetwork import HyperFLNet
 from fedleak.threat_models.knowledge import KnowledgeFlags
@@ -184,7 +184,7 @@ class HyperFL(ThreatModel):
         update = self.client_update(victim.model, victim.params, victim.buffers, x_norm, y, defense,
                                     state=victim.client(client_id))
         names = list(victim.params)
-        shared, public = defense.share(update, ShareContext(names, x.shape[0], client_id, round, seed))
+        shared, public = share_update(defense, update, ShareContext(names, x.shape[0], client_id, round, seed))
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],
                                   client_id, round, public, defense.decode(shared, public))

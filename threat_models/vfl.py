@@ -24,7 +24,7 @@ from torch.func import functional_call
 from fedleak.core.components import EMBEDDING
 from fedleak.core.errors import ConfigError
 from fedleak.core.options import check_choice, check_integer, check_number
-from fedleak.defenses.base import Defense, ShareContext
+from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.threat_models.base import ThreatModel
 from fedleak.threat_models.knowledge import KnowledgeFlags
 from fedleak.threat_models.observation import Observation
@@ -87,7 +87,7 @@ class VFL(ThreatModel):
             sent = self.client_update(victim.model, victim.params, victim.buffers, x_norm, y, defense)
         party = self.protocol.victim_party
         names = [f"party{party}.message"]
-        shared, public = defense.share(sent, ShareContext(names, x.shape[0], client_id, round, seed))
+        shared, public = share_update(defense, sent, ShareContext(names, x.shape[0], client_id, round, seed))
         public = {**public, "bytes_sent": defense.bytes_sent(shared), "party": party,
                   "columns": list(victim.model.columns[party])}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],

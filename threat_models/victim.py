@@ -5,16 +5,13 @@ the auxiliary/training split; trained checkpoints are cached by a hash of everyt
 them, so a matrix never retrains per attack."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import torch
 from torch.func import functional_call
 
-from fedleak.defenses.base import Defense, NoDefense, ShareContext
+from fedleak.core.io import cache_dir, cached_tensors, digest
+from fedleak.defenses.base import Defense, NoDefense, ShareContext, share_update
 from fedleak.models.functional import local_update
 from fedleak.models.functional import LocalTraining
 
@@ -85,10 +82,6 @@ class Victim:
         return self._previous
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FEDLEAK_CACHE", Path.home() / ".cache" / "fedleak"))
-
-
 def build_victim(spec: VictimSpec, data, defense: Defense | None = None, progress: bool = False) -> Victim:
     from fedleak.models.architectures import build_model
     model = build_model(spec.model, data.num_classes, data.shape, seed=spec.seed, **spec.options).eval()
@@ -112,22 +105,32 @@ def evaluate_accuracy(victim: Victim, images: torch.Tensor | None = None, labels
 
 
 def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
-    blob = json.dumps({"spec": asdict(spec), "data": data.name, "n": len(data.train_images),
-                       "defense": defense.name, "defense_params": defense.describe(), "v": 1}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest({"spec": asdict(spec), "data": data.name, "n": len(data.train_images),
+                   "defense": defense.name, "defense_params": defense.describe(), "v": 1})
 
 
 def _train_cached(victim: Victim, defense: Defense, progress: bool) -> None:
+    def train() -> dict:
+        federated_training(victim, defense, progress)
+        return {"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy}
+
     path = cache_dir() / "victims" / f"{_cache_key(victim.spec, victim.data, defense)}.pt"
-    if path.exists():
-        state = torch.load(path, weights_only=True)
-        victim.params, victim.buffers, victim.accuracy = state["params"], state["buffers"], state["accuracy"]
-        return
-    federated_training(victim, defense, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy}, tmp)
-    os.replace(tmp, path)  # atomic: concurrent runs never read half a checkpoint
+    state = cached_tensors(path, train, "trained victim", lambda s: state_problem(s, victim.params, victim.buffers))
+    victim.params, victim.buffers, victim.accuracy = state["params"], state["buffers"], state["accuracy"]
+
+
+def state_problem(state, params: dict, buffers: dict) -> str | None:
+    """Why a cached model state cannot stand in for `params`/`buffers` (names, shapes), or None."""
+    if not isinstance(state, dict) or not {"params", "buffers", "accuracy"} <= set(state):
+        return "not a trained-victim state (params, buffers, accuracy)"
+    for what, expected in (("params", params), ("buffers", buffers)):
+        got = state[what]
+        if not isinstance(got, dict) or set(got) != set(expected):
+            return f"its {what} are not this model's"
+        for name, tensor in expected.items():
+            if not isinstance(got[name], torch.Tensor) or got[name].shape != tensor.shape:
+                return f"{what} {name} has the wrong shape"
+    return None
 
 
 def federated_training(victim: Victim, defense: Defense, progress: bool = False) -> None:
@@ -152,7 +155,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
             buffers = {k: v.clone() for k, v in victim.buffers.items()}
             update = local_update(model, victim.params, buffers, x, y, training, gradient_fn=defense.gradient_fn())
             context = ShareContext(names, len(shard), client, rnd, seed=spec.seed * 100003 + rnd)
-            shared, public = defense.share(update, context)
+            shared, public = share_update(defense, update, context)
             decoded = defense.decode(shared, public)
             for acc, u in zip(total, decoded):
                 acc += len(shard) * u
