@@ -12,6 +12,10 @@ from fedleak.attacks.defense_loop import DefenseLoop
 from fedleak.attacks.analytic_fc import AnalyticFC
 from fedleak.attacks.layer_subset import LayerSubset
 from fedleak.attacks.learn_to_invert import LearnToInvert
+from fedleak.attacks.imprint import Imprint
+from fedleak.attacks.trap_weights import TrapWeights
+from fedleak.attacks.loki import Loki
+from fedleak.attacks.gradinversion import GradInversion
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("dlg", DLG)
@@ -28,6 +32,10 @@ ATTACKS.register("defense-loop", DefenseLoop)
 ATTACKS.register("analytic-fc", AnalyticFC)
 ATTACKS.register("layer-subset", LayerSubset)
 ATTACKS.register("learn-to-invert", LearnToInvert)
+ATTACKS.register("imprint", Imprint)
+ATTACKS.register("trap-weights", TrapWeights)
+ATTACKS.register("loki", Loki)
+ATTACKS.register("gradinversion", GradInversion)
 
 
 def build_attack(name: str, **options) -> Attack:

@@ -54,6 +54,14 @@ class Attack(Component, ABC):
     applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
     budgets: dict[str, PresetBudget] = {}
     max_images: int | None = None   # the largest client batch it rebuilds (B); None: any
+    # a malicious server's attack: it crafts the model the server sends (`craft`), so it runs only
+    # under a threat model whose server may do so (ThreatModel.server_crafts_model)
+    crafts_model: bool = False
+
+    def craft(self, victim, round):
+        """What the server sends this round instead of `victim`'s global model: a
+        threat_models.malicious.CraftedVictim (`round`: threat_models.malicious.ServerRound)."""
+        raise NotImplementedError(f"attack '{self.name}' crafts no model")
 
     @abstractmethod
     def reconstruct(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,

@@ -3,6 +3,7 @@ from fedleak.core.registry import Registry
 from fedleak.defenses.base import Defense, NoDefense, ShareContext
 from fedleak.defenses.hyperfl import HyperFLDefense
 from fedleak.defenses.hashing import Hashing
+from fedleak.defenses.model_check import ModelCheck
 from fedleak.defenses.dropout import DropoutDefense
 from fedleak.defenses.dp import DifferentialPrivacy
 from fedleak.defenses.prune import Prune
@@ -18,6 +19,7 @@ DEFENSES.register("dp", DifferentialPrivacy)
 DEFENSES.register("sketch", Sketch)
 DEFENSES.register("prune", Prune)
 DEFENSES.register("quantize", RandomizedQuantization)
+DEFENSES.register("model-check", ModelCheck)
 
 
 def build_defense(name: str, **options) -> Defense:

@@ -9,8 +9,8 @@ defenses that change the model (dropout) override `prepare_model`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -28,6 +28,31 @@ class ShareContext:
     client_id: int
     round: int
     seed: int  # per-round seed shared by client and server (sketch matrices, quantiser levels)
+
+
+@dataclass
+class ReceivedModel:
+    """What a client holds before it trains: the model the server sent this round, the model its
+    own code prescribes, the global model it kept from the round before, and its own batch."""
+    model: torch.nn.Module                    # the architecture it was sent
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    prescribed: torch.nn.Module               # the architecture the client's code defines
+    previous: Callable[[], tuple[dict, dict] | None]  # last round's (params, buffers); None in round 0
+    images: torch.Tensor | None = None        # the client's batch, normalised
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    """A client-side model check's finding. A model the client refuses is not trained on: the
+    client sends a zero update (it drops out of the round)."""
+    flagged: bool
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+    refuse: bool = False
+
+    def as_public(self) -> dict:
+        """The record the server sees: a client that refuses a round is visible to it."""
+        return {"flagged": self.flagged, "refused": self.refuse, "reasons": list(self.reasons)}
 
 
 class Defense(Component):
@@ -68,6 +93,10 @@ class Defense(Component):
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Model as the client trains it (e.g. with dropout switched on)."""
         return model
+
+    def check_model(self, received: ReceivedModel) -> ModelVerdict | None:
+        """The client's inspection of the model it received, before it trains; None: no check."""
+        return None
 
     def bytes_sent(self, update: list[torch.Tensor]) -> int:
         """Upload size of one client per round, assuming float32 dense tensors unless overridden."""

@@ -9,6 +9,7 @@ carry `check = "budget"`), created as soon as every cell of their verdict is don
 while the rest of the matrix is still being computed."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from fedleak.harness.matrix import Cell, cell_key, cell_output
@@ -21,7 +22,8 @@ def verdict_key(cell: Cell) -> tuple:
     """The verdict a cell belongs to: its context and defense setting (harness.verdict.CONTEXT)."""
     c = cell.config
     values = {"dataset": c.data.name, "model": c.victim.model, "victim_state": c.victim.state,
-              "threat_model": c.threat_model.name, "knowledge_preset": cell.labels["knowledge_preset"]}
+              "threat_model": c.threat_model.name, "threat_model_params": json.dumps(c.threat_model.options, sort_keys=True),
+              "knowledge_preset": cell.labels["knowledge_preset"]}
     return (*(values[k] for k in CONTEXT), cell.labels["defense_label"])
 
 

@@ -185,7 +185,7 @@ def data_dependence(config: RunConfig, images: tuple[int, ...]) -> dict:
            "randomised": _relative(a, reseeded) > TOLERANCE,
            # as the result rows name it (HyperFL's victim is its own network, whatever the spec's model)
            "context": {"dataset": data.name, "model": described["model"], "victim_state": described["victim_state"],
-                       "threat_model": threat.name}}
+                       "threat_model": threat.name, "threat_model_params": json.dumps(threat.describe()["options"], sort_keys=True)}}
     if out["within"] <= TOLERANCE:
         out.update(degenerate=out["between"] <= TOLERANCE, method="one observation per victim (reproducible share)")
         return out

@@ -123,6 +123,24 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 
 def config_from_dict(table: dict, overrides: dict | None = None) -> RunConfig:
-    return from_dict(RunConfig, merge_tables(table, nest_dotted(overrides or {})), "").validate()
+    table = merge_tables(table, nest_dotted(overrides or {}))
+    return from_dict(RunConfig, with_default_threat_model(table), "").validate()
+
+
+def with_default_threat_model(table: dict) -> dict:
+    """A config that names no threat model runs under fedsgd where its attack runs there, else under
+    the first (by name) threat model its attack's declarations allow: the malicious server for an
+    attack that crafts the server's model, vfl for the embedding attacks."""
+    threat = table.get("threat_model", {})
+    attack = table.get("attack", {})
+    if not isinstance(threat, dict) or "name" in threat or not isinstance(attack, dict):
+        return table
+    from fedleak.attacks import ATTACKS
+    from fedleak.threat_models import runs_under
+    name = attack.get("name", AttackConfig.name)
+    fitting = runs_under(ATTACKS.get(name)) if isinstance(name, str) and name in ATTACKS else []
+    if not fitting or ThreatModelConfig.name in fitting:
+        return table
+    return {**table, "threat_model": {**threat, "name": fitting[0]}}
 
 

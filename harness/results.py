@@ -47,12 +47,17 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
     order = match_to_ground_truth(reconstruction.images, truth)
     matched = reconstruction.images[order]
     scores = {k: v.cpu() for k, v in score_images(matched, truth).items()}
-    predicted = reconstruction.labels[order] if len(reconstruction.labels) == len(truth) else reconstruction.labels
-    batch_label_accuracy = multiset_label_accuracy(reconstruction.labels, labels)
+    # one label per reconstructed image follows its image; anything else is an unordered multiset. There may
+    # be more reconstructions than images (an aggregate over several clients, an analytic attack's haul)
+    per_image = len(reconstruction.labels) == len(reconstruction.images)
+    predicted = reconstruction.labels[order] if per_image else reconstruction.labels
+    batch_label_accuracy = multiset_label_accuracy(predicted if per_image else reconstruction.labels, labels)
     rows = [{"true_label": int(labels[i]), "predicted_label": int(predicted[i]), "label_correct": bool(predicted[i] == labels[i]),
              "batch_label_accuracy": batch_label_accuracy, **{name: float(values[i]) for name, values in scores.items()},
              "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
              "bytes_sent": observation.public.get("bytes_sent"),
+             # whether the client's model check flagged the model it received (None: no check ran)
+             "model_flagged": observation.public.get("model_check", {}).get("flagged"),
              # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
              "precision": reconstruction.extras.get("precision", "fp32"),
              # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md

@@ -49,7 +49,8 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
                   **round_privacy(defense, threat, config.data.batch_size),
                   "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": defense.name,
-                  "defense_params": defense.describe(), "threat_model": threat.name, "dataset": data.name,
+                  "defense_params": defense.describe(), "threat_model": threat.name,
+                  "threat_model_params": threat.describe()["options"], "dataset": data.name,
                   **victim.describe(), "iterations": budget.iterations, "restarts": budget.restarts,
                   "batch_size": config.data.batch_size}
     batches = [indices[i:i + config.data.batch_size] for i in range(0, len(indices), config.data.batch_size)]
@@ -58,13 +59,17 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
         x, y = data.victims(batch)
         x, y = x.to(device), y.to(device)
         client = number if config.data.batch_seed == "position" else 0
+        # a malicious server's attack crafts what the server sends; otherwise it is the global model
+        sent = threat.sent_model(victim, attack, len(batch), flags, seed=config.seed + client)
         scored = attack_and_score(
-            lambda: threat.observe(victim, x, y, defense, flags, seed=config.seed + client, client_id=client),
-            attack, victim.model, budget, seed=config.seed * 7919 + client,
+            lambda: threat.observe(sent, x, y, defense, flags, seed=config.seed + client, client_id=client),
+            attack, sent.model, budget, seed=config.seed * 7919 + client,
             truth=threat.private_input(x),  # vertical FL: only the attacked party's columns
             labels=y, progress=progress)
-        log.add([{**provenance, "batch": number, "image_index": index, **row} for index, row in zip(batch, scored.rows)],
-                scored)
+        # what the server sent: "global", or the attack that crafted it
+        sent_by = getattr(sent, "crafted_by", "") or "global"
+        log.add([{**provenance, "batch": number, "image_index": index, **row, "model_sent": sent_by}
+                 for index, row in zip(batch, scored.rows)], scored)
     result = log.result()
     if report:
         from fedleak.reports.run_report import write_run_report

@@ -33,10 +33,13 @@ import numpy as np
 import pandas as pd
 
 from fedleak.metrics.record import LPIPS, PSNR, SSIM
+from fedleak.reports.matrix_tables import threat_model_params_text
 from fedleak.reports.verdicts import Verdict
 
-CONTEXT = ("dataset", "model", "victim_state", "threat_model", "knowledge_preset")
-CHECK_CONTEXT = ("dataset", "model", "victim_state", "threat_model")
+# a threat model's options are part of its context: secure aggregation over 1 and over 4 clients
+# are two settings with verdicts of their own
+CONTEXT = ("dataset", "model", "victim_state", "threat_model", "threat_model_params", "knowledge_preset")
+CHECK_CONTEXT = ("dataset", "model", "victim_state", "threat_model", "threat_model_params")
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 EOT_ATTACKS = ("defense-loop",)  # attacks that average over a randomised defense's draws (EOT)
@@ -50,6 +53,9 @@ def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, bu
         return []
     checks = checks or []
     budget = budget if budget is not None and not budget.empty else None
+    results = results.assign(threat_model_params=threat_model_params_text(results))
+    if budget is not None:
+        budget = budget.assign(threat_model_params=threat_model_params_text(budget))
     out = []
     for keys, frame in results.groupby([*CONTEXT, "defense_label"], sort=False):
         context = dict(zip(CONTEXT, keys[:-1]))
@@ -251,8 +257,10 @@ def _adaptive_gain(frame: pd.DataFrame) -> tuple[float | None, tuple[float, floa
 def _checks_for(checks: list[dict], context: dict, defense_label: str) -> list[dict]:
     """The data-dependence records of this defense setting in this context (the context the check's
     victim named, as the result rows do)."""
-    return [c for c in checks if c.get("labels", {}).get("defense_label") == defense_label
-            and all(str(c.get("context", c["labels"]).get(k)) == str(context[k]) for k in CHECK_CONTEXT)]
+    def same(check: dict) -> bool:
+        where = check.get("context", check["labels"])  # a record from before options were recorded lacks them
+        return all(str(where[k]) == str(context[k]) for k in CHECK_CONTEXT if k in where)
+    return [c for c in checks if c.get("labels", {}).get("defense_label") == defense_label and same(c)]
 
 
 def _combine(values: list, any_true: bool = False) -> bool | None:

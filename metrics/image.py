@@ -172,14 +172,17 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: str = "alex") -> torch
 
 
 def match_to_ground_truth(rec: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Permutation `perm` with rec[perm[i]] matched to gt[i], minimising total MSE.
+    """Indices `perm` with rec[perm[i]] matched to gt[i], minimising total MSE.
 
     Attacks recover a batch as an unordered set, so scoring must first pair each
     reconstruction with one ground-truth image (Hungarian assignment, not greedy).
+    There may be more reconstructions than ground-truth images (an update aggregated over
+    several clients covers their images too): each image gets its own distinct best match.
     """
     from scipy.optimize import linear_sum_assignment
 
-    _check_same_shape(rec, gt)
+    if not (rec.dim() == gt.dim() == 4 and rec.shape[1:] == gt.shape[1:] and len(rec) >= len(gt)):
+        _check_same_shape(rec, gt)
     g, r = gt.detach().flatten(1).float(), rec.detach().flatten(1).float()
     # exact pairwise differences; the matmul shortcut loses precision on near-ties
     cost = torch.cdist(g, r, compute_mode="donot_use_mm_for_euclid_dist").pow(2)

@@ -16,7 +16,8 @@ from fedleak.metrics.record import METRICS, REPORTED, direction_note
 from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 from fedleak.reports.heatmap import colour, save_heatmap
 from fedleak.reports.matrix_grids import save_reconstruction_grid
-from fedleak.reports.matrix_tables import CONTEXT, context_title, contexts, heat_table, with_utility
+from fedleak.reports.matrix_tables import (CONTEXT, context_title, contexts, heat_table, model_check_table,
+                                           with_utility)
 from fedleak.reports.privacy_utility import save_privacy_utility
 from fedleak.reports.verdicts import VERDICT_NOTE, identical_pairs, verdict_points, verdict_table
 
@@ -56,8 +57,17 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
     if view.gate is not None:
         doc.add(*_gate_section(view.gate))
     for number, (context, frame) in enumerate(contexts(results), start=1):
-        verdicts = [v for v in view.verdicts if all(str(v.context[k]) == str(context[k]) for k in CONTEXT)]
+        verdicts = [v for v in view.verdicts
+                    if all(str(v.context.get(k)) == str(context[k]) for k in [*CONTEXT, "threat_model_params"])]
         doc.add(*_context_section(number, context, frame, utility, verdicts, view.cell_images, folder))
+    checks = model_check_table(results)
+    if len(checks):
+        doc.add(Heading("Client-side model check"),
+                Paragraph("Each client round where the `model-check` defense inspected the model it received: on the "
+                          "global model a flag is a false positive, on a model an attack crafted it is a detection. "
+                          "A flagged model is not trained on (the client drops out of the round)."),
+                Table(list(checks.columns[:-2]) + ["rate", "reads as"],
+                      [[*r[:-2], f"{r[-2]:.0%}", r[-1]] for r in checks.itertuples(index=False)]))
     if view.failed:
         doc.add(Heading("Cells that did not run"),
                 Paragraph("Each is retried by the next run of the same matrix."),

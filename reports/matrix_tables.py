@@ -8,6 +8,8 @@ case of AutoAttack), then the median over images. What a defense setting buys, w
 its verdict (harness.verdict, reports.verdicts), not a table here."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from fedleak.metrics.record import METRICS
@@ -30,15 +32,54 @@ def row_order(frame: pd.DataFrame) -> list[str]:
 
 
 def contexts(results: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """One context per dataset, model, victim state, threat model (with its options: the same
+    protocol over 1 and 4 clients is two settings) and knowledge. A threat model that the matrix
+    runs with several option sets is named with them (`threat_model_label`)."""
+    results = results.assign(threat_model_params=threat_model_params_text(results))
+    variants = results.groupby("threat_model")["threat_model_params"].nunique()
     out = []
-    for values, frame in results.groupby(CONTEXT, sort=False):
-        out.append((dict(zip(CONTEXT, values)), frame))
+    for values, frame in results.groupby(CONTEXT + ["threat_model_params"], sort=False):
+        context = dict(zip(CONTEXT + ["threat_model_params"], values))
+        name, params = context["threat_model"], context["threat_model_params"]
+        context["threat_model_label"] = f"{name} ({_options_text(params)})" if variants[name] > 1 else name
+        out.append((context, frame))
     return out
 
 
 def context_title(context: dict) -> str:
     return (f"{context['dataset']} / {context['model']} ({context['victim_state']}), "
-            f"{context['threat_model']}, {context['knowledge_preset']} attacker")
+            f"{context.get('threat_model_label', context['threat_model'])}, {context['knowledge_preset']} attacker")
+
+
+def threat_model_params_text(results: pd.DataFrame) -> pd.Series:
+    """The rows' threat-model options as JSON text, one value per option set ("{}" for rows written before they were recorded)."""
+    if "threat_model_params" not in results.columns:
+        return pd.Series("{}", index=results.index)
+    return results["threat_model_params"].map(lambda v: v if isinstance(v, str) else json.dumps(v or {}, sort_keys=True))
+
+
+def _options_text(params: str) -> str:
+    return ", ".join(f"{k}={v}" for k, v in json.loads(params).items()) or "defaults"
+
+
+def model_check_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Where a client-side model check ran (`model_flagged` set): per threat model and model the
+    server sent ("global", or the attack that crafted it), how many client rounds were checked and
+    the share flagged: the false-positive rate on the global model, the detection rate otherwise."""
+    if "model_flagged" not in results.columns or results["model_flagged"].isna().all():
+        return pd.DataFrame()
+    checked = results[results["model_flagged"].notna()]
+    labels = {params: label for ctx, _ in contexts(checked)
+              for params, label in [((ctx["threat_model"], ctx["threat_model_params"]), ctx["threat_model_label"])]}
+    checked = checked.assign(threat_model_params=threat_model_params_text(checked))
+    rounds = checked.drop_duplicates(["cell", "batch"])  # one verdict per client round
+    rows = []
+    for (name, params, sent), group in rounds.groupby(["threat_model", "threat_model_params", "model_sent"], sort=False):
+        flagged = group["model_flagged"].astype(bool)
+        rows.append({"threat model": labels[(name, params)], "model sent": sent, "rounds checked": len(group),
+                     "flagged": int(flagged.sum()),
+                     "rate": float(flagged.mean()), "reading": "false positives" if sent == "global" else "detection"})
+    return pd.DataFrame(rows)
 
 
 def best(values: pd.Series | pd.core.groupby.SeriesGroupBy, metric: str):

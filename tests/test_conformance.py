@@ -27,7 +27,7 @@ from fedleak.defenses import DEFENSES, NoDefense
 from fedleak.harness.matrix_config import PRESETS
 from fedleak.harness.plugins import load_plugin
 from fedleak.models.functional import LocalTraining
-from fedleak.threat_models import THREAT_MODELS
+from fedleak.threat_models import THREAT_MODELS, not_applicable
 from fedleak.threat_models.knowledge import knowledge_flags
 from fedleak.threat_models.victim import VictimSpec
 
@@ -47,14 +47,16 @@ VICTIM = VictimSpec(model="mlp", options={"width": 8, "depth": 1})  # has dropou
 ATTACK_SETTINGS = {"dia-oracle": {"defense": "dropout", "knowledge": {"preset": "data_enhanced", "dropout_masks": True}}}
 
 
-def threat_model_for(kind: str) -> str | None:
-    """The first registered threat model that shares `kind`."""
-    return next((n for n in THREAT_MODELS.names() if THREAT_MODELS.get(n).kind == kind), None)
+def threat_model_for(kind: str, component=None) -> str | None:
+    """The first registered threat model that shares `kind` (and that `component` runs under)."""
+    return next((n for n in THREAT_MODELS.names() if THREAT_MODELS.get(n).kind == kind
+                 and (component is None or not_applicable(n, component) is None)), None)
 
 
 def pairs(registry) -> list:
     return [pytest.param(name, threat, id=f"{name}-{threat}") for name in registry.names()
-            for threat in dict.fromkeys(threat_model_for(k) for k in registry.get(name).applies_to) if threat]
+            for threat in dict.fromkeys(threat_model_for(k, registry.get(name)) for k in registry.get(name).applies_to)
+            if threat]
 
 
 def build_threat(name: str):
@@ -125,14 +127,22 @@ def test_attack_shapes_and_determinism(name, threat_name, digits):
     defense = DEFENSES.get(setting.get("defense", "none")).from_options({}, "defense.options")
     threat, victim = victim_for(threat_name, defense, digits)
     images = IMAGES[:ATTACKS.get(name).max_images]  # an attack on one example at a time gets one
-    observation, knowledge = observe(threat, victim, defense, setting.get("knowledge", "data_enhanced"), images)
-    runs = [ATTACKS.get(name).from_options({}, "attack.options").reconstruct(observation, victim.model, knowledge,
-                                                                             BUDGET, seed=5) for _ in range(2)]
+    attack = ATTACKS.get(name).from_options({}, "attack.options")
+    flags = knowledge_flags(setting.get("knowledge", "data_enhanced"))
+    sent = threat.sent_model(victim, attack, len(images), flags, seed=3)
+    x, y = victim.data.victims(images)
+    observation, knowledge = threat.observe(sent, x, y, defense, flags, seed=3, client_id=1, round=0)
+    runs = [attack.reconstruct(observation, sent.model, knowledge, BUDGET, seed=5) for _ in range(2)]
+    again = threat.sent_model(victim, attack, len(images), flags, seed=3)
+    assert again.params.keys() == sent.params.keys() and all(torch.equal(again.params[k], v) for k, v in sent.params.items()), \
+        "the same seed must give the same crafted model"
     first = runs[0]
-    assert first.images.shape == (len(images), *knowledge.image_shape)
-    assert first.images.shape == threat.private_input(victim.data.victims(images)[0]).shape
+    private = threat.private_input(victim.data.victims(images)[0])
+    # the batch, or (an analytic attack's whole haul) more candidates than that, one label each
+    assert first.images.shape[1:] == private.shape[1:] == knowledge.image_shape
+    assert len(first.images) == len(images) or (attack.crafts_model and len(first.images) > len(images))
     assert torch.isfinite(first.images).all() and first.images.min() >= 0 and first.images.max() <= 1
-    assert first.labels.shape == (len(images),)
+    assert first.labels.shape == (len(first.images),)
     assert math.isfinite(first.gradient_loss)
     assert torch.equal(runs[0].images, runs[1].images), "the same seed must give the same reconstruction"
 
@@ -141,7 +151,7 @@ def test_attack_shapes_and_determinism(name, threat_name, digits):
 def test_attack_declarations(name):
     cls = ATTACKS.get(name)
     assert cls.applies_to and set(cls.applies_to) <= set(KINDS)
-    assert any(threat_model_for(kind) for kind in cls.applies_to)
+    assert any(threat_model_for(kind, cls) for kind in cls.applies_to), "no registered threat model runs it"
     assert set(cls.budgets) <= set(PRESETS)
     assert cls.max_images is None or (isinstance(cls.max_images, int) and cls.max_images >= 1)
     for budget in cls.budgets.values():

@@ -4,6 +4,8 @@ from fedleak.core.errors import ConfigError
 from fedleak.core.registry import Registry
 from fedleak.threat_models.base import FedAvg, FedSGD, ThreatModel
 from fedleak.threat_models.hyperfl import HyperFL
+from fedleak.threat_models.malicious import MaliciousServer
+from fedleak.threat_models.secure_aggregation import SecureAggregation
 from fedleak.threat_models.vfl import VFL
 
 THREAT_MODELS: Registry[ThreatModel] = Registry("threat model")
@@ -11,6 +13,8 @@ THREAT_MODELS.register("fedsgd", FedSGD)
 THREAT_MODELS.register("fedavg", FedAvg)
 THREAT_MODELS.register("hyperfl", HyperFL)
 THREAT_MODELS.register("vfl", VFL)
+THREAT_MODELS.register("secagg", SecureAggregation)
+THREAT_MODELS.register("malicious", MaliciousServer)
 
 
 def build_threat_model(name: str, training, defense=None, **options) -> ThreatModel:
@@ -23,16 +27,27 @@ def build_threat_model(name: str, training, defense=None, **options) -> ThreatMo
 
 def not_applicable(threat_model: str, component) -> str | None:
     """Why a defense or attack (class or instance) does not run under `threat_model`: it does not
-    declare the kind of observation that threat model shares. None when it does."""
-    reason = applicability(component, THREAT_MODELS.get(threat_model).kind)
-    return f"{reason}, which threat model '{threat_model}' shares" if reason else None
+    declare the kind of observation that threat model shares, or it crafts the model the server
+    sends (`crafts_model`) and the threat model's server sends the global one. None when it runs."""
+    protocol = THREAT_MODELS.get(threat_model)
+    reason = applicability(component, protocol.kind)
+    if reason:
+        return f"{reason}, which threat model '{threat_model}' shares"
+    if getattr(component, "crafts_model", False) and not protocol.server_crafts_model:
+        return (f"{component.section} '{component.name}' crafts the model the server sends; "
+                f"threat model '{threat_model}' has an honest server")
+    return None
+
+
+def runs_under(component) -> list[str]:
+    """The registered threat models a defense or attack runs under."""
+    return [n for n in THREAT_MODELS.names() if not_applicable(n, component) is None]
 
 
 def check_applies(threat_model: str, component) -> None:
     reason = not_applicable(threat_model, component)
     if reason:
-        fitting = [n for n in THREAT_MODELS.names() if THREAT_MODELS.get(n).kind in component.applies_to]
-        raise ConfigError(f"{reason}; it runs under {', '.join(fitting) or 'no registered threat model'}")
+        raise ConfigError(f"{reason}; it runs under {', '.join(runs_under(component)) or 'no registered threat model'}")
 
 
 __all__ = ["THREAT_MODELS", "ThreatModel", "FedSGD", "FedAvg", "build_threat_model"]

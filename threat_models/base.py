@@ -13,7 +13,7 @@ import torch
 
 from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
 from fedleak.core.options import describe_options
-from fedleak.defenses.base import Defense, ShareContext, share_update
+from fedleak.defenses.base import Defense, ReceivedModel, ShareContext, share_update
 from fedleak.models.functional import loss_gradient, local_update
 from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
 from fedleak.models.functional import LocalTraining
@@ -34,6 +34,9 @@ class ThreatModel(Component, ABC):
     replays_plain_model: bool = False
     # the replayed update is the mean-loss gradient of the parameters, nothing more (gradient tape)
     replay_is_loss_gradient: bool = False
+    # the server may send a model of its own making (architecture and weights) instead of the global
+    # model: an attack that crafts one (`Attack.crafts_model`) runs only under such a threat model
+    server_crafts_model: bool = False
 
     def __init__(self, training: LocalTraining | None = None, options=None, **values):
         super().__init__(options, **values)
@@ -49,16 +52,36 @@ class ThreatModel(Component, ABC):
 
     def observe(self, victim, x: torch.Tensor, y: torch.Tensor, defense: Defense, flags: KnowledgeFlags,
                 seed: int = 0, client_id: int = 0, round: int = 0) -> tuple[Observation, AttackerKnowledge]:
-        model = defense.prepare_model(victim.model)
+        """`victim` is what the server sent the attacked client (`sent_model`)."""
         x_norm = victim.normalise(x)
-        update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
         names = list(victim.params)
         context = ShareContext(names, x.shape[0], client_id, round, seed)
+        shared, public, decoded = self.client_round(victim, x_norm, y, defense, context)
+        observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
+                                  x.shape[0], client_id, round, public, decoded, seed)
+        return observation, self.knowledge(victim, x_norm, y, defense, flags)
+
+    def client_round(self, victim, x_norm, y, defense: Defense, context: ShareContext):
+        """One client's round on the model it received: (what it sends, the public metadata, the
+        server's decoding). A defense's model check runs first; a model it refuses is not trained
+        on, and the client sends zeros (it drops out of the round)."""
+        verdict = defense.check_model(ReceivedModel(victim.model, victim.params, victim.buffers,
+                                                    victim.prescribed.model, victim.previous_round, x_norm))
+        model = defense.prepare_model(victim.model)
+        if verdict is not None and verdict.refuse:
+            update = [torch.zeros_like(p) for p in victim.params.values()]
+        else:
+            update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
         shared, public = share_update(defense, update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
-        observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
-                                  x.shape[0], client_id, round, public, defense.decode(shared, public), seed)
-        return observation, self.knowledge(victim, x_norm, y, defense, flags)
+        if verdict is not None:
+            public["model_check"] = verdict.as_public()
+        return shared, public, defense.decode(shared, public)
+
+    def sent_model(self, victim, attack, batch_size: int, flags: KnowledgeFlags, seed: int = 0):
+        """What the server sends this round: the global model (`victim`) unless the protocol lets
+        the server craft it (`server_crafts_model`) and the attack does (threat_models.malicious)."""
+        return victim
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):
         """The victim as this protocol trains it (FedAvg rounds here; HyperFL and VFL differ)."""

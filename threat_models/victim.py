@@ -5,7 +5,7 @@ the auxiliary/training split; trained checkpoints are cached by a hash of everyt
 them, so a matrix never retrains per attack."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch.func import functional_call
@@ -60,6 +60,29 @@ class Victim:
     def describe(self) -> dict:
         return {"model": self.spec.model, "model_options": dict(self.spec.options), "victim_state": self.spec.state,
                 "victim_accuracy": self.accuracy}
+
+    # What the server sends. An honest server sends every client this global model; a malicious one
+    # may send another (threat_models.malicious.CraftedVictim overrides these two).
+    def for_client(self, client: int) -> "Victim":
+        """The model client `client` received this round."""
+        return self
+
+    @property
+    def prescribed(self) -> "Victim":
+        """The model the protocol prescribes: the client's own architecture and this round's global weights."""
+        return self
+
+    def previous_round(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+        """(params, buffers) of the global model of the round before, which the client kept from
+        then; None in the first round. Built (and cached) on first use only: a model check needs it."""
+        if self.spec.rounds == 0:
+            return None
+        if getattr(self, "_previous", None) is None:
+            device = next(iter(self.params.values())).device
+            before = build_victim(replace(self.spec, rounds=self.spec.rounds - 1), self.data)
+            self._previous = ({k: v.to(device) for k, v in before.params.items()},
+                              {k: v.to(device) for k, v in before.buffers.items()})
+        return self._previous
 
 
 def build_victim(spec: VictimSpec, data, defense: Defense | None = None, progress: bool = False) -> Victim:
