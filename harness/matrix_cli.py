@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from fedleak.core.errors import ConfigError
+from fedleak.harness.logs import progress_enabled
 from fedleak.harness.matrix_config import PRESETS
 
 DEFAULT_MATRIX = "ci"
@@ -45,7 +46,6 @@ def _executor_flags(parser) -> None:
     parser.add_argument("--address", help="Ray cluster address (default: a private local Ray instance)")
     parser.add_argument("--workers", type=int, help="cells at once (default: one per GPU, else per core; "
                                                     "0 runs them in this process)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def cmd_matrix(args) -> int:
@@ -95,7 +95,7 @@ def _run(matrix, output: Path, args):
     from fedleak.harness.matrix_run import run_matrix
     from fedleak.harness.matrix_results import report_matrix_folder
     try:
-        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet)
+        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=progress_enabled())
     except KeyboardInterrupt:
         print(f"fedleak: interrupted; finished cells are stored in {output}; run the same command to resume",
               file=sys.stderr)

@@ -16,6 +16,7 @@ from fedleak.harness.matrix import Cell, check_images, check_names, expansion
 from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_results import write_matrix_outputs
 from fedleak.harness.plugins import load_plugins
+from fedleak.harness.provenance import command
 from fedleak.harness.progress import MatrixProgress
 from fedleak.core.io import check_writable
 from fedleak.harness.scheduler import ScheduleResult, run_tasks
@@ -55,7 +56,7 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
     store.clean_staging()
     store.discard_unusable([*utility, *cells])
     tasks = [*utility, *cells]  # utility first: the longest tasks start while the cells fill the gaps
-    setup = WorkerSetup(plugins=tuple(matrix.plugins))
+    setup = WorkerSetup(plugins=tuple(matrix.plugins), command=command())
     bar = MatrixProgress(len(tasks), sum(store.done(t.key) for t in tasks), enabled=progress)
     bar.note(f"matrix: {len(cells)} cells + {len(utility)} utility measurements, preset {matrix.preset}, "
              f"{bar.done} already stored in {output}")

@@ -13,7 +13,8 @@ from fedleak.core.io import check_writable
 from fedleak.data.datasets import load_dataset
 from fedleak.defenses import build_defense
 from fedleak.harness.config import RunConfig
-from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
+from fedleak.harness.provenance import row_provenance
+from fedleak.harness.results import ResultLog, RunResult, attack_and_score
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
@@ -44,7 +45,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)
 
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
-                  "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
+                  **row_provenance(device), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": defense.name,
                   "defense_params": defense.describe(), "threat_model": threat.name, "dataset": data.name,
                   **victim.describe(), "iterations": budget.iterations, "restarts": budget.restarts,
