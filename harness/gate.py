@@ -12,7 +12,7 @@ import pandas as pd
 
 from fedleak.harness.matrix import UNDEFENDED
 from fedleak.harness.matrix_config import GateConfig
-from fedleak.metrics.record import METRICS, Metric
+from fedleak.metrics.record import METRICS, REPORTED, Metric
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,46 @@ def describe_gate(gate: GateConfig) -> str:
     parts = [f"{m.name} {m.limit_sign} {limit:g}" for m, limit in gate.limits()]
     scope = ", ".join(gate.defenses) if gate.defenses else f"every defense but {UNDEFENDED}"
     return f"{' and '.join(parts)} ({gate.statistic} image per cell; {scope})"
+
+
+# The context of a verdict: everything but the defense setting and the attack (reports.matrix_tables.CONTEXT).
+VERDICT_CONTEXT = ("dataset", "model", "victim_state", "threat_model", "knowledge_preset")
+
+
+def verdict_records(results: pd.DataFrame, gate: GateConfig | None) -> list[dict]:
+    """One record per context and defense setting (the strongest attack per image), with the gate's
+    decision where `gate` judges that setting: what summary.json, junit.xml and the step summary
+    carry. Fields: context, defense_label, defense, n_images, attacks, best_attack, psnr/ssim/lpips
+    (median over images of each image's best), gated, gate ("pass" | "fail" | ""), statistic, values
+    (the gated statistic per bounded metric), reasons (each broken threshold), status ("LEAKS",
+    "holds", "" where not gated), cells (their keys), wall_time_s (the attacks' time)."""
+    from fedleak.reports.matrix_tables import strongest_attack
+    if results.empty:
+        return []
+    violations = check_gate(results, gate) if gate is not None and gate.enabled else []
+    gated_cells = set(gated_rows(results, gate)["cell"]) if gate is not None and gate.enabled else set()
+    records = []
+    for keys, frame in results.groupby([*VERDICT_CONTEXT, "defense_label"], sort=False):
+        context = dict(zip(VERDICT_CONTEXT, (str(k) for k in keys[:-1])))
+        summary = strongest_attack(frame).iloc[0]
+        cells = list(pd.unique(frame["cell"]))
+        gated = bool(gated_cells & set(cells))
+        broken = [v for v in violations if v.cell in cells]
+        values = {}
+        if gated:
+            for metric, _ in gate.limits():  # the cell statistic, at its most leaked over the setting's cells
+                values[metric.name] = float(metric.most_leaked(pd.Series(
+                    [_statistic(f[metric.name], gate.statistic, metric) for _, f in frame.groupby("cell")])))
+        records.append({
+            "context": context, "defense_label": str(keys[-1]), "defense": str(frame["defense"].iloc[0]),
+            "n_images": int(frame["image_index"].nunique()),
+            "attacks": int(frame[["attack_label", "adaptive"]].drop_duplicates().shape[0]),
+            "best_attack": str(summary["strongest"]), **{m.name: float(summary[m.name]) for m in REPORTED},
+            "gated": gated, "gate": ("fail" if broken else "pass") if gated else "",
+            "statistic": gate.statistic if gated else "", "values": values,
+            "reasons": [f"{v.attack}{' (adaptive)' if v.adaptive else ''}: {v.metric} {METRICS[v.metric].format(v.value)} "
+                        f"{'>' if METRICS[v.metric].larger_leaks else '<'} {v.limit:g}" for v in broken],
+            "status": ("LEAKS" if broken else "holds") if gated else "",
+            "cells": [str(c) for c in cells],
+            "wall_time_s": float(frame.groupby(["cell", "batch"])["wall_time_s"].first().sum())})
+    return records

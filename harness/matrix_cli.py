@@ -18,8 +18,19 @@ def add_commands(sub) -> None:
     matrix.add_argument("--preset", choices=PRESETS, help="budget preset (default: the config's `preset`)")
     matrix.add_argument("--gate", action="store_true", help="exit 1 when a defended cell breaks the config's [gate]")
     matrix.add_argument("--output", help="results folder (default runs/<config name>); rerun to resume")
+    matrix.add_argument("--baseline", metavar="DIR", help="a stored run to compare this one with (as `fedleak compare "
+                                                          "DIR OUTPUT`): exit 1 when a cell leaks more")
+    _tolerance_flags(matrix)
     _executor_flags(matrix)
     matrix.set_defaults(func=cmd_matrix)
+
+    compare = sub.add_parser("compare", help="per-cell deltas of every metric between two stored runs; exit 1 when a "
+                                             "cell leaks more than the tolerance allows")
+    compare.add_argument("before", help="the earlier run's results folder (the baseline)")
+    compare.add_argument("after", help="the later run's results folder")
+    compare.add_argument("--output", help="where compare.md, compare.html, compare.csv go (default AFTER/compare)")
+    _tolerance_flags(compare)
+    compare.set_defaults(func=cmd_compare)
 
     report = sub.add_parser("report", help="write report.md + report.html of a matrix's results folder")
     report.add_argument("results", help="a matrix results folder (or its results.parquet)")
@@ -41,6 +52,15 @@ def add_commands(sub) -> None:
     evaluate.set_defaults(func=cmd_evaluate_defense)
 
 
+def _tolerance_flags(parser) -> None:
+    from fedleak.harness.compare import DEFAULT_TOLERANCE, STATISTICS
+    defaults = ", ".join(f"{k}={v:g}" for k, v in DEFAULT_TOLERANCE.items())
+    parser.add_argument("--tolerance", action="append", default=[], metavar="METRIC=VALUE",
+                        help=f"how far a cell may move towards more leakage (defaults {defaults}; METRIC=none: not judged)")
+    parser.add_argument("--statistic", choices=STATISTICS, default="median",
+                        help="per cell, over its images (default median)")
+
+
 def _executor_flags(parser) -> None:
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
     parser.add_argument("--address", help="Ray cluster address (default: a private local Ray instance)")
@@ -56,12 +76,17 @@ def cmd_matrix(args) -> int:
     if args.gate and not matrix.gate.enabled:
         raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
     from fedleak.harness.config import resolve_preset
-    output = Path(args.output or Path("runs") / resolve_preset(args.config, "matrix").stem)
+    name = resolve_preset(args.config, "matrix").stem
+    output = Path(args.output or Path("runs") / name)
     run = _run(matrix, output, args)
     if run is None:
         return 130
     status = _print_run(run)
+    if args.baseline:
+        status = max(status, _compare(args.baseline, output, args, output / "compare"))
     if args.gate:
+        from fedleak.harness.ci_outputs import write_ci_outputs
+        write_ci_outputs(run, name)
         violations = check_gate(run.results, matrix.gate)
         if violations:
             print(f"gate FAILED: {len({v.cell for v in violations})} defended cells break {describe_gate(matrix.gate)}:")
@@ -69,6 +94,34 @@ def cmd_matrix(args) -> int:
             return 1
         print(f"gate passed: {describe_gate(matrix.gate)}")
     return status
+
+
+def cmd_compare(args) -> int:
+    return _compare(args.before, args.after, args, Path(args.output) if args.output else Path(args.after) / "compare")
+
+
+def _compare(before, after, args, folder: Path) -> int:
+    """Compare, print the regressions, write the tables (and the step summary): 1 if a cell regressed."""
+    import os
+
+    from fedleak.harness.ci_outputs import append_step_summary
+    from fedleak.harness.compare import compare_folders, parse_tolerances, write_comparison
+    from fedleak.reports.compare import comparison_document, delta_table
+    from fedleak.reports.document import table_text, to_markdown
+    comparison = compare_folders(before, after, parse_tolerances(args.tolerance), args.statistic)
+    markdown, page, _ = write_comparison(comparison, folder, str(before), str(after))
+    regressions = comparison.regressions
+    word = "REGRESSED" if comparison.failed else "no regression"
+    print(f"compare: {word}: {len(regressions)} of {len(comparison.table)} cells leak more than the tolerance "
+          f"({comparison.statistic} per cell)" + (f", {len(comparison.only_before)} cells missing" if len(comparison.only_before) else "")
+          + (f", {len(comparison.only_after)} new" if len(comparison.only_after) else "") + f"  ->  {markdown}")
+    if len(regressions):
+        print(table_text(delta_table(regressions, comparison.metrics, comparison.tolerance), indent="  "))
+    if os.environ.get("GITHUB_STEP_SUMMARY"):  # the regressions and missing cells; every cell is in the files
+        doc = comparison_document(comparison.table, comparison.metrics, comparison.tolerance, comparison.statistic,
+                                  comparison.only_before, comparison.only_after, str(before), str(after), every_cell=False)
+        append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), "#" + to_markdown(doc, folder) + "\n")
+    return 1 if comparison.failed else 0
 
 
 def cmd_report(args) -> int:
@@ -87,6 +140,8 @@ def cmd_evaluate_defense(args) -> int:
     if run is None:
         return 130
     print_verdict(run, name)
+    from fedleak.harness.ci_outputs import write_ci_outputs
+    write_ci_outputs(run, f"evaluate-{name}", user_errors_apply=False)
     return _print_run(run, verdict_printed=True)
 
 
