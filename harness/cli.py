@@ -53,11 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         attack.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind)
     attack.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set attack.options.tv=0.01 (value parsed as TOML)")
+    attack.add_argument("--overwrite", action="store_true", help="replace the results a different run left in --output")
     attack.set_defaults(func=cmd_attack)
 
     demo = sub.add_parser("demo", help="DLG and IG against held-out victims of the embedded digits (CPU, minutes)")
     demo.add_argument("--output", default="runs/demo")
     demo.add_argument("--device", default="auto")
+    demo.add_argument("--overwrite", action="store_true", help="replace the results a different run left in --output")
     demo.set_defaults(func=cmd_demo)
 
     lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets, presets")
@@ -101,7 +103,9 @@ def parse_set_items(items: list[str], flag: str) -> dict:
 def cmd_attack(args) -> int:
     from fedleak.harness.config import load_config
     from fedleak.harness.runner import run_attack
+    from fedleak.harness.run_folder import check_run_folder
     config = load_config(args.config, parse_overrides(args))
+    check_run_folder(Path(config.output), config.digest(), args.overwrite)
     result = run_attack(config, progress=progress_enabled())
     print_summary(result)
     return 0
@@ -110,10 +114,14 @@ def cmd_attack(args) -> int:
 def cmd_demo(args) -> int:
     from fedleak.harness.config import load_config
     from fedleak.harness.runner import run_attack
+    from fedleak.harness.run_folder import check_run_folder
     from fedleak.reports.run_report import write_index
+    configs = {preset: load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
+               for preset in ("demo-dlg", "demo-ig")}
+    for config in configs.values():  # both folders before either run
+        check_run_folder(Path(config.output), config.digest(), args.overwrite)
     results = []
-    for preset in ("demo-dlg", "demo-ig"):
-        config = load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
+    for preset, config in configs.items():
         log.info(f"[{preset}] {config.attack.name} on {config.victim.model} / {config.data.name}, "
                  f"{len(config.data.victim_indices())} victims")
         results.append(run_attack(config, progress=progress_enabled()))

@@ -62,6 +62,11 @@ def _tolerance_flags(parser) -> None:
 
 
 def _executor_flags(parser) -> None:
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", dest="existing", action="store_const", const="resume", default="same",
+                          help="the output folder holds a different matrix: add this one to it (stored cells are reused)")
+    existing.add_argument("--overwrite", dest="existing", action="store_const", const="overwrite",
+                          help="the output folder holds a different run: replace it (its stored cells too)")
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
     parser.add_argument("--address", help="Ray cluster address (default: a private local Ray instance)")
     parser.add_argument("--workers", type=int, help="cells at once (default: one per GPU, else per core; "
@@ -150,7 +155,8 @@ def _run(matrix, output: Path, args):
     from fedleak.harness.matrix_run import run_matrix
     from fedleak.harness.matrix_results import report_matrix_folder
     try:
-        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=progress_enabled())
+        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=progress_enabled(),
+                         existing=args.existing)
     except KeyboardInterrupt:
         print(f"fedleak: interrupted; finished cells are stored in {output}; run the same command to resume",
               file=sys.stderr)

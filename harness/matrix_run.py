@@ -17,6 +17,7 @@ from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_results import write_matrix_outputs
 from fedleak.harness.plugins import load_plugins
 from fedleak.harness.provenance import command
+from fedleak.harness.run_folder import check_matrix_folder
 from fedleak.harness.progress import MatrixProgress
 from fedleak.core.io import check_writable
 from fedleak.harness.scheduler import ScheduleResult, run_tasks
@@ -46,9 +47,12 @@ def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None)
 
 
 def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local", workers: int | None = None,
-               address: str | None = None, progress: bool = True) -> MatrixRun:
+               address: str | None = None, progress: bool = True, existing: str = "same") -> MatrixRun:
+    """`existing`: what to do with a folder that holds a different matrix's results (harness.run_folder):
+    "same" refuses, "resume" adds this matrix to it, "overwrite" replaces it."""
     output = Path(output)
     check_writable(output)
+    check_matrix_folder(output, matrix, existing)
     cells, not_applicable = expansion(matrix)
     utility = utility_tasks(matrix) if matrix.utility.enabled else []
     store = CellStore(output)

@@ -6,6 +6,7 @@ import fcntl
 import os
 import pty
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -147,3 +148,43 @@ def _wait_until(condition, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         time.sleep(0.2)
+
+
+def test_a_different_run_into_a_used_folder_refuses(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    base = ["attack", "--attack", "idlg", "--model", "mlp", "--set", "victim.options.width=8", "--victims", "1", "-q",
+            "--output", out]
+    assert main([*base, "--iterations", "2"]) == 0
+    assert main([*base, "--iterations", "2"]) == 0  # the same run again: redone, as always
+    before = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    capsys.readouterr()
+    assert main([*base, "--iterations", "3"]) == 2  # a different one: refused, the rows kept
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds the results of a different run" in err and "--overwrite" in err
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "results.parquet"), before)
+    assert main([*base, "--iterations", "3", "--overwrite"]) == 0
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["iterations"]) == {3}
+
+
+def test_a_different_matrix_into_a_used_folder_refuses(tmp_path, capsys):
+    from test_matrix import smoke_matrix, write_toml
+    one = write_toml(tmp_path / "one.toml", smoke_matrix(images={"indices": [1]}, defenses=[{"name": "none"}]))
+    two = write_toml(tmp_path / "two.toml", smoke_matrix(images={"indices": [2]}, defenses=[{"name": "none"}]))
+    out = str(tmp_path / "out")
+    run = lambda config, *flags: main(["matrix", str(config), "--workers", "0", "-q", "--output", out, *flags])
+    assert run(one) == 0 and run(one) == 0  # rerunning the same matrix resumes it
+    capsys.readouterr()
+    assert run(two) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a different matrix (images differs)" in err
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {1}
+    assert run(two, "--resume") == 0  # added: image 1's cell stays stored, the results are this matrix's
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {2}
+    assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 2
+    assert run(one, "--overwrite") == 0
+    assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 1
+    # a CI cache restores only cells/: that folder holds no earlier run
+    for path in (tmp_path / "out").iterdir():
+        if path.name != "cells":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert run(two) == 0
