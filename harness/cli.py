@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedleak.core.errors import FedleakError
 from fedleak.harness.logs import log, progress_enabled
+from fedleak.harness.matrix_cli import figure_options
 
 # flag -> dotted config key; flags override the config file
 ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "restarts": "attack.restarts",
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fedleak import __version__
     from fedleak.harness.logs import add_verbosity
+    from fedleak.harness.matrix_cli import figure_flags
     from fedleak.harness.provenance import fedleak_commit
     parser = argparse.ArgumentParser(prog="fedleak", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fedleak {__version__}" + (
@@ -54,12 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set attack.options.tv=0.01 (value parsed as TOML)")
     attack.add_argument("--overwrite", action="store_true", help="replace the results a different run left in --output")
+    figure_flags(attack)
     attack.set_defaults(func=cmd_attack)
 
     demo = sub.add_parser("demo", help="DLG and IG against held-out victims of the embedded digits (CPU, minutes)")
     demo.add_argument("--output", default="runs/demo")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--overwrite", action="store_true", help="replace the results a different run left in --output")
+    figure_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
     lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets, presets")
@@ -106,7 +110,7 @@ def cmd_attack(args) -> int:
     from fedleak.harness.run_folder import check_run_folder
     config = load_config(args.config, parse_overrides(args))
     check_run_folder(Path(config.output), config.digest(), args.overwrite)
-    result = run_attack(config, progress=progress_enabled())
+    result = run_attack(config, progress=progress_enabled(), figures=figure_options(args))
     print_summary(result)
     return 0
 
@@ -124,7 +128,7 @@ def cmd_demo(args) -> int:
     for preset, config in configs.items():
         log.info(f"[{preset}] {config.attack.name} on {config.victim.model} / {config.data.name}, "
                  f"{len(config.data.victim_indices())} victims")
-        results.append(run_attack(config, progress=progress_enabled()))
+        results.append(run_attack(config, progress=progress_enabled(), figures=figure_options(args)))
         print_summary(results[-1])
     index = write_index(results, Path(args.output))
     print(f"report: {index}")

@@ -35,6 +35,7 @@ def add_commands(sub) -> None:
     report = sub.add_parser("report", help="write report.md + report.html of a matrix's results folder")
     report.add_argument("results", help="a matrix results folder (or its results.parquet)")
     report.add_argument("--output", help="report folder (default RESULTS/report)")
+    figure_flags(report)
     report.set_defaults(func=cmd_report)
 
     evaluate = sub.add_parser("evaluate-defense", help="every attack, non-adaptive and adaptive, against your defense "
@@ -52,6 +53,17 @@ def add_commands(sub) -> None:
     evaluate.set_defaults(func=cmd_evaluate_defense)
 
 
+def figure_flags(parser) -> None:
+    parser.add_argument("--format", default="png", metavar="png,pdf,svg",
+                        help="figure files besides the PNG the pages show: any of png, pdf, svg (default png)")
+    parser.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100; 300 for print)")
+
+
+def figure_options(args):
+    from fedleak.reports.document import FigureOptions
+    return FigureOptions(tuple(f.strip().lower() for f in args.format.split(",") if f.strip()), args.dpi)
+
+
 def _tolerance_flags(parser) -> None:
     from fedleak.harness.compare import DEFAULT_TOLERANCE, STATISTICS
     defaults = ", ".join(f"{k}={v:g}" for k, v in DEFAULT_TOLERANCE.items())
@@ -62,6 +74,7 @@ def _tolerance_flags(parser) -> None:
 
 
 def _executor_flags(parser) -> None:
+    figure_flags(parser)
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--resume", dest="existing", action="store_const", const="resume", default="same",
                           help="the output folder holds a different matrix: add this one to it (stored cells are reused)")
@@ -131,7 +144,7 @@ def _compare(before, after, args, folder: Path) -> int:
 
 def cmd_report(args) -> int:
     from fedleak.harness.matrix_results import report_matrix_folder
-    markdown, page = report_matrix_folder(args.results, args.output)
+    markdown, page = report_matrix_folder(args.results, args.output, figure_options(args))
     print(f"report: {markdown}\n        {page}")
     return 0
 
@@ -154,6 +167,7 @@ def _run(matrix, output: Path, args):
     """Run, then report whatever is stored; None when interrupted (what finished is kept)."""
     from fedleak.harness.matrix_run import run_matrix
     from fedleak.harness.matrix_results import report_matrix_folder
+    figures = figure_options(args)  # a bad --format is said before the run
     try:
         run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=progress_enabled(),
                          existing=args.existing)
@@ -162,7 +176,7 @@ def _run(matrix, output: Path, args):
               file=sys.stderr)
         return None
     if len(run.results):
-        run.report = report_matrix_folder(output)
+        run.report = report_matrix_folder(output, figures=figures)
     return run
 
 

@@ -87,13 +87,15 @@ def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, l
     return results, utility, failed, matrix
 
 
-def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> tuple[Path, Path]:
-    """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results."""
+def report_matrix_folder(root: str | Path, folder: str | Path | None = None, figures=None) -> tuple[Path, Path]:
+    """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results;
+    `figures`: reports.document.FigureOptions (formats, dpi)."""
     import functools
 
     from fedleak.core.options import from_dict
     from fedleak.harness.gate import check_gate, describe_gate, violations_table
     from fedleak.harness.matrix_config import GateConfig
+    from fedleak.reports.document import FigureOptions
     from fedleak.reports.matrix_report import GateOutcome, MatrixView, write_matrix_report
     root = Path(root)
     if root.is_file():
@@ -115,5 +117,5 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
         return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
-                      outcome, cell_images, tuple(matrix.get("not_applicable", ())))
+                      outcome, cell_images, tuple(matrix.get("not_applicable", ())), figures or FigureOptions())
     return write_matrix_report(view, folder)

@@ -52,8 +52,8 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
     "same" refuses, "resume" adds this matrix to it, "overwrite" replaces it."""
     output = Path(output)
     check_writable(output)
-    check_matrix_folder(output, matrix, existing)
     cells, not_applicable = expansion(matrix)
+    check_matrix_folder(output, matrix, [c.key for c in cells], existing)
     utility = utility_tasks(matrix) if matrix.utility.enabled else []
     store = CellStore(output)
     store.prepare()

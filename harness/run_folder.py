@@ -4,9 +4,11 @@ refuses with one line, unless told `--resume` (a matrix: add this one, reusing t
 shares) or `--overwrite` (replace what the folder holds), so that `runs/latest` never silently
 loses the rows of an earlier run.
 
-A matrix is the same when its config (preset applied; the gate aside, which only judges stored
-rows) is; a single run when its config hash is. A folder holding only files fedleak does not write,
-or only stored cells (a CI cache restores just `cells/`), holds no earlier run."""
+A matrix may go on in a folder when its config (preset applied; the gate aside, which only judges
+stored rows) is the stored one's, or when it contains every cell the stored one had (a matrix grown
+by an image, a seed or a defense loses no row); a single run when its config hash is the stored one.
+A folder holding only files fedleak does not write, or only stored cells (a CI cache restores just
+`cells/`), holds no earlier run."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +26,9 @@ MATRIX_OUTPUTS = ("results.parquet", "results.csv", "utility.csv", "failures.jso
 RUN_OUTPUTS = ("results.parquet", "results.csv", "images.pt", "grid.png", "report.md")
 
 
-def check_matrix_folder(out: Path, matrix, mode: str = "same") -> None:
-    """Refuse a different matrix's folder (mode "same"); with "overwrite" empty it of fedleak's files first."""
+def check_matrix_folder(out: Path, matrix, cells: list[str], mode: str = "same") -> None:
+    """Refuse a different matrix's folder (mode "same"); with "overwrite" empty it of fedleak's files
+    first. `cells`: the keys of this matrix's cells."""
     out = Path(out)
     if mode not in MODES:
         raise ConfigError(f"existing output mode: expected one of {', '.join(MODES)}, got {mode!r}")
@@ -35,11 +38,13 @@ def check_matrix_folder(out: Path, matrix, mode: str = "same") -> None:
     if mode == "resume":
         return
     if (out / "matrix.json").is_file():
-        stored = _stored_matrix(out / "matrix.json")
-        differs = _differences(stored, matrix)
-        if differs:
-            raise ConfigError(f"{out} holds a different matrix ({differs}); pass --resume to add this one to it "
-                              f"(stored cells are reused), --overwrite to replace it, or another --output")
+        record = _read_record(out / "matrix.json")
+        differs = _differences(_stored_matrix(record), matrix)
+        lost = [k for k in record.get("cells", []) if k not in set(cells)] if isinstance(record, dict) else ["?"]
+        if differs and lost:
+            raise ConfigError(f"{out} holds a different matrix ({differs}; {len(lost)} of its cells are not in this "
+                              f"one); pass --resume to add this one to it (stored cells are reused), --overwrite to "
+                              f"replace it, or another --output")
     elif (out / "results.parquet").is_file():
         raise ConfigError(f"{out} holds the results of a single run, not a matrix; pass --overwrite to replace "
                           f"them, or another --output")
@@ -70,12 +75,19 @@ def matrix_identity(matrix) -> dict:
     return table
 
 
-def _stored_matrix(path: Path) -> dict | None:
+def _read_record(path: Path):
+    try:
+        return read_json(path, "matrix record")
+    except FedleakError:
+        return None
+
+
+def _stored_matrix(record) -> dict | None:
     """The stored matrix.json's config, read back through the config parser (so fields a newer
     fedleak added compare at their defaults); None when it does not read as a matrix."""
     from fedleak.harness.matrix_config import matrix_from_dict
     try:
-        return matrix_identity(matrix_from_dict(read_json(path, "matrix record")["matrix"]))
+        return matrix_identity(matrix_from_dict(record["matrix"]))
     except (FedleakError, KeyError, TypeError):
         return None
 

@@ -28,7 +28,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
+def run_attack(config: RunConfig, progress: bool = False, figures=None) -> RunResult:
+    """`figures`: reports.document.FigureOptions of the run's grid (default: a 100-dpi PNG)."""
     device = resolve_device(config.device)
     out = Path(config.output)
     check_writable(out)
@@ -64,5 +65,5 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                 scored)
     result = log.result()
     from fedleak.reports.run_report import write_run_report
-    write_run_report(result)
+    write_run_report(result, figures=figures)
     return result

@@ -13,9 +13,11 @@ import pandas as pd
 
 from fedleak.core.io import atomic_write
 from fedleak.metrics.record import METRICS, REPORTED, direction_note
-from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
-from fedleak.reports.heatmap import colour, save_heatmap
-from fedleak.reports.matrix_grids import save_reconstruction_grid
+from fedleak.reports.document import (Document, FigureOptions, Heading, Image, Paragraph, Table, to_html,
+                                      to_markdown)
+from fedleak.reports.heatmap import CMAP, colour, save_heatmap, scale_note
+from fedleak.reports.image_views import image_gallery
+from fedleak.reports.matrix_grids import save_mosaic
 from fedleak.reports.matrix_tables import context_title, contexts, heat_table, strongest_attack, with_utility
 from fedleak.reports.privacy_utility import point_label, save_privacy_utility
 
@@ -41,20 +43,22 @@ class MatrixView:
     gate: GateOutcome | None                         # None: the matrix has no [gate]
     cell_images: Callable[[str], dict]               # cell key -> {"ground_truth", "reconstructions"}
     not_applicable: tuple[str, ...] = ()             # pairs the components' declarations left out, with why
+    figures: FigureOptions = FigureOptions()         # formats and resolution of every figure
 
 
 def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.png"):  # a figure of a context that is gone must not linger
-        stale.unlink()
+    for pattern in ("*.png", "*.pdf", "*.svg", "*.csv"):  # a figure of a context that is gone must not linger
+        for stale in folder.glob(pattern):
+            stale.unlink()
     results, utility = view.results, view.utility
     doc = Document("fedleak attack × defense matrix")
     doc.add(*_overview(results, utility, view.preset))
     if view.gate is not None:
         doc.add(*_gate_section(view.gate))
     for number, (context, frame) in enumerate(contexts(results), start=1):
-        doc.add(*_context_section(number, context, frame, utility, view.cell_images, folder))
+        doc.add(*_context_section(number, context, frame, utility, view.cell_images, folder, view.figures))
     if view.failed:
         doc.add(Heading("Cells that did not run"),
                 Paragraph("Each is retried by the next run of the same matrix."),
@@ -93,25 +97,31 @@ def _gate_section(gate: GateOutcome) -> list:
 
 
 def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: pd.DataFrame,
-                     cell_images: Callable[[str], dict], folder: Path) -> list:
+                     cell_images: Callable[[str], dict], folder: Path, figures: FigureOptions) -> list:
     title = context_title(context)
     blocks = [Heading(f"{number}. {title}")]
     summary = with_utility(strongest_attack(frame), utility, context)
     blocks += [Heading("What each defense buys", 3), _summary_table(summary)]
-    plot = save_privacy_utility(summary, title, folder / f"c{number}-privacy-utility.png")
+    plot = save_privacy_utility(summary, title, folder / f"c{number}-privacy-utility.png", figures)
     if plot is not None:
-        blocks.append(Image(plot, "privacy-utility"))
+        blocks += [Image(plot, "privacy-utility"),
+                   Paragraph("Per defense setting: accuracy against the median over images of each image's best PSNR; "
+                             "the bar spans the middle half of the images. Settings on the same point share a label. "
+                             f"Data: `{plot.with_suffix('.csv').name}`.")]
     for metric in (m.name for m in REPORTED):
         table = heat_table(frame, metric)
-        blocks += [Heading(f"{metric.upper()}: attack × defense", 3),
-                   Image(save_heatmap(table, metric, title, folder / f"c{number}-heat-{metric}.png"), f"{metric} heat map"),
+        path = save_heatmap(table, metric, title, folder / f"c{number}-heat-{metric}.png", figures)
+        blocks += [Heading(f"{metric.upper()}: attack × defense", 3), Image(path, f"{metric} heat map"),
+                   Paragraph(f"Median over images of each attack's best per image; colour map {CMAP} (colour-blind "
+                             f"safe), brighter = more leaked, {scale_note(metric)}. Data: `{path.with_suffix('.csv').name}`."),
                    Table(["attack"] + [str(c) for c in table.columns],
                          [[str(i)] + [_number(v, metric) for v in row] for i, row in zip(table.index, table.to_numpy())],
                          [[""] + [colour(v, metric) for v in row] for row in table.to_numpy()])]
-    blocks.append(Heading("Reconstructions", 3))
-    for k, (defense, group) in enumerate(frame.groupby("defense_label", sort=False), start=1):
-        blocks += [Paragraph(f"Defense `{defense}`: ground truth, then each attack's reconstruction (PSNR below)."),
-                   Image(save_reconstruction_grid(group, cell_images, folder / f"c{number}-grid-{k}.png"), f"grid {defense}")]
+    mosaic = save_mosaic(frame, cell_images, title, folder / f"c{number}-mosaic.png", figures)
+    blocks += [Heading("Reconstructions", 3), Image(mosaic, "reconstruction mosaic"),
+               Paragraph("Rows: defense settings; columns: the ground truth, then each attack (and mode); one image, its "
+                         f"PSNR under each reconstruction. Data: `{mosaic.with_suffix('.csv').name}`."),
+               Heading("Per image", 3), image_gallery(frame, cell_images, f"c{number}")]
     return blocks
 
 

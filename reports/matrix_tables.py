@@ -58,8 +58,9 @@ def heat_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def strongest_attack(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
-    """Per defense setting: the per-image best over every attack, mode and seed (median over images),
-    which attack row wins most images, and what knowing the defense adds (adaptive − non-adaptive)."""
+    """Per defense setting: the per-image best over every attack, mode and seed (median over images;
+    `<metric>_low`/`_high`: the middle half of the images), which attack row wins most images, and
+    what knowing the defense adds (adaptive − non-adaptive)."""
     frame = frame.assign(row=attack_row(frame))
     rows = []
     for defense, group in frame.groupby("defense_label", sort=False):
@@ -67,6 +68,8 @@ def strongest_attack(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
         record = {"defense_label": defense, "defense": group["defense"].iloc[0]}
         for m in REPORTED:
             record[m.name] = float(best(group.groupby("image_index")[m.name], m.name).median())
+        per_image = best(group.groupby("image_index")[metric], metric)
+        record[f"{metric}_low"], record[f"{metric}_high"] = (float(q) for q in per_image.quantile([0.25, 0.75]))
         counts = winners["row"].value_counts()
         record["strongest"] = sorted(counts[counts == counts.max()].index)[0]
         modes = group.groupby("adaptive")[metric].median()

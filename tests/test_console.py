@@ -176,13 +176,17 @@ def test_a_different_matrix_into_a_used_folder_refuses(tmp_path, capsys):
     capsys.readouterr()
     assert run(two) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "holds a different matrix (images differs)" in err
+    assert len(err.splitlines()) == 1 and "holds a different matrix (images differs; 1 of its cells" in err
     assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {1}
     assert run(two, "--resume") == 0  # added: image 1's cell stays stored, the results are this matrix's
     assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {2}
     assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 2
     assert run(one, "--overwrite") == 0
     assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 1
+    # a matrix grown by an image loses no row: it goes on in the folder
+    both = write_toml(tmp_path / "both.toml", smoke_matrix(images={"indices": [1, 2]}, defenses=[{"name": "none"}]))
+    assert run(both) == 0
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {1, 2}
     # a CI cache restores only cells/: that folder holds no earlier run
     for path in (tmp_path / "out").iterdir():
         if path.name != "cells":
