@@ -26,7 +26,7 @@ def set_command(argv: list[str] | None) -> None:
 
 
 def command() -> str:
-    return _command if _command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return _command if _command is not None else shlex.join([Path(sys.executable).name, *sys.argv])
 
 
 def fedleak_version() -> str:

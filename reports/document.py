@@ -151,8 +151,13 @@ img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 nav.toc { background: #f7f7f7; border: 1px solid #ddd; padding: 0.5em 1.5em; margin: 1em 0 2em; }
 nav.toc ul { margin: 0.2em 0; padding-left: 1.2em; }
-img.pixels { image-rendering: pixelated; width: 84px; height: auto; margin: 0 auto 0.2em; }
-img.thumb { image-rendering: pixelated; width: 42px; height: auto; margin: 0; }
+nav.toc ul ul { display: inline; padding: 0; margin: 0; font-size: 0.9em; }
+nav.toc ul ul::before { content: ": "; }
+nav.toc ul ul li { display: inline; }
+nav.toc ul ul li + li::before { content: " · "; }
+img.pixels { image-rendering: pixelated; width: 84px; max-width: none; height: auto; margin: 0 auto 0.2em; }
+img.thumb { image-rendering: pixelated; width: 42px; max-width: none; height: auto; margin: 0; }
+dialog.image-view > figure img.pixels { width: 112px; margin: 0 0 0.2em; }
 dialog.image-view { max-width: 95vw; max-height: 92vh; overflow: auto; padding: 1em 1.5em; border: 1px solid #888; }
 dialog.image-view::backdrop { background: rgba(0, 0, 0, 0.45); }
 dialog.image-view td { text-align: center; vertical-align: top; font-size: 0.8em; }
