@@ -49,6 +49,8 @@ def add_commands(sub) -> None:
     evaluate.add_argument("--attack-builtins", action="store_true",
                           help="attack the built-in defenses too (default: only their utility is measured)")
     evaluate.add_argument("--output", help="results folder (default runs/evaluate-<defense name>)")
+    evaluate.add_argument("--gate", action="store_true", help="exit 1 when your defense's verdict leaks (junit.xml "
+                                                              "and summary.json are written either way)")
     _executor_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate_defense)
 
@@ -159,8 +161,11 @@ def cmd_evaluate_defense(args) -> int:
         return 130
     print_verdict(run, name)
     from fedleak.harness.ci_outputs import write_ci_outputs
-    write_ci_outputs(run, f"evaluate-{name}", user_errors_apply=False)
-    return _print_run(run, verdict_printed=True)
+    summary = write_ci_outputs(run, f"evaluate-{name}", user_errors_apply=False)
+    status = _print_run(run, verdict_printed=True)
+    if args.gate and not summary["gate"]["passed"]:
+        return 1
+    return status
 
 
 def _run(matrix, output: Path, args):

@@ -167,3 +167,48 @@ def test_compare_bad_inputs_are_one_line(gated_run, tmp_path, capsys):
     assert main(["compare", str(out), str(out), "--tolerance", "accuracy=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("fedleak: error:") for line in err)
+
+
+def test_documented_job_runs_commands_that_exist():
+    """Every fedleak command line of docs/ci.md's workflow parses with the real parser (no stale flag)."""
+    import shlex
+    from pathlib import Path
+
+    import yaml
+    from fedleak.harness.cli import build_parser
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ci.md").read_text()
+    workflow = yaml.safe_load(text.split("```yaml", 1)[1].split("```", 1)[0])
+    steps = workflow["jobs"]["leakage"]["steps"]
+    lines = [line.strip() for step in steps for line in step.get("run", "").splitlines()]
+    commands = [shlex.split(line.replace("$baseline", "--baseline runs/baseline"))[1:] for line in lines
+                if line.startswith("fedleak ")]
+    assert {c[0] for c in commands} >= {"matrix", "evaluate-defense", "--version"}
+    parser = build_parser()
+    for argv in commands:
+        if argv != ["--version"]:
+            parser.parse_args(argv)  # argparse exits (a test failure) on an unknown flag
+    uploads = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))["with"]["path"]
+    assert "summary.json" in uploads and "junit.xml" in uploads
+
+
+def test_evaluate_defense_writes_the_same_files_and_gates(tmp_path, capsys, monkeypatch):
+    from fedleak.reports.ci import schema
+    from test_matrix import PLUGIN, REPO, _stub_utility
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
+    monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg"])
+    base = write_toml(tmp_path / "base.toml", smoke_matrix(
+        plugins=[], images={"indices": [2]}, victims=[{"model": "lenet"}],
+        attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 6}}}], defenses=[{"name": "none"}],
+        utility={"options": {"rounds": 1}}))
+    out = tmp_path / "eval"
+    argv = ["evaluate-defense", PLUGIN, "--option", "keep=1.0", "--option", "noise=0.0", "--matrix", str(base),
+            "--preset", "smoke", "--workers", "0", "-q", "--output", str(out)]
+    assert main(argv) == 0  # without --gate the verdict is printed, not an exit status
+    assert main([*argv, "--gate"]) == 1
+    document = json.loads((out / "summary.json").read_text())
+    jsonschema.validate(document, schema())
+    assert document["run"]["name"] == "evaluate-random-k-noise" and not document["gate"]["passed"]
+    suite = next(iter(JUnitXml.fromfile(str(out / "junit.xml"))))
+    assert (suite.tests, suite.failures) == (1, 1)
+    assert next(iter(suite)).name.startswith("random-k-noise")
