@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.objective import DISTANCES, GradientMatcher, total_variation
@@ -165,7 +165,7 @@ class DropoutInversion(Attack):
         stop_after = max(1, math.ceil(c.early_stop * iterations))
         schedule = _MaskSchedule(matcher.model, masks) if masks else None
         trace, best_loss, best_it, best_x, best_masks = [], math.inf, 0, x.detach().clone(), masks
-        bar = tqdm(range(iterations), desc=self.name, disable=not progress, leave=False)
+        bar = progress_bar(range(iterations), desc=self.name, enabled=progress)
         try:
             for it in bar:
                 optimiser.zero_grad()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.objective import DISTANCES, GradientMatcher
@@ -84,7 +84,7 @@ class DLG(Attack):
 
         trace, best_loss = [], float("inf")
         best_x, best_y = x.detach().clone(), label_logits.detach().clone()
-        for _ in tqdm(range(iterations), desc=self.name, disable=not progress, leave=False):
+        for _ in progress_bar(range(iterations), desc=self.name, enabled=progress):
             loss = float(optimiser.step(closure).detach())
             if not torch.isfinite(torch.tensor(loss)) or not torch.isfinite(x).all():
                 break  # diverged: keep the best finite iterate

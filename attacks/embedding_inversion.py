@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
-from tqdm.auto import tqdm
+from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
 from fedleak.attacks.decoders import fit_decoder
@@ -94,7 +94,7 @@ class EmbeddingInversion(Attack):
         low, high = knowledge.box(device)
         match = lambda xs: torch.stack([distance(_message(model, observation, xr, party, stage), target) for xr in xs])
         traces = []
-        for _ in tqdm(range(budget.iterations), desc=self.name, disable=not progress, leave=False):
+        for _ in progress_bar(range(budget.iterations), desc=self.name, enabled=progress):
             optimiser.zero_grad()
             regular = torch.stack([c.tv * total_variation(xr) + prior * (xr - start).pow(2).mean() for xr in x])
             objective = match(x) + regular

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.generators.base import GenerativePrior
@@ -105,7 +105,7 @@ def _cma(objective: GGLObjective, c: GGLConfig, generations: int, batch: int, se
     es = cma.CMAEvolutionStrategy(np.zeros(dim), c.sigma0, options)
     to_z = lambda u: _latent(np.asarray(u), shape, c.tanh, device)
     trace, evaluations = [], 0
-    bar = tqdm(range(generations), desc="ggl-cma", disable=not progress, leave=False)
+    bar = progress_bar(range(generations), desc="ggl-cma", enabled=progress)
     for _ in bar:
         candidates = es.ask()
         losses = objective(torch.stack([to_z(u) for u in candidates])).detach().cpu().double().numpy()
@@ -131,7 +131,7 @@ def _adam(objective: GGLObjective, c: GGLConfig, steps: int, batch: int, seed: i
     optimiser = torch.optim.Adam([z], lr=c.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, [int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)], 0.1)
     trace = []
-    bar = tqdm(range(steps), desc="ggl-adam", disable=not progress, leave=False)
+    bar = progress_bar(range(steps), desc="ggl-adam", enabled=progress)
     for _ in bar:
         optimiser.zero_grad()
         loss = objective(z)[0]

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.generators.base import GenerativePrior, state_map, state_tensors
@@ -134,7 +134,7 @@ class GIFD(Attack):
         latent = prior.sample_latent(restarts * batch, torch.Generator().manual_seed(seed)).to(device)
         norms = latent.reshape(len(latent), -1).norm(dim=1)
         h, traces, stage_losses, stage_images = None, [], [], []
-        bar = tqdm(total=budget.iterations, desc=self.name, disable=not progress, leave=False)
+        bar = progress_bar(total=budget.iterations, desc=self.name, enabled=progress)
         for stage in range(feature_stages + 1):
             with torch.no_grad():
                 if stage == 1:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
 from fedleak.attacks.decoders import fit_decoder
@@ -188,7 +188,7 @@ class HyperFLLeak(Attack):
         schedulers = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=0.1) for o in (image_opt, private_opt)]
         low, high = knowledge.box(device)
         traces = []
-        for _ in tqdm(range(budget.iterations), desc=self.name, disable=not progress, leave=False):
+        for _ in progress_bar(range(budget.iterations), desc=self.name, enabled=progress):
             image_opt.zero_grad()
             private_opt.zero_grad()
             match = torch.stack([problem.distance(x[r], [p[r] for p in private]) for r in range(budget.restarts)])

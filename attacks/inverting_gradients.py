@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.objective import DISTANCES, FastGradientMatcher, total_variation
@@ -78,7 +78,7 @@ def search_images(matcher, labels: torch.Tensor, knowledge, budget: Budget, c: I
     batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
         if budget.restarts > 1 else None
     traces = []
-    bar = tqdm(range(budget.iterations), desc=name, disable=not progress, leave=False)
+    bar = progress_bar(range(budget.iterations), desc=name, enabled=progress)
     for it in bar:
         optimiser.zero_grad()
         step = batched(x) if batched is not None else None

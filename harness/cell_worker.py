@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shlex
 import signal
 import tempfile
 import threading
@@ -20,6 +21,7 @@ import torch
 
 from fedleak.core.errors import FedleakError, StorageError
 from fedleak.core.io import read_frame
+from fedleak.harness import provenance
 from fedleak.harness.plugins import load_plugins
 from fedleak.harness.results import write_frame
 from fedleak.metrics.record import REPORTED
@@ -44,6 +46,7 @@ class WorkerSetup:
     directory, harness.plugins) and its share of the cores."""
     plugins: tuple[str, ...] = ()
     threads: int = 1
+    command: str | None = None  # the command line of the run, which its rows record (harness.provenance)
 
 
 _READY: WorkerSetup | None = None
@@ -56,6 +59,8 @@ def prepare(setup: WorkerSetup) -> None:
     if _READY == setup:
         return
     torch.set_num_threads(setup.threads)
+    if setup.command is not None:
+        provenance.set_command(shlex.split(setup.command))
     # tqdm's default lock is a multiprocessing semaphore; a worker that is killed (out of memory)
     # would leave it to the resource tracker, which warns about it when the run ends. A worker's
     # bars are off and shared with no one: a thread lock does.

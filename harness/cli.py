@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from fedleak.core.errors import FedleakError
+from fedleak.harness.logs import log, progress_enabled
+from fedleak.harness.matrix_cli import figure_options
 
 # flag -> dotted config key; flags override the config file
 ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "restarts": "attack.restarts",
@@ -16,20 +18,34 @@ ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "res
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from fedleak.harness import logs, provenance
+    provenance.set_command(["fedleak", *(sys.argv[1:] if argv is None else argv)])
     try:
-        return args.func(args)
-    except FedleakError as e:
-        print(f"fedleak: error: {e}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        logs.configure(args.verbosity)
+        with logs.plain_streams():
+            try:
+                return args.func(args)
+            except FedleakError as e:
+                print(f"fedleak: error: {e}", file=sys.stderr)
+                return 2
+            finally:
+                sys.stdout.flush()  # a closed pipe is found here, inside the handlers below
     except KeyboardInterrupt:
         print("fedleak: interrupted; results of finished batches are kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return logs.closed_pipe()
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fedleak import __version__
+    from fedleak.harness.logs import add_verbosity
+    from fedleak.harness.matrix_cli import figure_flags
+    from fedleak.harness.provenance import fedleak_commit
     parser = argparse.ArgumentParser(prog="fedleak", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fedleak {__version__}" + (
+        f" ({commit})" if (commit := fedleak_commit()) else ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     attack = sub.add_parser("attack", help="run one attack on one victim and write results + report")
@@ -39,13 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         attack.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind)
     attack.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set attack.options.tv=0.01 (value parsed as TOML)")
-    attack.add_argument("--quiet", action="store_true", help="no progress bars")
+    attack.add_argument("--overwrite", action="store_true", help="replace the results a different run left in --output")
+    figure_flags(attack)
     attack.set_defaults(func=cmd_attack)
 
     demo = sub.add_parser("demo", help="DLG and IG against held-out victims of the embedded digits (CPU, minutes)")
     demo.add_argument("--output", default="runs/demo")
     demo.add_argument("--device", default="auto")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--overwrite", action="store_true", help="replace the results a different run left in --output")
+    figure_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
     lister = sub.add_parser("list", help="list registered attacks, defenses, threat models, models, datasets, presets")
@@ -60,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fedleak.harness.flower_cli import add_command as add_flower_command
     add_flower_command(sub)  # audit-flower (Flower itself is imported only when it runs)
+    add_verbosity(parser)  # -q / -v on every command
     return parser
 
 
@@ -88,8 +107,10 @@ def parse_set_items(items: list[str], flag: str) -> dict:
 def cmd_attack(args) -> int:
     from fedleak.harness.config import load_config
     from fedleak.harness.runner import run_attack
+    from fedleak.harness.run_folder import check_run_folder
     config = load_config(args.config, parse_overrides(args))
-    result = run_attack(config, progress=not args.quiet)
+    check_run_folder(Path(config.output), config.digest(), args.overwrite)
+    result = run_attack(config, progress=progress_enabled(), figures=figure_options(args))
     print_summary(result)
     return 0
 
@@ -97,13 +118,17 @@ def cmd_attack(args) -> int:
 def cmd_demo(args) -> int:
     from fedleak.harness.config import load_config
     from fedleak.harness.runner import run_attack
+    from fedleak.harness.run_folder import check_run_folder
     from fedleak.reports.run_report import write_index
+    configs = {preset: load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
+               for preset in ("demo-dlg", "demo-ig")}
+    for config in configs.values():  # both folders before either run
+        check_run_folder(Path(config.output), config.digest(), args.overwrite)
     results = []
-    for preset in ("demo-dlg", "demo-ig"):
-        config = load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
-        print(f"[{preset}] {config.attack.name} on {config.victim.model} / {config.data.name}, "
-              f"{len(config.data.victim_indices())} victims", flush=True)
-        results.append(run_attack(config, progress=not args.quiet))
+    for preset, config in configs.items():
+        log.info(f"[{preset}] {config.attack.name} on {config.victim.model} / {config.data.name}, "
+                 f"{len(config.data.victim_indices())} victims")
+        results.append(run_attack(config, progress=progress_enabled(), figures=figure_options(args)))
         print_summary(results[-1])
     index = write_index(results, Path(args.output))
     print(f"report: {index}")

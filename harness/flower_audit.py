@@ -25,7 +25,8 @@ from fedleak.defenses.base import NoDefense
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import check_writable, digest
 from fedleak.harness.plugins import import_user_module
-from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
+from fedleak.harness.provenance import row_provenance
+from fedleak.harness.results import ResultLog, RunResult, attack_and_score
 from fedleak.harness.runner import resolve_device
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.flower_observation import explained_by, observation_from_update
@@ -98,8 +99,8 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> FlowerAuditR
 
     model = hooks.build_model().to(device).eval()
     mean, std = hooks.normalisation()
-    provenance = {"config_hash": audit.digest(), "config": audit.describe(), "seed": audit.seed, "device": str(device),
-                  "versions": {**versions(), "flwr": flwr.__version__}, "knowledge": flags.as_dict(),
+    provenance = {"config_hash": audit.digest(), "config": audit.describe(), "seed": audit.seed,
+                  **row_provenance(device), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": "none", "defense_params": {},
                   "threat_model": threat.name, "dataset": getattr(hooks, "DATASET", "flower-app"),
                   "model": getattr(hooks, "MODEL", type(model).__name__), "model_options": {}, "victim_state": "flower",

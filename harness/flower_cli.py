@@ -28,7 +28,7 @@ def add_command(sub) -> None:
     audit.add_argument("--device", default="cpu")
     audit.add_argument("--cpus", type=int, default=2, help="simulated clients training at once (default 2)")
     audit.add_argument("--output", default="runs/flower-audit")
-    audit.add_argument("--quiet", action="store_true", help="no progress output (Flower logs warnings only)")
+    audit.add_argument("--overwrite", action="store_true", help="replace the results a different audit left in --output")
     audit.set_defaults(func=cmd_audit_flower)
 
 
@@ -42,7 +42,12 @@ def cmd_audit_flower(args) -> int:
                         shares=args.shares, training=training, knowledge=args.knowledge, attack=args.attack,
                         attack_options=parse_set_items(args.set, "--set"), iterations=args.iterations,
                         restarts=args.restarts, seed=args.seed, device=args.device, cpus=args.cpus, output=args.output)
-    result = run_flower_audit(audit, progress=not args.quiet)
+    from pathlib import Path
+
+    from fedleak.harness.logs import progress_enabled
+    from fedleak.harness.run_folder import check_run_folder
+    check_run_folder(Path(audit.output), audit.digest(), args.overwrite)
+    result = run_flower_audit(audit, progress=progress_enabled())
     per_update = result.rows.groupby(["round", "partition_id"])[["psnr", "lpips"]].median()
     for (rnd, partition), r in per_update.iterrows():
         print(f"  round {rnd} client {partition}: median PSNR {r['psnr']:.2f} dB, LPIPS {r['lpips']:.3f}")

@@ -9,8 +9,10 @@ import os
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
+from flwr.common.logger import update_console_handler
 from flwr.serverapp import Grid, ServerApp
 
+from fedleak.core.console import is_terminal
 from fedleak.harness.ray_executor import loopback_ray
 from fedleak.threat_models.flower import PARTITION_RECORD, ClientUpdate, RecordingGrid
 
@@ -48,6 +50,7 @@ def simulate(server_app: ServerApp, client_app: ClientApp, num_clients: int, cpu
     level = flwr_logger.level
     if quiet:
         flwr_logger.setLevel(logging.WARNING)
+    update_console_handler(colored=is_terminal())  # Flower colours its lines; in a log file they are noise
     try:
         with loopback_ray():  # Flower starts a private Ray instance: nothing off this machine need reach it
             run_simulation(server_app=tapped, client_app=PartitionTaggedClientApp(client_app), num_supernodes=num_clients,

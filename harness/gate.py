@@ -9,6 +9,8 @@ The gate also fails closed on a verdict with fewer than `min_images` images, a d
 an unconverged one (the budget check), and a randomised defense no EOT attack ran against."""
 from __future__ import annotations
 
+import pandas as pd
+
 from fedleak.harness.matrix import UNDEFENDED
 from fedleak.harness.matrix_config import GateConfig
 from fedleak.reports.verdicts import Verdict
@@ -40,3 +42,29 @@ def describe_gate(gate: GateConfig) -> str:
     checks.append("not degenerate")
     return (f"{' and '.join(parts)} ({gate.statistic} image of each verdict, per image the strongest attack; "
             f"{scope}); {', '.join(checks)}")
+
+
+def verdict_records(verdicts: list[Verdict], results: pd.DataFrame, gated: bool = True) -> list[dict]:
+    """What summary.json, junit.xml and the step summary carry of each verdict: its fields (not the
+    per-image rows, which results.parquet holds), the keys of its cells and the attacks' time.
+    `gated=False` (a run without --gate) keeps the figures and drops the gate's decision."""
+    from fedleak.harness.verdict import CONTEXT
+    from fedleak.reports.matrix_tables import threat_model_params_text
+    if not results.empty:
+        results = results.assign(threat_model_params=threat_model_params_text(results))
+    records = []
+    for v in verdicts:
+        record = {k: val for k, val in v.to_dict().items() if k != "per_image"}
+        record["context"] = {k: str(val) for k, val in v.context.items()}
+        mask = results["defense_label"] == v.defense_label if not results.empty else None
+        if mask is not None:
+            for k in CONTEXT:
+                mask &= results[k].astype(str) == str(v.context[k])
+        frame = results[mask] if mask is not None else results
+        record["cells"] = [str(c) for c in pd.unique(frame["cell"])] if len(frame) else []
+        record["wall_time_s"] = float(frame.groupby(["cell", "batch"])["wall_time_s"].first().sum()) if len(frame) else 0.0
+        if not gated:
+            record.update(gated=False, gate="", statistic="", values={}, reasons=[],
+                          status="DEGENERATE" if v.degenerate else "")
+        records.append(record)
+    return records

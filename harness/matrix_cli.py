@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from fedleak.core.errors import ConfigError
+from fedleak.harness.logs import progress_enabled
 from fedleak.harness.matrix_config import PRESETS
 
 DEFAULT_MATRIX = "ci"
@@ -17,12 +18,24 @@ def add_commands(sub) -> None:
     matrix.add_argument("--preset", choices=PRESETS, help="budget preset (default: the config's `preset`)")
     matrix.add_argument("--gate", action="store_true", help="exit 1 when a defended cell breaks the config's [gate]")
     matrix.add_argument("--output", help="results folder (default runs/<config name>); rerun to resume")
+    matrix.add_argument("--baseline", metavar="DIR", help="a stored run to compare this one with (as `fedleak compare "
+                                                          "DIR OUTPUT`): exit 1 when a cell leaks more")
+    _tolerance_flags(matrix)
     _executor_flags(matrix)
     matrix.set_defaults(func=cmd_matrix)
+
+    compare = sub.add_parser("compare", help="per-cell deltas of every metric between two stored runs; exit 1 when a "
+                                             "cell leaks more than the tolerance allows")
+    compare.add_argument("before", help="the earlier run's results folder (the baseline)")
+    compare.add_argument("after", help="the later run's results folder")
+    compare.add_argument("--output", help="where compare.md, compare.html, compare.csv go (default AFTER/compare)")
+    _tolerance_flags(compare)
+    compare.set_defaults(func=cmd_compare)
 
     report = sub.add_parser("report", help="write report.md + report.html of a matrix's results folder")
     report.add_argument("results", help="a matrix results folder (or its results.parquet)")
     report.add_argument("--output", help="report folder (default RESULTS/report)")
+    figure_flags(report)
     report.set_defaults(func=cmd_report)
 
     evaluate = sub.add_parser("evaluate-defense", help="every attack, non-adaptive and adaptive, against your defense "
@@ -36,16 +49,43 @@ def add_commands(sub) -> None:
     evaluate.add_argument("--attack-builtins", action="store_true",
                           help="attack the built-in defenses too (default: only their utility is measured)")
     evaluate.add_argument("--output", help="results folder (default runs/evaluate-<defense name>)")
+    evaluate.add_argument("--gate", action="store_true", help="exit 1 when your defense's verdict leaks (junit.xml "
+                                                              "and summary.json are written either way)")
     _executor_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate_defense)
 
 
+def figure_flags(parser) -> None:
+    parser.add_argument("--format", default="png", metavar="png,pdf,svg",
+                        help="figure files besides the PNG the pages show: any of png, pdf, svg (default png)")
+    parser.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100; 300 for print)")
+
+
+def figure_options(args):
+    from fedleak.reports.document import FigureOptions
+    return FigureOptions(tuple(f.strip().lower() for f in args.format.split(",") if f.strip()), args.dpi)
+
+
+def _tolerance_flags(parser) -> None:
+    from fedleak.harness.compare import DEFAULT_TOLERANCE, STATISTICS
+    defaults = ", ".join(f"{k}={v:g}" for k, v in DEFAULT_TOLERANCE.items())
+    parser.add_argument("--tolerance", action="append", default=[], metavar="METRIC=VALUE",
+                        help=f"how far a cell may move towards more leakage (defaults {defaults}; METRIC=none: not judged)")
+    parser.add_argument("--statistic", choices=STATISTICS, default="median",
+                        help="per cell, over its images (default median)")
+
+
 def _executor_flags(parser) -> None:
+    figure_flags(parser)
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", dest="existing", action="store_const", const="resume", default="same",
+                          help="the output folder holds a different matrix: add this one to it (stored cells are reused)")
+    existing.add_argument("--overwrite", dest="existing", action="store_const", const="overwrite",
+                          help="the output folder holds a different run: replace it (its stored cells too)")
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
     parser.add_argument("--address", help="Ray cluster address (default: a private local Ray instance)")
     parser.add_argument("--workers", type=int, help="cells at once (default: one per GPU, else per core; "
                                                     "0 runs them in this process)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def cmd_matrix(args) -> int:
@@ -56,13 +96,18 @@ def cmd_matrix(args) -> int:
     if args.gate and not matrix.gate.enabled:
         raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
     from fedleak.harness.config import resolve_preset
-    output = Path(args.output or Path("runs") / resolve_preset(args.config, "matrix").stem)
+    name = resolve_preset(args.config, "matrix").stem
+    output = Path(args.output or Path("runs") / name)
     run = _run(matrix, output, args)
     if run is None:
         return 130
     print_verdicts(run)
     status = _print_run(run)
+    if args.baseline:
+        status = max(status, _compare(args.baseline, output, args, output / "compare"))
     if args.gate:
+        from fedleak.harness.ci_outputs import write_ci_outputs
+        write_ci_outputs(run, name)
         failures = gate_failures(run.verdicts)
         missing = missing_verdicts(run)
         if failures or missing:
@@ -108,9 +153,37 @@ def _utility_by_label(run) -> dict[str, dict]:
     return {} if frame.empty else {r["defense_label"]: r for r in frame.to_dict("records")}
 
 
+def cmd_compare(args) -> int:
+    return _compare(args.before, args.after, args, Path(args.output) if args.output else Path(args.after) / "compare")
+
+
+def _compare(before, after, args, folder: Path) -> int:
+    """Compare, print the regressions, write the tables (and the step summary): 1 if a cell regressed."""
+    import os
+
+    from fedleak.harness.ci_outputs import append_step_summary
+    from fedleak.harness.compare import compare_folders, parse_tolerances, write_comparison
+    from fedleak.reports.compare import comparison_document, delta_table
+    from fedleak.reports.document import table_text, to_markdown
+    comparison = compare_folders(before, after, parse_tolerances(args.tolerance), args.statistic)
+    markdown, page, _ = write_comparison(comparison, folder, str(before), str(after))
+    regressions = comparison.regressions
+    word = "REGRESSED" if comparison.failed else "no regression"
+    print(f"compare: {word}: {len(regressions)} of {len(comparison.table)} cells leak more than the tolerance "
+          f"({comparison.statistic} per cell)" + (f", {len(comparison.only_before)} cells missing" if len(comparison.only_before) else "")
+          + (f", {len(comparison.only_after)} new" if len(comparison.only_after) else "") + f"  ->  {markdown}")
+    if len(regressions):
+        print(table_text(delta_table(regressions, comparison.metrics, comparison.tolerance), indent="  "))
+    if os.environ.get("GITHUB_STEP_SUMMARY"):  # the regressions and missing cells; every cell is in the files
+        doc = comparison_document(comparison.table, comparison.metrics, comparison.tolerance, comparison.statistic,
+                                  comparison.only_before, comparison.only_after, str(before), str(after), every_cell=False)
+        append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), "#" + to_markdown(doc, folder) + "\n")
+    return 1 if comparison.failed else 0
+
+
 def cmd_report(args) -> int:
     from fedleak.harness.matrix_results import report_matrix_folder
-    markdown, page = report_matrix_folder(args.results, args.output)
+    markdown, page = report_matrix_folder(args.results, args.output, figure_options(args))
     print(f"report: {markdown}\n        {page}")
     return 0
 
@@ -124,22 +197,28 @@ def cmd_evaluate_defense(args) -> int:
     if run is None:
         return 130
     print_verdict(run, name)
-    return _print_run(run, verdict_printed=True)
+    from fedleak.harness.ci_outputs import write_ci_outputs
+    summary = write_ci_outputs(run, f"evaluate-{name}", user_errors_apply=False)
+    status = _print_run(run, verdict_printed=True)
+    if args.gate and not summary["gate"]["passed"]:
+        return 1
+    return status
 
 
 def _run(matrix, output: Path, args, not_applicable=()):
     """Run, then report whatever is stored; None when interrupted (what finished is kept)."""
     from fedleak.harness.matrix_run import run_matrix
     from fedleak.harness.matrix_results import report_matrix_folder
+    figures = figure_options(args)  # a bad --format is said before the run
     try:
-        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet,
-                         not_applicable=tuple(not_applicable))
+        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=progress_enabled(),
+                         not_applicable=tuple(not_applicable), existing=args.existing)
     except KeyboardInterrupt:
         print(f"fedleak: interrupted; finished cells are stored in {output}; run the same command to resume",
               file=sys.stderr)
         return None
     if len(run.results):
-        run.report = report_matrix_folder(output)
+        run.report = report_matrix_folder(output, figures=figures)
     return run
 
 

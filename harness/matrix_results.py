@@ -171,13 +171,15 @@ def read_verdicts(root: str | Path, results: pd.DataFrame | None = None, gate=No
     return compute_verdicts(results, checks, budget, gate)
 
 
-def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> tuple[Path, Path]:
-    """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results."""
+def report_matrix_folder(root: str | Path, folder: str | Path | None = None, figures=None) -> tuple[Path, Path]:
+    """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results;
+    `figures`: reports.document.FigureOptions (formats, dpi)."""
     import functools
 
     from fedleak.core.options import from_dict
     from fedleak.harness.gate import describe_gate, failures_table, gate_failures
     from fedleak.harness.matrix_config import GateConfig
+    from fedleak.reports.document import FigureOptions
     from fedleak.reports.matrix_report import GateOutcome, MatrixView, write_matrix_report
     root = Path(root)
     if root.is_file():
@@ -199,5 +201,6 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> 
         return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
-                      outcome, cell_images, tuple(matrix.get("not_applicable", ())), tuple(verdicts))
+                      outcome, cell_images, tuple(matrix.get("not_applicable", ())), tuple(verdicts),
+                      figures or FigureOptions())
     return write_matrix_report(view, folder)

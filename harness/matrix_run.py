@@ -16,6 +16,8 @@ from fedleak.harness.matrix import Cell, check_images, check_names
 from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_results import write_matrix_outputs
 from fedleak.harness.plugins import load_plugins
+from fedleak.harness.provenance import command
+from fedleak.harness.run_folder import check_matrix_folder
 from fedleak.harness.progress import MatrixProgress
 from fedleak.core.io import check_writable
 from fedleak.harness.scheduler import ScheduleResult, run_tasks
@@ -73,19 +75,22 @@ def stale_note(stale) -> str | None:
 
 
 def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local", workers: int | None = None,
-               address: str | None = None, progress: bool = True, not_applicable: tuple[str, ...] = ()) -> MatrixRun:
+               address: str | None = None, progress: bool = True, not_applicable: tuple[str, ...] = (),
+               existing: str = "same") -> MatrixRun:
     """`not_applicable`: pairs left out before the matrix was built (evaluate-defense's), listed with
-    those the expansion leaves out."""
+    those the expansion leaves out. `existing`: what to do with a folder that holds a different matrix's
+    results (harness.run_folder): "same" refuses, "resume" adds this matrix to it, "overwrite" replaces it."""
     output = Path(output)
     check_writable(output)
     plan = plan_matrix(matrix)
     plan.not_applicable = [*not_applicable, *plan.not_applicable]
+    check_matrix_folder(output, matrix, [c.key for c in plan.cells], existing)
     store = CellStore(output)
     store.prepare()
     store.clean_staging()
     tasks = plan.tasks()
     store.discard_unusable(tasks)
-    setup = WorkerSetup(plugins=tuple(matrix.plugins))
+    setup = WorkerSetup(plugins=tuple(matrix.plugins), command=command())
     bar = MatrixProgress(len(tasks), sum(store.done(t.key) for t in tasks), enabled=progress)
     bar.note(f"matrix: {len(plan.cells)} cells + {len(plan.utility)} utility measurements + "
              f"{len(plan.baselines) + len(plan.dependence)} checks, preset {matrix.preset}, "

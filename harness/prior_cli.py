@@ -22,7 +22,6 @@ def add_prior_parser(sub) -> None:
     train.add_argument("--unconditional", action="store_true", help="ignore labels (default: class-conditional)")
     train.add_argument("--output", help="checkpoint path (default runs/prior_<dataset>.pt)")
     train.add_argument("--device", default="auto")
-    train.add_argument("--quiet", action="store_true")
     train.set_defaults(func=cmd_prior_train)
 
     evaluate = actions.add_parser("eval", help="quality figures and a sample grid of a prior")
@@ -42,11 +41,13 @@ def _positive(name: str, value: int) -> None:
 def cmd_prior_train(args) -> int:
     import torch
 
+    from fedleak.harness.logs import progress_enabled
+
     from fedleak.attacks.generators.quality import evaluate_prior
     from fedleak.attacks.generators.store import save_prior
     from fedleak.attacks.generators.training import TrainConfig, train_dcgan
     from fedleak.data.datasets import load_dataset
-    from fedleak.harness.results import versions
+    from fedleak.harness.provenance import versions
     from fedleak.harness.runner import resolve_device
 
     for name in ("epochs", "width", "latent_dim"):
@@ -60,7 +61,7 @@ def cmd_prior_train(args) -> int:
           f"(victims held out), {config.epochs} epochs on {device}", flush=True)
 
     def report(epoch, stats):
-        if not args.quiet:
+        if progress_enabled():
             print(f"  epoch {epoch}/{config.epochs}: D {stats['loss_d']:.3f}  G {stats['loss_g']:.3f}  "
                   f"{stats['seconds']:.0f}s", flush=True)
 

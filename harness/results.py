@@ -4,7 +4,6 @@ Flower audit): observation -> attack -> reconstruction matched to the ground tru
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,6 @@ from fedleak.core.errors import DataError
 from fedleak.core.io import atomic_write, read_frame, save_tensors
 from fedleak.metrics.image import match_to_ground_truth, score_images
 from fedleak.metrics.labels import multiset_label_accuracy
-
-
-def versions() -> dict[str, str]:
-    import numpy
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        fedleak = version("fedleak")
-    except PackageNotFoundError:
-        fedleak = "source"
-    return {"fedleak": fedleak, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
 @dataclass

@@ -13,7 +13,8 @@ from fedleak.core.io import check_writable
 from fedleak.data.datasets import load_dataset
 from fedleak.defenses import build_defense
 from fedleak.harness.config import RunConfig
-from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
+from fedleak.harness.provenance import row_provenance
+from fedleak.harness.results import ResultLog, RunResult, attack_and_score
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
@@ -27,9 +28,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = True, report: bool = True) -> RunResult:
+def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = True, report: bool = True,
+               figures=None) -> RunResult:
     """`save_partial`: write the rows after every batch (a standalone run: an interruption keeps what
-    finished); a matrix cell writes once, into a scratch folder. `report`: the run's grid + Markdown."""
+    finished); a matrix cell writes once, into a scratch folder. `report`: the run's grid + Markdown;
+    `figures`: reports.document.FigureOptions of that grid (default: a 100-dpi PNG)."""
     device = resolve_device(config.device)
     out = Path(config.output)
     check_writable(out)
@@ -47,7 +50,7 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
 
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
                   **round_privacy(defense, threat, config.data.batch_size),
-                  "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
+                  **row_provenance(device), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": defense.name,
                   "defense_params": defense.describe(), "threat_model": threat.name,
                   "threat_model_params": threat.describe()["options"], "dataset": data.name,
@@ -73,7 +76,7 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
     result = log.result()
     if report:
         from fedleak.reports.run_report import write_run_report
-        write_run_report(result)
+        write_run_report(result, figures=figures)
     return result
 
 

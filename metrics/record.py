@@ -15,6 +15,7 @@ class Metric:
     larger_leaks: bool              # True: a larger value means the attacker rebuilt more
     scale: tuple[float, float] | None  # colour scale ends (values beyond saturate); None: never coloured
     digits: int                     # decimals in tables; figures use one fewer
+    exact: float | None = None      # the value a reconstruction equal to its image gets (PSNR's MSE floor): "exact"
 
     def most_leaked(self, values):
         """The attacker's best of `values` (a Series, a groupby, or anything with max/min)."""
@@ -41,13 +42,19 @@ class Metric:
         """The gate's threshold key: max_psnr, max_ssim, min_lpips."""
         return f"{'max' if self.larger_leaks else 'min'}_{self.name}"
 
+    def is_exact(self, value) -> bool:
+        return self.exact is not None and value is not None and not pd.isna(value) and value >= self.exact - 1e-3
+
     def format(self, value, compact: bool = False) -> str:
         if value is None or pd.isna(value):
             return "–"
+        if self.is_exact(value):
+            return "exact"
         return f"{value:.{self.digits - compact}f}"
 
 
-PSNR = Metric("psnr", "PSNR (dB)", True, (5.0, 35.0), 2)
+# identical images: MSE clamped at 1e-10 (metrics.image), 100 dB
+PSNR = Metric("psnr", "PSNR (dB)", True, (5.0, 35.0), 2, exact=100.0)
 SSIM = Metric("ssim", "SSIM", True, (0.0, 1.0), 3)
 LPIPS = Metric("lpips", "LPIPS", False, (0.0, 0.8), 3)
 MSE = Metric("mse", "MSE", False, None, 4)

@@ -9,11 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from fedleak.reports.document import save_figure  # noqa: E402
+from fedleak.reports.document import FigureOptions, save_figure  # noqa: E402
 
 
 def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path, captions: list[list[str]] | None = None,
-              max_columns: int = 16) -> Path:
+              max_columns: int = 16, figures: FigureOptions | None = None, data=None) -> Path:
     """`rows`: (label, images (N,C,H,W) in [0,1]); every row shows the same N images' columns."""
     n = min(max(len(images) for _, images in rows), max_columns)
     fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 1.2, 1.5 * len(rows)), squeeze=False)
@@ -32,4 +32,4 @@ def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path, captions: list[l
                 ax.set_xlabel(captions[r][c], fontsize=7)
         axes[r][0].set_ylabel(label, fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, figures, data)

@@ -1,7 +1,11 @@
-"""Attack × defense heat maps as PNG (for the pages) and as cell colours (for the tables).
-Colour always reads the same way: red = more leaked, whatever the metric's direction."""
+"""Attack × defense heat maps as figures (for the pages and a paper) and as cell colours (for the
+tables). One colour-blind-safe sequential map (cividis) that reads the same way for every metric:
+brighter = more leaked, whatever the metric's direction. The colour spans the metric's scale
+(metrics.record: PSNR 5-35 dB, SSIM 0-1, LPIPS 0.8-0); values beyond it saturate, which the colour
+bar's arrows and its label say. PSNR's 100 dB (a reconstruction equal to its image) reads "exact"."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -12,9 +16,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fedleak.metrics.record import METRICS  # noqa: E402
-from fedleak.reports.document import save_figure  # noqa: E402
+from fedleak.reports.document import FigureOptions, save_figure  # noqa: E402
 
-CMAP = "RdYlGn_r"
+CMAP = "cividis"
+MISSING = "#e6e6e6"   # a pair that did not run (no defense has no adaptive mode)
 
 
 def leak_fraction(value: float, metric: str) -> float:
@@ -26,22 +31,49 @@ def leak_fraction(value: float, metric: str) -> float:
 
 
 def colour(value: float, metric: str) -> str:
+    """A table cell's background: the heat map's colour, lightened so black text stays legible."""
     if pd.isna(value):
         return ""
-    r, g, b, _ = plt.get_cmap(CMAP)(0.15 + 0.7 * leak_fraction(value, metric))  # pale ends keep text legible
-    return "#{:02x}{:02x}{:02x}".format(*(int(round(255 * (0.55 + 0.45 * c))) for c in (r, g, b)))
+    r, g, b, _ = plt.get_cmap(CMAP)(leak_fraction(value, metric))
+    return "#{:02x}{:02x}{:02x}".format(*(int(round(255 * (0.5 + 0.5 * c))) for c in (r, g, b)))
 
 
-def save_heatmap(table: pd.DataFrame, metric: str, title: str, path: Path) -> Path:
+def scale_note(metric: str) -> str:
+    """What the colour of `metric` means, for captions and the colour bar."""
+    record = METRICS[metric]
+    low, high = record.scale
+    ends = f"{high:g} to {low:g}" if not record.larger_leaks else f"{low:g} to {high:g}"
+    exact = f"; {record.exact:g} dB (the image itself) reads \"exact\"" if record.exact is not None else ""
+    return f"colour clipped to {ends}{' dB' if metric == 'psnr' else ''} (beyond saturates){exact}"
+
+
+def save_heatmap(table: pd.DataFrame, metric: str, title: str, path: Path,
+                 figures: FigureOptions | None = None) -> Path:
+    """`table`: rows attack (mode) then the two "best attack" rows, columns defense settings."""
+    record = METRICS[metric]
     values = table.to_numpy(dtype=float)
     shades = np.vectorize(lambda v: np.nan if np.isnan(v) else leak_fraction(v, metric))(values)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 + 1.1 * table.shape[1]), 1.3 + 0.38 * table.shape[0]))
-    ax.imshow(np.ma.masked_invalid(shades), cmap=CMAP, vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns], rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(table.shape[0]), [str(i) for i in table.index], fontsize=8)
-    ax.axhline(table.shape[0] - 2.5, color="black", linewidth=1)  # the two "best attack" rows below
+    rows, columns = table.shape
+    width = max(6.0, 3.2 + 0.95 * columns)
+    fig, ax = plt.subplots(figsize=(width, 1.7 + 0.36 * rows), layout="constrained")
+    cmap = plt.get_cmap(CMAP).with_extremes(bad=MISSING)
+    image = ax.imshow(np.ma.masked_invalid(shades), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(columns), [str(c) for c in table.columns], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), [str(i) for i in table.index], fontsize=8)
+    ax.axhline(rows - 2.5, color="white", linewidth=2)  # the two "best attack" rows below
     for (r, c), v in np.ndenumerate(values):
-        ax.text(c, r, METRICS[metric].format(v, compact=True), ha="center", va="center", fontsize=8)
-    ax.set_title(f"{METRICS[metric].title}\n{title}", fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+        text = "not run" if np.isnan(v) else record.format(v, compact=True)
+        dark = not np.isnan(v) and shades[r, c] < 0.55
+        ax.text(c, r, text, ha="center", va="center", fontsize=7.5, color="white" if dark else "black")
+    low, high = record.scale
+    bar = fig.colorbar(image, ax=ax, extend="both", fraction=0.05, pad=0.02)
+    ticks = np.linspace(0, 1, 4)
+    bar.set_ticks(ticks, labels=[f"{(low + t * (high - low)) if record.larger_leaks else (high - t * (high - low)):g}"
+                                 for t in ticks])
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label(f"{record.title}, brighter = more leaked", fontsize=7.5)
+    wrap = max(40, int(width * 13))
+    ax.set_title("\n".join([f"{record.title}: attack × defense", *textwrap.wrap(title, wrap),
+                            *textwrap.wrap(scale_note(metric), wrap)]), fontsize=8)
+    data = table.rename_axis("attack").reset_index()
+    return save_figure(fig, path, figures, data)

@@ -13,11 +13,12 @@ import pandas as pd
 
 from fedleak.core.io import atomic_write
 from fedleak.metrics.record import METRICS, REPORTED, direction_note
-from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
-from fedleak.reports.heatmap import colour, save_heatmap
-from fedleak.reports.matrix_grids import save_reconstruction_grid
-from fedleak.reports.matrix_tables import (CONTEXT, context_title, contexts, heat_table, model_check_table,
-                                           with_utility)
+from fedleak.reports.document import (Document, FigureOptions, Heading, Image, Paragraph, Table, to_html,
+                                      to_markdown)
+from fedleak.reports.heatmap import CMAP, colour, save_heatmap, scale_note
+from fedleak.reports.image_views import image_gallery
+from fedleak.reports.matrix_grids import save_mosaic
+from fedleak.reports.matrix_tables import CONTEXT, context_title, contexts, heat_table, model_check_table, with_utility
 from fedleak.reports.privacy_utility import save_privacy_utility
 from fedleak.reports.verdicts import VERDICT_NOTE, identical_pairs, verdict_points, verdict_table
 
@@ -44,13 +45,15 @@ class MatrixView:
     cell_images: Callable[[str], dict]               # cell key -> {"ground_truth", "reconstructions"}
     not_applicable: tuple[str, ...] = ()             # pairs the components' declarations left out, with why
     verdicts: tuple = ()                             # reports.verdicts.Verdict, one per context and defense setting
+    figures: FigureOptions = FigureOptions()         # formats and resolution of every figure
 
 
 def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.png"):  # a figure of a context that is gone must not linger
-        stale.unlink()
+    for pattern in ("*.png", "*.pdf", "*.svg", "*.csv"):  # a figure of a context that is gone must not linger
+        for stale in folder.glob(pattern):
+            stale.unlink()
     results, utility = view.results, view.utility
     doc = Document("fedleak attack × defense matrix")
     doc.add(*_overview(results, utility, view.preset))
@@ -59,7 +62,7 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
     for number, (context, frame) in enumerate(contexts(results), start=1):
         verdicts = [v for v in view.verdicts
                     if all(str(v.context.get(k)) == str(context[k]) for k in [*CONTEXT, "threat_model_params"])]
-        doc.add(*_context_section(number, context, frame, utility, verdicts, view.cell_images, folder))
+        doc.add(*_context_section(number, context, frame, utility, verdicts, view.cell_images, folder, view.figures))
     checks = model_check_table(results)
     if len(checks):
         doc.add(Heading("Client-side model check"),
@@ -106,7 +109,7 @@ def _gate_section(gate: GateOutcome) -> list:
 
 
 def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: pd.DataFrame, verdicts: list,
-                     cell_images: Callable[[str], dict], folder: Path) -> list:
+                     cell_images: Callable[[str], dict], folder: Path, figures: FigureOptions) -> list:
     title = context_title(context)
     blocks = [Heading(f"{number}. {title}")]
     by_label = {}
@@ -124,14 +127,20 @@ def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: p
                    Table(["defense", *columns], [[r["defense_label"], *(_number(r.get(c), c) for c in columns)]
                                                  for r in references])]
     if by_label:
-        plot = save_privacy_utility(pd.DataFrame(list(by_label.values())), title, folder / f"c{number}-privacy-utility.png")
+        plot = save_privacy_utility(pd.DataFrame(list(by_label.values())), title, folder / f"c{number}-privacy-utility.png",
+                                    figures)
         if plot is not None:
-            blocks.append(Image(plot, "privacy-utility"))
+            blocks += [Image(plot, "privacy-utility"),
+                       Paragraph("Per defense setting: accuracy against the verdict's PSNR (median over images of each "
+                                 "image's best); the bar is its 95% bootstrap interval. Settings on the same point share a "
+                                 f"label. Data: `{plot.with_suffix('.csv').name}`.")]
     identical = identical_pairs(verdicts)
     for metric in (m.name for m in REPORTED):
         table = heat_table(frame, metric, identical)
-        blocks += [Heading(f"{metric.upper()}: attack × defense", 3),
-                   Image(save_heatmap(table, metric, title, folder / f"c{number}-heat-{metric}.png"), f"{metric} heat map"),
+        path = save_heatmap(table, metric, title, folder / f"c{number}-heat-{metric}.png", figures)
+        blocks += [Heading(f"{metric.upper()}: attack × defense", 3), Image(path, f"{metric} heat map"),
+                   Paragraph(f"Median over images of each attack's best per image; colour map {CMAP} (colour-blind "
+                             f"safe), brighter = more leaked, {scale_note(metric)}. Data: `{path.with_suffix('.csv').name}`."),
                    Table(["attack"] + [str(c) for c in table.columns],
                          [[str(i)] + [_number(v, metric) for v in row] for i, row in zip(table.index, table.to_numpy())],
                          [[""] + [colour(v, metric) for v in row] for row in table.to_numpy()])]
@@ -139,10 +148,11 @@ def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: p
         blocks.append(Paragraph("Adaptive rows appear only where knowing the defense changed the attack; an empty "
                                 "cell repeated the non-adaptive row exactly (" +
                                 ", ".join(f"{a} vs {d}" for a, d in sorted(identical)) + ")."))
-    blocks.append(Heading("Reconstructions", 3))
-    for k, (defense, group) in enumerate(frame.groupby("defense_label", sort=False), start=1):
-        blocks += [Paragraph(f"Defense `{defense}`: ground truth, then each attack's reconstruction (PSNR below)."),
-                   Image(save_reconstruction_grid(group, cell_images, folder / f"c{number}-grid-{k}.png"), f"grid {defense}")]
+    mosaic = save_mosaic(frame, cell_images, title, folder / f"c{number}-mosaic.png", figures)
+    blocks += [Heading("Reconstructions", 3), Image(mosaic, "reconstruction mosaic"),
+               Paragraph("Rows: defense settings; columns: the ground truth, then each attack (and mode); one image, its "
+                         f"PSNR under each reconstruction. Data: `{mosaic.with_suffix('.csv').name}`."),
+               Heading("Per image", 3), image_gallery(frame, cell_images, f"c{number}")]
     return blocks
 
 

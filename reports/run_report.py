@@ -4,18 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedleak.core.io import atomic_write
-from fedleak.metrics.record import METRICS
+from fedleak.metrics.record import METRICS, PSNR
 from fedleak.reports.grid import save_grid
 
 
-def write_run_report(result, extra: list[str] = ()) -> None:
-    """report.md + grid.png beside the run's rows; `extra` lines close the page (the Flower audit's
-    per-client table)."""
+def write_run_report(result, extra: list[str] = (), figures=None) -> None:
+    """report.md + grid.png (+ grid.csv, its numbers) beside the run's rows; `extra` lines close the
+    page (the Flower audit's per-client table); `figures`: reports.document.FigureOptions."""
     frame, out = result.rows, result.directory
     first = frame.iloc[0]
-    captions = [[], [f"{p:.1f} dB" for p in frame["psnr"]]]
+    captions = [[], [PSNR.format(p, compact=True) + ("" if PSNR.is_exact(p) else " dB") for p in frame["psnr"]]]
+    data = frame[[c for c in ("batch", "image_index", "true_label", "predicted_label", "psnr", "ssim", "lpips", "mse",
+                              "gradient_loss") if c in frame]]
     save_grid([("ground truth", result.ground_truth), (first["attack"], result.reconstructions)],
-              out / "grid.png", captions)
+              out / "grid.png", captions, figures=figures, data=data)
     lines = [f"# {first['attack']} vs {first['defense']} — {first['dataset']} / {first['model']} ({first['victim_state']})", "",
              f"Threat model `{first['threat_model']}`, B={first['batch_size']}, {first['iterations']} iterations × "
              f"{first['restarts']} restarts, device `{first['device']}`, config `{first['config_hash']}`.", "",

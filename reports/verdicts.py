@@ -117,7 +117,8 @@ def verdict_points(verdicts: list[Verdict]):
     """The verdicts as a frame with the columns matrix_tables.with_utility and the privacy-utility plot
     read (defense_label, defense, psnr, ...)."""
     import pandas as pd
-    return pd.DataFrame([{"defense_label": v.defense_label, "defense": v.defense, "psnr": v.psnr, "ssim": v.ssim,
+    return pd.DataFrame([{"defense_label": v.defense_label, "defense": v.defense, "psnr": v.psnr,
+                          "psnr_low": v.psnr_interval[0], "psnr_high": v.psnr_interval[1], "ssim": v.ssim,
                           "lpips": v.lpips, "psnr_over_label": v.psnr_over_label, "bytes_sent": v.bytes_sent}
                          for v in verdicts])
 

@@ -292,3 +292,11 @@ def test_audit_of_the_first_round_matches_fedleaks_own_fedavg_run(audited, tmp_p
 def _no_defense():
     from fedleak.defenses.base import NoDefense
     return NoDefense()
+
+
+@pytest.mark.slow
+def test_audit_rows_are_documented(audited):
+    from test_results_schema import documented_columns
+    result, _ = audited
+    missing = set(result.rows.columns) - documented_columns()
+    assert not missing, f"columns not in docs/results.md: {sorted(missing)}"

@@ -53,12 +53,14 @@ def test_report_shows_heat_maps_tradeoff_and_grids(matrix_folder, tmp_path):
     assert "## Gate" in text
     assert "## Pairs not applicable" in text and "defense 'hashing' applies to embedding, not gradient" in text
     figures = sorted(p.name for p in (tmp_path / "r").glob("*.png"))
-    assert figures == ["c1-grid-1.png", "c1-grid-2.png", "c1-grid-3.png", "c1-heat-lpips.png", "c1-heat-psnr.png",
-                       "c1-heat-ssim.png", "c1-privacy-utility.png"]
+    assert figures == ["c1-heat-lpips.png", "c1-heat-psnr.png", "c1-heat-ssim.png", "c1-mosaic.png",
+                       "c1-privacy-utility.png"]
     for name in figures:
         assert f"]({name})" in text
+        assert (tmp_path / "r" / name).with_suffix(".csv").is_file() and f"`{name[:-4]}.csv`" in text  # its data
     html = page.read_text()
-    assert html.count('src="data:image/png;base64,') == len(figures) and "src=\"c1-" not in html
+    assert html.count('<img alt="') == len(figures)
+    assert "src=\"c1-" not in html and 'nav class="toc"' in html
 
 
 def test_heat_map_values_are_the_best_over_modes_per_image(matrix_folder):
@@ -110,6 +112,9 @@ def test_report_command_and_bad_input(matrix_folder, tmp_path, capsys):
 
 
 def test_html_page_in_headless_chromium(matrix_folder, tmp_path):
+    """The page as a reader uses it: every image decodes, a click sorts a table (numbers by value, both
+    ways), a click opens one image's view (ground truth, every attack's reconstruction with its scores
+    and loss) and closes it, and nothing logs an error."""
     from headless_browser import Browser, find_chromium
     executable = find_chromium()
     if executable is None:
@@ -121,12 +126,48 @@ def test_html_page_in_headless_chromium(matrix_folder, tmp_path):
     browser = Browser(executable)
     try:
         page = browser.load(page_path.resolve().as_uri())
-        images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
-        assert len(images) == 7
+        images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.className])")
+        assert len([i for i in images if i[2] == ""]) == 5  # the figures; the rest are the per-image views'
         assert all(complete and width > 0 for complete, width, _ in images), images
-        assert page.errors() == []
+        assert page.evaluate("document.querySelectorAll('nav.toc a').length") >= 8
+        assert page.evaluate("document.querySelector('nav.toc a').getAttribute('href')") == "#gate"
+
+        # sort the first summary table by PSNR: ascending, then descending, by value
+        column = page.evaluate("""(() => {
+            window.summary = Array.from(document.querySelectorAll('table.sortable')).find(
+                t => Array.from(t.tHead.rows[0].cells).some(th => th.textContent === 'PSNR'));
+            return Array.from(window.summary.tHead.rows[0].cells).findIndex(th => th.textContent === 'PSNR'); })()""")
+        assert column > 0
+        read = f"Array.from(window.summary.tBodies[0].rows).map(r => r.cells[{column}].textContent)"
+        before = page.evaluate(read)
+        click = f"window.summary.tHead.rows[0].cells[{column}].click()"
+        page.evaluate(click)
+        ascending = page.evaluate(read)
+        page.evaluate(click)
+        descending = page.evaluate(read)
+        values = lambda texts: [float("inf") if t == "exact" else float(t) for t in texts if t != "–"]
+        assert sorted(values(before)) == values(ascending) and values(descending) == values(ascending)[::-1]
+        assert len(set(values(before))) > 1  # there is something to sort
+        assert page.evaluate("window.summary.querySelector('thead th[aria-sort]').textContent") == "PSNR"
+
+        # open the first image's view, read it, close it
+        view = page.evaluate("document.querySelector('button.open-view').dataset.view")
+        assert not page.evaluate(f"document.getElementById('{view}').open")
+        page.evaluate("document.querySelector('button.open-view').click()")
+        assert page.evaluate(f"document.getElementById('{view}').open")
+        shown = page.evaluate(f"""(() => {{
+            const dialog = document.getElementById('{view}');
+            return {{images: Array.from(dialog.querySelectorAll('img')).map(i => i.naturalWidth),
+                     captions: Array.from(dialog.querySelectorAll('figcaption')).map(c => c.innerText),
+                     visible: dialog.getBoundingClientRect().height}}; }})()""")
+        assert shown["visible"] > 100 and len(shown["images"]) >= 4 and all(w > 0 for w in shown["images"])
+        assert shown["captions"][0] == "ground truth"
+        assert all("PSNR" in c and "LPIPS" in c and "loss" in c for c in shown["captions"][1:])
         shot = _grey(page.screenshot())
         assert shot.std() > 20 and (shot < 128).mean() > 0.01  # text, tables and figures, not a blank page
+        page.evaluate(f"document.getElementById('{view}').querySelector('button.close-view').click()")
+        assert not page.evaluate(f"document.getElementById('{view}').open")
+        assert page.errors() == []
 
         control = browser.load(broken.resolve().as_uri())
         assert control.evaluate("document.images[0].naturalWidth") == 0

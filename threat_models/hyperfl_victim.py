@@ -60,14 +60,14 @@ def _train(net, spec, data, protocol: HyperFLProtocol, progress: bool) -> dict:
     """R rounds of HyperFL over a partition of the training split (official server loop: every
     client trains from φ̄, the server averages Δφ weighted by data size)."""
     from fedleak.data.datasets import partition
-    from tqdm.auto import tqdm
+    from fedleak.core.console import progress_bar
     shards = partition(data.train_labels.numpy(), spec.clients, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)
     training = LocalTraining(lr=spec.local_lr, epochs=spec.local_epochs, batch_size=spec.local_batch_size)
     phi = net.public_phi()
     clients = [initial_client_state(net, client_seed(spec.seed, i)) for i in range(spec.clients)]
     generator = torch.Generator().manual_seed(spec.seed)
     normalise = Victim(net, {}, {}, data, spec).normalise
-    for _ in tqdm(range(spec.rounds), desc="victim HyperFL", disable=not progress):
+    for _ in progress_bar(range(spec.rounds), desc="victim HyperFL", enabled=progress, leave=True):
         total = {k: torch.zeros_like(v) for k, v in phi.items()}
         for i, shard in enumerate(shards):
             order = torch.as_tensor(shard)[torch.randperm(len(shard), generator=generator)]

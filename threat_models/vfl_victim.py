@@ -39,14 +39,14 @@ def build_vfl_victim(spec, data, protocol, defense, progress: bool = False) -> V
 
 
 def _train(net: VFLNet, data, protocol, defense, seed: int, progress: bool) -> dict:
-    from tqdm.auto import tqdm
+    from fedleak.core.console import progress_bar
     normalise = Victim(net, {}, {}, data, None).normalise
     optimiser = torch.optim.Adam(net.parameters(), lr=protocol.train_lr, weight_decay=protocol.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     extra = getattr(defense, "training_loss", None)
     n = len(data.train_images)
     net.train()
-    for _ in tqdm(range(protocol.train_epochs), desc="victim VFL", disable=not progress):
+    for _ in progress_bar(range(protocol.train_epochs), desc="victim VFL", enabled=progress, leave=True):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n - 1, protocol.train_batch_size):
             batch = order[start:start + protocol.train_batch_size]

@@ -146,7 +146,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
     what it sends, the server decodes and averages (weighted by examples). BN statistics are
     averaged too. Updates victim.params/buffers in place and records held-out accuracy."""
     from fedleak.data.datasets import partition
-    from tqdm.auto import tqdm
+    from fedleak.core.console import progress_bar
     spec, data = victim.spec, victim.data
     shards = partition(data.train_labels.numpy(), spec.clients, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)
     training = LocalTraining(lr=spec.local_lr, epochs=spec.local_epochs, batch_size=spec.local_batch_size)
@@ -154,7 +154,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
     names = list(victim.params)
     generator = torch.Generator().manual_seed(spec.seed)
     curve = []
-    for rnd in tqdm(range(spec.rounds), desc="victim FedAvg", disable=not progress):
+    for rnd in progress_bar(range(spec.rounds), desc="victim FedAvg", enabled=progress, leave=True):
         total = [torch.zeros_like(victim.params[k]) for k in names]
         buffer_sum = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in victim.buffers.items()}
         weight = 0

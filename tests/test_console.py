@@ -1,0 +1,194 @@
+"""What the command line writes: -q/-v on every command, --version, progress bars on a terminal only
+(a log file gets no carriage return and no colour code, `make demo > log 2>&1` on the demo's own code
+path, tiny budgets), no traceback on a closed pipe or Ctrl-C, and the provenance every row carries."""
+import argparse
+import fcntl
+import os
+import pty
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedleak.harness.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO.parent)}
+
+# the demo command as `make demo` runs it, its two presets cut to a few iterations of one image
+TINY_DEMO = ("import sys\n"
+             "import fedleak.harness.config as config\n"
+             "load = config.load_config\n"
+             "config.load_config = lambda name, overrides=None: load(name, {**(overrides or {}),\n"
+             "    'attack.iterations': 3, 'attack.restarts': 1, 'data.num_victims': 1})\n"
+             "from fedleak.harness.cli import main\n"
+             "sys.exit(main(['demo', '--output', sys.argv[1], *sys.argv[2:]]))\n")
+
+
+def _leaves(parser: argparse.ArgumentParser, path=()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _leaves(sub, (*path, name))
+
+
+def test_every_command_takes_quiet_and_verbose():
+    leaves = list(_leaves(build_parser()))
+    assert {p[0] for p, _ in leaves} >= {"attack", "demo", "list", "matrix", "report", "evaluate-defense",
+                                         "audit-flower", "prior", "compare"}
+    for path, parser in leaves:
+        flags = {s for a in parser._actions for s in a.option_strings}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= flags, path
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("fedleak 0.")
+
+
+def test_closed_pipe_ends_quietly():
+    process = subprocess.Popen([sys.executable, "-m", "fedleak.harness.cli", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=ENV, cwd=REPO)
+    process.stdout.close()  # the reader is gone before fedleak writes its first line (`fedleak list | true`)
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141  # 128 + SIGPIPE, as a shell tool stopped by the pipe
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_ctrl_c_is_one_line_no_traceback(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "fedleak.harness.cli", "attack", "--config", "demo-ig",
+                                "--iterations", "100000", "--output", str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=REPO)
+    try:
+        _wait_until(lambda: (tmp_path / "out").exists(), 120)  # running: its output folder is made
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err.decode() and "interrupted" in err.decode()
+
+
+def test_demo_log_has_no_carriage_return_or_colour(tmp_path):
+    log = tmp_path / "log"
+    with log.open("wb") as sink:  # make demo > log 2>&1
+        done = subprocess.run([sys.executable, "-c", TINY_DEMO, str(tmp_path / "demo")], stdout=sink, stderr=sink,
+                              env=ENV, cwd=REPO, timeout=600)
+    text = log.read_bytes()
+    assert done.returncode == 0, text.decode()
+    assert b"\r" not in text and b"\x1b" not in text, text[:2000]
+    assert b"[demo-dlg]" in text and b"median PSNR" in text and b"report:" in text
+
+
+def test_on_a_terminal_bars_are_live(tmp_path):
+    """The same attack on a terminal (100 columns) redraws its bar in place: the check above can fail."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "fedleak.harness.cli", "attack", "--config", "demo-dlg",
+                                "--iterations", "3", "--victims", "1", "--output", str(tmp_path / "out")],
+                               stdout=slave, stderr=slave, env=ENV, cwd=REPO)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 600)
+        try:
+            chunk = os.read(master, 65536) if ready else b""
+        except OSError:  # the terminal closed: the process has exited
+            chunk = b""
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert process.wait(timeout=60) == 0, seen.decode(errors="replace")
+    assert b"it/s]\r" in seen or b"it/s]\x1b" in seen, seen  # a tqdm frame, then the next one over it
+
+
+def test_quiet_prints_results_only(tmp_path, capfd):
+    code = main(["attack", "--attack", "idlg", "--model", "mlp", "--set", "victim.options.width=8", "--iterations", "2",
+                 "--victims", "1", "-q", "--output", str(tmp_path / "out")])
+    captured = capfd.readouterr()
+    assert code == 0 and captured.err == "" and "median PSNR" in captured.out
+
+
+def test_rows_carry_provenance(tmp_path):
+    from fedleak.harness.provenance import LIBRARIES
+    argv = ["attack", "--attack", "idlg", "--model", "mlp", "--set", "victim.options.width=8", "--iterations", "2",
+            "--victims", "1", "-q", "--output", str(tmp_path / "out")]
+    assert main(argv) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    row = rows.iloc[0]
+    assert row["command"] == "fedleak " + " ".join(argv)
+    assert row["fedleak_version"] and row["host_cpu"] and row["gpu"] == "" and row["device"] == "cpu"
+    import json
+    versions = json.loads(row["versions"])
+    assert set(LIBRARIES) <= set(versions)
+    import torch
+    assert versions["torch"] == torch.__version__
+    # a checkout records its commit (this test runs from one when .git is there)
+    if (REPO / ".git").exists():
+        assert len(row["fedleak_commit"].split("+")[0]) == 40
+
+
+def _wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.2)
+
+
+def test_a_different_run_into_a_used_folder_refuses(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    base = ["attack", "--attack", "idlg", "--model", "mlp", "--set", "victim.options.width=8", "--victims", "1", "-q",
+            "--output", out]
+    assert main([*base, "--iterations", "2"]) == 0
+    assert main([*base, "--iterations", "2"]) == 0  # the same run again: redone, as always
+    before = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    capsys.readouterr()
+    assert main([*base, "--iterations", "3"]) == 2  # a different one: refused, the rows kept
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds the results of a different run" in err and "--overwrite" in err
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "results.parquet"), before)
+    assert main([*base, "--iterations", "3", "--overwrite"]) == 0
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["iterations"]) == {3}
+
+
+def test_a_different_matrix_into_a_used_folder_refuses(tmp_path, capsys):
+    from test_matrix import smoke_matrix, write_toml
+    one = write_toml(tmp_path / "one.toml", smoke_matrix(images={"indices": [1]}, defenses=[{"name": "none"}]))
+    two = write_toml(tmp_path / "two.toml", smoke_matrix(images={"indices": [2]}, defenses=[{"name": "none"}]))
+    out = str(tmp_path / "out")
+    run = lambda config, *flags: main(["matrix", str(config), "--workers", "0", "-q", "--output", out, *flags])
+    assert run(one) == 0 and run(one) == 0  # rerunning the same matrix resumes it
+    capsys.readouterr()
+    assert run(two) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a different matrix (images differs; 1 of its cells" in err
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {1}
+    assert run(two, "--resume") == 0  # added: image 1's cell stays stored, the results are this matrix's
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {2}
+    assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 2
+    assert run(one, "--overwrite") == 0
+    assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 1
+    # a matrix grown by an image loses no row: it goes on in the folder
+    both = write_toml(tmp_path / "both.toml", smoke_matrix(images={"indices": [1, 2]}, defenses=[{"name": "none"}]))
+    assert run(both) == 0
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {1, 2}
+    # a CI cache restores only cells/: that folder holds no earlier run
+    for path in (tmp_path / "out").iterdir():
+        if path.name != "cells":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert run(two) == 0
