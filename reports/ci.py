@@ -11,6 +11,8 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from fedleak.reports.matrix_tables import options_text
+
 SCHEMA_PATH = Path(__file__).with_name("summary.schema.json")
 SCHEMA_VERSION = 1
 
@@ -91,7 +93,16 @@ def step_summary(title: str, document: dict, report: str | None = None) -> str:
 
 
 def context_name(context: dict) -> str:
-    return "/".join(str(v) for v in context.values()) or "matrix"
+    """dataset/model/state/threat model/knowledge; a threat model's options, where it has any, beside
+    its name (secagg(clients=4))."""
+    parts = []
+    for key, value in context.items():
+        if key == "threat_model_params":
+            if value not in (None, "", "{}") and parts:
+                parts[-1] += f"({options_text(value)})"
+            continue
+        parts.append(str(value))
+    return "/".join(parts) or "matrix"
 
 
 def _numbers(v: dict) -> str:

@@ -41,7 +41,7 @@ def contexts(results: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
     for values, frame in results.groupby(CONTEXT + ["threat_model_params"], sort=False):
         context = dict(zip(CONTEXT + ["threat_model_params"], values))
         name, params = context["threat_model"], context["threat_model_params"]
-        context["threat_model_label"] = f"{name} ({_options_text(params)})" if variants[name] > 1 else name
+        context["threat_model_label"] = f"{name} ({options_text(params)})" if variants[name] > 1 else name
         out.append((context, frame))
     return out
 
@@ -58,7 +58,8 @@ def threat_model_params_text(results: pd.DataFrame) -> pd.Series:
     return results["threat_model_params"].map(lambda v: v if isinstance(v, str) else json.dumps(v or {}, sort_keys=True))
 
 
-def _options_text(params: str) -> str:
+def options_text(params: str) -> str:
+    """A threat model's options (JSON text) as k=v, ..."""
     return ", ".join(f"{k}={v}" for k, v in json.loads(params).items()) or "defaults"
 
 

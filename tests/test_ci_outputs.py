@@ -12,13 +12,14 @@ from junitparser import Error, Failure, JUnitXml
 from fedleak.harness.cli import main
 from test_matrix import smoke_matrix, write_toml
 
-WEAK, STRONG = "random-k-noise (keep=1, noise=0)", "random-k-noise (keep=0.05, noise=2)"
+WEAK, STRONG = "random-k-noise (keep=1, noise=0)", "prune (ratio=0.01)"
 GATED = smoke_matrix(images={"indices": [2, 3]}, victims=[{"model": "lenet"}],
                      attacks=[{"name": "idlg", "adaptive": [False], "budgets": {"smoke": {"iterations": 6}}}],
                      defenses=[{"name": "none"},
                                {"name": "random-k-noise", "options": {"keep": 1.0, "noise": 0.0}, "label": WEAK},
-                               {"name": "random-k-noise", "options": {"keep": 0.05, "noise": 2.0}, "label": STRONG}],
-                     gate={"max_psnr": 18.0})
+                               {"name": "prune", "options": {"ratio": 0.01}, "label": STRONG}],
+                     # deterministic defenses, 2 images, no budget check: the test is about the files, not the checks
+                     gate={"max_psnr": 18.0, "min_images": 2, "budget_factor": 1})
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,9 @@ def test_gate_writes_summary_valid_against_the_schema(gated_run):
     cells = {c["defense_label"]: c for c in document["cells"]}
     assert cells[WEAK]["metrics"]["psnr"]["most_leaked"] == pytest.approx(weak["psnr"].max())
     provenance = cells[WEAK]["provenance"]
-    assert provenance["config_hash"] == cells[WEAK]["key"] and provenance["command"].startswith("fedleak matrix ")
+    # the key covers the config and the code (the folder's name), the config hash the config alone
+    assert (out / "cells" / cells[WEAK]["key"] / "cell.json").is_file() and provenance["command"].startswith("fedleak matrix ")
+    assert provenance["config_hash"] == weak["config_hash"].iloc[0]
     assert "opacus" in provenance["versions"]
     # the schema rejects what it should: a wrong type, a missing field
     broken = json.loads(json.dumps(document))
@@ -97,8 +100,8 @@ def test_a_gated_cell_that_did_not_run_is_a_junit_error(gated_run, tmp_path, mon
     shutil.copytree(out, copy)
     def crash(self, gpu):
         raise RuntimeError("boom")
-    strong = next(p for p in (copy / "cells").iterdir()
-                  if STRONG in (p / "cell.json").read_text())
+    strong = next(p for p in (copy / "cells").iterdir()  # the attack's cell, not its data-dependence check
+                  if (p / "images.pt").exists() and STRONG in (p / "cell.json").read_text())
     shutil.rmtree(strong)  # this cell runs again, and crashes
     monkeypatch.setattr("fedleak.harness.matrix.Cell.run", crash)
     assert main(["matrix", str(config), "--gate", "--workers", "0", "-q", "--output", str(copy)]) == 1
