@@ -180,13 +180,17 @@ def test_a_different_matrix_into_a_used_folder_refuses(tmp_path, capsys):
     assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {1}
     assert run(two, "--resume") == 0  # added: image 1's cell stays stored, the results are this matrix's
     assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {2}
-    assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 2
+    attack_cells = lambda: len(list((tmp_path / "out" / "cells").glob("*/images.pt")))  # not the check cells
+    assert attack_cells() == 2
     assert run(one, "--overwrite") == 0
-    assert len(list((tmp_path / "out" / "cells").glob("*/cell.json"))) == 1
-    # a matrix grown by an image loses no row: it goes on in the folder
-    both = write_toml(tmp_path / "both.toml", smoke_matrix(images={"indices": [1, 2]}, defenses=[{"name": "none"}]))
-    assert run(both) == 0
-    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["image_index"]) == {1, 2}
+    assert attack_cells() == 1
+    # a matrix grown by a defense setting loses no row: it goes on in the folder (more images are another
+    # image set, one cell per set: that needs --resume, since the old set's rows leave the results)
+    grown = write_toml(tmp_path / "grown.toml", smoke_matrix(images={"indices": [1]},
+                                                             defenses=[{"name": "none"}, {"name": "prune", "options": {"ratio": 0.5}}]))
+    assert run(grown) == 0
+    assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["defense"]) == {"none", "prune"}
+    assert run(write_toml(tmp_path / "both.toml", smoke_matrix(images={"indices": [1, 2]}, defenses=[{"name": "none"}]))) == 2
     # a CI cache restores only cells/: that folder holds no earlier run
     for path in (tmp_path / "out").iterdir():
         if path.name != "cells":
