@@ -8,6 +8,7 @@ from fedleak.attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInver
 from fedleak.attacks.ggl import GGL
 from fedleak.attacks.gifd import GIFD
 from fedleak.attacks.dia import DropoutInversion, DropoutInversionOracle
+from fedleak.attacks.order_invariant import OrderInvariant
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("dlg", DLG)
@@ -20,6 +21,7 @@ ATTACKS.register("ggl", GGL)
 ATTACKS.register("gifd", GIFD)
 ATTACKS.register("dia", DropoutInversion)
 ATTACKS.register("dia-oracle", DropoutInversionOracle)
+ATTACKS.register("order-invariant", OrderInvariant)
 
 
 def build_attack(name: str, **options) -> Attack:

@@ -36,7 +36,7 @@ from fedleak.attacks.hyperfl_replay import factored_cosine_distance, factored_ph
 from fedleak.attacks.objective import cosine_distance, total_variation
 from fedleak.core.errors import ConfigError
 from fedleak.threat_models.hypernetwork import PHI_PREFIX, head_key
-from fedleak.threat_models.optim import sgd_step
+from fedleak.models.optim import sgd_step
 
 MODES = ("auto", "one-step", "unrolled")
 PRIORS = ("auto", "none", "decoder")

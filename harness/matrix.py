@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from fedleak.core.options import call_with_options
 from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
@@ -53,8 +53,8 @@ def expand(matrix: MatrixConfig) -> list[Cell]:
                 data=DataConfig(name=dataset.name, root=dataset.root, victims=batch, num_victims=len(batch),
                                 batch_size=len(batch), options=dict(dataset.options)),
                 victim=victim,
-                threat_model=ThreatModelConfig(threat.name, _knowledge(threat.knowledge, adaptive), threat.lr,
-                                               threat.epochs, threat.local_batch_size, dict(threat.options)),
+                threat_model=ThreatModelConfig(**{**asdict(threat), "knowledge": _knowledge(threat.knowledge, adaptive),
+                                                  "options": dict(threat.options)}),
                 defense=DefenseConfig(defense.name, dict(defense.options)),
                 attack=AttackConfig(attack.name, budget.iterations, budget.restarts, dict(attack.options)),
                 seed=seed, device=matrix.device).validate()

@@ -25,6 +25,7 @@ from pathlib import Path
 from fedleak.core.io import read_toml
 from fedleak.core.options import from_dict
 from fedleak.core.errors import ConfigError
+from fedleak.harness.config import LocalTrainingOptions
 from fedleak.threat_models.victim import VictimSpec
 
 PRESETS = ("smoke", "ci", "paper")
@@ -80,12 +81,9 @@ class DatasetEntry:
 
 
 @dataclass(frozen=True)
-class ThreatModelEntry:
+class ThreatModelEntry(LocalTrainingOptions):
     name: str = "fedsgd"
     knowledge: str | dict = "informed"  # preset name or flags table; flags.defense is set per attack mode
-    lr: float = 0.1
-    epochs: int = 1
-    local_batch_size: int | None = None
     options: dict = field(default_factory=dict)  # protocol options (hyperfl, vfl)
 
 

@@ -19,8 +19,8 @@ from fedleak.metrics.image import match_to_ground_truth, score_images
 from fedleak.core.io import atomic_write_bytes, check_writable
 from fedleak.harness.results import versions, write_rows
 from fedleak.threat_models import build_threat_model
+from fedleak.threat_models.base import REPLAY_EXACT_BELOW
 from fedleak.threat_models.knowledge import knowledge_flags
-from fedleak.models.functional import LocalTraining
 
 
 @dataclass
@@ -45,7 +45,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     check_writable(out)
     tm = config.threat_model
     defense = build_defense(config.defense.name, **config.defense.options)
-    threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), defense, **tm.options)
+    threat = build_threat_model(tm.name, tm.local_training(), defense, **tm.options)
     flags = knowledge_flags(tm.knowledge)
     attack = build_attack(config.attack.name, **config.attack.options)
     budget = Budget(config.attack.iterations, config.attack.restarts)
@@ -66,6 +66,8 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
         x, y = x.to(device), y.to(device)
         started = time.perf_counter()
         observation, knowledge = threat.observe(victim, x, y, defense, flags, seed=config.seed + number, client_id=number)
+        replay_error = threat.replay_error(victim.model, victim.params, victim.buffers, victim.normalise(x), y,
+                                           knowledge, seed=config.seed + number)
         reconstruction = attack.reconstruct(observation, victim.model, knowledge, budget,
                                             seed=config.seed * 7919 + number, progress=progress)
         wall = time.perf_counter() - started
@@ -81,7 +83,7 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
                          "batch_label_accuracy": batch_label_acc, "psnr": float(scores["psnr"][i]),
                          "ssim": float(scores["ssim"][i]), "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]),
                          "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
-                         "bytes_sent": observation.public.get("bytes_sent"),
+                         "bytes_sent": observation.public.get("bytes_sent"), **replay_columns(replay_error),
                          # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
                          "precision": reconstruction.extras.get("precision", "fp32")})
         truths.append(truth.cpu())
@@ -92,6 +94,12 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     from fedleak.reports.run_report import write_run_report
     write_run_report(result)
     return result
+
+
+def replay_columns(error: float | None) -> dict:
+    """Whether the attacker's model of the client's local training reproduces what the client did
+    (ThreatModel.replay_error): None where the threat model has no such replay."""
+    return {"replay_error": error, "replay_exact": None if error is None else error < REPLAY_EXACT_BELOW}
 
 
 def multiset_label_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> float:

@@ -9,23 +9,32 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from fedleak.defenses.base import Defense, ShareContext
-from fedleak.models.functional import loss_gradient, local_update
-from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
-from fedleak.models.functional import LocalTraining
+from fedleak.core.errors import ConfigError
+from fedleak.defenses.base import Defense, NoDefense, ShareContext
+from fedleak.models.functional import LocalTraining, local_update, loss_gradient, shuffled_orders
+from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags, told_training
 from fedleak.threat_models.observation import Observation
+
+# 1 − cos below which the attacker's replay counts as exact: float rounding between two runs of the same
+# loop (another process, thread count or convolution algorithm) stays many orders of magnitude under it,
+# a wrong optimiser or batch order far above (docs/flower.md)
+REPLAY_EXACT_BELOW = 1e-6
 
 
 class ThreatModel(ABC):
     name: str
     kind: str
+    local_optimizer = False  # runs LocalTraining's optimiser, order and BN-mode options (only fedavg)
 
     def __init__(self, training: LocalTraining | None = None):
         self.training = training or LocalTraining()
+        if not self.local_optimizer:
+            _refuse_local_options(self.training, self.name)
 
     @abstractmethod
-    def client_update(self, model, params, buffers, x, y, defense: Defense) -> list[torch.Tensor]:
-        """The client's true update (before the defense shapes what is sent)."""
+    def client_update(self, model, params, buffers, x, y, defense: Defense, seed: int = 0) -> list[torch.Tensor]:
+        """The client's true update (before the defense shapes what is sent); `seed` draws whatever
+        the client draws at random (a shuffling client's mini-batch order)."""
 
     @abstractmethod
     def replay(self, model, params, buffers, x, y, knowledge: AttackerKnowledge) -> list[torch.Tensor]:
@@ -35,7 +44,7 @@ class ThreatModel(ABC):
                 seed: int = 0, client_id: int = 0, round: int = 0) -> tuple[Observation, AttackerKnowledge]:
         model = defense.prepare_model(victim.model)
         x_norm = victim.normalise(x)
-        update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
+        update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense, seed=seed)
         names = list(victim.params)
         context = ShareContext(names, x.shape[0], client_id, round, seed)
         shared, public = defense.share(update, context)
@@ -60,13 +69,22 @@ class ThreatModel(ABC):
             flags=flags, num_images=x_norm.shape[0], image_shape=tuple(x_norm.shape[1:]),
             num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
             labels=y.clone() if flags.labels else None,
-            local_training=self.training if flags.hyperparameters else None,
+            local_training=told_training(self.training, flags),
             bn_statistics=batch_norm_statistics(victim.model, victim.params, victim.buffers, x_norm) if flags.bn_statistics else None,
             auxiliary_images=data.train_images if flags.auxiliary_data else None,
             auxiliary_labels=data.train_labels if flags.auxiliary_data else None,
             defense=defense if flags.defense else None,
             dropout_masks=_recorded_dropout_masks(defense) if flags.dropout_masks else None,
         )
+
+    def replay_error(self, model, params, buffers, x_norm, y, knowledge: AttackerKnowledge,
+                     update: list[torch.Tensor] | None = None, seed: int = 0) -> float | None:
+        """How far the attacker's model of the client is from the client: 1 − cos (in float64)
+        between `update` — by default the client's own update of (x_norm, y) without any defense,
+        drawn with `seed` — and the replay of what the attacker was told, run on the client's true
+        images in their stored order. Below REPLAY_EXACT_BELOW the replay is exact for this client.
+        None where the replay has no such meaning (protocols with private client state)."""
+        return None
 
     def describe(self) -> dict:
         return {"name": self.name}
@@ -76,9 +94,12 @@ class FedSGD(ThreatModel):
     """The client shares one gradient of the mean loss over its batch of B images."""
     name, kind = "fedsgd", "gradient"
 
-    def client_update(self, model, params, buffers, x, y, defense):
+    def client_update(self, model, params, buffers, x, y, defense, seed=0):
         step = defense.gradient_fn()
         return step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y)
+
+    def replay_error(self, model, params, buffers, x_norm, y, knowledge, update=None, seed=0):
+        return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
 
     def replay(self, model, params, buffers, x, y, knowledge):
         step = _replay_step(knowledge)
@@ -86,26 +107,61 @@ class FedSGD(ThreatModel):
 
 
 class FedAvg(ThreatModel):
-    """The client shares θ_K − θ_0 after K local SGD steps (epochs × mini-batches, fixed order).
+    """The client shares θ_K − θ_0 after K local optimiser steps (epochs × mini-batches; SGD with
+    momentum/Nesterov/weight decay or Adam; shuffled or in the stored order; BatchNorm in eval or
+    train mode: models.functional.LocalTraining).
 
     An attacker that knows the hyperparameters unrolls the K steps differentiably (IG's FedAvg
-    reconstructor); one that does not treats −Δθ as a single gradient (cosine distance makes the
-    unknown lr·K scale irrelevant)."""
+    reconstructor) in the stored order, the only one it can know; one that does not treats −Δθ as
+    a single gradient (cosine distance makes the unknown lr·K scale irrelevant)."""
     name, kind = "fedavg", "update"
+    local_optimizer = True
 
-    def client_update(self, model, params, buffers, x, y, defense):
-        return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn())
+    def client_update(self, model, params, buffers, x, y, defense, seed=0):
+        return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn(),
+                            orders=shuffled_orders(x.shape[0], self.training, seed))
 
-    def replay(self, model, params, buffers, x, y, knowledge):
+    def replay(self, model, params, buffers, x, y, knowledge, orders: list[torch.Tensor] | None = None):
+        """`orders`: per epoch, which trial inputs the client visits in which order (an order-free
+        attack's own copy of the images for every epoch); default: the stored order every epoch."""
         step = _replay_step(knowledge)
         if knowledge.local_training is None:
             grads = step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y, create_graph=True)
             return [-g for g in grads]
-        return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True, gradient_fn=step)
+        return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True, gradient_fn=step,
+                            orders=orders)
+
+    def replay_error(self, model, params, buffers, x_norm, y, knowledge, update=None, seed=0):
+        return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
 
     def describe(self):
         t = self.training
-        return {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size}
+        described = {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size}
+        # the original three keys alone for fedleak's original client, so its records stay as they were
+        return described if t == LocalTraining(t.lr, t.epochs, t.batch_size) else {**described, **t.describe()}
+
+
+def _replay_error(threat: ThreatModel, model, params, buffers, x_norm, y, knowledge, update, seed) -> float:
+    from dataclasses import replace
+    if update is None:
+        update = threat.client_update(model, params, buffers, x_norm, y, NoDefense(), seed=seed)
+    with torch.enable_grad():
+        told = threat.replay(model, params, buffers, x_norm, y, replace(knowledge, defense=None))
+    told = [t.detach().double() for t in told]
+    update = [u.detach().double() for u in update]
+    dot = sum((a * b).sum() for a, b in zip(told, update))
+    norms = torch.sqrt(sum(a.pow(2).sum() for a in told) * sum(b.pow(2).sum() for b in update))
+    return float(1 - dot / norms) if norms > 0 else 1.0
+
+
+def _refuse_local_options(training: LocalTraining, threat_model: str) -> None:
+    """A threat model whose client does not run LocalTraining's loop must not silently ignore its
+    optimiser, order or BN-mode options."""
+    plain = LocalTraining(training.lr, training.epochs, training.batch_size)
+    for key, value in training.describe().items():
+        if value != getattr(plain, key):
+            raise ConfigError(f"threat_model.{key}: the '{threat_model}' client does not run the local optimiser "
+                              f"loop; its options need threat model 'fedavg'")
 
 
 def _replay_step(knowledge: AttackerKnowledge):

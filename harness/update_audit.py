@@ -1,0 +1,290 @@
+"""Attack recorded client updates: the part of an audit after the recording, shared by
+`fedleak audit-flower` (updates from a simulated run) and `fedleak audit-updates` (updates a server
+saved to disk: threat_models.update_files). Needs no `flwr`.
+
+    ClientUpdate -> threat_models.flower_observation -> Observation (+ AttackerKnowledge from the hooks)
+      -> attack -> scores, when the auditor has the client's images -> rows (harness.results)
+
+The auditor's hooks are names in a module (docs/flower.md): `build_model()`, `normalisation()`,
+`private_data(partition_id, num_partitions)` (ground truth, for scoring), optionally
+`local_training()`, `auxiliary_data()`, `IMAGE_SHAPE`; a hook that declares a `run_config`
+parameter is given the app's run config. Attack seeds follow `harness.runner` (seed·7919 + batch
+number, the client's partition as the batch number when it is known, else the update's number),
+so the same update attacked live or from disk gives the same reconstruction."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from fedleak.attacks import Budget, build_attack
+from fedleak.core.errors import ConfigError, DataError
+from fedleak.defenses.base import NoDefense
+from fedleak.harness.results import write_rows
+from fedleak.harness.runner import RunResult, multiset_label_accuracy, replay_columns, save_images
+from fedleak.metrics.image import match_to_ground_truth, score_images
+from fedleak.models.functional import LocalTraining
+from fedleak.threat_models import build_threat_model
+from fedleak.threat_models.base import batch_norm_statistics
+from fedleak.threat_models.flower_observation import SHARES, observation_from_update
+from fedleak.threat_models.knowledge import AttackerKnowledge, knowledge_flags, told_training
+
+# hook -> what it gives the audit; the first three are needed whatever the attack
+HOOKS = {"build_model": "build_model(): the model architecture (the server ships only its weights)",
+         "normalisation": "normalisation(): the per-channel (mean, std) the clients apply to their images",
+         "private_data": "private_data(partition_id, num_partitions): each client's images in [0,1] and labels, "
+                         "the ground truth scoring needs"}
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """What attacks every update: the same for a live and an offline audit of the same updates."""
+    shares: str = "weights"                # what a client replies with: weights | gradient
+    training: LocalTraining | None = None  # the clients' local training as the auditor knows it; default: the hooks'
+    training_options: dict = field(default_factory=dict)  # LocalTraining fields replacing those (command-line flags)
+    knowledge: str | dict | None = "informed"  # None (audit-updates): informed with ground truth, else parameter_aware
+    attack: str = "ig"
+    attack_options: dict = field(default_factory=dict)
+    iterations: int = 200
+    restarts: int = 1
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.shares not in SHARES:
+            raise ConfigError(f"shares: expected one of {', '.join(SHARES)}, got {self.shares!r}")
+
+
+@dataclass
+class UpdatesAuditResult(RunResult):
+    updates: list = field(default_factory=list)  # the ClientUpdates attacked, in row order
+    scored: bool = True                          # whether the auditor had ground truth
+
+
+class Hooks:
+    """The auditor's hooks module, each hook called with the app's run config where it takes one.
+    A missing required hook is a one-line error naming it."""
+
+    def __init__(self, module: ModuleType | None, run_config: dict | None = None, overrides: dict | None = None):
+        self.module = module
+        self.name = "(none)" if module is None else module.__name__
+        self.run_config = dict(run_config or {})
+        self.overrides = dict(overrides or {})  # hook name -> callable given on the command line
+
+    def has(self, name: str) -> bool:
+        return name in self.overrides or (self.module is not None and hasattr(self.module, name))
+
+    def call(self, name: str, *args):
+        hook = self.overrides.get(name) or (getattr(self.module, name) if self.has(name) else None)
+        if hook is None:
+            raise ConfigError(f"hooks module '{self.name}' has no {HOOKS.get(name, name + '()')} (docs/flower.md)")
+        takes_config = "run_config" in inspect.signature(hook).parameters
+        return hook(*args, run_config=self.run_config) if takes_config else hook(*args)
+
+    def value(self, name: str, default=None):
+        return getattr(self.module, name, default) if self.module is not None else default
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if not self.has(n)]
+        if missing:
+            raise ConfigError(f"hooks module '{self.name}' lacks " + "; ".join(HOOKS.get(n, n) for n in missing)
+                              + " (docs/flower.md)")
+
+
+@dataclass
+class AttackPlan:
+    """`AttackSettings` checked against the hooks, before anything runs."""
+    flags: object                          # threat_models.knowledge.KnowledgeFlags
+    training: LocalTraining | None         # the clients' local training as the auditor knows it
+    attack: object
+    budget: Budget
+    threat: object                         # the threat model that explains the updates
+    scored: bool                           # ground truth available (a private_data hook)
+
+
+def plan_attack(hooks: Hooks, settings: AttackSettings) -> AttackPlan:
+    hooks.require("build_model", "normalisation")
+    scored = hooks.has("private_data")
+    flags = knowledge_flags(settings.knowledge)
+    training = settings.training or (hooks.call("local_training") if hooks.has("local_training") else None)
+    if settings.training_options:
+        if training is None and "lr" not in settings.training_options:
+            raise ConfigError("--lr: the clients' learning rate is needed with the other local-training flags "
+                              "(no local_training() hook to take it from)")
+        training = replace(training, **settings.training_options) if training else LocalTraining(**settings.training_options)
+    if flags.hyperparameters and training is None:
+        raise ConfigError("knowledge grants the local hyperparameters, but the auditor was not told them: pass "
+                          "--lr/--epochs/--local-batch-size, define local_training() in the hooks, or use a preset without them")
+    if not scored and (flags.labels or flags.bn_statistics):
+        raise ConfigError("knowledge grants the true labels or BN statistics, but there is no ground truth (no private_data "
+                          "hook): use a preset that infers them, e.g. --knowledge parameter_aware")
+    return AttackPlan(flags, training, build_attack(settings.attack, **settings.attack_options),
+                      Budget(settings.iterations, settings.restarts),
+                      build_threat_model(SHARES[settings.shares][0], training or LocalTraining()), scored)
+
+
+def attack_updates(updates: list, hooks: Hooks, settings: AttackSettings, out: Path, provenance: dict,
+                   image_shape: tuple[int, ...] | None = None, progress: bool = False) -> UpdatesAuditResult:
+    """Attack every update in turn, writing rows and images after each (nothing finished is lost)."""
+    from fedleak.harness.runner import resolve_device
+    plan = plan_attack(hooks, settings)
+    flags, training, attack, budget, threat, scored = (plan.flags, plan.training, plan.attack, plan.budget, plan.threat,
+                                                       plan.scored)
+    device = resolve_device(settings.device)
+    model = hooks.call("build_model").to(device).eval()
+    mean, std = hooks.call("normalisation")
+    provenance = {**provenance, "config_hash": settings_digest(settings, provenance), "seed": settings.seed,
+                  "device": str(device), "knowledge": flags.as_dict(), "attack": attack.name,
+                  "attack_params": attack.describe(), "defense": "none", "defense_params": {}, "threat_model": threat.name,
+                  "local_training": None if training is None else training.describe(),
+                  "model": provenance.get("model") or type(model).__name__, "model_options": {},
+                  "victim_accuracy": None, "iterations": budget.iterations, "restarts": budget.restarts}
+    aux_x, aux_y = hooks.call("auxiliary_data") if flags.auxiliary_data and hooks.has("auxiliary_data") else (None, None)
+    rows, truths, recons = [], [], []
+    for number, update in enumerate(updates):
+        x = y = None
+        if scored:
+            if update.partition_id is None:
+                raise DataError(f"update of node {update.client_id} (round {update.round}) carries no partition id, so "
+                                "private_data() cannot say whose images it holds (updates from a deployment have none)")
+            x, y = hooks.call("private_data", update.partition_id, update.num_partitions or _partitions(updates))
+            if len(x) != update.num_examples:
+                raise DataError(f"client {update.partition_id} reported {update.num_examples} examples, "
+                                f"but private_data() gives {len(x)}")
+            x, y = x.to(device), y.to(device)
+        shape = tuple(x.shape[1:]) if x is not None else image_shape or hooks.value("IMAGE_SHAPE")
+        if shape is None:
+            raise ConfigError("image shape: without private data, pass --image-shape C,H,W or set IMAGE_SHAPE in the hooks")
+        started = time.perf_counter()
+        observation = observation_from_update(update, model, settings.shares).to(device)
+        x_norm = None if x is None else _normalise(x, mean, std)
+        with torch.no_grad():
+            num_classes = model(torch.zeros((1, *shape), device=device)).shape[-1]
+        knowledge = AttackerKnowledge(
+            flags=flags, num_images=update.num_examples, image_shape=tuple(shape), num_classes=num_classes,
+            mean=tuple(mean), std=tuple(std), labels=y.clone() if flags.labels else None,
+            local_training=told_training(training or LocalTraining(), flags),
+            bn_statistics=batch_norm_statistics(model, observation.global_params, observation.buffers, x_norm)
+            if flags.bn_statistics else None,
+            auxiliary_images=aux_x, auxiliary_labels=aux_y, defense=NoDefense() if flags.defense else None)
+        batch = update.partition_id if update.partition_id is not None else number
+        reconstruction = attack.reconstruct(observation, model, knowledge, budget, seed=settings.seed * 7919 + batch,
+                                            progress=progress)
+        wall = time.perf_counter() - started
+        common = {**provenance, "batch": number, "client_id": update.client_id, "partition_id": update.partition_id,
+                  "round": update.round, "batch_size": update.num_examples, "gradient_loss": reconstruction.gradient_loss,
+                  "wall_time_s": wall, "bytes_sent": observation.public["bytes_sent"]}
+        if x is None:
+            for i, label in enumerate(reconstruction.labels.tolist()):
+                rows.append({**common, "image_index": i, "true_label": None, "predicted_label": int(label),
+                             "label_correct": None, "batch_label_accuracy": None, "psnr": None, "ssim": None, "lpips": None,
+                             "mse": None, "replay_error": None, "replay_exact": None})
+            recons.append(reconstruction.images.cpu())
+        else:
+            error = threat.replay_error(model, observation.global_params, observation.buffers, x_norm, y, knowledge,
+                                        update=observation.update)
+            order = match_to_ground_truth(reconstruction.images, x)
+            matched = reconstruction.images[order]
+            scores = {k: v.cpu() for k, v in score_images(matched, x).items()}
+            labels = reconstruction.labels[order] if len(reconstruction.labels) == len(x) else reconstruction.labels
+            label_accuracy = multiset_label_accuracy(reconstruction.labels, y)
+            for i in range(len(x)):
+                rows.append({**common, "image_index": i, "true_label": int(y[i]), "predicted_label": int(labels[i]),
+                             "label_correct": bool(labels[i] == y[i]), "batch_label_accuracy": label_accuracy,
+                             "psnr": float(scores["psnr"][i]), "ssim": float(scores["ssim"][i]),
+                             "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]), **replay_columns(error)})
+            truths.append(x.cpu())
+            recons.append(matched.cpu())
+        frame = write_rows(rows, out)
+        save_images(out / "images.pt", torch.cat(truths) if truths else torch.empty(0), torch.cat(recons))
+    return UpdatesAuditResult(frame, out, torch.cat(truths) if truths else None, torch.cat(recons), list(updates), scored)
+
+
+def settings_digest(settings: AttackSettings, provenance: dict) -> str:
+    import hashlib
+    import json
+    blob = {**{k: v for k, v in asdict(settings).items() if k != "device"},
+            **{k: v for k, v in provenance.items() if k not in ("versions", "device")}}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def import_module(name: str, what: str) -> ModuleType:
+    if os.getcwd() not in sys.path:  # as `python -m` would: the user's code next to them is importable
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ConfigError(f"{what}: cannot import module '{name}': {e}") from None
+
+
+def import_attribute(spec: str, what: str):
+    """The object named "package.module:attribute"."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not attribute:
+        raise ConfigError(f"{what} {spec!r}: expected 'package.module:attribute'")
+    try:
+        return getattr(import_module(module_name, what), attribute)
+    except AttributeError:
+        raise ConfigError(f"{what} {spec!r}: module '{module_name}' has no attribute '{attribute}'") from None
+
+
+def _partitions(updates: list) -> int:
+    """How many partitions, where an update does not say: one per distinct partition id seen."""
+    return len({u.partition_id for u in updates if u.partition_id is not None})
+
+
+def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    return (x - torch.tensor(mean, device=x.device).view(-1, 1, 1)) / torch.tensor(std, device=x.device).view(-1, 1, 1)
+
+
+def run_updates_audit(directory: str, settings: AttackSettings, output: str, model: str | None = None,
+                      hooks: str | None = None, app: str | None = None, run_config: str | None = None,
+                      normalisation: tuple | None = None, image_shape: tuple[int, ...] | None = None,
+                      progress: bool = False) -> UpdatesAuditResult:
+    """`fedleak audit-updates DIR`: attack saved client updates offline, no simulation. The model
+    comes from `model` ("module:factory") or the hooks' build_model; the run config, where hooks
+    take one, from the app folder as audit-flower reads it."""
+    from fedleak.core.io import check_writable
+    from fedleak.harness.results import versions
+    from fedleak.threat_models.update_files import load_updates
+    out = Path(output)
+    check_writable(out)
+    config = {}
+    if app is not None:
+        from fedleak.harness.flower_app import load_app
+        loaded = load_app(app, run_config)
+        directory_on_path = str(loaded.directory.resolve())
+        if directory_on_path not in sys.path:
+            sys.path.insert(0, directory_on_path)
+        config, hooks = loaded.run_config, hooks or loaded.hooks
+    elif run_config:
+        raise ConfigError("--run-config needs --app APP_DIR (the app whose [tool.flwr.app.config] it overrides)")
+    overrides = {}
+    if model is not None:
+        overrides["build_model"] = import_attribute(model, "--model")
+    if normalisation is not None:
+        overrides["normalisation"] = lambda: normalisation
+    auditor = Hooks(None if hooks is None else import_module(hooks, "hooks"), config, overrides)
+    if not auditor.has("build_model"):
+        raise ConfigError("--model: name the model's factory (module:function) or give hooks with build_model()")
+    if not auditor.has("normalisation"):
+        raise ConfigError("normalisation: pass --mean and --std, or give hooks with normalisation()")
+    if settings.knowledge is None:
+        settings = replace(settings, knowledge="informed" if auditor.has("private_data") else "parameter_aware")
+    plan_attack(auditor, settings)  # before reading every file
+    updates = load_updates(directory)
+    provenance = {"config": {"updates": str(directory), "model": model, "hooks": hooks, "app": app, "run_config": run_config,
+                             **asdict(settings)},
+                  "versions": versions(), "dataset": auditor.value("DATASET", "saved-updates"), "model": auditor.value("MODEL"),
+                  "victim_state": "saved", "updates_directory": str(directory)}
+    result = attack_updates(updates, auditor, settings, out, provenance, image_shape, progress)
+    from fedleak.reports.flower_report import write_flower_report
+    write_flower_report(result)
+    return result
