@@ -10,7 +10,7 @@ ServerApp's and ClientApp's code is run as it is, and the hooks give what the wi
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from types import ModuleType
 
 from fedleak.core.errors import ConfigError, DataError
@@ -18,36 +18,26 @@ from fedleak.core.io import check_writable
 from fedleak.harness.results import versions
 from fedleak.harness.update_audit import AttackSettings, Hooks, UpdatesAuditResult, attack_updates, import_attribute, \
     import_module, plan_attack
-from fedleak.models.functional import LocalTraining
 
 EXAMPLE = "fedleak.examples.flower_app"
 
 
 @dataclass(frozen=True)
-class FlowerAudit:
+class FlowerAudit(AttackSettings):
+    """What to simulate, on top of how to attack each update (`AttackSettings`: shares, training, knowledge,
+    attack, budget, seed, device)."""
     app: str | None = None                             # an app folder; its pyproject names the components
     run_config: str | None = None                      # "k=v ..." overrides of the app's run config (--run-config)
     server_app: object = f"{EXAMPLE}.server_app:app"   # "module:attr" or a flwr ServerApp (without `app`)
     client_app: object = f"{EXAMPLE}.client_app:app"   # "module:attr" or a flwr ClientApp (without `app`)
     hooks: object = None                               # module (name); default: [tool.fedleak] hooks, else the ClientApp's module
     clients: int | None = None                         # simulated nodes; default hooks.NUM_CLIENTS or the app's num-supernodes
-    shares: str = "weights"                            # what a client replies with: weights | gradient
-    training: LocalTraining | None = None              # what the auditor is told of local training; default hooks.local_training()
-    training_options: dict = field(default_factory=dict)  # LocalTraining fields replacing those (command-line flags)
-    knowledge: str | dict = "informed"
-    attack: str = "ig"
-    attack_options: dict = field(default_factory=dict)
-    iterations: int = 200
-    restarts: int = 1
-    seed: int = 0
-    device: str = "cpu"
     cpus: int = 2                                      # simulated clients training at once
     output: str = "runs/flower-audit"
     save_updates: str | None = None                    # also write every recorded update here (audit-updates DIR)
 
     def settings(self) -> AttackSettings:
-        return AttackSettings(self.shares, self.training, dict(self.training_options), self.knowledge, self.attack,
-                              dict(self.attack_options), self.iterations, self.restarts, self.seed, self.device)
+        return AttackSettings(**{f.name: getattr(self, f.name) for f in fields(AttackSettings)})
 
     def describe(self) -> dict:
         values = asdict(self)

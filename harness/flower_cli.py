@@ -99,16 +99,15 @@ def _knowledge(text: str):
 
 def cmd_audit_flower(args) -> int:
     from fedleak.core.errors import ConfigError
+    from dataclasses import fields
     from fedleak.harness.flower_audit import FlowerAudit, run_flower_audit
     if args.app is not None and (args.server_app or args.client_app):
         raise ConfigError("--server-app/--client-app: the app folder's pyproject already names the components")
-    audit = FlowerAudit(app=args.app, run_config=args.run_config,
-                        server_app=args.server_app or f"{EXAMPLE}.server_app:app",
+    settings = _settings(args, args.knowledge)
+    audit = FlowerAudit(**{f.name: getattr(settings, f.name) for f in fields(settings)}, app=args.app,
+                        run_config=args.run_config, server_app=args.server_app or f"{EXAMPLE}.server_app:app",
                         client_app=args.client_app or f"{EXAMPLE}.client_app:app", hooks=args.hooks, clients=args.clients,
                         cpus=args.cpus, output=args.output, save_updates=args.save_updates)
-    settings = _settings(args, args.knowledge)
-    from dataclasses import asdict, replace
-    audit = replace(audit, **{k: v for k, v in asdict(settings).items() if k != "training"})
     _print(run_flower_audit(audit, progress=not args.quiet))
     return 0
 

@@ -135,10 +135,8 @@ class FedAvg(ThreatModel):
         return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
 
     def describe(self):
-        t = self.training
-        described = {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size}
-        # the original three keys alone for fedleak's original client, so its records stay as they were
-        return described if t == LocalTraining(t.lr, t.epochs, t.batch_size) else {**described, **t.describe()}
+        training = self.training.describe()
+        return {"name": self.name, "local_batch_size": training.pop("batch_size"), **training}
 
 
 def _replay_error(threat: ThreatModel, model, params, buffers, x_norm, y, knowledge, update, seed) -> float:
