@@ -1,6 +1,6 @@
 """Attacks, registered by name. A new attack is one file plus one line below."""
 from fedleak.core.registry import Registry
-from fedleak.attacks.base import Attack, Budget, Reconstruction
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
 from fedleak.attacks.dlg import DLG, IDLG
 from fedleak.attacks.inverting_gradients import InvertingGradients
 from fedleak.attacks.hyperfl_leak import HyperFLLeak
@@ -9,6 +9,10 @@ from fedleak.attacks.ggl import GGL
 from fedleak.attacks.gifd import GIFD
 from fedleak.attacks.dia import DropoutInversion, DropoutInversionOracle
 from fedleak.attacks.order_invariant import OrderInvariant
+from fedleak.attacks.defense_loop import DefenseLoop
+from fedleak.attacks.analytic_fc import AnalyticFC
+from fedleak.attacks.layer_subset import LayerSubset
+from fedleak.attacks.learn_to_invert import LearnToInvert
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("dlg", DLG)
@@ -22,17 +26,15 @@ ATTACKS.register("gifd", GIFD)
 ATTACKS.register("dia", DropoutInversion)
 ATTACKS.register("dia-oracle", DropoutInversionOracle)
 ATTACKS.register("order-invariant", OrderInvariant)
+ATTACKS.register("defense-loop", DefenseLoop)
+ATTACKS.register("analytic-fc", AnalyticFC)
+ATTACKS.register("layer-subset", LayerSubset)
+ATTACKS.register("learn-to-invert", LearnToInvert)
 
 
 def build_attack(name: str, **options) -> Attack:
-    """An attack from its registry name and options; options of attacks that declare a
-    `config_class` are type-checked against it, and errors name `attack.options.<key>`."""
-    from fedleak.core.options import call_with_options, from_dict
-    factory = ATTACKS.get(name)
-    config_class = getattr(factory, "config_class", None)
-    if config_class is not None:
-        return factory(from_dict(config_class, options, "attack.options"))
-    return call_with_options(factory, options, f"attack '{name}'")
+    """The registered attack `name` with `options`, checked (errors name `attack.options.<key>`)."""
+    return ATTACKS.get(name).from_options(options, "attack.options")
 
 
-__all__ = ["ATTACKS", "Attack", "Budget", "Reconstruction", "build_attack"]
+__all__ = ["ATTACKS", "Attack", "Budget", "PresetBudget", "Reconstruction", "build_attack"]

@@ -2,12 +2,13 @@
 model architecture, the attacker's knowledge, a budget — and returns a Reconstruction."""
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
 
+from fedleak.core.components import GRADIENT, UPDATE, Component, applicability
+from fedleak.core.errors import ConfigError
 from fedleak.threat_models.knowledge import AttackerKnowledge
 from fedleak.threat_models.observation import Observation
 
@@ -18,11 +19,18 @@ class Budget:
     restarts: int = 1
 
     def __post_init__(self):
-        from fedleak.core.errors import ConfigError
         if self.iterations < 1:
             raise ConfigError(f"attack.iterations: must be >= 1, got {self.iterations}")
         if self.restarts < 1:
             raise ConfigError(f"attack.restarts: must be >= 1, got {self.restarts}")
+
+
+@dataclass(frozen=True)
+class PresetBudget:
+    """An attack's own budget under one budget preset (smoke | ci | paper, harness.matrix_config);
+    None leaves that value to the matrix config or the preset's default."""
+    iterations: int | None = None
+    restarts: int | None = None
 
 
 @dataclass
@@ -35,9 +43,17 @@ class Reconstruction:
     extras: dict = field(default_factory=dict)
 
 
-class Attack(ABC):
+class Attack(Component, ABC):
+    """Options: a frozen dataclass `options_class` (self.options), parsed and checked before the
+    attack exists (core.components). `applies_to`: the observation kinds it runs on (a matrix
+    pairs it only with threat models that share one of them). `budgets`: its own budget per
+    budget preset, the published one under "paper"; a matrix config may override either. `max_images`:
+    the largest batch it rebuilds (an analytic attack on one example: 1); beyond it, a ConfigError."""
     name: str
-    config_class: type | None = None  # frozen dataclass of the attack's options, type-checked on build
+    section = "attack"
+    applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
+    budgets: dict[str, PresetBudget] = {}
+    max_images: int | None = None   # the largest client batch it rebuilds (B); None: any
 
     @abstractmethod
     def reconstruct(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
@@ -45,10 +61,11 @@ class Attack(ABC):
         """Rebuild the client's batch. Runs on the device of `observation`'s tensors; `seed`
         fixes the random initialisation."""
 
-    def describe(self) -> dict:
-        """Hyperparameters recorded with every result row."""
-        config = getattr(self, "config", None)
-        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+    def check_observation(self, observation: Observation) -> None:
+        """ConfigError when this attack does not run on what `observation` is."""
+        reason = applicability(self, observation.kind)
+        if reason:
+            raise ConfigError(reason)
 
 
 def attack_labels(observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge) -> torch.Tensor:
@@ -57,3 +74,14 @@ def attack_labels(observation: Observation, model: torch.nn.Module, knowledge: A
         return knowledge.labels.to(observation.shared[0].device)
     from fedleak.attacks.labels import infer_labels
     return infer_labels(observation, model, knowledge)
+
+
+def require_knowledge(attack: str, knowledge: AttackerKnowledge, *flags: str) -> None:
+    """A ConfigError naming the first knowledge flag the attacker lacks: the attack does not apply here
+    (evaluate-defense lists it as not applicable)."""
+    why = {"defense": "it runs the defense itself: the adaptive mode",
+           "auxiliary_data": "it trains on auxiliary images: e.g. the data_enhanced preset",
+           "hyperparameters": "it replays the client's local training: e.g. the parameter_aware preset"}
+    for flag in flags:
+        if not getattr(knowledge.flags, flag):
+            raise ConfigError(f"attack '{attack}' needs the knowledge flag '{flag}' ({why.get(flag, 'see docs/attacks.md')})")

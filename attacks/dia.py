@@ -30,9 +30,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
-from fedleak.attacks.objective import GradientMatcher, total_variation
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
+from fedleak.attacks.objective import DISTANCES, GradientMatcher, total_variation
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_choice, check_number
 from fedleak.models.architectures import clear_masks, dropout_layers, use_masks
 
 
@@ -48,14 +49,13 @@ class DIAConfig:
     stop_loss: float = 1e-5
 
     def __post_init__(self):
-        if self.p is not None and (isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0 <= self.p < 1):
-            raise ConfigError(f"attack 'dia': p must be a number in [0, 1), got {self.p!r}")
+        if self.p is not None:
+            check_number("p", self.p, low=0, high=1, high_open=True)
         for key in ("lr", "plateau", "early_stop"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"attack 'dia': {key} must be > 0, got {getattr(self, key)!r}")
+            check_number(key, getattr(self, key), low=0, low_open=True)
         for key in ("tv", "mask_rate", "stop_loss"):
-            if not getattr(self, key) >= 0:
-                raise ConfigError(f"attack 'dia': {key} must be >= 0, got {getattr(self, key)!r}")
+            check_number(key, getattr(self, key), low=0)
+        check_choice("distance", self.distance, tuple(DISTANCES))
 
 
 class _MaskSchedule:
@@ -99,20 +99,19 @@ def activation_shapes(matcher: GradientMatcher, x: torch.Tensor, labels: torch.T
 
 class DropoutInversion(Attack):
     name = "dia"
+    options_class = DIAConfig
+    budgets = {"ci": PresetBudget(iterations=200)}
     oracle = False
 
-    def __init__(self, config: DIAConfig | None = None, **options):
-        self.config = config or DIAConfig(**options)
-
     def dropout_rate(self, observation, knowledge) -> float:
-        if self.config.p is not None:
-            return float(self.config.p)
+        if self.options.p is not None:
+            return float(self.options.p)
         if "dropout" in observation.public:
             return float(observation.public["dropout"])
         return float(getattr(knowledge.defense, "p", 0.0) or 0.0)
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
+        c = self.options
         device = observation.shared[0].device
         labels = attack_labels(observation, model, knowledge)  # before masks exist: label probes see the plain model
         p = self.dropout_rate(observation, knowledge)
@@ -159,7 +158,7 @@ class DropoutInversion(Attack):
                               restart_losses, extras)
 
     def _optimise(self, matcher, x, masks, trainable, labels, p, low, high, iterations, progress) -> dict:
-        c = self.config
+        c = self.options
         optimiser = torch.optim.Adam([x, *trainable], lr=c.lr)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.1,
                                                                patience=max(1, math.ceil(c.plateau * iterations)))

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
-from fedleak.attacks.objective import GradientMatcher
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
+from fedleak.attacks.objective import DISTANCES, GradientMatcher
+from fedleak.core.options import check_choice, check_integer, check_number
 
 
 @dataclass(frozen=True)
@@ -29,30 +30,37 @@ class DLGConfig:
     line_search: str = "strong_wolfe"   # "none": torch's default, as in the official code
 
     def __post_init__(self):
-        from fedleak.core.errors import ConfigError
-        if self.line_search not in ("strong_wolfe", "none"):
-            raise ConfigError(f"attack.options.line_search: expected 'strong_wolfe' or 'none', got {self.line_search!r}")
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_integer("inner_iterations", self.inner_iterations, low=1)
+        check_integer("history_size", self.history_size, low=1)
+        check_choice("distance", self.distance, tuple(DISTANCES))
+        check_choice("line_search", self.line_search, ("strong_wolfe", "none"))
 
 
 class DLG(Attack):
     name = "dlg"
-    config_class = DLGConfig
+    options_class = DLGConfig
+    # ci: L-BFGS steps of 20 inner iterations each; paper: the official 300 steps
+    budgets = {"ci": PresetBudget(iterations=10), "paper": PresetBudget(iterations=300, restarts=1)}
     joint_labels = True
 
-    def __init__(self, config: DLGConfig | None = None, **options):
-        self.config = config or DLGConfig(**options)
-
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        matcher = GradientMatcher(observation, model, knowledge, self.config.distance)
-        device = observation.shared[0].device
+        matcher = GradientMatcher(observation, model, knowledge, self.options.distance)
         fixed_labels = None if self.joint_labels else attack_labels(observation, model, knowledge)
+        return self.search(matcher, fixed_labels, knowledge, budget, seed, progress)
+
+    def search(self, matcher, fixed_labels: torch.Tensor | None, knowledge, budget: Budget, seed: int = 0,
+               progress: bool = False) -> Reconstruction:
+        """L-BFGS restarts on any objective with GradientMatcher's call (`matcher(x, y)`); labels optimised
+        jointly when `fixed_labels` is None. The best restart by final loss, images in [0,1]."""
+        device = matcher.target[0].device
         generator = torch.Generator().manual_seed(seed)
         best = None
         restart_losses = []
         for restart in range(budget.restarts):
             x = torch.randn((knowledge.num_images, *knowledge.image_shape), generator=generator).to(device).requires_grad_(True)
             label_logits = torch.randn((knowledge.num_images, knowledge.num_classes), generator=generator).to(device).requires_grad_(True)
-            variables = [x, label_logits] if self.joint_labels else [x]
+            variables = [x, label_logits] if fixed_labels is None else [x]
             result = self._optimise(matcher, variables, x, label_logits, fixed_labels, budget.iterations,
                                     progress and restart == 0)
             restart_losses.append(result.gradient_loss)
@@ -63,7 +71,7 @@ class DLG(Attack):
         return best
 
     def _optimise(self, matcher, variables, x, label_logits, fixed_labels, iterations, progress) -> Reconstruction:
-        c = self.config
+        c = self.options
         optimiser = torch.optim.LBFGS(variables, lr=c.lr, max_iter=c.inner_iterations, history_size=c.history_size,
                                       line_search_fn=None if c.line_search == "none" else c.line_search)
         labels = lambda: fixed_labels if fixed_labels is not None else label_logits.softmax(-1)

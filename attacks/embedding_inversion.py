@@ -21,16 +21,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
 from fedleak.attacks.decoders import fit_decoder
 from fedleak.attacks.objective import total_variation
+from fedleak.core.components import EMBEDDING
 from fedleak.core.errors import ConfigError
-
-
-def _check(observation, attack: str) -> int:
-    if observation.kind != "embedding":
-        raise ConfigError(f"attack '{attack}' inverts embeddings (threat model 'vfl'), got a '{observation.kind}' observation")
-    return observation.public["party"]
+from fedleak.core.options import check_bool, check_integer, check_number
 
 
 def _is_code(observation) -> bool:
@@ -64,17 +60,24 @@ class EmbeddingInversionConfig:
     noise: float = 0.1        # per-restart jitter of the start, in normalised units
     lr_decay: bool = True
 
+    def __post_init__(self):
+        check_number("lr", self.lr, low=0, low_open=True)
+        for key in ("tv", "prior", "code_prior", "noise"):
+            check_number(key, getattr(self, key), low=0)
+        if self.margin is not None:
+            check_number("margin", self.margin, low=0)
+        check_bool("lr_decay", self.lr_decay)
+
 
 class EmbeddingInversion(Attack):
     name = "embedding-inversion"
-    config_class = EmbeddingInversionConfig
-
-    def __init__(self, config: EmbeddingInversionConfig | None = None, **options):
-        self.config = config or EmbeddingInversionConfig(**options)
+    options_class = EmbeddingInversionConfig
+    applies_to = (EMBEDDING,)
+    budgets = {"ci": PresetBudget(iterations=50)}
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
-        party = _check(observation, self.name)
+        self.check_observation(observation)
+        c, party = self.options, observation.public["party"]
         model.eval()
         device = observation.shared[0].device
         target = observation.update[0].detach()
@@ -112,8 +115,8 @@ class EmbeddingInversion(Attack):
         if not _is_code(observation):
             return "sent", lambda e, t: (e - t).pow(2).sum() / t.pow(2).sum().clamp_min(1e-12)
         if knowledge.defense is not None:
-            if self.config.margin is not None:
-                return "pre", lambda z, code: F.relu(self.config.margin - code * z).mean()
+            if self.options.margin is not None:
+                return "pre", lambda z, code: F.relu(self.options.margin - code * z).mean()
             return "pre", lambda z, code: F.softplus(-code * z).mean()
         return "raw", lambda e, code: (e - code).pow(2).mean()
 
@@ -131,18 +134,22 @@ class EmbeddingDecoderConfig:
     batch_size: int = 128
     lr: float = 1e-3
 
+    def __post_init__(self):
+        check_integer("hidden", self.hidden, low=1)
+        check_integer("batch_size", self.batch_size, low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
+
 
 class EmbeddingDecoder(Attack):
     """budget.iterations = decoder training steps; restarts are not used."""
     name = "embedding-decoder"
-    config_class = EmbeddingDecoderConfig
-
-    def __init__(self, config: EmbeddingDecoderConfig | None = None, **options):
-        self.config = config or EmbeddingDecoderConfig(**options)
+    options_class = EmbeddingDecoderConfig
+    applies_to = (EMBEDDING,)
+    budgets = {"ci": PresetBudget(iterations=50)}  # decoder training steps
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
-        party = _check(observation, self.name)
+        self.check_observation(observation)
+        c, party = self.options, observation.public["party"]
         model.eval()
         device = observation.shared[0].device
         aux = _auxiliary_slices(model, knowledge, party, self.name).to(device)

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.generators.base import GenerativePrior
-from fedleak.attacks.generators.binding import BoundPrior, bind_prior, describe_prior
+from fedleak.attacks.generators.binding import BoundPrior, bind_prior
 from fedleak.attacks.objective import GradientMatcher
+from fedleak.core.options import check_bool, check_choice, check_integer, check_number
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,14 @@ class GGLConfig:
     kld: float = 0.1                # Adam only
 
     def __post_init__(self):
-        from fedleak.core.errors import ConfigError
-        if self.optimizer not in ("cma", "adam"):
-            raise ConfigError(f"attack 'ggl': optimizer must be 'cma' or 'adam', got '{self.optimizer}'")
-        if self.distance not in ("l2", "cosine"):
-            raise ConfigError(f"attack 'ggl': distance must be 'l2' or 'cosine', got '{self.distance}'")
+        check_choice("optimizer", self.optimizer, ("cma", "adam"))
+        check_choice("distance", self.distance, ("l2", "cosine"))
+        if self.population is not None:
+            check_integer("population", self.population, low=2)
+        check_number("sigma0", self.sigma0, low=0, low_open=True)
+        check_bool("tanh", self.tanh)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("kld", self.kld, low=0)
 
 
 class GGLObjective:
@@ -68,15 +72,11 @@ class GGLObjective:
 
 class GGL(Attack):
     name = "ggl"
-
-    def __init__(self, config: GGLConfig | None = None, **options):
-        self.config = config or GGLConfig(**options)
-
-    def describe(self) -> dict:
-        return {**self.config.__dict__, "prior": describe_prior(self.config.prior)}
+    options_class = GGLConfig
+    budgets = {"ci": PresetBudget(iterations=20)}  # CMA-ES generations
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
+        c = self.options
         device = observation.shared[0].device
         bound = bind_prior(c.prior, knowledge, self.name, device)
         labels = attack_labels(observation, model, knowledge)

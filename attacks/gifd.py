@@ -37,10 +37,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.generators.base import GenerativePrior, state_map, state_tensors
-from fedleak.attacks.generators.binding import BoundPrior, bind_prior, describe_prior
-from fedleak.attacks.objective import GradientMatcher, total_variation
+from fedleak.attacks.generators.binding import BoundPrior, bind_prior
+from fedleak.attacks.objective import DISTANCES, GradientMatcher, total_variation
+from fedleak.core.options import OptionError, check_choice, check_integer, check_number
 from fedleak.attacks.projections import project_l1_ball, project_sphere
 
 
@@ -57,12 +58,17 @@ class GIFDConfig:
     rampdown: float = 0.75
 
     def __post_init__(self):
-        from fedleak.core.errors import ConfigError
-        object.__setattr__(self, "radii", tuple(float(r) for r in self.radii))
-        if not self.radii or min(self.radii) < 0:
-            raise ConfigError(f"attack 'gifd': radii must be a non-empty list of fractions >= 0, got {list(self.radii)}")
-        if self.feature_stages is not None and self.feature_stages < 0:
-            raise ConfigError(f"attack 'gifd': feature_stages must be >= 0, got {self.feature_stages}")
+        check_choice("distance", self.distance, tuple(DISTANCES))
+        check_number("lr", self.lr, low=0, low_open=True)
+        for key in ("tv", "image_norm"):
+            check_number(key, getattr(self, key), low=0)
+        for key in ("warmup", "rampdown"):
+            check_number(key, getattr(self, key), low=0, high=1)
+        if not isinstance(self.radii, (list, tuple)) or not self.radii:
+            raise OptionError("radii", f"must be a non-empty list of fractions >= 0, got {self.radii!r}")
+        object.__setattr__(self, "radii", tuple(check_number(f"radii[{i}]", r, low=0) for i, r in enumerate(self.radii)))
+        if self.feature_stages is not None:
+            check_integer("feature_stages", self.feature_stages, low=0)
 
 
 def stage_lr(lr: float, step: int, steps: int, warmup: float, rampdown: float) -> float:
@@ -109,15 +115,11 @@ class _Objective:
 
 class GIFD(Attack):
     name = "gifd"
-
-    def __init__(self, config: GIFDConfig | None = None, **options):
-        self.config = config or GIFDConfig(**options)
-
-    def describe(self) -> dict:
-        return {**self.config.__dict__, "radii": list(self.config.radii), "prior": describe_prior(self.config.prior)}
+    options_class = GIFDConfig
+    budgets = {"ci": PresetBudget(iterations=50)}
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
+        c = self.options
         device = observation.shared[0].device
         bound = bind_prior(c.prior, knowledge, self.name, device)
         prior = bound.prior
@@ -157,7 +159,7 @@ class GIFD(Attack):
                                "stage_images": torch.stack(stage_images).cpu()})  # (stages, R, B, C, H, W)
 
     def _optimise_stage(self, stage, h, latent, norms, objective: _Objective, steps, bar):
-        c, prior = self.config, objective.bound.prior
+        c, prior = self.options, objective.bound.prior
         cond = objective.bound.condition(objective.flat_labels)
         fraction = c.radii[min(stage, len(c.radii)) - 1] if stage else None
         train_latent = stage == 0 or prior.latent_drives_blocks

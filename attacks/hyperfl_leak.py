@@ -30,11 +30,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
 from fedleak.attacks.decoders import fit_decoder
 from fedleak.attacks.hyperfl_replay import factored_cosine_distance, factored_phase
 from fedleak.attacks.objective import cosine_distance, total_variation
+from fedleak.core.components import HYPERNETWORK_UPDATE
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_bool, check_choice, check_integer, check_number
 from fedleak.threat_models.hypernetwork import PHI_PREFIX, head_key
 from fedleak.models.optim import sgd_step
 
@@ -109,32 +111,35 @@ class HyperFLLeakConfig:
     rank1_tolerance: float = 0.05  # auto without hyperparameters: residual below this means one step
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ConfigError(f"attack 'hyperfl-leak': mode must be one of {', '.join(MODES)}, got '{self.mode}'")
-        if self.prior not in PRIORS:
-            raise ConfigError(f"attack 'hyperfl-leak': prior must be one of {', '.join(PRIORS)}, got '{self.prior}'")
+        check_choice("mode", self.mode, MODES)
+        check_choice("prior", self.prior, PRIORS)
+        for key in ("lr", "refine_lr", "private_lr"):
+            check_number(key, getattr(self, key), low=0, low_open=True)
+        for key in ("gradient", "features", "tv", "rank1_tolerance"):
+            check_number(key, getattr(self, key), low=0)
+        check_integer("decoder_steps", self.decoder_steps, low=0)
+        for key in ("refine", "boxed", "lr_decay"):
+            check_bool(key, getattr(self, key))
 
 
 class HyperFLLeak(Attack):
     name = "hyperfl-leak"
-    config_class = HyperFLLeakConfig
-
-    def __init__(self, config: HyperFLLeakConfig | None = None, **options):
-        self.config = config or HyperFLLeakConfig(**options)
+    options_class = HyperFLLeakConfig
+    applies_to = (HYPERNETWORK_UPDATE,)
+    budgets = {"ci": PresetBudget(iterations=50)}
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        if observation.threat_model != "hyperfl":
-            raise ConfigError(f"attack '{self.name}' needs threat model 'hyperfl', got '{observation.threat_model}'")
+        self.check_observation(observation)
         gradient = data_part(observation, model, knowledge.local_training)
         leak = leak_target(model, observation.global_params, gradient)
         features = leaked_trunk_features(leak, knowledge.num_images)
         labels = _labels(knowledge, observation.shared[0].device)
         mode, prior = self._mode(knowledge, observation, leak), self._prior(knowledge, features)
         generator = torch.Generator().manual_seed(seed)
-        terms = _Terms(model, leak, features, self.config)
+        terms = _Terms(model, leak, features, self.options)
         problem = _OneStep(terms, labels) if mode == "one-step" else _Unrolled(terms, observation, knowledge, labels, gradient)
         start = self._start(model, leak, features, knowledge, budget, prior, generator, seed)
-        if prior == "decoder" and not self.config.refine:
+        if prior == "decoder" and not self.options.refine:
             x, trace = start, [[] for _ in range(budget.restarts)]
             final = torch.stack([terms.feature_match(xr).detach() for xr in x]).cpu()
         else:
@@ -144,20 +149,20 @@ class HyperFLLeak(Attack):
                               final.tolist(), {"mode": mode, "prior": prior, "rank1_residual": leak.residual})
 
     def _mode(self, knowledge, observation, leak: TargetLeak) -> str:
-        if self.config.mode != "auto":
-            return self.config.mode
+        if self.options.mode != "auto":
+            return self.options.mode
         if knowledge.local_training is not None:
             return "one-step" if knowledge.local_training.steps(observation.num_examples) == 1 else "unrolled"
-        return "one-step" if leak.residual < self.config.rank1_tolerance else "unrolled"
+        return "one-step" if leak.residual < self.options.rank1_tolerance else "unrolled"
 
     def _prior(self, knowledge, features) -> str:
         usable = knowledge.auxiliary_images is not None and features is not None
-        if self.config.prior == "decoder" and not usable:
+        if self.options.prior == "decoder" and not usable:
             raise ConfigError("attack 'hyperfl-leak' prior 'decoder' needs auxiliary data (knowledge preset "
                               "'data_enhanced') and B=1")
-        if self.config.prior == "auto":
-            return "decoder" if usable and self.config.decoder_steps > 0 else "none"
-        return self.config.prior
+        if self.options.prior == "auto":
+            return "decoder" if usable and self.options.decoder_steps > 0 else "none"
+        return self.options.prior
 
     def _start(self, net, leak, features, knowledge, budget, prior, generator, seed) -> torch.Tensor:
         shape = (budget.restarts, knowledge.num_images, *knowledge.image_shape)
@@ -169,11 +174,11 @@ class HyperFLLeak(Attack):
         normalised = _normalise(aux, knowledge)
         with torch.no_grad():
             codes = torch.cat([net.trunk_features(leak.theta, normalised[i:i + 500]) for i in range(0, len(aux), 500)])
-        decode = fit_decoder(codes, aux, self.config.decoder_steps, seed=seed)
+        decode = fit_decoder(codes, aux, self.options.decoder_steps, seed=seed)
         return _normalise(decode(features), knowledge).expand(shape).clone()
 
     def _optimise(self, problem, start, knowledge, budget: Budget, generator, prior, progress):
-        c = self.config
+        c = self.options
         device = start.device
         x = start.requires_grad_(True)
         private = problem.initial_private(budget.restarts, generator)

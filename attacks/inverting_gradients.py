@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
-from fedleak.attacks.objective import FastGradientMatcher, total_variation
+from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
+from fedleak.attacks.objective import DISTANCES, FastGradientMatcher, total_variation
+from fedleak.core.components import GRADIENT, HYPERNETWORK_UPDATE, UPDATE
+from fedleak.core.options import check_bool, check_choice, check_number
 
 
 @dataclass(frozen=True)
@@ -31,40 +33,55 @@ class IGConfig:
     precision: str = "fp32"   # "bf16": the replay in bfloat16, opt-in (FastGradientMatcher)
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "bf16"):
-            from fedleak.core.errors import ConfigError
-            raise ConfigError(f"attack 'ig': precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("tv", self.tv, low=0)
+        check_choice("distance", self.distance, tuple(DISTANCES))
+        for key in ("signed", "boxed", "lr_decay"):
+            check_bool(key, getattr(self, key))
+        check_choice("precision", self.precision, ("fp32", "bf16"))
 
 
 class InvertingGradients(Attack):
     name = "ig"
-    config_class = IGConfig
-
-    def __init__(self, config: IGConfig | None = None, **options):
-        self.config = config or IGConfig(**options)
+    options_class = IGConfig
+    # under hyperfl: the non-adaptive baseline on Δφ (the public embedding/head stand in for the client's)
+    applies_to = (GRADIENT, UPDATE, HYPERNETWORK_UPDATE)
+    # paper: inversefed's 24,000 iterations and 8 restarts (research notes §15.3)
+    budgets = {"ci": PresetBudget(iterations=200), "paper": PresetBudget(iterations=24000, restarts=8)}
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
-        device = observation.shared[0].device
-        matcher = FastGradientMatcher(observation, model, knowledge, c.distance, c.precision)
+        matcher = FastGradientMatcher(observation, model, knowledge, self.options.distance, self.options.precision)
         labels = attack_labels(observation, model, knowledge)
-        shape = (budget.restarts, knowledge.num_images, *knowledge.image_shape)
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_(True)
-        per_restart = lambda xs: torch.stack([matcher(xr, labels) for xr in xs])
-        tv = lambda xs: torch.stack([total_variation(xr) for xr in xs])
-        # R > 1: the restarts as one batch where the replay allows it (each layer runs once for all of them;
-        # each restart's objective and gradient are unchanged), else the loop below.
-        batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
-            if budget.restarts > 1 else None
-        traces, batched = signed_adam(x, lambda xs: per_restart(xs) + c.tv * tv(xs), knowledge, c, budget, self.name,
-                                      progress, batched)
-        scored = matcher.batched_distance(labels) if batched is not None else None
-        final = scored(x) if scored is not None else None
-        final = (per_restart(x.detach()) if final is None else final).detach()  # without TV
-        winner = int(final.argmin())
-        trace = torch.stack(traces)[:, winner].tolist() if traces else []
-        return Reconstruction(knowledge.to_unit(x[winner].detach()), labels.detach(), trace,
-                              float(final[winner]), final.tolist(), extras={"precision": matcher.precision})
+        return search_images(matcher, labels, knowledge, budget, self.options, seed, progress, self.name)
+
+
+def search_images(matcher, labels: torch.Tensor, knowledge, budget: Budget, c: IGConfig, seed: int = 0,
+                  progress: bool = False, name: str = "ig", start: torch.Tensor | None = None) -> Reconstruction:
+    """IG's optimiser on any objective with GradientMatcher's interface (`matcher(x, y)`, the batched
+    paths where it has them). `start` (B,C,H,W), normalised: every restart begins there instead of at
+    a random draw (an analytic estimate refined by matching); restart r > 0 adds N(0, (0.1·r)²)."""
+    device = labels.device
+    shape = (budget.restarts, knowledge.num_images, *knowledge.image_shape)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    if start is not None:
+        spread = 0.1 * torch.arange(budget.restarts, dtype=x.dtype).view(-1, *[1] * (x.dim() - 1))
+        x = start.detach().cpu().to(x.dtype).unsqueeze(0) + spread * x
+    x = x.to(device).requires_grad_(True)
+    per_restart = lambda xs: torch.stack([matcher(xr, labels) for xr in xs])
+    tv = lambda xs: torch.stack([total_variation(xr) for xr in xs])
+    # R > 1: the restarts as one batch where the replay allows it (each layer runs once for all of them;
+    # each restart's objective and gradient are unchanged), else the loop below.
+    batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
+        if budget.restarts > 1 else None
+    traces, batched = signed_adam(x, lambda xs: per_restart(xs) + c.tv * tv(xs), knowledge, c, budget, name,
+                                  progress, batched)
+    scored = matcher.batched_distance(labels) if batched is not None else None
+    final = scored(x) if scored is not None else None
+    final = (per_restart(x.detach()) if final is None else final).detach()  # without TV
+    winner = int(final.argmin())
+    trace = torch.stack(traces)[:, winner].tolist() if traces else []
+    return Reconstruction(knowledge.to_unit(x[winner].detach()), labels.detach(), trace,
+                          float(final[winner]), final.tolist(), extras={"precision": matcher.precision})
 
 
 def signed_adam(x: torch.Tensor, objective, knowledge, c: IGConfig, budget: Budget, name: str, progress: bool,

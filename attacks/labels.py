@@ -22,7 +22,7 @@ from fedleak.threat_models.observation import Observation
 def _last_linear(observation: Observation, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """(weight-gradient, bias-gradient or None, weight name) of the classifier layer."""
     shared = dict(zip(observation.param_names, observation.update))
-    sign = -1.0 if observation.kind == "update" else 1.0
+    sign = -1.0 if observation.descent_step else 1.0
     names = observation.param_names
     for i in range(len(names) - 1, -1, -1):
         t = shared[names[i]]
@@ -50,7 +50,7 @@ def infer_label_counts(observation: Observation, model: torch.nn.Module, knowled
     probs, feature_sum = _probe(observation, model, knowledge, weight_name, probes)
     # per-class mean logit gradient p̄_c − n_c/B, read from the bias or from the weight row sums
     signal = bias_grad if bias_grad is not None else weight_grad.sum(1) / feature_sum
-    if observation.kind == "update":
+    if observation.descent_step:
         signal = signal / _update_scale(signal, knowledge)
     b = knowledge.num_images
     return _round_to_total((b * (probs - signal)).clamp(min=0), b)

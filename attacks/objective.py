@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from fedleak.threat_models import THREAT_MODELS
+from fedleak.core.errors import ConfigError
 from fedleak.threat_models.fast_replay import fast_replay_model
 from fedleak.threat_models.gradient_tape import recording, widened
 from fedleak.threat_models.knowledge import AttackerKnowledge
@@ -39,8 +39,9 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 class GradientMatcher:
     """Callable objective: distance between the update trial inputs would produce and the
-    observation. Holds the replay of the threat model and, for an attacker who knows the
-    defense, the defense's simulation (adaptive attack)."""
+    observation. Holds the replay of the threat model (the configured protocol, options and all,
+    as the attacker's knowledge carries it) and, for an attacker who knows the defense, the
+    defense's simulation (adaptive attack)."""
 
     def __init__(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
                  distance: str = "cosine", orders: list[torch.Tensor] | None = None):
@@ -49,7 +50,10 @@ class GradientMatcher:
         self.model = model.eval()
         self.knowledge = knowledge
         self.distance = DISTANCES[distance]
-        self.threat_model = THREAT_MODELS.create(observation.threat_model)
+        if knowledge.threat_model is None:
+            raise ConfigError("gradient matching needs the protocol's replay: AttackerKnowledge.threat_model is "
+                              "not set (ThreatModel.knowledge sets it)")
+        self.threat_model = knowledge.threat_model
         self.params = {k: v.detach() for k, v in observation.global_params.items()}
         self.adaptive = knowledge.defense is not None
         # adaptive: compare in the space of what was sent; otherwise against the server's decoding
@@ -67,6 +71,15 @@ class GradientMatcher:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.distance(self.trial_update(x, y), self.target)
+
+    precision = "fp32"  # the arithmetic of the replay (FastGradientMatcher may run bfloat16)
+
+    def batched_value_and_grad(self, y: torch.Tensor, regulariser):
+        """Restarts as one batch (FastGradientMatcher); None: the caller loops over restarts."""
+        return None
+
+    def batched_distance(self, y: torch.Tensor):
+        return None
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -151,7 +164,7 @@ class FastGradientMatcher(GradientMatcher):
         replaced = knowledge.defense is not None and knowledge.defense.replay_gradient_fn() is not None
         # the replay module is the model in eval mode (BatchNorm folded): not a train-mode client's
         train_mode = knowledge.local_training is not None and knowledge.local_training.train_mode
-        plain = replaced or train_mode or observation.threat_model not in ("fedsgd", "fedavg")
+        plain = replaced or train_mode or not self.threat_model.replays_plain_model
         self.replay_model = self.model if plain else fast_replay_model(self.model)
         self.fast = self.replay_model is not self.model
         self.precision = precision if self.fast else "fp32"
@@ -175,7 +188,7 @@ class FastGradientMatcher(GradientMatcher):
         self._runs: list[tuple[int, int]] | None = None
         # FedSGD's trial gradient is the loss gradient itself, so the replay may leave parameter gradients
         # to a tape (threat_models.gradient_tape): implicit convolution weights, and restarts as one batch
-        self._taped = self._fused and self.fast and observation.threat_model == "fedsgd" and not self._simulates \
+        self._taped = self._fused and self.fast and self.threat_model.replay_is_loss_gradient and not self._simulates \
             and [p.shape for p in self.params.values()] == [t.shape for t in self.target]
         # One restart in float32 keeps every weight gradient explicit. The implicit form is exact (and closer
         # to float64 than the explicit one), yet on ResNet-18 it left IG 1-3 dB lower after 500 iterations on

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels
-from fedleak.attacks.inverting_gradients import IGConfig, signed_adam
+from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels, require_knowledge
+from fedleak.attacks.inverting_gradients import IGConfig, InvertingGradients, signed_adam
 from fedleak.attacks.objective import FastGradientMatcher, total_variation
-from fedleak.core.errors import ConfigError
+from fedleak.core.components import UPDATE
+from fedleak.core.options import check_integer, check_number
 
 
 @dataclass(frozen=True)
@@ -46,25 +47,22 @@ class OrderInvariantConfig(IGConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.invariance < 0:
-            raise ConfigError(f"attack 'order-invariant': invariance must be >= 0, got {self.invariance}")
-        if self.features < 1:
-            raise ConfigError(f"attack 'order-invariant': features must be >= 1, got {self.features}")
+        check_number("invariance", self.invariance, low=0)
+        check_integer("features", self.features, low=1)
 
 
 class OrderInvariant(Attack):
     name = "order-invariant"
-    config_class = OrderInvariantConfig
-
-    def __init__(self, config: OrderInvariantConfig | None = None, **options):
-        self.config = config or OrderInvariantConfig(**options)
+    options_class = OrderInvariantConfig
+    applies_to = (UPDATE,)  # a FedAvg update: the epochs' copies only exist in a local-training replay
+    # the fixed-order `ig` is its baseline, so the same budget (the paper's own is not reproduced here)
+    budgets = InvertingGradients.budgets
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
-        c = self.config
+        c = self.options
+        self.check_observation(observation)
+        require_knowledge(self.name, knowledge, "hyperparameters")
         training = knowledge.local_training
-        if observation.kind != "update" or training is None:
-            raise ConfigError("attack 'order-invariant': needs a FedAvg update (threat model 'fedavg') and the local "
-                              "training it came from (a knowledge preset with hyperparameters)")
         device = observation.shared[0].device
         n, epochs = knowledge.num_images, training.epochs
         orders = [torch.arange(e * n, (e + 1) * n) for e in range(epochs)]

@@ -24,3 +24,12 @@ class DataError(FedleakError):
 
 class NumericalError(FedleakError):
     """Observed tensors contain NaN/Inf, or an attack diverged beyond recovery."""
+
+
+class UnreadableFileError(DataError):
+    """A file fedleak reads is missing parts, truncated, or not what fedleak (or the dataset's
+    publisher) wrote: possibly tampered with. Never unpickled past the plain types."""
+
+
+class StorageError(FedleakError):
+    """A file cannot be written: the disk is full, the folder is read-only, the path is a file."""

@@ -18,16 +18,20 @@ Two small sets are embedded and work offline with nothing to download:
   shares a single pixel position with a train crop (``photo_crops`` gives every crop's box).
   500 train + 50 victims per class (4,000 / 400), seeded by ``PHOTO_SEED``.
 
-Real datasets are read from a local folder through torchvision and never downloaded:
-``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist`` (train split -> train, test split ->
-victims) and ``imagefolder`` (``root/train/<class>/*`` -> train, ``root/val/<class>/*`` ->
-victims). Option ``limit`` caps the images kept per split.
+Real datasets are read from a local folder and never downloaded: ``cifar10``, ``cifar100``,
+``mnist``, ``fashion-mnist`` (train split -> train, test split -> victims) and ``imagefolder``
+(``root/train/<class>/*`` -> train, ``root/val/<class>/*`` -> victims, decoded by PIL). A dataset
+folder is input anyone may have swapped: CIFAR's pickled batches are read with an unpickler that
+builds plain values and numpy arrays only (core.io.read_plain_pickle), MNIST's IDX files by their
+header, and a file that is not what it should be is a one-line DataError naming it. Option
+``limit`` caps the images kept per split.
 """
 from __future__ import annotations
 
 import functools
 import inspect
-import pickle
+import math
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -37,6 +41,7 @@ import torch
 from torch import Tensor
 
 from fedleak.core.errors import ConfigError, DataError
+from fedleak.core.io import read_plain_pickle
 from fedleak.core.registry import Registry
 
 DATASETS: Registry[ImageData] = Registry("dataset")
@@ -329,93 +334,117 @@ def _strip_tail(root: Path, tail: tuple[str, ...]) -> Path:
     return root
 
 
-def _read_split(name: str, where: Path, hint: str, build: Callable):
-    """Run a torchvision constructor, turning its 'not found' into our one-line DataError."""
-    try:
-        return build()
-    except RuntimeError:
-        raise DataError(f"{name}: no {hint[0]} under {where}; {hint[1]}") from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError) as e:
-        raise DataError(f"{name}: cannot read {hint[0]} under {where}: {type(e).__name__}: {e}") from None
+def _missing(name: str, title: str, folder: Path, files, hint: str) -> None:
+    absent = [f for f in files if not (folder / f).is_file()]
+    if absent:
+        raise DataError(f"{name}: no {title} under {folder} ({', '.join(absent)} missing); {hint}")
 
 
-def _cifar_class(base):
-    class LocalCopy(base):
-        """Skips the md5 check of the official archive's files: local copies may be re-packed or
-        trimmed. A missing file still fails the existence check; a broken one fails unpickling."""
+# The official archives' layouts. Their files are read here, not through torchvision, whose CIFAR
+# reader unpickles whatever a batch holds: a file swapped into a dataset folder must not run code.
+@dataclass(frozen=True)
+class _CifarLayout:
+    title: str
+    folder: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    names_key: str
+    hint: str
 
-        train_list = [[f, None] for f, _ in base.train_list]
-        test_list = [[f, None] for f, _ in base.test_list]
-        meta = {**base.meta, "md5": None}
 
-    LocalCopy.__name__ = f"Local{base.__name__}"
-    return LocalCopy
-
-
-_CIFAR_HINTS = {
-    "cifar10": ("CIFAR-10", "put the extracted 'cifar-10-batches-py' folder "
-                            "(from cifar-10-python.tar.gz) there"),
-    "cifar100": ("CIFAR-100", "put the extracted 'cifar-100-python' folder "
-                              "(from cifar-100-python.tar.gz) there"),
+_CIFAR = {
+    "cifar10": _CifarLayout("CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+                            ("test_batch",), "batches.meta", "label_names",
+                            "put the extracted 'cifar-10-batches-py' folder (from cifar-10-python.tar.gz) there"),
+    "cifar100": _CifarLayout("CIFAR-100", "cifar-100-python", ("train",), ("test",), "meta", "fine_label_names",
+                             "put the extracted 'cifar-100-python' folder (from cifar-100-python.tar.gz) there"),
 }
+_CIFAR_ROW = 3 * 32 * 32
 
 
-def _load_cifar(name: str, root, limit: int | None) -> ImageData:
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    hint = _CIFAR_HINTS[name]
-    cls = _cifar_class(CIFAR10 if name == "cifar10" else CIFAR100)
-    folder = _strip_tail(_need_root(name, root, hint[1]), (cls.base_folder,))
-    splits = [_read_split(name, folder, hint, lambda t=t: cls(str(folder), train=t, download=False))
-              for t in (True, False)]
-    return _make(name, *(_cifar_tensors(ds, limit) for ds in splits), splits[0].classes)
-
-
-def _cifar_tensors(ds, limit: int | None) -> tuple[Tensor, Tensor]:
-    keep = _limit_indices(len(ds.data), limit)
-    images = torch.from_numpy(ds.data[keep]).permute(0, 3, 1, 2).float().div_(255)
-    return images.contiguous(), torch.as_tensor(np.asarray(ds.targets)[keep], dtype=torch.long)
+def _load_cifar(name: str, root=None, limit: int | None = None) -> ImageData:
+    """Local copies need not match the official archive's md5 (they may be re-packed or trimmed);
+    every file is checked for what it must hold instead."""
+    layout = _CIFAR[name]
+    folder = _strip_tail(_need_root(name, root, layout.hint), (layout.folder,)) / layout.folder
+    _missing(name, layout.title, folder, (*layout.train, *layout.test, layout.meta), layout.hint)
+    meta = read_plain_pickle(folder / layout.meta, f"{layout.title} metadata")
+    names = meta.get(layout.names_key) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, (str, bytes)) for n in names):
+        raise DataError(f"{name}: {folder / layout.meta}: no list of class names under '{layout.names_key}'")
+    names = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+    splits = [_cifar_split(name, [folder / f for f in files], len(names), limit) for files in (layout.train, layout.test)]
+    return _make(name, *splits, names)
 
 
-@DATASETS.register("cifar10")
-def _cifar10(root=None, limit: int | None = None) -> ImageData:
-    return _load_cifar("cifar10", root, limit)
-
-
-@DATASETS.register("cifar100")
-def _cifar100(root=None, limit: int | None = None) -> ImageData:
-    return _load_cifar("cifar100", root, limit)
+def _cifar_split(name: str, paths: list[Path], num_classes: int, limit: int | None) -> tuple[Tensor, Tensor]:
+    rows, labels = [], []
+    for path in paths:
+        batch = read_plain_pickle(path, f"{name} batch")
+        data = batch.get("data") if isinstance(batch, dict) else None
+        targets = batch.get("labels", batch.get("fine_labels")) if isinstance(batch, dict) else None
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _CIFAR_ROW:
+            raise DataError(f"{name}: {path}: 'data' is not a uint8 array of {_CIFAR_ROW}-byte rows")
+        if (not isinstance(targets, list) or len(targets) != len(data)
+                or not all(isinstance(t, int) and 0 <= t < num_classes for t in targets)):
+            raise DataError(f"{name}: {path}: not {len(data)} labels in 0..{num_classes - 1}")
+        rows.append(data)
+        labels += targets
+    # a row is 1024 red, then 1024 green, then 1024 blue values: CHW flattened
+    images = np.concatenate(rows).reshape(-1, 3, 32, 32)
+    keep = _limit_indices(len(images), limit)
+    return torch.from_numpy(images[keep]).float().div_(255), torch.as_tensor(np.asarray(labels)[keep], dtype=torch.long)
 
 
 _IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+# (title, folder, class names as torchvision names them)
+_MNIST = {"mnist": ("MNIST", "MNIST", ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
+                                       "7 - seven", "8 - eight", "9 - nine"]),
+          "fashion-mnist": ("Fashion-MNIST", "FashionMNIST", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"])}
 
 
-def _load_mnist_like(name: str, root, limit: int | None) -> ImageData:
-    from torchvision.datasets import MNIST, FashionMNIST
-
-    cls = MNIST if name == "mnist" else FashionMNIST
-    title = "MNIST" if name == "mnist" else "Fashion-MNIST"
-    hint = (title, f"put the gunzipped {_IDX_FILES} in <root>/{cls.__name__}/raw/")
-    folder = _strip_tail(_need_root(name, root, hint[1]), (cls.__name__, "raw"))
-    splits = [_read_split(name, folder, hint, lambda t=t: cls(str(folder), train=t, download=False))
-              for t in (True, False)]
-    return _make(name, *(_mnist_tensors(ds, limit) for ds in splits), splits[0].classes)
-
-
-def _mnist_tensors(ds, limit: int | None) -> tuple[Tensor, Tensor]:
-    keep = torch.from_numpy(_limit_indices(len(ds.data), limit))
-    images = ds.data[keep].unsqueeze(1).float().div_(255)
-    return images, ds.targets[keep].long()
-
-
-@DATASETS.register("mnist")
-def _mnist(root=None, limit: int | None = None) -> ImageData:
-    return _load_mnist_like("mnist", root, limit)
+def _load_mnist_like(name: str, root=None, limit: int | None = None) -> ImageData:
+    title, folder_name, classes = _MNIST[name]
+    hint = f"put the gunzipped {_IDX_FILES} in <root>/{folder_name}/raw/"
+    folder = _strip_tail(_need_root(name, root, hint), (folder_name, "raw")) / folder_name / "raw"
+    _missing(name, title, folder, _IDX_FILES.split(", "), hint)
+    splits = []
+    for prefix in ("train", "t10k"):
+        images = _read_idx(name, folder / f"{prefix}-images-idx3-ubyte", 3)
+        labels = _read_idx(name, folder / f"{prefix}-labels-idx1-ubyte", 1)
+        if len(images) != len(labels) or (labels.size and labels.max() >= len(classes)):
+            raise DataError(f"{name}: {folder / f'{prefix}-labels-idx1-ubyte'}: not {len(images)} labels in "
+                            f"0..{len(classes) - 1} for the {len(images)} images of {prefix}-images-idx3-ubyte")
+        keep = _limit_indices(len(images), limit)
+        splits.append((torch.from_numpy(images[keep]).unsqueeze(1).float().div_(255),
+                       torch.from_numpy(labels[keep].astype(np.int64))))
+    return _make(name, *splits, classes)
 
 
-@DATASETS.register("fashion-mnist")
-def _fashion_mnist(root=None, limit: int | None = None) -> ImageData:
-    return _load_mnist_like("fashion-mnist", root, limit)
+def _read_idx(name: str, path: Path, dims: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (LeCun's MNIST format): 0, 0, type 0x08, `dims`, then the
+    big-endian size of each dimension, then exactly that many bytes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{name}: cannot read {path}: {e.strerror}") from None
+    header = 4 + 4 * dims
+    if len(raw) < header or raw[:4] != bytes([0, 0, 0x08, dims]):
+        raise DataError(f"{name}: {path} is not an IDX file of {dims}-D unsigned bytes "
+                        f"(it starts {raw[:4].hex() or 'empty'}, expected 000008{dims:02x})")
+    shape = struct.unpack(f">{dims}I", raw[4:header])
+    if len(raw) - header != math.prod(shape):
+        raise DataError(f"{name}: {path} holds {len(raw) - header} bytes after its header, which says {math.prod(shape)} "
+                        f"({' x '.join(map(str, shape))})")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+for _name in _CIFAR:
+    DATASETS.register(_name, functools.partial(_load_cifar, _name))
+for _name in _MNIST:
+    DATASETS.register(_name, functools.partial(_load_mnist_like, _name))
 
 
 _FOLDER_HINT = "put class folders in <root>/train/<class>/ and <root>/val/<class>/ (same class names)"

@@ -21,8 +21,8 @@ DEFENSES.register("quantize", RandomizedQuantization)
 
 
 def build_defense(name: str, **options) -> Defense:
-    from fedleak.core.options import call_with_options
-    return call_with_options(DEFENSES.get(name), options, f"defense '{name}'")
+    """The registered defense `name` with `options`, checked (errors name `defense.options.<key>`)."""
+    return DEFENSES.get(name).from_options(options, "defense.options")
 
 
 __all__ = ["DEFENSES", "Defense", "NoDefense", "ShareContext", "build_defense"]

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fedleak.core.components import GRADIENT, KINDS, UPDATE, Component, NoOptions
+from fedleak.core.errors import ConfigError
+
 if TYPE_CHECKING:  # a runtime import would be circular when `defenses` is imported first
     from fedleak.models.functional import GradientFn
 
@@ -27,11 +30,17 @@ class ShareContext:
     seed: int  # per-round seed shared by client and server (sketch matrices, quantiser levels)
 
 
-class Defense:
+class Defense(Component):
+    """Options: a frozen dataclass `options_class` (or, for a plugin written the plain way, the
+    keyword arguments of `__init__`), parsed and checked before the defense exists
+    (core.components). `applies_to`: the observation kinds the defense shapes; under a threat
+    model that shares any other kind it is refused (runner) or skipped and listed (matrix)."""
     name = "none"
-    # A defense that only exists inside one protocol (HyperFL, HashVFL) names its threat model;
-    # threat_models.build_threat_model refuses any other.
-    requires_threat_model: str | None = None
+    section = "defense"
+    applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
+    # True for a defense that sends the update as it is (none; hyperfl, where the protocol is the
+    # protection): an adaptive attacker has nothing more to know, so a matrix attacks it in one mode
+    passthrough: bool = False
 
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
         """The tensors the client sends and the metadata the server legitimately receives."""
@@ -68,10 +77,23 @@ class Defense:
         """{"epsilon": ..., "delta": ...} from a standard accountant, where the defense is DP."""
         return None
 
-    def describe(self) -> dict:
-        """Parameters recorded with every result row."""
-        return {}
+
+def share_update(defense: Defense, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
+    """`defense.share`, checked: a plugin that returns anything but (shared tensors, public dict)
+    is named in one line here, not found later as a bare unpacking error in a threat model."""
+    result = defense.share(update, context)
+    if (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], (list, tuple))
+            and all(isinstance(t, torch.Tensor) for t in result[0]) and isinstance(result[1], dict)):
+        return result
+    got = type(result).__name__ if not isinstance(result, tuple) else f"a tuple of {len(result)}: " + ", ".join(
+        type(v).__name__ for v in result)
+    raise ConfigError(f"defense '{defense.name}' ({type(defense).__module__}.{type(defense).__qualname__}): share() must "
+                      f"return (shared, public), the list of tensors the client sends and a dict of public metadata; "
+                      f"it returned {got}")
 
 
 class NoDefense(Defense):
     name = "none"
+    options_class = NoOptions
+    applies_to = KINDS
+    passthrough = True

@@ -14,13 +14,25 @@ ground truth of an oracle attacker (knowledge flag `dropout_masks`, the paper's 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
-from fedleak.defenses import options, seeding
-from fedleak.defenses.base import Defense, ShareContext
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_integer, check_number
+from fedleak.defenses import seeding
+from fedleak.defenses.base import Defense, ShareContext
 from fedleak.models.architectures import dropout_layers
+
+
+@dataclass(frozen=True)
+class DropoutOptions:
+    p: float = 0.5
+    noise_seed: int = 0
+
+    def __post_init__(self):
+        check_number("p", self.p, low=0.0, high=1.0, high_open=True)
+        check_integer("noise_seed", self.noise_seed, low=0)
 
 
 class DropoutDefense(Defense):
@@ -34,13 +46,17 @@ class DropoutDefense(Defense):
     forward pass of the client (one for FedSGD, one per local step for FedAvg), each with one
     0/1 tensor per dropout layer in module order, shaped like that layer's activation."""
     name = "dropout"
+    options_class = DropoutOptions
 
-    def __init__(self, p: float = 0.5, noise_seed: int = 0):
-        self.p = options.number(self.name, "p", p, low=0.0, high=1.0, high_open=True)
-        self.noise_seed = options.integer(self.name, "noise_seed", noise_seed, low=0)
+    def __init__(self, options: DropoutOptions | None = None, **values):
+        super().__init__(options, **values)
         self._prepared = 0
         self._pending: list[list[torch.Tensor | None]] = []
         self.client_masks: list[list[torch.Tensor]] | None = None
+
+    @property
+    def p(self) -> float:
+        return self.options.p
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         if not dropout_layers(model):
@@ -52,7 +68,7 @@ class DropoutDefense(Defense):
         for layer in layers:
             layer.p = self.p
             layer.clear_mask()
-        stream = seeding.generator("dropout", self.noise_seed, self._prepared)
+        stream = seeding.generator("dropout", self.options.noise_seed, self._prepared)
         self._prepared += 1
         self._pending = []
 
@@ -79,9 +95,6 @@ class DropoutDefense(Defense):
         self._pending = []
         sent, _ = super().share(update, context)
         return sent, {"dropout": self.p}
-
-    def describe(self) -> dict:
-        return {"p": self.p, "noise_seed": self.noise_seed}
 
 
 def recorded_masks(defense) -> list[list[torch.Tensor]]:

@@ -8,17 +8,19 @@ vertical FL every party sends a binary hash code of its embedding instead of the
   over parties, pulls each party's code to its class's code (§IV-C, `utils/learn.py`).
 
 The bottom model's output width becomes `bits` (HashVFL resizes its last layer to the code
-length). Only the `vfl` threat model runs it (requires_threat_model)."""
+length). It applies to embeddings only, so only the `vfl` threat model runs it."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from fedleak.defenses.base import Defense, ShareContext
-from fedleak.defenses.options import integer, number
+from fedleak.core.components import EMBEDDING
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_integer, check_number
+from fedleak.defenses.base import Defense, ShareContext
 
 
 class _SignSTE(torch.autograd.Function):
@@ -61,14 +63,26 @@ def class_codes(num_classes: int, bits: int, seed: int) -> torch.Tensor:
             return codes
 
 
+@dataclass(frozen=True)
+class HashingOptions:
+    bits: int = 4
+    consistency: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        check_integer("bits", self.bits, low=1)
+        check_number("consistency", self.consistency, low=0)
+        check_integer("seed", self.seed, low=0)
+
+
 class Hashing(Defense):
     name = "hashing"
-    requires_threat_model = "vfl"
+    options_class = HashingOptions
+    applies_to = (EMBEDDING,)
 
-    def __init__(self, bits: int = 4, consistency: float = 1.0, seed: int = 0):
-        self.bits = integer(self.name, "bits", bits, low=1)
-        self.consistency = number(self.name, "consistency", consistency, low=0)
-        self.seed = integer(self.name, "seed", seed, low=0)
+    @property
+    def bits(self) -> int:
+        return self.options.bits
 
     # --- the vertical-FL hooks (threat_models/vfl.py) ---
     def embedding_width(self, width: int) -> int:
@@ -78,9 +92,9 @@ class Hashing(Defense):
         return HashCodec(self.bits)
 
     def training_loss(self, sent: list[torch.Tensor], labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-        targets = class_codes(num_classes, self.bits, self.seed).to(labels.device)[labels]
+        targets = class_codes(num_classes, self.bits, self.options.seed).to(labels.device)[labels]
         agreement = torch.stack([(code * targets).sum(1).mean() for code in sent]).mean()
-        return -self.consistency * agreement / self.bits
+        return -self.options.consistency * agreement / self.bits
 
     # --- the Defense interface ---
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
@@ -88,6 +102,3 @@ class Hashing(Defense):
 
     def bytes_sent(self, update: list[torch.Tensor]) -> int:
         return math.ceil(sum(t.numel() for t in update) / 8)  # one bit per code entry
-
-    def describe(self) -> dict:
-        return {"bits": self.bits, "consistency": self.consistency, "seed": self.seed}

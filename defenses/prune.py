@@ -13,55 +13,62 @@ visible in what is sent, so the adaptive attacker masks its trial update with th
 non-zero pattern before matching (masked cosine, GIAS/GIFD `sim_cmpr`, notes §1)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from fedleak.defenses import options
+from fedleak.core.options import check_bool, check_choice, check_number
 from fedleak.defenses.base import Defense, ShareContext
-from fedleak.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    ratio: float = 0.1
+    scope: str = "layer"
+    residual: bool = False
+
+    def __post_init__(self):
+        check_number("ratio", self.ratio, low=0, high=1, low_open=True)
+        check_choice("scope", self.scope, ("layer", "global"))
+        check_bool("residual", self.residual)
 
 
 class Prune(Defense):
     name = "prune"
+    options_class = PruneOptions
 
-    def __init__(self, ratio: float = 0.1, scope: str = "layer", residual: bool = False):
-        self.ratio = options.number(self.name, "ratio", ratio, low=0, high=1, low_open=True)
-        self.scope = options.choice(self.name, "scope", scope, ("layer", "global"))
-        if not isinstance(residual, bool):
-            raise ConfigError(f"defense '{self.name}': residual must be true or false, got {residual!r}")
-        self.residual = residual
+    def __init__(self, options: PruneOptions | None = None, **values):
+        super().__init__(options, **values)
         self._residuals: dict[int, list[torch.Tensor]] = {}
 
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
         update = [u.detach() for u in update]
-        if self.residual:
+        if self.options.residual:
             carried = self._residuals.get(context.client_id) if context.round > 0 else None
             if carried is not None:
                 update = [u + r for u, r in zip(update, carried)]
         masks = self.masks(update)
         sent = [u * m for u, m in zip(update, masks)]
-        if self.residual:
+        if self.options.residual:
             self._residuals[context.client_id] = [u - s for u, s in zip(update, sent)]
-        return sent, {"ratio": self.ratio, "scope": self.scope}
+        return sent, {"ratio": self.options.ratio, "scope": self.options.scope}
 
     def masks(self, update: list[torch.Tensor]) -> list[torch.Tensor]:
         """0/1 masks keeping the round(ratio·d) largest-magnitude entries (at least one)."""
-        if self.scope == "layer":
+        if self.options.scope == "layer":
             return [_top_k_mask(u.abs().reshape(-1), self._k(u.numel())).view(u.shape) for u in update]
         flat = torch.cat([u.abs().reshape(-1) for u in update])
         mask = _top_k_mask(flat, self._k(flat.numel()))
         return [m.view(u.shape) for m, u in zip(mask.split([u.numel() for u in update]), update)]
 
     def _k(self, d: int) -> int:
-        return max(1, round(self.ratio * d))
+        return max(1, round(self.options.ratio * d))
 
     def simulate(self, trial: list[torch.Tensor], observation) -> list[torch.Tensor]:
         return [t * (s != 0).to(t.dtype) for t, s in zip(trial, observation.shared)]
 
     def bytes_sent(self, update: list[torch.Tensor]) -> int:
         return 8 * sum(int(torch.count_nonzero(t)) for t in update)
-
-    def describe(self) -> dict:
-        return {"ratio": self.ratio, "scope": self.scope, "residual": self.residual}
 
 
 def _top_k_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:

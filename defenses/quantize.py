@@ -29,30 +29,42 @@ principled adaptive attack; with `l2` (DLG) the clamp is plainly the right model
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from fedleak.defenses import options, seeding
+from fedleak.core.options import check_integer, check_number
+from fedleak.defenses import seeding
 from fedleak.defenses.base import Defense, ShareContext
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    clip: float = 0.01
+    levels: int = 16
+    keep: float = 0.5
+    noise_seed: int = 0
+
+    def __post_init__(self):
+        check_number("clip", self.clip, low=0, low_open=True)
+        check_integer("levels", self.levels, low=2)
+        check_number("keep", self.keep, low=0, high=1)
+        check_integer("noise_seed", self.noise_seed, low=0)
 
 
 class RandomizedQuantization(Defense):
     name = "quantize"
-
-    def __init__(self, clip: float = 0.01, levels: int = 16, keep: float = 0.5, noise_seed: int = 0):
-        self.clip = options.number(self.name, "clip", clip, low=0, low_open=True)
-        self.levels = options.integer(self.name, "levels", levels, low=2)
-        self.keep = options.number(self.name, "keep", keep, low=0, high=1)
-        self.noise_seed = options.integer(self.name, "noise_seed", noise_seed, low=0)
+    options_class = QuantizeOptions
 
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
-        gen = seeding.generator("rqm", self.noise_seed, context.seed, context.client_id, context.round)
+        o = self.options
+        gen = seeding.generator("rqm", o.noise_seed, context.seed, context.client_id, context.round)
         sent = [self.quantize(u.detach(), gen) for u in update]
-        return sent, {"clip": self.clip, "levels": self.levels, "keep": self.keep}
+        return sent, {"clip": o.clip, "levels": o.levels, "keep": o.keep}
 
     def quantize(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One RQM draw for every coordinate of x."""
-        m, c = self.levels, self.clip
+        m, c = self.options.levels, self.options.clip
         position = (x.clamp(-c, c) + c) / (2 * c) * (m - 1)          # in grid units, [0, m−1]
         cell = position.floor().clamp(max=m - 2)                      # the grid cell [cell, cell+1]
         lower = (cell - self._gaps(x, gen)).clamp(min=0)
@@ -63,26 +75,24 @@ class RandomizedQuantization(Defense):
 
     def _gaps(self, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Skipped interior levels before the first kept one: Geometric(keep) failures."""
-        if self.keep == 1:
+        keep = self.options.keep
+        if keep == 1:
             return torch.zeros_like(like)
-        if self.keep == 0:
-            return torch.full_like(like, float(self.levels))
+        if keep == 0:
+            return torch.full_like(like, float(self.options.levels))
         u = 1 - self._uniform(like, gen)                                # in (0, 1]
-        return torch.floor(torch.log(u) / math.log1p(-self.keep))
+        return torch.floor(torch.log(u) / math.log1p(-keep))
 
     @staticmethod
     def _uniform(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return torch.rand(like.shape, generator=gen, dtype=like.dtype).to(like.device)
 
     def simulate(self, trial: list[torch.Tensor], observation) -> list[torch.Tensor]:
-        return [t.clamp(-self.clip, self.clip) for t in trial]
+        return [t.clamp(-self.options.clip, self.options.clip) for t in trial]
 
     def bytes_sent(self, update: list[torch.Tensor]) -> int:
-        bits = math.ceil(math.log2(self.levels))
+        bits = math.ceil(math.log2(self.options.levels))
         return math.ceil(sum(t.numel() for t in update) * bits / 8)
 
     def privacy(self, steps: int, sampling_rate: float) -> dict | None:
         return None  # RQM's Rényi-DP bound has no standard-library accountant (see module docstring)
-
-    def describe(self) -> dict:
-        return {"clip": self.clip, "levels": self.levels, "keep": self.keep, "noise_seed": self.noise_seed}

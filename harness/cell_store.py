@@ -11,7 +11,6 @@ interrupted run leaves no stale claim behind."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import uuid
@@ -19,9 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedleak.core.io import atomic_write_bytes
+from fedleak.core.errors import StorageError, UnreadableFileError
+from fedleak.core.io import atomic_write, json_bytes, load_tensors, log, read_frame, read_json, write_json
 
 CELL_FILE = "cell.json"
+# How each file a task stores is read back: none of them is ever unpickled past plain tensors.
+READERS = {".json": read_json, ".parquet": read_frame, ".pt": load_tensors}
 
 
 class Claim:
@@ -65,17 +67,19 @@ class CellStore:
     def commit(self, key: str, files: dict[str, bytes], record: dict) -> bool:
         """Store a finished cell; False if another run stored it first (its copy is kept)."""
         staging = self.cells / f".staging-{key}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
         try:
+            staging.mkdir(parents=True)
             for name, data in files.items():
-                (staging / name).write_bytes(data)
-            (staging / CELL_FILE).write_text(json.dumps(record, sort_keys=True, indent=1, default=str) + "\n")
+                atomic_write(staging / name, data)
+            atomic_write(staging / CELL_FILE, json_bytes(record))
             try:
                 os.rename(staging, self.cells / key)
             except OSError:
                 if self.done(key):
                     return False
                 raise
+        except OSError as e:
+            raise StorageError(f"cannot store cell {self.cells / key}: {e.strerror}") from None
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -83,20 +87,89 @@ class CellStore:
         return True
 
     def record_error(self, key: str, record: dict) -> None:
-        atomic_write_bytes(self.error_path(key), (json.dumps(record, sort_keys=True, indent=1, default=str) + "\n").encode())
+        write_json(self.error_path(key), record)
 
     def error_path(self, key: str) -> Path:
         return self.cells / f"{key}.error.json"
 
     def error(self, key: str) -> dict | None:
+        """Why the last attempt failed; None when it did not, or when that note is unreadable (the
+        task runs again either way)."""
         path = self.error_path(key)
-        return json.loads(path.read_text()) if path.is_file() and not self.done(key) else None
+        if not path.is_file() or self.done(key):
+            return None
+        try:
+            record = read_json(path, "failure record")
+        except UnreadableFileError:
+            return None
+        return record if isinstance(record, dict) and "error" in record else None
 
     def record(self, key: str) -> dict:
-        return json.loads((self.cells / key / CELL_FILE).read_text())
+        return read_json(self.cells / key / CELL_FILE, "stored cell record")
 
     def rows(self, key: str) -> pd.DataFrame:
-        return pd.read_parquet(self.cells / key / "results.parquet")
+        return read_frame(self.cells / key / "results.parquet", "stored cell results")
+
+    def read(self, key: str, name: str):
+        """One stored file of a cell, read the safe way its suffix calls for."""
+        return READERS[Path(name).suffix](self.cells / key / name, "stored cell file")
+
+    def problem(self, key: str, files: tuple[str, ...]) -> str | None:
+        """Why a stored cell cannot be used (a file missing, truncated, foreign), or None."""
+        for name in (CELL_FILE, *files):
+            if not (self.cells / key / name).is_file():
+                return f"{name} is missing"
+            try:
+                value = self.read(key, name)
+            except UnreadableFileError as e:
+                return str(e)
+            if name.endswith((".json", ".pt")) and not isinstance(value, dict):
+                return f"{self.cells / key / name}: not a table"
+        return None
+
+    def discard_unusable(self, tasks) -> list[str]:
+        """Stored cells that do not read are set aside and computed again, said once each: a corrupt
+        cell must not break every later run of the matrix."""
+        dropped = []
+        for task in tasks:
+            if not self.done(task.key):
+                continue
+            reason = self.problem(task.key, task.files)
+            if reason is None:
+                continue
+            claim = self.claim(task.key)
+            if claim is None:
+                continue  # another run holds it; that run decides
+            try:
+                aside = self.cells / f".unusable-{task.key}-{uuid.uuid4().hex[:8]}"
+                os.rename(self.cells / task.key, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+            finally:
+                claim.release()
+            log.warning(f"fedleak: stored cell {self.cells / task.key} is unusable ({reason}); computing it again")
+            dropped.append(task.key)
+        return dropped
+
+    def stale(self, tasks) -> list[tuple[str, dict, object]]:
+        """Stored results of these tasks' configs that other code computed: (stored key, the code
+        it recorded, {} for a cell stored before keys covered the code; the task). Not reused."""
+        wanted = {t.config_hash: t for t in tasks}
+        current = {t.key for t in tasks}
+        out = []
+        for path in sorted(self.cells.glob(f"*/{CELL_FILE}")):
+            key = path.parent.name
+            if key in current:
+                continue
+            try:
+                record = read_json(path, "stored cell record")
+            except UnreadableFileError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            config_hash = record.get("config_hash", key)  # before code keys, a cell's key was its config's digest
+            if config_hash in wanted:
+                out.append((key, record.get("code", {}), wanted[config_hash]))
+        return out
 
     def clean_staging(self) -> None:
         """Staging folders of runs that died mid-commit (none of them is a finished cell)."""

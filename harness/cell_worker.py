@@ -9,21 +9,22 @@ import ctypes
 import json
 import os
 import signal
-import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from fedleak.core.errors import FedleakError
+from fedleak.core.errors import FedleakError, StorageError
+from fedleak.core.io import read_frame
 from fedleak.harness.plugins import load_plugins
 from fedleak.harness.results import write_frame
+from fedleak.metrics.record import REPORTED
 
-CELL_FILES = ("results.parquet", "results.csv", "images.pt", "grid.png", "report.md")
+CELL_FILES = ("results.parquet", "results.csv", "images.pt")  # the matrix report draws its own grids
 
 
 @dataclass
@@ -39,9 +40,9 @@ class CellOutcome:
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """What every worker needs before its first cell: plugin imports and where to find them."""
+    """What every worker needs before its first cell: plugin imports (found from the working
+    directory, harness.plugins) and its share of the cores."""
     plugins: tuple[str, ...] = ()
-    sys_paths: tuple[str, ...] = ()
     threads: int = 1
 
 
@@ -55,9 +56,11 @@ def prepare(setup: WorkerSetup) -> None:
     if _READY == setup:
         return
     torch.set_num_threads(setup.threads)
-    for path in setup.sys_paths:
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    # tqdm's default lock is a multiprocessing semaphore; a worker that is killed (out of memory)
+    # would leave it to the resource tracker, which warns about it when the run ends. A worker's
+    # bars are off and shared with no one: a thread lock does.
+    from tqdm import tqdm
+    tqdm.set_lock(threading.RLock())
     load_plugins(setup.plugins)
     _READY = setup
 
@@ -70,8 +73,9 @@ def run_task(task, setup: WorkerSetup) -> CellOutcome:
         prepare(setup)
         files, scores, device = task.run(_GPU)
         return CellOutcome(task.key, files, wall_time_s=time.perf_counter() - started, device=device, scores=scores)
-    except FedleakError as e:
-        return CellOutcome(task.key, error=str(e), user_error=True, wall_time_s=time.perf_counter() - started)
+    except FedleakError as e:  # a full disk is no property of the cell: it is retried like a crash
+        return CellOutcome(task.key, error=str(e), user_error=not isinstance(e, StorageError),
+                           wall_time_s=time.perf_counter() - started)
     except Exception as e:  # noqa: BLE001 - a crash in one cell is reported with its cell, not raised
         where = traceback.extract_tb(e.__traceback__)[-1]
         return CellOutcome(task.key, error=f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})",
@@ -84,16 +88,16 @@ def attack_cell(config, gpu: int | None) -> tuple[dict[str, bytes], dict, str]:
     if config.device == "auto" and gpu is not None:
         config = replace(config, device=f"cuda:{gpu}")
     with tempfile.TemporaryDirectory(prefix="fedleak-cell-") as scratch:
-        rows = run_attack(replace(config, output=scratch)).rows
+        rows = run_attack(replace(config, output=scratch), save_partial=False, report=False).rows
         _record_home(Path(scratch), config.output)
         files = {name: (Path(scratch) / name).read_bytes() for name in CELL_FILES if (Path(scratch) / name).exists()}
-    return files, {m: float(rows[m].median()) for m in ("psnr", "ssim", "lpips")}, config.device
+    return files, {m.name: float(rows[m.name].median()) for m in REPORTED}, config.device
 
 
 def _record_home(scratch: Path, home: str) -> None:
     """Rows record the config they ran with; make its `output` the cell's home, not the scratch
     folder that no longer exists once the worker returns."""
-    frame = pd.read_parquet(scratch / "results.parquet")
+    frame = read_frame(scratch / "results.parquet", "results")
     frame["config"] = [json.dumps({**json.loads(c), "output": home}, sort_keys=True) for c in frame["config"]]
     write_frame(frame, scratch)
 
@@ -105,7 +109,12 @@ def worker_initializer(setup: WorkerSetup, gpus) -> None:
     if gpus is not None:
         _GPU = gpus.get()
     _die_with_parent()
-    prepare(setup)
+    try:
+        prepare(setup)
+    except Exception:  # noqa: BLE001
+        # a worker that died here would break the pool (every cell a BrokenProcessPool); run_task
+        # calls prepare again and reports the error with each cell instead
+        pass
 
 
 def _die_with_parent() -> None:

@@ -9,13 +9,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedleak.core.errors import ConfigError
-from fedleak.core.io import read_toml
+from fedleak.core.io import digest, read_toml
 from fedleak.core.options import from_dict, merge_tables, nest_dotted
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import VictimSpec
@@ -29,14 +27,19 @@ class DataConfig:
     num_victims: int = 8
     batch_size: int = 1                # B images per client update
     options: dict = field(default_factory=dict)
+    # "position": batch i is client i's update (round seed + i); "first": every batch is attacked as the
+    # round's first client (seed + 0, client 0), so a batch's result does not depend on which other
+    # batches share its run (a matrix cell groups all the images of an attack, mode and defense)
+    batch_seed: str = "position"
 
     def victim_indices(self) -> list[int]:
         return list(self.victims) if self.victims is not None else list(range(self.num_victims))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LocalTrainingOptions:
-    """The clients' local training (models.functional.LocalTraining), as config keys of a threat model."""
+    """The clients' local training (models.functional.LocalTraining), as config keys of a threat model.
+    Keyword-only, so that a threat model's own fields stay first (`ThreatModelConfig("fedavg")`)."""
     lr: float = 0.1                    # fedavg: local learning rate
     epochs: int = 1                    # fedavg: local epochs
     local_batch_size: int | None = None  # fedavg: mini-batch size (None = full batch)
@@ -95,12 +98,13 @@ class RunConfig:
 
     def digest(self) -> str:
         """Hash of everything that determines the results (not where they are written)."""
-        blob = {k: v for k, v in self.to_dict().items() if k not in ("output", "device")}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return digest({k: v for k, v in self.to_dict().items() if k not in ("output", "device")}, 12)
 
     def validate(self) -> "RunConfig":
         if self.data.batch_size < 1:
             raise ConfigError(f"data.batch_size: must be >= 1, got {self.data.batch_size}")
+        if self.data.batch_seed not in ("position", "first"):
+            raise ConfigError(f"data.batch_seed: expected position or first, got '{self.data.batch_seed}'")
         if not self.data.victim_indices():
             raise ConfigError("data: no victims to attack (num_victims must be >= 1, or victims a non-empty list)")
         if len(self.data.victim_indices()) % self.data.batch_size:

@@ -3,31 +3,46 @@ next to no defense and the built-in defenses; every attack runs against it non-a
 adaptive; the verdict is one screen, the full report sits beside the results.
 
 Every registered attack takes part, the matrix's own with its options and budgets, any other with
-its defaults. An attack that cannot run in this setting (it raises a FedleakError, e.g. it needs
-an oracle flag or a model with dropout) is listed as not applicable instead of failing the run."""
+its defaults, under every threat model of the matrix that shares what it runs on. An attack that
+cannot run in this setting (it raises a FedleakError, e.g. it needs an oracle flag or a model with
+dropout) is listed as not applicable instead of failing the run; so is the defense under a threat
+model whose observations it does not declare (`Defense.applies_to`)."""
 from __future__ import annotations
 
 from dataclasses import replace
 
-import pandas as pd
-
-from fedleak.harness.gate import check_gate, describe_gate
 from fedleak.harness.matrix import UNDEFENDED
 from fedleak.harness.matrix_config import AttackEntry, DefenseEntry, GateConfig, MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_run import MatrixRun, prepare_matrix
 from fedleak.harness.plugins import load_plugin, load_plugins
 
-# Used when the matrix has no [gate]: the CI gate's usual thresholds (docs/ci.md).
-DEFAULT_GATE = GateConfig(max_psnr=18.0, min_lpips=0.3)
+# Used when the matrix has no [gate]: the shipped ci matrix's (docs/ci.md): the median image rebuilt at most
+# 3 dB above what its label alone gives.
+DEFAULT_GATE = GateConfig(max_psnr_over_label=3.0, statistic="median")
 
 
 def evaluation_matrix(base_path, plugin: str, options: dict, preset: str,
-                      attack_builtins: bool = False) -> tuple[MatrixConfig, str]:
-    """The matrix to run and the defense's registered name. The built-in defenses are reference
-    points for utility; with `attack_builtins` every attack runs against them too."""
+                      attack_builtins: bool = False) -> tuple[MatrixConfig, str, list[str]]:
+    """The matrix to run, the defense's registered name, and why the threat models its declaration
+    rules out were left out (`Defense.applies_to`: a gradient defense never runs on VFL embeddings;
+    without it nothing there concerns this defense, so none of their cells is computed). The
+    built-in defenses are reference points for utility; with `attack_builtins` every attack runs
+    against them too."""
+    from fedleak.core.errors import ConfigError
+    from fedleak.threat_models import not_applicable
     base = with_preset(load_matrix(base_path), preset)
     load_plugins(base.plugins)
     cls = load_plugin(plugin)
+    cls.from_options(options, "defense.options")  # --option values, checked before anything is built
+    skipped = [reason for t in base.threat_models if (reason := not_applicable(t.name, cls))]
+    threat_models = [t for t in base.threat_models if not_applicable(t.name, cls) is None]
+    if not threat_models:
+        raise ConfigError(f"defense '{cls.name}': {'; '.join(skipped)}; the matrix has no threat model it applies to")
+    if len(threat_models) < len(base.threat_models):
+        kept = {t.name for t in threat_models}
+        restrict = lambda entries: [replace(e, threat_models=[n for n in e.threat_models if n in kept])  # noqa: E731
+                                    for e in entries if not e.threat_models or set(e.threat_models) & kept]
+        base = replace(base, threat_models=threat_models, attacks=restrict(base.attacks), defenses=restrict(base.defenses))
     listed = {a.name for a in base.attacks}
     attacks = [replace(a, adaptive=[False, True]) for a in base.attacks]
     attacks += [AttackEntry(name) for name in registered_attacks() if name not in listed]
@@ -37,7 +52,7 @@ def evaluation_matrix(base_path, plugin: str, options: dict, preset: str,
     gate = base.gate if base.gate.enabled else DEFAULT_GATE
     matrix = replace(base, attacks=attacks, defenses=defenses, plugins=[*base.plugins, plugin],
                      gate=replace(gate, defenses=[cls.name]))
-    return prepare_matrix(matrix), cls.name
+    return prepare_matrix(matrix), cls.name, [f"{reason}: not evaluated there" for reason in skipped]
 
 
 def registered_attacks() -> list[str]:
@@ -46,52 +61,42 @@ def registered_attacks() -> list[str]:
 
 
 def print_verdict(run: MatrixRun, name: str) -> None:
-    from fedleak.reports.document import Table, table_text
-    from fedleak.reports.matrix_tables import context_title, contexts, strongest_attack, with_utility
-    from fedleak.reports.privacy_utility import point_label
-    results, gate = run.results, run.matrix.gate
-    print()
-    if results.empty or name not in set(results["defense"]):
-        print(f"verdict: no attack on '{name}' finished; see the failures below")
+    """The verdict tables of `name` (next to none's), then one line: the most alarming status of its
+    gated verdicts (reports.verdicts.STATUSES) and why."""
+    from fedleak.harness.gate import describe_gate
+    from fedleak.harness.matrix_cli import print_verdicts
+    from fedleak.reports.verdicts import STATUSES
+    mine = [v for v in run.verdicts if v.defense == name]
+    if not mine:
+        print(f"\nverdict: no attack on '{name}' finished; see the failures below")
         return
-    utility = _utility(run)
-    for context, frame in contexts(results):
-        summary = with_utility(strongest_attack(frame), utility, context)
-        print(f"{context_title(context)}: strongest attack per image (median over images)")
-        columns = ["PSNR", "SSIM", "LPIPS", "strongest", "adaptive gain"] + (["accuracy"] if "accuracy" in summary else [])
-        table = [[point_label(r), *(_fixed(r[m], digits) for m, digits in (("psnr", 1), ("ssim", 3), ("lpips", 3))),
-                  r["strongest"] if pd.notna(r["psnr"]) else "(not attacked)",
-                  "–" if pd.isna(r["adaptive_gain"]) else f"{r['adaptive_gain']:+.1f} dB"]
-                 + ([f"{r['accuracy']:.3f}" if pd.notna(r["accuracy"]) else "–"] if "accuracy" in summary else [])
-                 for _, r in summary.iterrows()]
-        print(table_text(Table(["defense", *columns], table), indent="  "))
-        print()
-    violations = check_gate(results, gate)
-    mine = results[results["defense"] == name]
-    worst = mine.loc[mine["psnr"].idxmax()]
-    mode = "adaptive" if worst["adaptive"] else "non-adaptive"
-    if violations:
-        cells = len({v.cell for v in violations})
-        print(f"verdict: LEAKS. {cells} cell{'s' if cells > 1 else ''} break{'' if cells > 1 else 's'} "
-              f"{describe_gate(gate)}; the worst, "
-              f"{worst['attack_label']} ({mode}), rebuilt image {worst['image_index']} at {worst['psnr']:.1f} dB PSNR.")
+    print_verdicts(run, only=name)
+    gate = run.matrix.gate
+    judged = [v for v in mine if v.status]
+    worst = min(judged, key=lambda v: STATUSES.index(v.status)) if judged else None
+    rows = sum(v.attacks for v in mine)
+    where = lambda v: f"{v.context['threat_model']}"  # noqa: E731
+    if worst is None or worst.status == "holds":
+        best = max(mine, key=lambda v: v.psnr)
+        print(f"verdict: holds against {rows} attack rows (attack × mode) in {len(mine)} context"
+              f"{'s' if len(mine) > 1 else ''}: {describe_gate(gate)}; strongest: {best.best_attack} "
+              f"({where(best)}), median {best.psnr:.1f} dB, {best.psnr_over_label:+.1f} dB above the label.")
+    elif worst.status == "DEGENERATE":
+        print(f"verdict: DEGENERATE ({where(worst)}): what '{name}' sends does not depend on the client's data, so "
+              "the attacks measured nothing; it protects the data and trains nothing (see its accuracy).")
     else:
-        print(f"verdict: holds against {mine['attack_label'].nunique()} attacks × 2 modes at this budget: "
-              f"{describe_gate(gate)}; best attempt {worst['psnr']:.1f} dB PSNR ({worst['attack_label']}, {mode}).")
+        print(f"verdict: {worst.status} ({where(worst)}): {'; '.join(worst.reasons)}; strongest: {worst.best_attack}, "
+              f"median {worst.psnr:.1f} dB {_fixed_interval(worst.psnr_interval)}, "
+              f"{worst.psnr_over_label:+.1f} dB above the label.")
     by_key = {c.key: c for c in run.cells}
     not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {o.error}" for k, o in run.schedule.failed.items()
                              if o.user_error and k in by_key})
+    not_applicable += [line for line in run.not_applicable if line.startswith(f"defense '{name}' ")]
     if not_applicable:
         print("not applicable here:")
         for line in not_applicable:
             print(f"  {line}")
 
 
-def _fixed(value, digits: int) -> str:
-    return "–" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _utility(run: MatrixRun) -> pd.DataFrame:
-    from fedleak.harness.matrix_results import merge_utility
-    from fedleak.harness.cell_store import CellStore
-    return merge_utility(run.utility, CellStore(run.output))
+def _fixed_interval(interval) -> str:
+    return f"[{interval[0]:.1f}, {interval[1]:.1f}]"

@@ -25,6 +25,10 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+WORKER_DIED = ("a worker process died while this task was in the pool (killed, out of memory, or a crash in "
+               "native code); it runs again on the next run")
+
+
 class InlineBackend:
     """Cells run one by one in this process: a debugger and a traceback see everything."""
     slots = 1
@@ -45,24 +49,35 @@ class InlineBackend:
 
 
 class ProcessBackend:
-    """A pool of spawned worker processes (fresh interpreters: no CUDA or thread state inherited)."""
+    """A pool of spawned worker processes (fresh interpreters: no CUDA or thread state inherited).
+    A worker that dies (killed, out of memory, a crash in native code) fails the tasks then in the
+    pool, one line each; the next task starts a fresh pool."""
 
     def __init__(self, setup: WorkerSetup, workers: int):
-        context = multiprocessing.get_context("spawn")
-        gpus = available_gpus()
-        queue = None
-        if gpus:
-            queue = context.Queue()
-            for i in range(workers):
-                queue.put(i % gpus)
+        self.context = multiprocessing.get_context("spawn")
+        self.gpus = available_gpus()
         self.slots = workers
-        self.pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=worker_initializer,
-                                           initargs=(setup, queue))
         self.setup = setup
         self.running: dict[cf.Future, str] = {}
+        self.pool = self._start()
+
+    def _start(self) -> cf.ProcessPoolExecutor:
+        queue = None
+        if self.gpus:
+            queue = self.context.Queue()
+            for i in range(self.slots):
+                queue.put(i % self.gpus)
+        return cf.ProcessPoolExecutor(self.slots, mp_context=self.context, initializer=worker_initializer,
+                                      initargs=(self.setup, queue))
 
     def submit(self, task) -> None:
-        self.running[self.pool.submit(run_task, task, self.setup)] = task.key
+        try:
+            future = self.pool.submit(run_task, task, self.setup)
+        except cf.process.BrokenProcessPool:  # a worker died since the last submit; its tasks are failed
+            self.pool.shutdown(wait=True, cancel_futures=True)  # its workers are gone; this frees its queues
+            self.pool = self._start()
+            future = self.pool.submit(run_task, task, self.setup)
+        self.running[future] = task.key
 
     def wait(self, timeout: float | None) -> list[CellOutcome]:
         if not self.running:
@@ -73,8 +88,8 @@ class ProcessBackend:
             key = self.running.pop(future)
             try:
                 outcomes.append(future.result())
-            except cf.process.BrokenProcessPool as e:  # a worker died (out of memory, killed)
-                outcomes.append(CellOutcome(key, error=f"worker process died: {e}"))
+            except cf.process.BrokenProcessPool:
+                outcomes.append(CellOutcome(key, error=WORKER_DIED))
         return outcomes
 
     def close(self, cancel: bool = False) -> None:

@@ -11,6 +11,7 @@ name="x" flag=true`); like Flower, a key the app's config does not have is an er
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,12 @@ class FlowerApp:
     run_config: dict = field(default_factory=dict)  # defaults fused with the overrides, flat keys
     num_supernodes: int | None = None    # the default federation's simulation size, if the app sets one
     hooks: str | None = None             # [tool.fedleak] hooks
+
+    def make_importable(self) -> None:
+        """As `flwr run` does: the app's packages import from its folder."""
+        folder = str(self.directory.resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
 
 
 def load_app(directory: str | Path, overrides: str | list[str] | None = None) -> FlowerApp:

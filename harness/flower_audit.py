@@ -9,15 +9,16 @@ The auditor's hooks (docs/flower.md, examples/flower_app/task.py) are names in a
 ServerApp's and ClientApp's code is run as it is, and the hooks give what the wire does not carry."""
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from types import ModuleType
 
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import check_writable
+from fedleak.harness.plugins import import_user_module
 from fedleak.harness.results import versions
 from fedleak.harness.update_audit import AttackSettings, Hooks, UpdatesAuditResult, attack_updates, import_attribute, \
-    import_module, plan_attack
+    plan_attack
 
 EXAMPLE = "fedleak.examples.flower_app"
 
@@ -55,22 +56,19 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> UpdatesAudit
     except ImportError:
         raise ConfigError("audit-flower needs Flower: pip install 'fedleak[flower]'") from None
     from fedleak.harness.flower_simulation import simulate
-    from pathlib import Path
     out = Path(audit.output)
     check_writable(out)
     server_spec, client_spec, run_config, app_clients, app_hooks = audit.server_app, audit.client_app, {}, None, None
     if audit.app is not None:
         from fedleak.harness.flower_app import load_app
         app = load_app(audit.app, audit.run_config)
-        directory = str(app.directory.resolve())
-        if directory not in sys.path:  # as `flwr run` does: the app's packages import from its folder
-            sys.path.insert(0, directory)
+        app.make_importable()
         server_spec, client_spec, run_config, app_clients, app_hooks = \
             app.server_app, app.client_app, app.run_config, app.num_supernodes, app.hooks
     elif audit.run_config:
         raise ConfigError("--run-config needs an app folder (fedleak audit-flower APP_DIR --run-config ...)")
     hooks_name = audit.hooks or app_hooks or _default_hooks(client_spec)
-    module = hooks_name if isinstance(hooks_name, ModuleType) else import_module(hooks_name, "hooks")
+    module = hooks_name if isinstance(hooks_name, ModuleType) else import_user_module(hooks_name, "hooks")
     hooks = Hooks(module, run_config)
     hooks.require("build_model", "private_data", "normalisation")
     settings = audit.settings()

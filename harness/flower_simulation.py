@@ -11,6 +11,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from fedleak.harness.ray_executor import loopback_ray
 from fedleak.threat_models.flower import PARTITION_RECORD, ClientUpdate, RecordingGrid
 
 
@@ -62,8 +63,9 @@ def simulate(server_app: ServerApp, client_app: ClientApp, num_clients: int, cpu
     if quiet:
         flwr_logger.setLevel(logging.WARNING)
     try:
-        run_simulation(server_app=tapped, client_app=PartitionTaggedClientApp(client_app, run_config), num_supernodes=num_clients,
-                       backend_config=backend_config(cpus))
+        with loopback_ray():  # Flower starts a private Ray instance: nothing off this machine need reach it
+            run_simulation(server_app=tapped, client_app=PartitionTaggedClientApp(client_app, run_config),
+                           num_supernodes=num_clients, backend_config=backend_config(cpus))
     finally:
         flwr_logger.setLevel(level)
     return updates

@@ -1,22 +1,29 @@
 """The attack × defense matrix: a MatrixConfig expanded into cells, each one `RunConfig`.
 
-One cell is one batch of B held-out images attacked by one attack, in one mode (non-adaptive:
-`KnowledgeFlags.defense` false; adaptive: true), against one defense setting, for one dataset,
-victim state, threat model and seed. A cell is keyed by `RunConfig.digest()`, the hash of
-everything that determines its results, so the same cell in two matrices (or two runs of one)
-is computed once (harness.cell_store)."""
+One cell is the held-out images of the matrix (in client updates of B) attacked by one attack, in
+one mode (non-adaptive: `KnowledgeFlags.defense` false; adaptive: true), against one defense
+setting, for one dataset, victim state, threat model and seed. Every batch is attacked as the
+round's first client (`DataConfig.batch_seed = "first"`), so an image's result does not depend on
+which cell holds it; one cell per image set (not per image) pays a worker's set-up once.
+
+A cell is keyed by `cell_key`: `RunConfig.digest()`, the hash of everything in its config that
+determines its results, together with the code that computes them (fedleak's version and source,
+the attack's and the defense's module: core.fingerprint). The same cell in two matrices (or two
+runs of one) is computed once (harness.cell_store); the same config under changed code is a new
+cell, and the run says which stored cells it no longer reuses."""
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import ClassVar
 
-from fedleak.core.options import call_with_options
-from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.core.errors import ConfigError, UnknownNameError
+from fedleak.core.io import digest
+from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.harness.matrix_config import MatrixConfig
 
-UNDEFENDED = "none"  # the baseline: adaptive and non-adaptive attacks coincide, so it runs once
+UNDEFENDED = "none"  # the baseline
 
 
 @dataclass(frozen=True)
@@ -24,63 +31,133 @@ class Cell:
     key: str
     config: RunConfig
     labels: dict  # the cell's coordinates in the matrix, stored next to every result row
+    code: dict = field(default_factory=dict)  # what computes it (code_of); part of the key
+    files: ClassVar[tuple[str, ...]] = ("results.parquet", "images.pt")  # what later steps read back
 
     def describe(self) -> str:
         mode = "adaptive" if self.labels["adaptive"] else "non-adaptive"
-        return f"{self.labels['attack_label']} ({mode}) vs {self.labels['defense_label']}, images {self.labels['images']}"
+        check = " [budget check]" if self.labels.get("check") else ""
+        return (f"{self.labels['attack_label']} ({mode}) vs {self.labels['defense_label']}, images "
+                f"{self.labels['images']}{check}")
+
+    @property
+    def config_hash(self) -> str:
+        return self.config.digest()
 
     def run(self, gpu: int | None):
         from fedleak.harness.cell_worker import attack_cell
         return attack_cell(self.config, gpu)
 
     def record(self) -> dict:
-        return {"kind": "attack", "key": self.key, "labels": self.labels, "config": self.config.to_dict()}
+        return {"kind": "attack", "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
+                "config_hash": self.config_hash, "code": self.code}
 
 
 def expand(matrix: MatrixConfig) -> list[Cell]:
     """Every cell of the matrix under its preset, in config order, duplicates (same digest) once."""
+    return expansion(matrix)[0]
+
+
+def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
+    """(the cells, why each pair left out was not applicable). An attack or defense is paired with a
+    threat model when its entry allows it (`threat_models`, empty: all) and the component declares
+    the kind of observation that threat model shares (`applies_to`); a pair the declaration rules
+    out is never run and is listed instead, once per component and threat model."""
     cells: dict[str, Cell] = {}
+    skipped: dict[str, None] = {}
     axes = itertools.product(matrix.datasets, matrix.victims, matrix.threat_models, matrix.defense_settings(),
                              matrix.attacks)
     for dataset, victim, threat, defense, attack in axes:
-        if not (runs_under(attack.threat_models, threat.name) and runs_under(defense.threat_models, threat.name)
-                and required_threat_model(defense.name) in (None, threat.name)):
+        if not (runs_under(attack.threat_models, threat.name) and runs_under(defense.threat_models, threat.name)):
+            continue
+        reasons = [r for r in (excluded("attack", attack.name, threat.name),
+                               excluded("defense", defense.name, threat.name)) if r]
+        if reasons:
+            skipped.update(dict.fromkeys(reasons))
             continue
         budget = matrix.budget(attack, matrix.preset)
-        modes = [False] if defense.name == UNDEFENDED else attack.adaptive
-        for adaptive, seed, batch in itertools.product(modes, matrix.seeds, _batches(matrix, budget.images)):
+        modes = [False] if passthrough(defense.name) else attack.adaptive
+        images = _victims(matrix, budget.images)
+        for adaptive, seed in itertools.product(modes, matrix.seeds):
             config = RunConfig(
-                data=DataConfig(name=dataset.name, root=dataset.root, victims=batch, num_victims=len(batch),
-                                batch_size=len(batch), options=dict(dataset.options)),
-                victim=victim,
-                threat_model=ThreatModelConfig(**{**asdict(threat), "knowledge": _knowledge(threat.knowledge, adaptive),
+                data=DataConfig(name=dataset.name, root=dataset.root, victims=images, num_victims=len(images),
+                                batch_size=matrix.images.batch_size, options=dict(dataset.options),
+                                batch_seed="first"),
+                victim=threat.victim_spec(victim),
+                threat_model=ThreatModelConfig(**{**{f.name: getattr(threat, f.name) for f in fields(ThreatModelConfig)},
+                                                  "knowledge": _knowledge(threat.knowledge, adaptive),
                                                   "options": dict(threat.options)}),
                 defense=DefenseConfig(defense.name, dict(defense.options)),
                 attack=AttackConfig(attack.name, budget.iterations, budget.restarts, dict(attack.options)),
                 seed=seed, device=matrix.device).validate()
-            key = config.digest()
+            code = code_of(attack=attack.name, defense=defense.name)
+            key = cell_key(config.digest(), code)
             labels = {"attack_label": attack.display, "adaptive": adaptive, "defense_label": defense.label,
-                      "knowledge_preset": _preset(threat.knowledge), "images": batch, "preset": matrix.preset}
-            cells.setdefault(key, Cell(key, replace(config, output=cell_output(key)), labels))
-    return list(cells.values())
+                      "knowledge_preset": _preset(threat.knowledge), "images": images, "preset": matrix.preset}
+            cells.setdefault(key, Cell(key, replace(config, output=cell_output(key)), labels, code))
+    return list(cells.values()), list(skipped)
+
+
+def code_of(attack: str | None = None, defense: str | None = None) -> dict:
+    """The code a task's results depend on: fedleak's source, and the modules of its attack and
+    defense (a plugin's own files; core.fingerprint). Names not registered are left out (check_names
+    reports them)."""
+    from fedleak.attacks import ATTACKS
+    from fedleak.core.fingerprint import module_digest, package_digest
+    from fedleak.defenses import DEFENSES
+    code = {"fedleak": package_digest()}
+    for role, registry, name in (("attack", ATTACKS, attack), ("defense", DEFENSES, defense)):
+        if name is not None and name in registry:
+            code[role] = f"{name}:{module_digest(registry.get(name))}"
+    return code
+
+
+def cell_key(config_hash: str, code: dict, prefix: str = "") -> str:
+    """A task's key: its config's digest and the code that computes it."""
+    return prefix + digest({"config": config_hash, "code": code}, 12 - len(prefix))
+
+
+def passthrough(defense: str) -> bool:
+    """A defense that sends the update as it is: adaptive and non-adaptive attacks coincide, so it
+    is attacked once (Defense.passthrough)."""
+    from fedleak.defenses import DEFENSES
+    return defense == UNDEFENDED or (defense in DEFENSES and DEFENSES.get(defense).passthrough)
+
+
+def check_images(matrix: MatrixConfig) -> None:
+    """Every victim index a cell would attack exists in every dataset, said before anything runs
+    (a cell would find out only once its victim was trained)."""
+    from fedleak.data.datasets import load_dataset
+    wanted = sorted({i for attack in matrix.attacks for i in _victims(matrix, matrix.budget(attack, matrix.preset).images)})
+    for k, dataset in enumerate(matrix.datasets):
+        count = len(load_dataset(dataset.name, root=dataset.root, **dataset.options).victim_images)
+        outside = [i for i in wanted if not 0 <= i < count]
+        if outside:
+            where = "images.indices" if matrix.images.indices else f"the {matrix.preset} preset's image count"
+            raise ConfigError(f"{where}: victim {', '.join(map(str, outside[:5]))}{' ...' if len(outside) > 5 else ''} "
+                              f"out of range for datasets[{k}] '{dataset.name}', which holds {count} victims (0..{count - 1})")
 
 
 def runs_under(allowed: list[str], threat_model: str) -> bool:
     return not allowed or threat_model in allowed
 
 
-def required_threat_model(defense: str) -> str | None:
-    """The protocol a defense exists in (`Defense.requires_threat_model`, e.g. hyperfl, vfl), or None:
-    such a defense is paired with that threat model only."""
+def excluded(section: str, name: str, threat_model: str) -> str | None:
+    """Why the registered attack/defense `name` does not run under `threat_model`, or None (also
+    for a name not registered yet: check_names reports those)."""
+    from fedleak.attacks import ATTACKS
     from fedleak.defenses import DEFENSES
-    return getattr(DEFENSES.get(defense), "requires_threat_model", None) if defense in DEFENSES else None
+    from fedleak.threat_models import THREAT_MODELS, not_applicable
+    registry = ATTACKS if section == "attack" else DEFENSES
+    if name not in registry or threat_model not in THREAT_MODELS:
+        return None
+    return not_applicable(threat_model, registry.get(name))
 
 
-def _batches(matrix: MatrixConfig, count: int) -> list[list[int]]:
+def _victims(matrix: MatrixConfig, count: int) -> list[int]:
     """The configured victims, or the preset's count from 0 rounded up to whole batches of B."""
     b = matrix.images.batch_size
-    indices = list(matrix.images.indices) or list(range(-(-count // b) * b))
-    return [indices[i:i + b] for i in range(0, len(indices), b)]
+    return list(matrix.images.indices) or list(range(-(-count // b) * b))
 
 
 def cell_output(key: str) -> str:
@@ -98,8 +175,8 @@ def _preset(spec: str | dict) -> str:
 
 
 def check_names(matrix: MatrixConfig) -> None:
-    """Every name resolves in its registry and every option is accepted, before anything runs.
-    Call after plugins are registered (harness.plugins)."""
+    """Every name resolves in its registry and every option is accepted (built the way the cells
+    build them), before anything runs. Call after plugins are registered (harness.plugins)."""
     from fedleak.attacks import ATTACKS
     from fedleak.defenses import DEFENSES
     from fedleak.data.datasets import DATASETS
@@ -113,12 +190,26 @@ def check_names(matrix: MatrixConfig) -> None:
         except UnknownNameError as e:
             raise ConfigError(f"{where}.name: {e}") from None
 
+    for i, threat in enumerate(matrix.threat_models):
+        cls = named(THREAT_MODELS, threat.name, f"threat_models[{i}]")
+        try:
+            training = threat.local_training()
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("threat_model.", f"threat_models[{i}].", 1)) from None
+        cls.from_options(threat.options, f"threat_models[{i}].options", training)
+        try:
+            knowledge_flags(threat.knowledge)
+        except ConfigError as e:
+            raise ConfigError(f"threat_models[{i}].knowledge: {str(e).split(': ', 1)[-1]}") from None
     for i, attack in enumerate(matrix.attacks):
-        call_with_options(named(ATTACKS, attack.name, f"attacks[{i}]"), attack.options, f"attacks[{i}].options")
+        named(ATTACKS, attack.name, f"attacks[{i}]").from_options(attack.options, f"attacks[{i}].options")
     for i, entry in enumerate(matrix.defenses):
-        factory = named(DEFENSES, entry.name, f"defenses[{i}]")
+        cls = named(DEFENSES, entry.name, f"defenses[{i}]")
         for setting in entry.settings():
-            call_with_options(factory, setting.options, f"defenses[{i}] '{setting.label}'")
+            try:
+                cls.from_options(setting.options, f"defenses[{i}].options")
+            except ConfigError as e:
+                raise ConfigError(_swept_key(str(e), i, entry.sweep)) from None
     for i, dataset in enumerate(matrix.datasets):
         named(DATASETS, dataset.name, f"datasets[{i}]")
     for i, victim in enumerate(matrix.victims):
@@ -127,15 +218,20 @@ def check_names(matrix: MatrixConfig) -> None:
         except UnknownNameError as e:
             raise ConfigError(f"victims[{i}].model: {e}") from None
     present = {t.name for t in matrix.threat_models}
-    for where, entries in (("attacks", matrix.attacks), ("defenses", matrix.defenses)):
+    for section, entries in (("attack", matrix.attacks), ("defense", matrix.defenses)):
         for i, entry in enumerate(entries):
             for name in entry.threat_models:
+                where = f"{section}s[{i}].threat_models"
                 if name not in present:
-                    raise ConfigError(f"{where}[{i}].threat_models: '{name}' is not a threat model of this matrix; "
+                    raise ConfigError(f"{where}: '{name}' is not a threat model of this matrix; "
                                       f"it has {', '.join(sorted(present))}")
-    for i, threat in enumerate(matrix.threat_models):
-        named(THREAT_MODELS, threat.name, f"threat_models[{i}]")
-        try:
-            knowledge_flags(threat.knowledge)
-        except ConfigError as e:
-            raise ConfigError(f"threat_models[{i}].knowledge: {str(e).split(': ', 1)[-1]}") from None
+                reason = excluded(section, entry.name, name)
+                if reason:
+                    raise ConfigError(f"{where}: {reason}")
+
+
+def _swept_key(message: str, index: int, sweep: dict) -> str:
+    """A bad value that came from `sweep` is reported under `defenses[i].sweep.<key>`."""
+    prefix = f"defenses[{index}].options."
+    key = message[len(prefix):].split(":", 1)[0] if message.startswith(prefix) else None
+    return f"defenses[{index}].sweep.{message[len(prefix):]}" if key in sweep else message

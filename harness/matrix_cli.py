@@ -49,7 +49,7 @@ def _executor_flags(parser) -> None:
 
 
 def cmd_matrix(args) -> int:
-    from fedleak.harness.gate import check_gate, describe_gate, violations_table
+    from fedleak.harness.gate import describe_gate, failures_table, gate_failures
     from fedleak.reports.document import table_text
     from fedleak.harness.matrix_run import prepare_matrix
     matrix = prepare_matrix(args.config, args.preset)
@@ -60,15 +60,52 @@ def cmd_matrix(args) -> int:
     run = _run(matrix, output, args)
     if run is None:
         return 130
+    print_verdicts(run)
     status = _print_run(run)
     if args.gate:
-        violations = check_gate(run.results, matrix.gate)
-        if violations:
-            print(f"gate FAILED: {len({v.cell for v in violations})} defended cells break {describe_gate(matrix.gate)}:")
-            print(table_text(violations_table(violations, matrix.gate)))
+        failures = gate_failures(run.verdicts)
+        missing = missing_verdicts(run)
+        if failures or missing:
+            print(f"gate FAILED: {len(failures) + len(missing)} gated verdicts fail {describe_gate(matrix.gate)}:")
+            if failures:
+                print(table_text(failures_table(failures, matrix.gate)))
+            for label in missing:
+                print(f"  {label}: no verdict (its cells did not run; see the failures)")
             return 1
-        print(f"gate passed: {describe_gate(matrix.gate)}")
+        print(f"gate passed: {len([v for v in run.verdicts if v.gated])} gated verdicts meet {describe_gate(matrix.gate)}")
     return status
+
+
+def print_verdicts(run, only: str | None = None) -> None:
+    """Per context, one line per defense setting (`only`: that defense's and none's): the verdict."""
+    from fedleak.reports.document import table_text
+    from fedleak.reports.matrix_tables import context_title
+    from fedleak.reports.verdicts import verdict_table
+    utility = _utility_by_label(run)
+    groups: dict[tuple, list] = {}
+    for v in run.verdicts:
+        if only is None or v.defense in (only, "none") or v.defense_label == only:
+            groups.setdefault(tuple(v.context.values()), []).append(v)
+    for verdicts in groups.values():
+        print(f"\n{context_title(verdicts[0].context)}: verdict per defense setting (each image's strongest attack)")
+        print(table_text(verdict_table(verdicts, utility), indent="  "))
+    print()
+
+
+def missing_verdicts(run) -> list[str]:
+    """Gated defense settings that have no verdict at all (every cell failed): the gate fails closed."""
+    from fedleak.harness.verdict import gated
+    have = {v.defense_label for v in run.verdicts}
+    want = {c.labels["defense_label"] for c in run.cells
+            if gated(c.config.defense.name, c.labels["defense_label"], run.matrix.gate)}
+    return sorted(want - have)
+
+
+def _utility_by_label(run) -> dict[str, dict]:
+    from fedleak.harness.cell_store import CellStore
+    from fedleak.harness.matrix_results import merge_utility
+    frame = merge_utility(run.utility, CellStore(run.output))
+    return {} if frame.empty else {r["defense_label"]: r for r in frame.to_dict("records")}
 
 
 def cmd_report(args) -> int:
@@ -81,21 +118,22 @@ def cmd_report(args) -> int:
 def cmd_evaluate_defense(args) -> int:
     from fedleak.harness.cli import parse_set_items
     from fedleak.harness.evaluate_defense import evaluation_matrix, print_verdict
-    matrix, name = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"), args.preset,
-                                     args.attack_builtins)
-    run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args)
+    matrix, name, skipped = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"),
+                                              args.preset, args.attack_builtins)
+    run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args, skipped)
     if run is None:
         return 130
     print_verdict(run, name)
     return _print_run(run, verdict_printed=True)
 
 
-def _run(matrix, output: Path, args):
+def _run(matrix, output: Path, args, not_applicable=()):
     """Run, then report whatever is stored; None when interrupted (what finished is kept)."""
     from fedleak.harness.matrix_run import run_matrix
     from fedleak.harness.matrix_results import report_matrix_folder
     try:
-        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet)
+        run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=not args.quiet,
+                         not_applicable=tuple(not_applicable))
     except KeyboardInterrupt:
         print(f"fedleak: interrupted; finished cells are stored in {output}; run the same command to resume",
               file=sys.stderr)
@@ -111,14 +149,20 @@ def _print_run(run, verdict_printed: bool = False) -> int:
     s = run.schedule
     crashed = {k: o for k, o in s.failed.items() if not (verdict_printed and o.user_error)}
     inapplicable = len(s.failed) - len(crashed)
-    print(f"matrix: {len(run.cells)} cells + {len(run.utility)} utility measurements: {len(s.computed)} computed, "
-          f"{s.reused} already stored, {len(crashed)} failed"
+    checks = len(run.tasks) - len(run.cells) - len(run.utility)
+    print(f"matrix: {len(run.cells)} cells + {len(run.utility)} utility measurements + {checks} checks: "
+          f"{len(s.computed)} computed, {s.reused} already stored, {len(crashed)} failed"
           + (f", {inapplicable} not applicable" if inapplicable else "") + f"  ->  {run.output / 'results.parquet'}")
+    if run.not_applicable:
+        print(f"{len(run.not_applicable)} attack/defense and threat model pairs not applicable (what each "
+              f"component declares it applies to), listed in {run.output / 'matrix.json'}")
+    if run.stale:
+        print(run.stale)
     if run.report:
         print(f"report: {run.report[0]}\n        {run.report[1]}")
     if crashed:
         print(f"{len(crashed)} tasks failed (retried on the next run):", file=sys.stderr)
-        by_key = {t.key: t for t in [*run.utility, *run.cells]}
+        by_key = {t.key: t for t in run.tasks}
         for key, outcome in sorted(crashed.items()):
             print(f"  {by_key[key].describe()} [{key}]: {outcome.error}", file=sys.stderr)
         return 1

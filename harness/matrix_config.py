@@ -7,9 +7,12 @@
     [[datasets]]    name, root, options
     [[victims]]     model and victim state (threat_models.victim.VictimSpec: rounds 0 = untrained)
     [[threat_models]]  fedsgd | fedavg | hyperfl | vfl, local hyperparameters, knowledge, protocol options
-    [[attacks]]     name, options, adaptive = [false, true], per-preset budgets, threat_models it runs under
+    [[attacks]]     name, options, adaptive = [false, true], per-preset budgets (default: the attack's
+                    own, `Attack.budgets`), threat_models (default: every one that shares a kind
+                    of observation the attack declares in `applies_to`)
     [[defenses]]    name, options, sweep = { option = [values...] } (one setting per combination),
-                    threat_models it runs under, utility_only (a reference: measured, not attacked)
+                    threat_models (default: as for attacks, `Defense.applies_to`), utility_only
+                    (a reference: measured, not attacked)
     [budgets.<preset>]  iterations / restarts / images for every attack under that preset
     [gate]          leakage thresholds that `fedleak matrix --gate` enforces on defended cells
     [utility]       whether and how to measure each defense setting's accuracy
@@ -18,10 +21,12 @@ Errors name the key (`defenses[2].sweep.noise: expected a list`), like harness.c
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from fedleak.metrics.record import GATED, Metric
 from fedleak.core.io import read_toml
 from fedleak.core.options import from_dict
 from fedleak.core.errors import ConfigError
@@ -51,12 +56,6 @@ DEFAULT_BUDGETS = {
     "ci": BudgetConfig(iterations=100, restarts=1, images=4),
     "paper": BudgetConfig(iterations=1000, restarts=1, images=16),
 }
-# Published budgets (docs: research notes §15.3), used by the paper preset unless the config says otherwise.
-PAPER_BUDGETS = {
-    "dlg": BudgetConfig(iterations=300, restarts=1),
-    "idlg": BudgetConfig(iterations=300, restarts=1),
-    "ig": BudgetConfig(iterations=24000, restarts=8),
-}
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,12 @@ class ThreatModelEntry(LocalTrainingOptions):
     name: str = "fedsgd"
     knowledge: str | dict = "informed"  # preset name or flags table; flags.defense is set per attack mode
     options: dict = field(default_factory=dict)  # protocol options (hyperfl, vfl)
+    # fields of every [[victims]] spec that differ under this protocol, e.g. { rounds = 1 } for HyperFL,
+    # whose first round carries no data (docs/matrix.md)
+    victim: dict = field(default_factory=dict)
+
+    def victim_spec(self, spec: VictimSpec) -> VictimSpec:
+        return replace(spec, **self.victim) if self.victim else spec
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class AttackEntry:
     adaptive: list[bool] = field(default_factory=lambda: [False, True])  # KnowledgeFlags.defense per mode
     label: str | None = None
     budgets: PresetBudgets = field(default_factory=PresetBudgets)
-    threat_models: list[str] = field(default_factory=list)  # threat model names it runs under; empty: all
+    threat_models: list[str] = field(default_factory=list)  # names it runs under; empty: all it applies to
 
     @property
     def display(self) -> str:
@@ -108,7 +113,7 @@ class DefenseEntry:
     sweep: dict = field(default_factory=dict)   # option -> list of values
     label: str | None = None
     utility_only: bool = False                  # a reference point: its utility is measured, it is not attacked
-    threat_models: list[str] = field(default_factory=list)  # threat model names it runs under; empty: all
+    threat_models: list[str] = field(default_factory=list)  # names it runs under; empty: all it applies to
 
     def settings(self) -> list["DefenseSetting"]:
         keys = sorted(self.sweep)
@@ -133,15 +138,29 @@ class DefenseSetting:
 
 @dataclass(frozen=True)
 class GateConfig:
+    """Thresholds on each gated verdict (harness.verdict: one per context and defense setting, each
+    image's strongest attack): absolute (`max_psnr`, `max_ssim`, `min_lpips`) or above what the label
+    alone gives (`max_psnr_over_label`, dB above the label baseline). A gated verdict also fails on
+    fewer than `min_images` images, on a degenerate observation, and when the strongest attack at
+    `budget_factor`× iterations and restarts raises its leakage by more than `budget_tolerance` dB."""
     max_psnr: float | None = None
     max_ssim: float | None = None
     min_lpips: float | None = None
-    statistic: str = "worst"            # over a cell's images: worst (most leaked) | median | mean
+    max_psnr_over_label: float | None = None
+    statistic: str = "worst"            # over a verdict's images: worst (most leaked) | median | mean
     defenses: list[str] = field(default_factory=list)  # names or setting labels gated; empty: all but none
+    min_images: int = 8
+    budget_factor: int = 4              # the budget check: iterations and restarts × this; 1 turns it off
+    budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
+
+    def limits(self) -> list[tuple[Metric, float]]:
+        """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
+        more, min_<m> where a smaller one does."""
+        return [(m, getattr(self, m.gate_key)) for m in GATED if getattr(self, m.gate_key) is not None]
 
     @property
     def enabled(self) -> bool:
-        return any(v is not None for v in (self.max_psnr, self.max_ssim, self.min_lpips))
+        return bool(self.limits())
 
 
 @dataclass(frozen=True)
@@ -167,10 +186,9 @@ class MatrixConfig:
     utility: UtilityConfig = field(default_factory=UtilityConfig)
 
     def budget(self, attack: AttackEntry, preset: str) -> BudgetConfig:
-        """Most specific first: the attack's own preset budget, the matrix's, then the defaults."""
-        chain = [getattr(attack.budgets, preset), getattr(self.budgets, preset)]
-        if preset == "paper":
-            chain.append(PAPER_BUDGETS.get(attack.name))
+        """Most specific first: the entry's own preset budget, the matrix's, the one the attack
+        class declares (`Attack.budgets`: the published one under paper), then the defaults."""
+        chain = [getattr(attack.budgets, preset), getattr(self.budgets, preset), declared_budget(attack.name, preset)]
         budget = DEFAULT_BUDGETS[preset]
         for level in reversed([c for c in chain if c is not None]):
             budget = level.over(budget)
@@ -179,6 +197,13 @@ class MatrixConfig:
     def defense_settings(self, utility_only: bool = False) -> list[DefenseSetting]:
         """The attacked settings; with utility_only, the reference settings (measured, not attacked) too."""
         return [s for entry in self.defenses if utility_only or not entry.utility_only for s in entry.settings()]
+
+
+def declared_budget(attack: str, preset: str) -> BudgetConfig | None:
+    """The budget a registered attack declares for `preset` (None: unregistered or none declared)."""
+    from fedleak.attacks import ATTACKS
+    own = ATTACKS.get(attack).budgets.get(preset) if attack in ATTACKS else None
+    return None if own is None else BudgetConfig(own.iterations, own.restarts)
 
 
 def load_matrix(path: str | Path) -> MatrixConfig:
@@ -198,6 +223,10 @@ def validate(config: MatrixConfig) -> MatrixConfig:
     """Checks that need no registry (names are checked after plugins load: harness.matrix_check)."""
     if config.preset not in PRESETS:
         raise ConfigError(f"preset: expected one of {', '.join(PRESETS)}, got '{config.preset}'")
+    for i, threat in enumerate(config.threat_models):
+        if threat.victim:
+            for victim in config.victims:  # every field known and well typed, as in [[victims]]
+                from_dict(VictimSpec, {**dataclasses.asdict(victim), **threat.victim}, f"threat_models[{i}].victim")
     for axis in ("attacks", "defenses", "datasets", "victims", "threat_models", "seeds"):
         if not getattr(config, axis):
             raise ConfigError(f"{axis}: empty; the matrix would have no cells")
@@ -236,6 +265,11 @@ def validate(config: MatrixConfig) -> MatrixConfig:
                               f"matrix; settings: {', '.join(labels)}")
     if config.gate.statistic not in GATE_STATISTICS:
         raise ConfigError(f"gate.statistic: expected one of {', '.join(GATE_STATISTICS)}, got '{config.gate.statistic}'")
+    if config.gate.min_images < 1 or config.gate.budget_factor < 1:
+        key = "min_images" if config.gate.min_images < 1 else "budget_factor"
+        raise ConfigError(f"gate.{key}: must be >= 1, got {getattr(config.gate, key)}")
+    if not (config.gate.budget_tolerance >= 0):
+        raise ConfigError(f"gate.budget_tolerance: must be finite and >= 0, got {config.gate.budget_tolerance}")
     for preset in PRESETS:
         for where, budget in [(f"budgets.{preset}", getattr(config.budgets, preset))] + [
                 (f"attacks[{i}].budgets.{preset}", getattr(a.budgets, preset)) for i, a in enumerate(config.attacks)]:

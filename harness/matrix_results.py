@@ -2,27 +2,37 @@
 
     results.parquet / results.csv   one row per victim image and cell, with provenance + matrix labels
     utility.csv                     one row per defense setting (context): accuracy, ε, ...
+    budget_check.parquet / .csv     the budget check's rows (harness.budget_check), like results
+    checks.json                     the data-dependence checks and label baselines (harness.checks)
+    verdicts.json / verdicts.csv    one verdict per context and defense setting (harness.verdict)
     failures.json                   tasks whose last attempt failed, with the reason
-    matrix.json                     the matrix as it ran (preset applied, gate included)
+    matrix.json                     the matrix as it ran (preset applied, gate included), and the
+                                    pairs its components' declarations left out (not_applicable)
+
+Every result row carries the label baseline of its image and of the label its attack used
+(`label_baseline_psnr/ssim/lpips`) and its PSNR above it (`psnr_over_label`).
 
 All in a fixed order (the matrix's), so the same stored cells give the same bytes."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from fedleak.core.errors import DataError, UnreadableFileError
+from fedleak.core.io import atomic_write, check_writable, load_tensors, read_frame, read_json, write_json
 from fedleak.harness.cell_store import CellStore
-from fedleak.core.io import atomic_write_bytes
 from fedleak.harness.results import write_frame
 from fedleak.harness.utility_task import UTILITY_FILE
 
 LABEL_COLUMNS = ("attack_label", "adaptive", "defense_label", "knowledge_preset", "preset")
 
 
-def merge_results(cells, store: CellStore) -> pd.DataFrame:
+def merge_results(cells, store: CellStore, baseline_of: dict[str, str] | None = None,
+                  baselines: dict[str, dict] | None = None) -> pd.DataFrame:
+    """The stored rows of `cells`, labelled; with `baseline_of` (cell key -> baseline task key) and
+    the `baselines` those keys name, each row read against its label baseline."""
     frames = []
     for cell in cells:
         if not store.done(cell.key):
@@ -32,15 +42,44 @@ def merge_results(cells, store: CellStore) -> pd.DataFrame:
         rows.insert(1, "position", range(len(rows)))  # index into the cell's images.pt
         for column in LABEL_COLUMNS:
             rows[column] = cell.labels[column]
+        if baseline_of is not None:
+            attach_baseline(rows, (baselines or {}).get(baseline_of.get(cell.key)))
         frames.append(rows)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def attach_baseline(rows: pd.DataFrame, table: dict | None) -> None:
+    """Columns label_baseline_<metric> (what the label alone gives for this image, at the label the
+    attack used: its predicted label where that is a class, else the true one) and psnr_over_label.
+    NaN where the baseline is missing (its task failed): a gate on it then fails closed."""
+    from fedleak.harness.checks import METRICS
+    if table is None:
+        for m in METRICS:
+            rows[f"label_baseline_{m}"] = float("nan")
+        rows["psnr_over_label"] = float("nan")
+        return
+    position = {index: i for i, index in enumerate(table["images"])}
+    values = {m: [] for m in METRICS}
+    for image, predicted, true in zip(rows["image_index"], rows["predicted_label"], rows["true_label"]):
+        label = int(predicted) if 0 <= int(predicted) < table["classes"] else int(true)
+        entry = table["baseline"][position[int(image)]][label] if int(image) in position else None
+        for m in METRICS:
+            values[m].append(entry[m] if entry else float("nan"))
+    for m in METRICS:
+        rows[f"label_baseline_{m}"] = values[m]
+    rows["psnr_over_label"] = rows["psnr"] - rows["label_baseline_psnr"]
+
+
+def load_tables(tasks, store: CellStore, filename: str) -> dict[str, dict]:
+    """key -> the JSON file `filename` of every stored task."""
+    return {t.key: dict(store.read(t.key, filename)) for t in tasks if store.done(t.key)}
 
 
 def merge_utility(tasks, store: CellStore) -> pd.DataFrame:
     rows = []
     for task in tasks:
         if store.done(task.key):
-            values = json.loads((store.directory(task.key) / UTILITY_FILE).read_text())
+            values = dict(store.read(task.key, UTILITY_FILE))
             rows.append({"utility_key": task.key, **values.pop("labels"), **values})
     return pd.DataFrame(rows)
 
@@ -55,22 +94,49 @@ def failures(tasks, store: CellStore) -> list[dict]:
     return out
 
 
-def write_matrix_outputs(root: Path, matrix, cells, utility, store: CellStore) -> pd.DataFrame:
-    results = merge_results(cells, store)
-    if len(results):
-        write_frame(results, root)
-    else:
-        for name in ("results.parquet", "results.csv"):
-            (root / name).unlink(missing_ok=True)
-    utility_frame = merge_utility(utility, store)
+def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFrame, list]:
+    """Merge what `plan` (harness.matrix_plan.MatrixPlan) has stored into the files above; returns
+    (results, verdicts)."""
+    from fedleak.core.fingerprint import package_digest
+    from fedleak.harness.checks import BASELINE_FILE, CHECK_FILE
+    from fedleak.harness.verdict import compute_verdicts, verdict_frame
+    baselines = load_tables(plan.baselines, store, BASELINE_FILE)
+    results = merge_results(plan.cells, store, plan.baseline_of, baselines)
+    budget_cells = plan.budget.cells
+    budget = merge_results(budget_cells, store, plan.baseline_of_budget(), baselines)
+    checks = list(load_tables(plan.dependence, store, CHECK_FILE).values())
+    _write_table(results, root, "results")
+    _write_table(budget, root, "budget_check")
+    utility_frame = merge_utility(plan.utility, store)
     if len(utility_frame):
-        atomic_write_bytes(root / "utility.csv", utility_frame.to_csv(index=False).encode())
+        atomic_write(root / "utility.csv", utility_frame.to_csv(index=False).encode())
     else:
         (root / "utility.csv").unlink(missing_ok=True)
-    _write_json(root / "failures.json", failures([*utility, *cells], store))
-    _write_json(root / "matrix.json", {"matrix": dataclasses.asdict(matrix), "cells": [c.key for c in cells],
-                                       "utility": [u.key for u in utility]})
-    return results
+    write_json(root / "checks.json", {"data_dependence": checks,
+                                       "label_baseline": [baselines[k] for k in sorted(baselines)]})
+    verdicts = compute_verdicts(results, checks, budget, plan.matrix.gate)
+    write_json(root / "verdicts.json", [v.to_dict() for v in verdicts])
+    frame = verdict_frame(verdicts)
+    if len(frame):
+        atomic_write(root / "verdicts.csv", frame.to_csv(index=False).encode())
+    else:
+        (root / "verdicts.csv").unlink(missing_ok=True)
+    tasks = [*plan.utility, *plan.baselines, *plan.dependence, *plan.cells, *budget_cells]
+    write_json(root / "failures.json", failures(tasks, store))
+    write_json(root / "matrix.json", {"matrix": dataclasses.asdict(plan.matrix), "cells": [c.key for c in plan.cells],
+                                       "utility": [u.key for u in plan.utility],
+                                       "checks": [t.key for t in [*plan.baselines, *plan.dependence]],
+                                       "budget_check": [c.key for c in budget_cells], "code": package_digest(),
+                                       "not_applicable": list(plan.not_applicable)})
+    return results, verdicts
+
+
+def _write_table(frame: pd.DataFrame, root: Path, stem: str) -> None:
+    if len(frame):
+        write_frame(frame, root, stem)
+        return
+    for suffix in ("parquet", "csv"):
+        (root / f"{stem}.{suffix}").unlink(missing_ok=True)
 
 
 def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict], dict]:
@@ -78,44 +144,60 @@ def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, l
     from fedleak.harness.results import read_results
     root = Path(root)
     results = read_results(root)
-    utility = pd.read_csv(root / "utility.csv") if (root / "utility.csv").is_file() else pd.DataFrame()
-    failed = json.loads((root / "failures.json").read_text()) if (root / "failures.json").is_file() else []
-    matrix = json.loads((root / "matrix.json").read_text()) if (root / "matrix.json").is_file() else {}
+    utility = read_frame(root / "utility.csv", "utility table") if (root / "utility.csv").is_file() else pd.DataFrame()
+    failed = read_json(root / "failures.json", "failure list") if (root / "failures.json").is_file() else []
+    matrix = read_json(root / "matrix.json", "matrix record") if (root / "matrix.json").is_file() else {}
+    if not isinstance(failed, list) or not isinstance(matrix, dict):
+        raise UnreadableFileError(f"{root}: failures.json or matrix.json is not what fedleak writes (a list, a table)")
     return results, utility, failed, matrix
 
 
-def _write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, sort_keys=True, indent=1, default=str) + "\n").encode())
+def read_verdicts(root: str | Path, results: pd.DataFrame | None = None, gate=None) -> list:
+    """The verdicts of a matrix folder, computed again from its stored rows and checks (so an edited
+    verdict rule applies to old results), with the gate it ran with unless `gate` is given."""
+    from fedleak.core.options import from_dict
+    from fedleak.harness.matrix_config import GateConfig
+    from fedleak.harness.results import read_results
+    from fedleak.harness.verdict import compute_verdicts
+    root = Path(root)
+    if results is None:
+        results = read_results(root)
+    if gate is None:
+        matrix = read_json(root / "matrix.json", "matrix record") if (root / "matrix.json").is_file() else {}
+        gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
+    budget = read_frame(root / "budget_check.parquet", "budget check") if (root / "budget_check.parquet").is_file() else None
+    checks = read_json(root / "checks.json", "checks record").get("data_dependence", []) \
+        if (root / "checks.json").is_file() else []
+    return compute_verdicts(results, checks, budget, gate)
 
 
 def report_matrix_folder(root: str | Path, folder: str | Path | None = None) -> tuple[Path, Path]:
     """report.md + report.html of a matrix folder (default: ROOT/report), from its stored results."""
     import functools
 
-    import torch
-
-    from fedleak.core.errors import DataError
     from fedleak.core.options import from_dict
-    from fedleak.harness.gate import check_gate, describe_gate, violations_table
+    from fedleak.harness.gate import describe_gate, failures_table, gate_failures
     from fedleak.harness.matrix_config import GateConfig
     from fedleak.reports.matrix_report import GateOutcome, MatrixView, write_matrix_report
     root = Path(root)
     if root.is_file():
         root = root.parent
     results, utility, failed, matrix = read_matrix_outputs(root)
+    folder = Path(folder) if folder else root / "report"
+    check_writable(folder, "--output")
     if "cell" not in results.columns:
         raise DataError(f"{root}: results.parquet is not a matrix's (no cell column); run `fedleak matrix` first")
     gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
+    verdicts = read_verdicts(root, results, gate)
     outcome = None
     if gate.enabled:
-        violations = check_gate(results, gate)
-        outcome = GateOutcome(describe_gate(gate), len({v.cell for v in violations}),
-                              violations_table(violations, gate) if violations else None)
+        failures = gate_failures(verdicts)
+        outcome = GateOutcome(describe_gate(gate), len(failures), failures_table(failures, gate) if failures else None)
 
     @functools.lru_cache(maxsize=64)
     def cell_images(cell: str) -> dict:
-        return torch.load(root / "cells" / cell / "images.pt", weights_only=True)
+        return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
-                      outcome, cell_images)
-    return write_matrix_report(view, Path(folder) if folder else root / "report")
+                      outcome, cell_images, tuple(matrix.get("not_applicable", ())), tuple(verdicts))
+    return write_matrix_report(view, folder)

@@ -4,7 +4,6 @@ Interrupt it at any point and run the same command again: stored cells are kept 
 missing ones are computed; two runs on one output folder share the work."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,14 +12,16 @@ import pandas as pd
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.cell_worker import WorkerSetup
 from fedleak.harness.executors import make_backend
-from fedleak.harness.matrix import Cell, check_names, expand
+from fedleak.harness.matrix import Cell, check_images, check_names
 from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix_results import write_matrix_outputs
 from fedleak.harness.plugins import load_plugins
 from fedleak.harness.progress import MatrixProgress
 from fedleak.core.io import check_writable
 from fedleak.harness.scheduler import ScheduleResult, run_tasks
-from fedleak.harness.utility_task import UtilityTask, utility_tasks
+from fedleak.harness.utility_task import UtilityTask
+from fedleak.harness.matrix_plan import MatrixPlan, plan_matrix
+from fedleak.harness.verdict import Verdict
 
 
 @dataclass
@@ -32,6 +33,15 @@ class MatrixRun:
     schedule: ScheduleResult
     results: pd.DataFrame = field(repr=False)
     report: tuple[Path, Path] | None = None  # (report.md, report.html) once written
+    not_applicable: list[str] = field(default_factory=list)  # pairs left out by the components' declarations
+    verdicts: list[Verdict] = field(default_factory=list)    # one per context and defense setting (harness.verdict)
+    plan: MatrixPlan | None = field(default=None, repr=False)
+    stale: str | None = None                                  # stored results other code computed (not reused)
+
+    @property
+    def tasks(self) -> list:
+        """Every task of the run, the budget check's cells included."""
+        return [*self.plan.tasks(), *self.plan.budget.cells] if self.plan else [*self.utility, *self.cells]
 
 
 def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None) -> MatrixConfig:
@@ -40,30 +50,57 @@ def prepare_matrix(source: str | Path | MatrixConfig, preset: str | None = None)
     matrix = with_preset(matrix, preset)
     load_plugins(matrix.plugins)
     check_names(matrix)
+    check_images(matrix)
     return matrix
 
 
+def stale_note(stale) -> str | None:
+    """One line: how many stored results other code computed (not reused: computed again), and what
+    changed."""
+    if not stale:
+        return None
+    changed: dict[str, None] = {}
+    for _, code, task in stale:
+        if not code:
+            changed["results stored before keys covered the code"] = None
+            continue
+        for part, now in task.code.items():
+            if code.get(part) != now:
+                changed[f"fedleak source {code.get(part, '?')} -> {now}" if part == "fedleak"
+                        else f"{part} '{now.split(':')[0]}' source"] = None
+    return (f"{len(stale)} stored results were computed by other code and are computed again "
+            f"({'; '.join(changed)})")
+
+
 def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local", workers: int | None = None,
-               address: str | None = None, progress: bool = True) -> MatrixRun:
+               address: str | None = None, progress: bool = True, not_applicable: tuple[str, ...] = ()) -> MatrixRun:
+    """`not_applicable`: pairs left out before the matrix was built (evaluate-defense's), listed with
+    those the expansion leaves out."""
     output = Path(output)
     check_writable(output)
-    cells = expand(matrix)
-    utility = utility_tasks(matrix) if matrix.utility.enabled else []
+    plan = plan_matrix(matrix)
+    plan.not_applicable = [*not_applicable, *plan.not_applicable]
     store = CellStore(output)
     store.prepare()
     store.clean_staging()
-    tasks = [*utility, *cells]  # utility first: the longest tasks start while the cells fill the gaps
-    setup = WorkerSetup(plugins=tuple(matrix.plugins), sys_paths=(os.getcwd(),))
+    tasks = plan.tasks()
+    store.discard_unusable(tasks)
+    setup = WorkerSetup(plugins=tuple(matrix.plugins))
     bar = MatrixProgress(len(tasks), sum(store.done(t.key) for t in tasks), enabled=progress)
-    bar.note(f"matrix: {len(cells)} cells + {len(utility)} utility measurements, preset {matrix.preset}, "
+    bar.note(f"matrix: {len(plan.cells)} cells + {len(plan.utility)} utility measurements + "
+             f"{len(plan.baselines) + len(plan.dependence)} checks, preset {matrix.preset}, "
              f"{bar.done} already stored in {output}")
+    stale = stale_note(store.stale(tasks))
+    if stale:
+        bar.note(stale)
     try:
         backend = make_backend(executor, setup, workers, address)
         try:
-            schedule = run_tasks(tasks, store, backend, bar)
+            schedule = run_tasks(tasks, store, backend, bar, follow_up=plan.budget)
         finally:
             # whatever finished is merged, also when interrupted: the folder is always consistent
-            results = write_matrix_outputs(output, matrix, cells, utility, store)
+            results, verdicts = write_matrix_outputs(output, plan, store)
     finally:
         bar.close()
-    return MatrixRun(matrix, output, cells, utility, schedule, results)
+    return MatrixRun(matrix, output, plan.cells, plan.utility, schedule, results, not_applicable=plan.not_applicable,
+                     verdicts=verdicts, plan=plan, stale=stale)

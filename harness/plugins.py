@@ -5,11 +5,13 @@ A plugin defense subclasses `fedleak.defenses.base.Defense` (docs/plugins.md); a
 them like built-ins, and every worker process registers them again before its first cell."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import os
 import sys
 
+from fedleak.core.components import KINDS
 from fedleak.core.errors import ConfigError
 
 
@@ -42,18 +44,25 @@ def load_plugin(path: str) -> type:
     return cls
 
 
+def import_user_module(module_name: str, what: str):
+    """The user's own module (a plugin, a Flower app), found as `python -m` would find it: from the
+    working directory first. The only place fedleak puts the working directory on sys.path; every
+    fedleak module is `fedleak.*`, so a user's `attacks/` or `examples/` shadows nothing of ours."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"{what}: cannot import module '{module_name}': {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+        raise ConfigError(f"{what}: importing '{module_name}' raised {type(e).__name__}: {e}") from None
+
+
 def import_class(path: str):
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigError(f"plugin {path!r}: expected 'package.module:ClassName'")
-    if os.getcwd() not in sys.path:  # as `python -m` would: a module next to the user is importable
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"plugin {path}: cannot import module '{module_name}': {e}") from None
-    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
-        raise ConfigError(f"plugin {path}: importing '{module_name}' raised {type(e).__name__}: {e}") from None
+    module = import_user_module(module_name, f"plugin {path}")
     try:
         return getattr(module, attribute)
     except AttributeError:
@@ -82,6 +91,13 @@ def check_interface(cls: type, kind: str, path: str) -> None:
                 if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
         raise ConfigError(f"plugin {path}: __init__ needs {', '.join(required)}; give every option a default")
+    options = cls.options_type()
+    if not dataclasses.is_dataclass(options) or not options.__dataclass_params__.frozen:
+        raise ConfigError(f"plugin {path}: options_class must be a frozen dataclass (core.components)")
+    unknown = [kind for kind in cls.applies_to if kind not in KINDS]
+    if unknown:
+        raise ConfigError(f"plugin {path}: applies_to names '{unknown[0]}', not a kind of observation; "
+                          f"kinds: {', '.join(KINDS)}")
 
 
 def _where(cls) -> str:

@@ -40,6 +40,18 @@ class MatrixProgress:
             print(f"[{self.done:>{width}}/{self.total} done, {self.total - self.done} left, ETA {eta_text}] {message}",
                   file=self.stream, flush=True)
 
+    def grow(self, tasks: int, done: int = 0) -> None:
+        """More tasks than at the start (the budget check's, once their verdict's cells are done)."""
+        if not tasks:
+            return
+        self.total += tasks
+        self.done += done
+        self.started_done += done
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.update(done)
+            self.bar.set_postfix_str(f"{self.total - self.done} left")
+
     def note(self, message: str) -> None:
         if not self.enabled:
             return

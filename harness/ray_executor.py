@@ -5,8 +5,35 @@ sets CUDA_VISIBLE_DEVICES, so the cell's "auto" device is that GPU). Tasks retur
 as bytes: worker machines need fedleak (and any plugin) installed, but no shared disk."""
 from __future__ import annotations
 
-from fedleak.harness.cell_worker import CellOutcome, WorkerSetup, run_task
+import contextlib
+import os
+
 from fedleak.core.errors import ConfigError
+from fedleak.harness.cell_worker import CellOutcome, WorkerSetup, run_task
+
+
+@contextlib.contextmanager
+def loopback_ray():
+    """A Ray instance started inside this block listens on 127.0.0.1 only.
+
+    Ray binds its servers (GCS, raylet, object manager, workers) to the node's address, which it
+    takes to be the machine's network address unless clusters are "disabled" (its rule for macOS
+    and Windows): then the node is 127.0.0.1 and every server listens on loopback alone. A private
+    instance has no other node to reach, so nothing else need hear it. Joining a cluster
+    (`--address`) is left alone."""
+    from ray._private import ray_constants
+    saved_env = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes Ray starts
+    ray_constants.ENABLE_RAY_CLUSTER = False                     # for this one, which imported ray already
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
 
 
 class RayBackend:
@@ -19,9 +46,10 @@ class RayBackend:
         self.started_here = not ray.is_initialized()
         if self.started_here:
             try:
-                # address None starts a private local instance; "auto" or host:port joins a cluster
-                ray.init(address=address, num_cpus=workers if address is None and workers else None,
-                         include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+                # address None starts a private local instance (on loopback); "auto" or host:port joins a cluster
+                with loopback_ray() if address is None else contextlib.nullcontext():
+                    ray.init(address=address, num_cpus=workers if address is None and workers else None,
+                             include_dashboard=False, logging_level="ERROR", log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise ConfigError(f"--address {address}: cannot connect to Ray: {str(e).splitlines()[0]}") from None
         resources = ray.cluster_resources()

@@ -1,18 +1,30 @@
-"""Result rows: one per victim image, with the provenance needed to trace and re-run it."""
+"""Result rows: one per victim image, with the provenance needed to trace and re-run it, and the
+one scoring path every producer of rows shares (the runner, hence every matrix cell, and the
+Flower audit): observation -> attack -> reconstruction matched to the ground truth -> scores -> rows."""
 from __future__ import annotations
 
 import json
 import platform
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
+import torch
 
-from fedleak.core.io import atomic_write_bytes
+from fedleak.core.errors import DataError
+from fedleak.core.io import atomic_write, read_frame, save_tensors
+from fedleak.metrics.image import match_to_ground_truth, score_images
+from fedleak.metrics.labels import multiset_label_accuracy
+from fedleak.metrics.record import LPIPS, MSE, PSNR, SSIM
+from fedleak.threat_models.base import REPLAY_EXACT_BELOW
+
+SCORES = (PSNR, SSIM, LPIPS, MSE)  # the columns score_images fills
 
 
 def versions() -> dict[str, str]:
     import numpy
-    import torch
     from importlib.metadata import PackageNotFoundError, version
     try:
         fedleak = version("fedleak")
@@ -21,21 +33,114 @@ def versions() -> dict[str, str]:
     return {"fedleak": fedleak, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
+@dataclass
+class ScoredBatch:
+    rows: list[dict]              # per image, in ground-truth order: labels, scores, cost
+    truth: torch.Tensor | None    # (B, C, H, W) on the CPU; None without ground truth
+    matched: torch.Tensor         # reconstruction i is the one matched to truth i (as the attack gave them without)
+
+
+def replay_columns(error: float | None) -> dict:
+    """Whether the attacker's model of the client's local training reproduces what the client did
+    (ThreatModel.replay_error): None where the threat model has no such replay."""
+    return {"replay_error": error, "replay_exact": None if error is None else error < REPLAY_EXACT_BELOW}
+
+
+def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: int, truth: torch.Tensor | None,
+                     labels: torch.Tensor | None, progress: bool = False,
+                     replay_error: Callable[[object, object], float | None] | None = None) -> ScoredBatch:
+    """`observe()` -> (observation, knowledge); the attack's reconstruction, paired with the ground
+    truth (an attack recovers a batch as a set), scored. Wall time covers the observation too.
+    `replay_error(observation, knowledge)`: how far the attacker's replay of the client is from the
+    client (ThreatModel.replay_error), in every row, not in the wall time. `truth` None (saved
+    updates without the clients' data): the rows hold the attack's labels and losses, no scores."""
+    started = time.perf_counter()
+    observation, knowledge = observe()
+    reconstruction = attack.reconstruct(observation, model, knowledge, budget, seed=seed, progress=progress)
+    wall = time.perf_counter() - started
+    cost = {"gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
+            "bytes_sent": observation.public.get("bytes_sent"),
+            # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
+            "precision": reconstruction.extras.get("precision", "fp32"),
+            # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md
+            "attack_strategy": str(reconstruction.extras.get("strategy", "")),
+            **replay_columns(None if replay_error is None else replay_error(observation, knowledge))}
+    if truth is None:
+        unscored = {"true_label": None, "label_correct": None, "batch_label_accuracy": None,
+                    **{m.name: None for m in SCORES}}
+        rows = [{**unscored, "predicted_label": int(label), **cost} for label in reconstruction.labels.tolist()]
+        return ScoredBatch(rows, None, reconstruction.images.cpu())
+    order = match_to_ground_truth(reconstruction.images, truth)
+    matched = reconstruction.images[order]
+    scores = {k: v.cpu() for k, v in score_images(matched, truth).items()}
+    predicted = reconstruction.labels[order] if len(reconstruction.labels) == len(truth) else reconstruction.labels
+    batch_label_accuracy = multiset_label_accuracy(reconstruction.labels, labels)
+    rows = [{"true_label": int(labels[i]), "predicted_label": int(predicted[i]), "label_correct": bool(predicted[i] == labels[i]),
+             "batch_label_accuracy": batch_label_accuracy, **{name: float(values[i]) for name, values in scores.items()},
+             **cost}
+            for i in range(len(truth))]
+    return ScoredBatch(rows, truth.cpu(), matched.cpu())
+
+
+@dataclass
+class RunResult:
+    rows: pd.DataFrame
+    directory: Path
+    ground_truth: torch.Tensor | None  # None: nothing to score against (saved updates without private data)
+    reconstructions: torch.Tensor
+
+
+class ResultLog:
+    """A run's rows and images so far, rewritten (atomically) after every batch, so that an
+    interruption loses nothing that finished; with `partial` off (a matrix cell, whose scratch
+    folder an interruption discards anyway) written once, by `result()`."""
+
+    def __init__(self, directory: Path, partial: bool = True):
+        self.directory = Path(directory)
+        self.partial = partial
+        self.rows: list[dict] = []
+        self.truths: list[torch.Tensor] = []
+        self.reconstructions: list[torch.Tensor] = []
+        self.frame = pd.DataFrame()
+        self.written = 0
+
+    def add(self, rows: list[dict], batch: ScoredBatch) -> None:
+        self.rows += rows
+        if batch.truth is not None:
+            self.truths.append(batch.truth)
+        self.reconstructions.append(batch.matched)
+        if self.partial:
+            self._write()
+
+    def _write(self) -> None:
+        self.frame = write_rows(self.rows, self.directory)
+        save_tensors(self.directory / "images.pt", {"ground_truth": torch.cat(self.truths) if self.truths else torch.empty(0),
+                                                    "reconstructions": torch.cat(self.reconstructions)})
+        self.written = len(self.rows)
+
+    def result(self) -> RunResult:
+        if self.written < len(self.rows):
+            self._write()
+        return RunResult(self.frame, self.directory, torch.cat(self.truths) if self.truths else None,
+                         torch.cat(self.reconstructions))
+
+
 def write_rows(rows: list[dict], directory: Path) -> pd.DataFrame:
     """Write all rows so far as results.parquet and results.csv (atomically, both)."""
     return write_frame(pd.DataFrame(rows), directory)
 
 
-def write_frame(frame: pd.DataFrame, directory: Path) -> pd.DataFrame:
+def write_frame(frame: pd.DataFrame, directory: Path, stem: str = "results") -> pd.DataFrame:
+    """`<stem>.parquet` and `<stem>.csv` in `directory`, each written atomically."""
+    import io
     frame = frame.copy()
     for column in frame.columns:  # nested provenance as JSON text keeps Parquet schemas flat
         if frame[column].map(lambda v: isinstance(v, (dict, list))).any():
             frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v)
-    import io
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(directory / "results.parquet", buffer.getvalue())
-    atomic_write_bytes(directory / "results.csv", frame.to_csv(index=False).encode())
+    atomic_write(directory / f"{stem}.parquet", buffer.getvalue())
+    atomic_write(directory / f"{stem}.csv", frame.to_csv(index=False).encode())
     return frame
 
 
@@ -44,6 +149,5 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         path = path / "results.parquet"
     if not path.exists():
-        from fedleak.core.errors import DataError
         raise DataError(f"no results at {path}")
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return read_frame(path, "results")

@@ -3,32 +3,19 @@ reconstruction -> scores -> rows (written after every batch, so an interruption 
 that finished) -> grid + Markdown report."""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from fedleak.attacks import Budget, build_attack
+from fedleak.core.errors import ConfigError
+from fedleak.core.io import check_writable
+from fedleak.data.datasets import load_dataset
 from fedleak.defenses import build_defense
 from fedleak.harness.config import RunConfig
-from fedleak.data.datasets import load_dataset
-from fedleak.core.errors import ConfigError
-from fedleak.metrics.image import match_to_ground_truth, score_images
-from fedleak.core.io import atomic_write_bytes, check_writable
-from fedleak.harness.results import versions, write_rows
-from fedleak.threat_models import build_threat_model
-from fedleak.threat_models.base import REPLAY_EXACT_BELOW
+from fedleak.harness.results import ResultLog, RunResult, attack_and_score, versions
+from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
-
-
-@dataclass
-class RunResult:
-    rows: pd.DataFrame
-    directory: Path
-    ground_truth: torch.Tensor
-    reconstructions: torch.Tensor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,7 +26,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
+def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = True, report: bool = True) -> RunResult:
+    """`save_partial`: write the rows after every batch (a standalone run: an interruption keeps what
+    finished); a matrix cell writes once, into a scratch folder. `report`: the run's grid + Markdown."""
     device = resolve_device(config.device)
     out = Path(config.output)
     check_writable(out)
@@ -48,70 +37,50 @@ def run_attack(config: RunConfig, progress: bool = False) -> RunResult:
     threat = build_threat_model(tm.name, tm.local_training(), defense, **tm.options)
     flags = knowledge_flags(tm.knowledge)
     attack = build_attack(config.attack.name, **config.attack.options)
+    check_applies(threat.name, attack)
     budget = Budget(config.attack.iterations, config.attack.restarts)
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
+    indices = config.data.victim_indices()
+    data.victims(indices)  # an index out of range is said now, not after the victim trained
     victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)
 
     provenance = {"config_hash": config.digest(), "config": config.to_dict(), "seed": config.seed,
+                  **round_privacy(defense, threat, config.data.batch_size),
                   "device": str(device), "versions": versions(), "knowledge": flags.as_dict(),
                   "attack": attack.name, "attack_params": attack.describe(), "defense": defense.name,
                   "defense_params": defense.describe(), "threat_model": threat.name, "dataset": data.name,
                   **victim.describe(), "iterations": budget.iterations, "restarts": budget.restarts,
                   "batch_size": config.data.batch_size}
-    indices = config.data.victim_indices()
     batches = [indices[i:i + config.data.batch_size] for i in range(0, len(indices), config.data.batch_size)]
-    rows, truths, recons = [], [], []
+    log = ResultLog(out, save_partial)
     for number, batch in enumerate(batches):
         x, y = data.victims(batch)
         x, y = x.to(device), y.to(device)
-        started = time.perf_counter()
-        observation, knowledge = threat.observe(victim, x, y, defense, flags, seed=config.seed + number, client_id=number)
-        replay_error = threat.replay_error(victim.model, victim.params, victim.buffers, victim.normalise(x), y,
-                                           knowledge, seed=config.seed + number)
-        reconstruction = attack.reconstruct(observation, victim.model, knowledge, budget,
-                                            seed=config.seed * 7919 + number, progress=progress)
-        wall = time.perf_counter() - started
-        truth = threat.private_input(x)  # vertical FL: only the attacked party's columns
-        order = match_to_ground_truth(reconstruction.images, truth)
-        matched = reconstruction.images[order]
-        scores = {k: v.cpu() for k, v in score_images(matched, truth).items()}
-        matched_labels = reconstruction.labels[order] if len(reconstruction.labels) == len(x) else reconstruction.labels
-        batch_label_acc = multiset_label_accuracy(reconstruction.labels, y)
-        for i, index in enumerate(batch):
-            rows.append({**provenance, "batch": number, "image_index": index, "true_label": int(y[i]),
-                         "predicted_label": int(matched_labels[i]), "label_correct": bool(matched_labels[i] == y[i]),
-                         "batch_label_accuracy": batch_label_acc, "psnr": float(scores["psnr"][i]),
-                         "ssim": float(scores["ssim"][i]), "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]),
-                         "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
-                         "bytes_sent": observation.public.get("bytes_sent"), **replay_columns(replay_error),
-                         # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
-                         "precision": reconstruction.extras.get("precision", "fp32")})
-        truths.append(truth.cpu())
-        recons.append(matched.cpu())
-        frame = write_rows(rows, out)
-        save_images(out / "images.pt", torch.cat(truths), torch.cat(recons))
-    result = RunResult(frame, out, torch.cat(truths), torch.cat(recons))
-    from fedleak.reports.run_report import write_run_report
-    write_run_report(result)
+        client = number if config.data.batch_seed == "position" else 0
+        scored = attack_and_score(
+            lambda: threat.observe(victim, x, y, defense, flags, seed=config.seed + client, client_id=client),
+            attack, victim.model, budget, seed=config.seed * 7919 + client,
+            truth=threat.private_input(x),  # vertical FL: only the attacked party's columns
+            labels=y, progress=progress,
+            # the client's own update without the defense against the replay of what the attacker was told
+            replay_error=lambda observation, knowledge: threat.replay_error(
+                victim.model, victim.params, victim.buffers, victim.normalise(x), y, knowledge, seed=config.seed + client))
+        log.add([{**provenance, "batch": number, "image_index": index, **row} for index, row in zip(batch, scored.rows)],
+                scored)
+    result = log.result()
+    if report:
+        from fedleak.reports.run_report import write_run_report
+        write_run_report(result)
     return result
 
 
-def replay_columns(error: float | None) -> dict:
-    """Whether the attacker's model of the client's local training reproduces what the client did
-    (ThreatModel.replay_error): None where the threat model has no such replay."""
-    return {"replay_error": error, "replay_exact": None if error is None else error < REPLAY_EXACT_BELOW}
-
-
-def multiset_label_accuracy(predicted: torch.Tensor, true: torch.Tensor) -> float:
-    """Fraction of the batch's labels recovered, order-free (label counts, repeats included)."""
-    classes = int(max(predicted.max(), true.max())) + 1
-    hits = torch.minimum(torch.bincount(predicted.cpu(), minlength=classes), torch.bincount(true.cpu(), minlength=classes))
-    return float(hits.sum()) / len(true)
-
-
-def save_images(path: Path, ground_truth: torch.Tensor, reconstructions: torch.Tensor) -> None:
-    """Atomically, like the rows beside it: a killed run never leaves half a tensor file."""
-    import io
-    buffer = io.BytesIO()
-    torch.save({"ground_truth": ground_truth, "reconstructions": reconstructions}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+def round_privacy(defense, threat, batch_size: int) -> dict:
+    """ε of the attacked update itself (a DP defense; else NaN): user level, one mechanism; example
+    level, the local steps of this round on its B images; no amplification by sampling, since the
+    server holds this very update (docs/privacy.md)."""
+    unit = getattr(defense, "privacy_unit", None)
+    privacy = defense.privacy(1 if unit == "user" else threat.local_steps(batch_size), 1.0) if unit else None
+    if privacy is None:
+        return {"epsilon_round": float("nan")}
+    return {"epsilon_round": float(privacy["epsilon"]), "delta": float(privacy["delta"]),
+            "neighbouring": privacy.get("neighbouring")}

@@ -1,6 +1,8 @@
 """Claim → compute → store, for every task not stored yet, with as many in flight as the backend
 has slots. Tasks another live run holds are waited for rather than computed twice; tasks stored
-by anyone (this run, an earlier one, a concurrent one) count as done."""
+by anyone (this run, an earlier one, a concurrent one) count as done. Tasks that depend on
+others' results (the budget check, harness.budget_check) come from `follow_up`, asked after every
+finished task and once more before the run ends; they go ahead of what is still pending."""
 from __future__ import annotations
 
 import time
@@ -20,17 +22,30 @@ class ScheduleResult:
     failed: dict[str, CellOutcome] = field(default_factory=dict)
 
 
-def run_tasks(tasks: list, store: CellStore, backend, progress: MatrixProgress) -> ScheduleResult:
+def run_tasks(tasks: list, store: CellStore, backend, progress: MatrixProgress, follow_up=None) -> ScheduleResult:
+    """`follow_up(store)`, if given, returns tasks to add now (each at most once over the run)."""
     result = ScheduleResult()
     by_key = {t.key: t for t in tasks}
     pending = [t for t in tasks if not store.done(t.key)]
     result.reused = len(tasks) - len(pending)
     claims: dict = {}
+
+    def add_follow_ups() -> None:
+        nonlocal pending
+        new = [t for t in (follow_up(store) if follow_up else []) if t.key not in by_key]
+        by_key.update({t.key: t for t in new})
+        fresh = [t for t in new if not store.done(t.key)]
+        result.reused += len(new) - len(fresh)
+        progress.grow(len(new), len(new) - len(fresh))
+        pending = fresh + pending
+
     try:
+        add_follow_ups()
         while pending or claims:
             pending = _start(pending, claims, store, backend, progress, result)
             if not claims:
                 time.sleep(POLL_S)  # everything left is another run's; wait for it to finish or die
+                add_follow_ups()
                 continue
             for outcome in backend.wait(timeout=POLL_S):
                 task = by_key[outcome.key]
@@ -39,6 +54,7 @@ def run_tasks(tasks: list, store: CellStore, backend, progress: MatrixProgress) 
                 finally:
                     claims.pop(outcome.key).release()
                 progress.advance(_line(task, outcome))
+                add_follow_ups()
     except BaseException:
         backend.close(cancel=True)
         for claim in claims.values():

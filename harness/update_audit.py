@@ -13,28 +13,23 @@ number, the client's partition as the batch number when it is known, else the up
 so the same update attacked live or from disk gives the same reconstruction."""
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import torch
 
 from fedleak.attacks import Budget, build_attack
 from fedleak.core.errors import ConfigError, DataError
+from fedleak.core.io import digest
 from fedleak.defenses.base import NoDefense
-from fedleak.harness.results import write_rows
-from fedleak.harness.runner import RunResult, multiset_label_accuracy, replay_columns, save_images
-from fedleak.metrics.image import match_to_ground_truth, score_images
+from fedleak.harness.plugins import import_user_module
+from fedleak.harness.results import ResultLog, RunResult, attack_and_score
 from fedleak.models.functional import LocalTraining
-from fedleak.threat_models import build_threat_model
-from fedleak.threat_models.base import batch_norm_statistics
-from fedleak.threat_models.flower_observation import SHARES, observation_from_update
-from fedleak.threat_models.knowledge import AttackerKnowledge, knowledge_flags, told_training
+from fedleak.threat_models import build_threat_model, check_applies
+from fedleak.threat_models.flower_observation import SHARES, explained_by, observation_from_update
+from fedleak.threat_models.knowledge import knowledge_flags
 
 # hook -> what it gives the audit; the first three are needed whatever the attack
 HOOKS = {"build_model": "build_model(): the model architecture (the server ships only its weights)",
@@ -125,14 +120,16 @@ def plan_attack(hooks: Hooks, settings: AttackSettings) -> AttackPlan:
     if not scored and (flags.labels or flags.bn_statistics):
         raise ConfigError("knowledge grants the true labels or BN statistics, but there is no ground truth (no private_data "
                           "hook): use a preset that infers them, e.g. --knowledge parameter_aware")
-    return AttackPlan(flags, training, build_attack(settings.attack, **settings.attack_options),
-                      Budget(settings.iterations, settings.restarts),
-                      build_threat_model(SHARES[settings.shares][0], training or LocalTraining()), scored)
+    attack = build_attack(settings.attack, **settings.attack_options)
+    threat = build_threat_model(explained_by(settings.shares).name, training or LocalTraining())
+    check_applies(threat.name, attack)  # before the simulation, not after it
+    return AttackPlan(flags, training, attack, Budget(settings.iterations, settings.restarts), threat, scored)
 
 
 def attack_updates(updates: list, hooks: Hooks, settings: AttackSettings, out: Path, provenance: dict,
                    image_shape: tuple[int, ...] | None = None, progress: bool = False) -> UpdatesAuditResult:
-    """Attack every update in turn, writing rows and images after each (nothing finished is lost)."""
+    """Attack every update in turn through the runner's scoring path (harness.results), writing rows
+    and images after each (nothing finished is lost)."""
     from fedleak.harness.runner import resolve_device
     plan = plan_attack(hooks, settings)
     flags, training, attack, budget, threat, scored = (plan.flags, plan.training, plan.attack, plan.budget, plan.threat,
@@ -147,7 +144,7 @@ def attack_updates(updates: list, hooks: Hooks, settings: AttackSettings, out: P
                   "model": provenance.get("model") or type(model).__name__, "model_options": {},
                   "victim_accuracy": None, "iterations": budget.iterations, "restarts": budget.restarts}
     aux_x, aux_y = hooks.call("auxiliary_data") if flags.auxiliary_data and hooks.has("auxiliary_data") else (None, None)
-    rows, truths, recons = [], [], []
+    log = ResultLog(out)
     for number, update in enumerate(updates):
         x = y = None
         if scored:
@@ -162,75 +159,49 @@ def attack_updates(updates: list, hooks: Hooks, settings: AttackSettings, out: P
         shape = tuple(x.shape[1:]) if x is not None else image_shape or hooks.value("IMAGE_SHAPE")
         if shape is None:
             raise ConfigError("image shape: without private data, pass --image-shape C,H,W or set IMAGE_SHAPE in the hooks")
-        started = time.perf_counter()
-        observation = observation_from_update(update, model, settings.shares).to(device)
-        x_norm = None if x is None else _normalise(x, mean, std)
+        # without ground truth only the shape of x_norm is read: plan_attack refused the knowledge
+        # that would read its values (true labels, BN statistics)
+        x_norm = _normalise(x, mean, std) if x is not None else torch.zeros((update.num_examples, *shape), device=device)
         with torch.no_grad():
-            num_classes = model(torch.zeros((1, *shape), device=device)).shape[-1]
-        knowledge = AttackerKnowledge(
-            flags=flags, num_images=update.num_examples, image_shape=tuple(shape), num_classes=num_classes,
-            mean=tuple(mean), std=tuple(std), labels=y.clone() if flags.labels else None,
-            local_training=told_training(training or LocalTraining(), flags),
-            bn_statistics=batch_norm_statistics(model, observation.global_params, observation.buffers, x_norm)
-            if flags.bn_statistics else None,
-            auxiliary_images=aux_x, auxiliary_labels=aux_y, defense=NoDefense() if flags.defense else None)
+            num_classes = model(x_norm[:1]).shape[-1]
+
+        def observe(update=update, x_norm=x_norm, y=y):
+            observation = observation_from_update(update, model, settings.shares).to(device)
+            victim = _audited(model, observation, num_classes, tuple(mean), tuple(std), aux_x, aux_y)
+            return observation, threat.knowledge(victim, x_norm, y, NoDefense(), flags)
+
+        def replay_error(observation, knowledge, x_norm=x_norm, y=y):
+            return threat.replay_error(model, observation.global_params, observation.buffers, x_norm, y, knowledge,
+                                       update=observation.update)
+
         batch = update.partition_id if update.partition_id is not None else number
-        reconstruction = attack.reconstruct(observation, model, knowledge, budget, seed=settings.seed * 7919 + batch,
-                                            progress=progress)
-        wall = time.perf_counter() - started
-        common = {**provenance, "batch": number, "client_id": update.client_id, "partition_id": update.partition_id,
-                  "round": update.round, "batch_size": update.num_examples, "gradient_loss": reconstruction.gradient_loss,
-                  "wall_time_s": wall, "bytes_sent": observation.public["bytes_sent"]}
-        if x is None:
-            for i, label in enumerate(reconstruction.labels.tolist()):
-                rows.append({**common, "image_index": i, "true_label": None, "predicted_label": int(label),
-                             "label_correct": None, "batch_label_accuracy": None, "psnr": None, "ssim": None, "lpips": None,
-                             "mse": None, "replay_error": None, "replay_exact": None})
-            recons.append(reconstruction.images.cpu())
-        else:
-            error = threat.replay_error(model, observation.global_params, observation.buffers, x_norm, y, knowledge,
-                                        update=observation.update)
-            order = match_to_ground_truth(reconstruction.images, x)
-            matched = reconstruction.images[order]
-            scores = {k: v.cpu() for k, v in score_images(matched, x).items()}
-            labels = reconstruction.labels[order] if len(reconstruction.labels) == len(x) else reconstruction.labels
-            label_accuracy = multiset_label_accuracy(reconstruction.labels, y)
-            for i in range(len(x)):
-                rows.append({**common, "image_index": i, "true_label": int(y[i]), "predicted_label": int(labels[i]),
-                             "label_correct": bool(labels[i] == y[i]), "batch_label_accuracy": label_accuracy,
-                             "psnr": float(scores["psnr"][i]), "ssim": float(scores["ssim"][i]),
-                             "lpips": float(scores["lpips"][i]), "mse": float(scores["mse"][i]), **replay_columns(error)})
-            truths.append(x.cpu())
-            recons.append(matched.cpu())
-        frame = write_rows(rows, out)
-        save_images(out / "images.pt", torch.cat(truths) if truths else torch.empty(0), torch.cat(recons))
-    return UpdatesAuditResult(frame, out, torch.cat(truths) if truths else None, torch.cat(recons), list(updates), scored)
+        result = attack_and_score(observe, attack, model, budget, seed=settings.seed * 7919 + batch, truth=x, labels=y,
+                                  progress=progress, replay_error=replay_error if scored else None)
+        log.add([{**provenance, "batch": number, "client_id": update.client_id, "partition_id": update.partition_id,
+                  "round": update.round, "batch_size": update.num_examples, "image_index": i, **row}
+                 for i, row in enumerate(result.rows)], result)
+    run = log.result()
+    return UpdatesAuditResult(run.rows, run.directory, run.ground_truth, run.reconstructions, list(updates), scored)
+
+
+def _audited(model, observation, num_classes: int, mean: tuple, std: tuple, aux_x, aux_y) -> SimpleNamespace:
+    """The parts of a `threat_models.victim.Victim` that `ThreatModel.knowledge` reads."""
+    data = SimpleNamespace(num_classes=num_classes, mean=mean, std=std, train_images=aux_x, train_labels=aux_y)
+    return SimpleNamespace(model=model, params=observation.global_params, buffers=observation.buffers, data=data)
 
 
 def settings_digest(settings: AttackSettings, provenance: dict) -> str:
-    import hashlib
-    import json
-    blob = {**{k: v for k, v in asdict(settings).items() if k != "device"},
-            **{k: v for k, v in provenance.items() if k not in ("versions", "device")}}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def import_module(name: str, what: str) -> ModuleType:
-    if os.getcwd() not in sys.path:  # as `python -m` would: the user's code next to them is importable
-        sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise ConfigError(f"{what}: cannot import module '{name}': {e}") from None
+    return digest({**{k: v for k, v in asdict(settings).items() if k != "device"},
+                   **{k: v for k, v in provenance.items() if k not in ("versions", "device")}}, 12)
 
 
 def import_attribute(spec: str, what: str):
-    """The object named "package.module:attribute"."""
+    """The object named "package.module:attribute" (the user's module: harness.plugins.import_user_module)."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not attribute:
         raise ConfigError(f"{what} {spec!r}: expected 'package.module:attribute'")
     try:
-        return getattr(import_module(module_name, what), attribute)
+        return getattr(import_user_module(module_name, what), attribute)
     except AttributeError:
         raise ConfigError(f"{what} {spec!r}: module '{module_name}' has no attribute '{attribute}'") from None
 
@@ -260,9 +231,7 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
     if app is not None:
         from fedleak.harness.flower_app import load_app
         loaded = load_app(app, run_config)
-        directory_on_path = str(loaded.directory.resolve())
-        if directory_on_path not in sys.path:
-            sys.path.insert(0, directory_on_path)
+        loaded.make_importable()
         config, hooks = loaded.run_config, hooks or loaded.hooks
     elif run_config:
         raise ConfigError("--run-config needs --app APP_DIR (the app whose [tool.flwr.app.config] it overrides)")
@@ -271,7 +240,7 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
         overrides["build_model"] = import_attribute(model, "--model")
     if normalisation is not None:
         overrides["normalisation"] = lambda: normalisation
-    auditor = Hooks(None if hooks is None else import_module(hooks, "hooks"), config, overrides)
+    auditor = Hooks(None if hooks is None else import_user_module(hooks, "hooks"), config, overrides)
     if not auditor.has("build_model"):
         raise ConfigError("--model: name the model's factory (module:function) or give hooks with build_model()")
     if not auditor.has("normalisation"):

@@ -8,29 +8,29 @@ attack sees. Results are cached as JSON under `cache_dir()/utility/<hash>.json` 
 checkpoints themselves are cached by `build_victim`), so an attack × defense matrix trains each
 (victim, defense) pair once.
 
-Accounting (`Defense.privacy(steps, sampling_rate)`):
+Accounting (`Defense.privacy(steps, sampling_rate)`; docs/privacy.md says what ε means here):
 * example level (DP-SGD): steps = rounds × local steps of the largest shard, sampling rate =
   local batch size / smallest shard, i.e. the worst-off client;
 * user level (DP on the shared update): one mechanism per round, and every client takes part in
-  every round of `federated_training`, so steps = rounds, sampling rate = 1."""
+  every round of `federated_training`, so steps = rounds, sampling rate = 1.
+`epsilon` is over the R training rounds, `epsilon_round` over one round (what protects one attacked
+update), with `delta`, the `neighbouring` relation and the `accountant` that computed them."""
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 import time
 from dataclasses import asdict, replace
 
 import torch
 
-from fedleak.defenses.base import Defense, NoDefense, ShareContext
 from fedleak.core.errors import ConfigError
+from fedleak.core.io import cache_dir, cached_json, digest
+from fedleak.defenses.base import Defense, NoDefense, ShareContext, share_update
 from fedleak.models.functional import local_update
 from fedleak.models.functional import LocalTraining
-from fedleak.threat_models.victim import VictimSpec, build_victim, cache_dir
+from fedleak.threat_models.victim import VictimSpec, build_victim
 
-CACHE_VERSION = 3  # 3: interleaved timing, fresh round seed per repeat
+CACHE_VERSION = 4  # 3: interleaved timing, fresh round seed per repeat; 4: ε per round, neighbouring, accountant
 
 
 def measure_utility(data, victim_spec: VictimSpec, defense: Defense, rounds: int | None = None,
@@ -40,10 +40,14 @@ def measure_utility(data, victim_spec: VictimSpec, defense: Defense, rounds: int
     spec = replace(victim_spec, rounds=victim_spec.rounds if rounds is None else rounds)
     if spec.rounds < 1:
         raise ConfigError(f"utility: rounds must be >= 1, got {spec.rounds}")
-    path = cache_dir() / "utility" / f"{_cache_key(spec, data, defense)}.json"
-    if use_cache and path.exists():
-        return json.loads(path.read_text())
+    if not use_cache:
+        return _measure(spec, data, defense, timing_repeats, progress)
+    return cached_json(cache_dir() / "utility" / f"{_cache_key(spec, data, defense)}.json",
+                       lambda: _measure(spec, data, defense, timing_repeats, progress), "cached utility measurement",
+                       lambda r: None if isinstance(r, dict) and "accuracy" in r else "not a utility measurement")
 
+
+def _measure(spec: VictimSpec, data, defense: Defense, timing_repeats: int, progress: bool) -> dict:
     # copies: a stateful defense (DGC residuals, noise streams) must not carry training state
     # into the attack that uses the original object
     baseline = build_victim(spec, data, NoDefense(), progress=progress)
@@ -53,20 +57,33 @@ def measure_utility(data, victim_spec: VictimSpec, defense: Defense, rounds: int
                                                                      [NoDefense(), copy.deepcopy(defense)], timing_repeats)
     steps, rate = _accounting(defense, spec, shards, training)
     privacy = defense.privacy(steps, rate)
+    # one round of one client: what the server holds when it attacks a single update
+    per_round = None if privacy is None else defense.privacy(max(1, steps // spec.rounds), rate)
 
-    result = {
+    return {
         "dataset": data.name, "victim": asdict(spec), "defense": defense.name, "defense_params": defense.describe(),
         "rounds": spec.rounds, "accuracy": defended.accuracy, "accuracy_baseline": baseline.accuracy,
         "accuracy_drop": baseline.accuracy - defended.accuracy,
+        # accuracy against rounds: what the last quarter of training still added (a defense that slows
+        # convergence looks costlier than it is when this is large: train longer)
+        "accuracy_last_quarter": _last_quarter(defended.curve),
+        "accuracy_last_quarter_baseline": _last_quarter(baseline.curve),
         "bytes_sent": sent_bytes, "bytes_dense": dense_bytes, "compression": dense_bytes / max(sent_bytes, 1),
         "epsilon": None if privacy is None else privacy["epsilon"],
+        "epsilon_round": None if per_round is None else per_round["epsilon"],
         "delta": None if privacy is None else privacy["delta"],
+        "neighbouring": None if privacy is None else privacy.get("neighbouring"),
+        "accountant": None if privacy is None else privacy.get("accountant"),
         "accounting_steps": None if privacy is None else steps, "sampling_rate": None if privacy is None else rate,
         "client_seconds": defended_s, "client_seconds_baseline": plain_s, "compute_overhead": defended_s / plain_s,
     }
-    if use_cache:
-        _write_atomic(path, result)
-    return result
+
+
+def _last_quarter(curve: list[float] | None) -> float | None:
+    """Accuracy after the last round minus after three quarters of them."""
+    if not curve or len(curve) < 4:
+        return None
+    return curve[-1] - curve[len(curve) - len(curve) // 4 - 1]
 
 
 def _clients(spec: VictimSpec, data):
@@ -93,7 +110,7 @@ def _client_costs(spec, data, shard, training, defenses: list[Defense], repeats:
             started = time.perf_counter()
             update = local_update(model, victim.params, buffers, x, y, training, gradient_fn=defense.gradient_fn())
             # a fresh round seed per repeat, as in training: a sketch matrix is regenerated every round
-            sent[i], _ = defense.share(update, ShareContext(names, len(shard), 0, repeat, seed=spec.seed * 100003 + repeat))
+            sent[i], _ = share_update(defense, update, ShareContext(names, len(shard), 0, repeat, seed=spec.seed * 100003 + repeat))
             best[i] = min(best[i], time.perf_counter() - started)
     victim.model.eval()
     return [(t, int(d.bytes_sent(s))) for t, d, s in zip(best, defenses, sent)]
@@ -109,13 +126,9 @@ def _accounting(defense: Defense, spec: VictimSpec, shards, training: LocalTrain
 
 
 def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
-    blob = json.dumps({"spec": asdict(spec), "data": data.name, "n": len(data.train_images), "defense": defense.name,
-                       "defense_params": defense.describe(), "v": CACHE_VERSION}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _write_atomic(path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=True))
-    os.replace(tmp, path)  # concurrent matrix workers never read half a file
+    """Everything the measurement depends on, the defense's code included (an edited plugin is
+    measured again, core.fingerprint)."""
+    from fedleak.core.fingerprint import module_digest
+    return digest({"spec": asdict(spec), "data": data.name, "n": len(data.train_images), "defense": defense.name,
+                   "defense_params": defense.describe(), "defense_source": module_digest(type(defense)),
+                   "v": CACHE_VERSION})

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fedleak.core.errors import ConfigError, DataError
+from fedleak.core.io import load_tensors
 
 _WEIGHTS = pathlib.Path(__file__).resolve().parent / "weights"
 _TRUNK_FILES = {"alex": "lpips_alexnet.pt", "vgg": "lpips_vgg16.pt"}
@@ -122,7 +123,7 @@ def lpips_model(net: str = "alex", device: torch.device | str = "cpu") -> torch.
         warnings.simplefilter("ignore", UserWarning)
         # pnet_rand=True: torchvision would otherwise download the trunk; we load it below.
         model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    model.net.load_state_dict(torch.load(trunk, map_location="cpu", weights_only=True), strict=True)
+    model.net.load_state_dict(load_tensors(trunk, "LPIPS weights", map_location="cpu"), strict=True)
     model = model.to(device).eval().requires_grad_(False)
     _lpips_models[key] = model
     return model

@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fedleak.core.io import atomic_write
+
+# no version or timestamp in the PNG: the same results give the same bytes
+PNG = {"format": "png", "dpi": 100, "metadata": {"Software": None}}
+
+
+def save_figure(fig, path: Path) -> Path:
+    """A matplotlib figure as a PNG, written like every other file (atomically; a full disk is one
+    line); the figure is closed."""
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, **PNG)
+    finally:
+        plt.close(fig)
+    return atomic_write(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ the run report (grid, summary, per image) plus one line per client update; witho
 reconstructions and the attack's own losses only, since there is nothing to score against."""
 from __future__ import annotations
 
+from fedleak.core.io import atomic_write
 from fedleak.reports.grid import save_grid
 from fedleak.reports.run_report import write_run_report
 
@@ -10,10 +11,8 @@ from fedleak.reports.run_report import write_run_report
 def write_flower_report(result) -> None:
     frame = result.rows
     first = frame.iloc[0]
-    if result.scored:
-        write_run_report(result)
-        header = []
-    else:
+    header = []
+    if not result.scored:
         save_grid([(first["attack"], result.reconstructions)], result.directory / "grid.png",
                   [[f"r{r} n{n}" for r, n in zip(frame["round"], frame["client_id"])]], max_columns=32)
         header = [f"# {first['attack']} on {frame.groupby(['round', 'client_id']).ngroups} recorded client updates", "",
@@ -40,12 +39,10 @@ def write_flower_report(result) -> None:
         for (rnd, node), group in frame.groupby(["round", "client_id"], sort=True):
             labels = " ".join(str(v) for v in group["predicted_label"])
             lines.append(f"| {rnd} | {node} | {len(group)} | {labels} | {group['gradient_loss'].iloc[0]:.4f} |")
-    path = result.directory / "report.md"
     if result.scored:
-        with open(path, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        write_run_report(result, lines)
     else:
-        path.write_text("\n".join(header + lines) + "\n")
+        atomic_write(result.directory / "report.md", "\n".join(header + lines) + "\n")
 
 
 def _exact(row) -> str:

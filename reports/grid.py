@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from fedleak.reports.document import save_figure  # noqa: E402
+
 
 def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path, captions: list[list[str]] | None = None,
               max_columns: int = 16) -> Path:
@@ -30,7 +32,4 @@ def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path, captions: list[l
                 ax.set_xlabel(captions[r][c], fontsize=7)
         axes[r][0].set_ylabel(label, fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})  # no timestamp: same results, same bytes
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -11,19 +11,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fedleak.reports.matrix_tables import LEAKS_HIGH  # noqa: E402
+from fedleak.metrics.record import METRICS  # noqa: E402
+from fedleak.reports.document import save_figure  # noqa: E402
 
-# Colour scale ends: values beyond them saturate (PSNR in dB, SSIM and LPIPS in [0,1]).
-RANGES = {"psnr": (5.0, 35.0), "ssim": (0.0, 1.0), "lpips": (0.0, 0.8)}
 CMAP = "RdYlGn_r"
-UNITS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS"}
-SAVE = {"dpi": 100, "metadata": {"Software": None}}  # no version/timestamp: same results, same bytes
 
 
 def leak_fraction(value: float, metric: str) -> float:
-    low, high = RANGES[metric]
+    """0 (nothing leaked) to 1 (all), along the metric's colour scale (values beyond it saturate)."""
+    record = METRICS[metric]
+    low, high = record.scale
     t = float(np.clip((value - low) / (high - low), 0, 1))
-    return t if LEAKS_HIGH[metric] else 1 - t
+    return t if record.larger_leaks else 1 - t
 
 
 def colour(value: float, metric: str) -> str:
@@ -42,11 +41,7 @@ def save_heatmap(table: pd.DataFrame, metric: str, title: str, path: Path) -> Pa
     ax.set_yticks(range(table.shape[0]), [str(i) for i in table.index], fontsize=8)
     ax.axhline(table.shape[0] - 2.5, color="black", linewidth=1)  # the two "best attack" rows below
     for (r, c), v in np.ndenumerate(values):
-        ax.text(c, r, "–" if np.isnan(v) else (f"{v:.1f}" if metric == "psnr" else f"{v:.2f}"),
-                ha="center", va="center", fontsize=8)
-    ax.set_title(f"{UNITS[metric]}\n{title}", fontsize=8)
+        ax.text(c, r, METRICS[metric].format(v, compact=True), ha="center", va="center", fontsize=8)
+    ax.set_title(f"{METRICS[metric].title}\n{title}", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, **SAVE)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -11,22 +11,25 @@ from typing import Callable
 
 import pandas as pd
 
+from fedleak.core.io import atomic_write
+from fedleak.metrics.record import METRICS, REPORTED, direction_note
 from fedleak.reports.document import Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 from fedleak.reports.heatmap import colour, save_heatmap
 from fedleak.reports.matrix_grids import save_reconstruction_grid
-from fedleak.reports.matrix_tables import METRICS, context_title, contexts, heat_table, strongest_attack, with_utility
-from fedleak.reports.privacy_utility import point_label, save_privacy_utility
+from fedleak.reports.matrix_tables import CONTEXT, context_title, contexts, heat_table, with_utility
+from fedleak.reports.privacy_utility import save_privacy_utility
+from fedleak.reports.verdicts import VERDICT_NOTE, identical_pairs, verdict_points, verdict_table
 
 METRIC_NOTE = ("Metrics: images in [0,1]; PSNR over all channels; SSIM Gaussian 11/σ1.5 per channel, averaged; "
-               "LPIPS AlexNet v0.1. Leakage is the attacker's best: higher PSNR/SSIM, lower LPIPS.")
+               f"LPIPS AlexNet v0.1. Leakage is the attacker's best: {direction_note()}.")
 
 
 @dataclass(frozen=True)
 class GateOutcome:
     """What the gate decided, as the report shows it."""
     description: str            # thresholds, statistic and scope
-    failed_cells: int
-    violations: Table | None    # one row per broken threshold; None when the gate passed
+    failed_cells: int           # gated verdicts that failed
+    violations: Table | None    # one row per failed verdict, with why; None when the gate passed
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class MatrixView:
     preset: str
     gate: GateOutcome | None                         # None: the matrix has no [gate]
     cell_images: Callable[[str], dict]               # cell key -> {"ground_truth", "reconstructions"}
+    not_applicable: tuple[str, ...] = ()             # pairs the components' declarations left out, with why
+    verdicts: tuple = ()                             # reports.verdicts.Verdict, one per context and defense setting
 
 
 def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Path]:
@@ -51,15 +56,21 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
     if view.gate is not None:
         doc.add(*_gate_section(view.gate))
     for number, (context, frame) in enumerate(contexts(results), start=1):
-        doc.add(*_context_section(number, context, frame, utility, view.cell_images, folder))
+        verdicts = [v for v in view.verdicts if all(str(v.context[k]) == str(context[k]) for k in CONTEXT)]
+        doc.add(*_context_section(number, context, frame, utility, verdicts, view.cell_images, folder))
     if view.failed:
         doc.add(Heading("Cells that did not run"),
                 Paragraph("Each is retried by the next run of the same matrix."),
                 Table(["task", "key", "error"], [[f["task"], f["key"], f["error"]] for f in view.failed]))
+    if view.not_applicable:
+        doc.add(Heading("Pairs not applicable"),
+                Paragraph("An attack or defense runs only under the threat models that share what it declares it "
+                          "applies to; these pairs of the matrix were therefore not run."),
+                Table(["why"], [[line] for line in view.not_applicable]))
     doc.add(Heading("Provenance"), *_provenance(results))
     markdown, page = folder / "report.md", folder / "report.html"
-    markdown.write_text(to_markdown(doc, folder))
-    page.write_text(to_html(doc))
+    atomic_write(markdown, to_markdown(doc, folder))
+    atomic_write(page, to_html(doc))
     return markdown, page
 
 
@@ -77,51 +88,52 @@ def _overview(results: pd.DataFrame, utility: pd.DataFrame, preset: str) -> list
 
 
 def _gate_section(gate: GateOutcome) -> list:
-    verdict = "PASSED." if gate.violations is None else f"FAILED in {gate.failed_cells} cells."
+    verdict = "PASSED." if gate.violations is None else f"FAILED for {gate.failed_cells} verdicts."
     blocks = [Heading("Gate"), Paragraph(f"Thresholds: {gate.description}. {verdict}")]
     if gate.violations is not None:
         blocks.append(gate.violations)
     return blocks
 
 
-def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: pd.DataFrame,
+def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: pd.DataFrame, verdicts: list,
                      cell_images: Callable[[str], dict], folder: Path) -> list:
     title = context_title(context)
     blocks = [Heading(f"{number}. {title}")]
-    summary = with_utility(strongest_attack(frame), utility, context)
-    blocks += [Heading("What each defense buys", 3), _summary_table(summary)]
-    plot = save_privacy_utility(summary, title, folder / f"c{number}-privacy-utility.png")
-    if plot is not None:
-        blocks.append(Image(plot, "privacy-utility"))
-    for metric in METRICS:
-        table = heat_table(frame, metric)
+    by_label = {}
+    if not utility.empty:
+        summary = with_utility(verdict_points(verdicts), utility, context)
+        by_label = {r["defense_label"]: r for r in summary.to_dict("records")}
+    blocks += [Heading("What each defense buys", 3), verdict_table(verdicts, by_label), Paragraph(VERDICT_NOTE)]
+    for v in verdicts:
+        if v.reasons:
+            blocks.append(Paragraph(f"`{v.defense_label}`: {v.status or 'not gated'}: {'; '.join(v.reasons)}."))
+    references = [r for label, r in by_label.items() if label not in {v.defense_label for v in verdicts}]
+    if references:
+        columns = [c for c in ("accuracy", "accuracy_drop", "epsilon", "bytes_sent") if c in references[0]]
+        blocks += [Paragraph("Reference settings (utility measured, not attacked):"),
+                   Table(["defense", *columns], [[r["defense_label"], *(_number(r.get(c), c) for c in columns)]
+                                                 for r in references])]
+    if by_label:
+        plot = save_privacy_utility(pd.DataFrame(list(by_label.values())), title, folder / f"c{number}-privacy-utility.png")
+        if plot is not None:
+            blocks.append(Image(plot, "privacy-utility"))
+    identical = identical_pairs(verdicts)
+    for metric in (m.name for m in REPORTED):
+        table = heat_table(frame, metric, identical)
         blocks += [Heading(f"{metric.upper()}: attack × defense", 3),
                    Image(save_heatmap(table, metric, title, folder / f"c{number}-heat-{metric}.png"), f"{metric} heat map"),
                    Table(["attack"] + [str(c) for c in table.columns],
                          [[str(i)] + [_number(v, metric) for v in row] for i, row in zip(table.index, table.to_numpy())],
                          [[""] + [colour(v, metric) for v in row] for row in table.to_numpy()])]
+    if identical:
+        blocks.append(Paragraph("Adaptive rows appear only where knowing the defense changed the attack; an empty "
+                                "cell repeated the non-adaptive row exactly (" +
+                                ", ".join(f"{a} vs {d}" for a, d in sorted(identical)) + ")."))
     blocks.append(Heading("Reconstructions", 3))
     for k, (defense, group) in enumerate(frame.groupby("defense_label", sort=False), start=1):
         blocks += [Paragraph(f"Defense `{defense}`: ground truth, then each attack's reconstruction (PSNR below)."),
                    Image(save_reconstruction_grid(group, cell_images, folder / f"c{number}-grid-{k}.png"), f"grid {defense}")]
     return blocks
-
-
-def _summary_table(summary: pd.DataFrame) -> Table:
-    extra = [c for c in ("accuracy", "epsilon", "delta") if c in summary.columns]
-    header = ["defense", "PSNR", "SSIM", "LPIPS", "strongest attack", "adaptive gain (dB)", "label acc."] + extra + ["bytes sent"]
-    rows = []
-    for _, r in summary.iterrows():
-        attacked = pd.notna(r["psnr"])
-        gain = r["adaptive_gain"]
-        rows.append([point_label(r) if "epsilon" in extra else r["defense_label"], _number(r["psnr"], "psnr"),
-                     _number(r["ssim"], "ssim"), _number(r["lpips"], "lpips"),
-                     r["strongest"] if attacked else "not attacked (reference)",
-                     "–" if gain is None or pd.isna(gain) else f"{gain:+.2f}",
-                     f"{r['label_accuracy']:.0%}" if attacked else "–"]
-                    + [_number(r[c], c) for c in extra] + [_bytes(r["bytes_sent"])])
-    colours = [["", *(colour(r[m], m) for m in METRICS)] + [""] * (len(header) - 4) for _, r in summary.iterrows()]
-    return Table(header, rows, colours)
 
 
 def _provenance(results: pd.DataFrame) -> list:
@@ -144,10 +156,6 @@ def _number(value, metric: str) -> str:
         return "–"
     if isinstance(value, float) and math.isinf(value):
         return "∞"
-    return f"{value:.2f}" if metric == "psnr" else f"{value:.3f}" if metric in ("ssim", "lpips", "accuracy") else f"{value:.3g}"
-
-
-def _bytes(value) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    return f"{int(value):,}"
+    if metric in METRICS:
+        return METRICS[metric].format(value)
+    return f"{value:.3f}" if metric == "accuracy" else f"{value:.3g}"

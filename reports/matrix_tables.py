@@ -4,13 +4,14 @@ Leakage reads "the attacker's best": higher PSNR/SSIM and lower LPIPS mean more 
 Within one context (dataset, model, victim state, threat model, knowledge), an image is attacked
 by every attack, mode and seed; "best per cell" takes the strongest attack row's median, "best
 per image" takes, for each image, the strongest result any attack got on it (the per-sample worst
-case of AutoAttack), then the median over images."""
+case of AutoAttack), then the median over images. What a defense setting buys, with its checks, is
+its verdict (harness.verdict, reports.verdicts), not a table here."""
 from __future__ import annotations
 
 import pandas as pd
 
-METRICS = ("psnr", "ssim", "lpips")
-LEAKS_HIGH = {"psnr": True, "ssim": True, "lpips": False, "mse": False}
+from fedleak.metrics.record import METRICS
+
 CONTEXT = ["dataset", "model", "victim_state", "threat_model", "knowledge_preset"]
 BEST_CELL = "best attack (per cell)"
 BEST_IMAGE = "best attack (per image)"
@@ -41,41 +42,25 @@ def context_title(context: dict) -> str:
 
 
 def best(values: pd.Series | pd.core.groupby.SeriesGroupBy, metric: str):
-    return values.max() if LEAKS_HIGH[metric] else values.min()
+    return METRICS[metric].most_leaked(values)
 
 
-def heat_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+def heat_table(frame: pd.DataFrame, metric: str, identical: set[tuple[str, str]] = frozenset()) -> pd.DataFrame:
     """Rows: attack (mode), then the two "best attack" rows; columns: defense settings in matrix
-    order; values: median over images of the attack's best result per image (over seeds)."""
+    order; values: median over images of the attack's best result per image (over seeds). An
+    adaptive row is left empty where it repeated the non-adaptive one (`identical`: (attack label,
+    defense label) pairs, reports.verdicts.identical_pairs), and dropped where it always did."""
+    if identical:
+        repeat = [(a, d) in identical for a, d in zip(frame["attack_label"], frame["defense_label"])]
+        frame = frame[~(pd.Series(repeat, index=frame.index) & frame["adaptive"])]
     frame = frame.assign(row=attack_row(frame))
     per_image = best(frame.groupby(["row", "defense_label", "image_index"], sort=False)[metric], metric)
     table = per_image.groupby(["row", "defense_label"], sort=False).median().unstack("defense_label")
     table = table.reindex(index=row_order(frame), columns=pd.unique(frame["defense_label"]))
-    table.loc[BEST_CELL] = table.max() if LEAKS_HIGH[metric] else table.min()
+    table.loc[BEST_CELL] = best(table, metric)
     strongest = best(frame.groupby(["defense_label", "image_index"], sort=False)[metric], metric)
     table.loc[BEST_IMAGE] = strongest.groupby("defense_label", sort=False).median()
     return table
-
-
-def strongest_attack(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
-    """Per defense setting: the per-image best over every attack, mode and seed (median over images),
-    which attack row wins most images, and what knowing the defense adds (adaptive − non-adaptive)."""
-    frame = frame.assign(row=attack_row(frame))
-    rows = []
-    for defense, group in frame.groupby("defense_label", sort=False):
-        winners = group.loc[(group.groupby("image_index")[metric].idxmax() if LEAKS_HIGH[metric]
-                             else group.groupby("image_index")[metric].idxmin())]
-        record = {"defense_label": defense, "defense": group["defense"].iloc[0]}
-        for m in METRICS:
-            record[m] = float(best(group.groupby("image_index")[m], m).median())
-        counts = winners["row"].value_counts()
-        record["strongest"] = sorted(counts[counts == counts.max()].index)[0]
-        modes = group.groupby("adaptive")[metric].median()
-        record["adaptive_gain"] = float(modes[True] - modes[False]) if len(modes) == 2 else None
-        record["label_accuracy"] = float(group["label_correct"].mean())
-        record["bytes_sent"] = group["bytes_sent"].iloc[0]
-        rows.append(record)
-    return pd.DataFrame(rows)
 
 
 def with_utility(summary: pd.DataFrame, utility: pd.DataFrame, context: dict) -> pd.DataFrame:

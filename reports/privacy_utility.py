@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fedleak.reports.heatmap import SAVE  # noqa: E402
+from fedleak.metrics.record import PSNR  # noqa: E402
+from fedleak.reports.document import save_figure  # noqa: E402
 
 
 def point_label(row: pd.Series) -> str:
@@ -37,12 +38,9 @@ def save_privacy_utility(summary: pd.DataFrame, title: str, path: Path) -> Path 
         ax.axhline(row["accuracy"], color="grey", linestyle=":", linewidth=1)
         ax.annotate(f"{point_label(row)} (not attacked)", (0.01, row["accuracy"]), xycoords=("axes fraction", "data"),
                     textcoords="offset points", xytext=(0, 2), fontsize=6, color="grey")
-    ax.set_xlabel("strongest-attack leakage: median best PSNR per image (dB)")
+    ax.set_xlabel(f"strongest-attack leakage: median best {PSNR.title} per image")
     ax.set_ylabel("accuracy (held-out)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, **SAVE)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

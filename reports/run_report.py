@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedleak.core.io import atomic_write
+from fedleak.metrics.record import METRICS
 from fedleak.reports.grid import save_grid
 
-SUMMARY_METRICS = ("psnr", "ssim", "lpips", "mse")
 
-
-def write_run_report(result) -> None:
+def write_run_report(result, extra: list[str] = ()) -> None:
+    """report.md + grid.png beside the run's rows; `extra` lines close the page (the Flower audit's
+    per-client table)."""
     frame, out = result.rows, result.directory
     first = frame.iloc[0]
     captions = [[], [f"{p:.1f} dB" for p in frame["psnr"]]]
@@ -18,10 +20,11 @@ def write_run_report(result) -> None:
              f"Threat model `{first['threat_model']}`, B={first['batch_size']}, {first['iterations']} iterations × "
              f"{first['restarts']} restarts, device `{first['device']}`, config `{first['config_hash']}`.", "",
              "| metric | median | mean | best | worst |", "|---|---|---|---|---|"]
-    for m in SUMMARY_METRICS:
-        col = frame[m]
-        best, worst = (col.min(), col.max()) if m in ("lpips", "mse") else (col.max(), col.min())
-        lines.append(f"| {m} | {col.median():.4f} | {col.mean():.4f} | {best:.4f} | {worst:.4f} |")
+    for m in METRICS.values():
+        if m.name not in frame:  # psnr_over_label exists only where a matrix measured the label baseline
+            continue
+        col = frame[m.name]
+        lines.append(f"| {m.name} | {col.median():.4f} | {col.mean():.4f} | {m.most_leaked(col):.4f} | {m.least_leaked(col):.4f} |")
     lines += ["", f"Label accuracy: {frame['label_correct'].mean():.1%} per image, "
               f"{frame.groupby('batch')['batch_label_accuracy'].first().mean():.1%} as label counts per batch.",
               f"Wall time: {frame.groupby('batch')['wall_time_s'].first().sum():.1f} s.", "", "![grid](grid.png)", "",
@@ -31,7 +34,7 @@ def write_run_report(result) -> None:
                      f"{r['ssim']:.3f} | {r['lpips']:.3f} |")
     lines += ["", "Metrics: images in [0,1]; PSNR over all channels; SSIM Gaussian 11/σ1.5 per channel, averaged; "
               "LPIPS AlexNet v0.1 (grey replicated to RGB). See docs/metrics.md."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "report.md", "\n".join([*lines, *extra]) + "\n")
 
 
 def write_index(results, directory) -> Path:
@@ -45,5 +48,5 @@ def write_index(results, directory) -> Path:
                      f"{f['psnr'].median():.2f} | {f['ssim'].median():.3f} | {f['lpips'].median():.3f} | {f['label_correct'].mean():.0%} |")
     lines += [""] + [f"![{r.directory.name}]({r.directory.name}/grid.png)" for r in results]
     path = directory / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
     return path

@@ -105,14 +105,16 @@ def test_order_invariant_parts():
     assert epoch_invariance(same_set, features).item() < 1e-10
     assert epoch_invariance(torch.stack([images, torch.rand(3, 1, 8, 8)]), features).item() > 1e-3
     assert torch.allclose(average_matched(same_set), images)
-    with pytest.raises(ConfigError, match="order-invariant.*needs a FedAvg update"):
-        from fedleak.attacks.order_invariant import OrderInvariant
-        OrderInvariant().reconstruct(_gradient_observation(), None, _no_training(), Budget(1))
+    from fedleak.attacks.order_invariant import OrderInvariant
+    with pytest.raises(ConfigError, match="'order-invariant' runs on update, not gradient"):
+        OrderInvariant().reconstruct(_observation("fedsgd", "gradient"), None, _no_training(), Budget(1))
+    with pytest.raises(ConfigError, match="'order-invariant' needs the knowledge flag 'hyperparameters'"):
+        OrderInvariant().reconstruct(_observation("fedavg", "update"), None, _no_training(), Budget(1))
 
 
-def _gradient_observation():
+def _observation(threat_model: str, kind: str):
     from fedleak.threat_models.observation import Observation
-    return Observation("fedsgd", "gradient", [torch.zeros(2)], ["w"], {"w": torch.zeros(2)}, {}, 1)
+    return Observation(threat_model, kind, [torch.zeros(2)], ["w"], {"w": torch.zeros(2)}, {}, 1)
 
 
 def _no_training():

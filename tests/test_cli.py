@@ -70,12 +70,12 @@ def test_unwritable_output(capsys, tmp_path):
     assert code == 2 and "cannot write" in err
 
 
-def test_out_of_range_victim_keeps_earlier_rows(capsys, tmp_path):
+def test_out_of_range_victim_is_said_before_anything_runs(capsys, tmp_path):
     out = tmp_path / "out"
     code, err = run_cli(capsys, "attack", "--output", str(out), "--iterations", "2", "--quiet",
                         "--set", "data.victims=[0, 99999]")
-    assert code == 2 and "99999" in err
-    assert pd.read_csv(out / "results.csv")["image_index"].tolist() == [0]
+    assert code == 2 and "99999" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "results.csv").exists()  # not one batch attacked, not one victim trained
 
 
 def test_attack_writes_rows_grid_and_report(tmp_path):

@@ -91,7 +91,7 @@ def test_sketch_simulate_reproduces_the_observation_with_the_public_seed(options
     other = defense.simulate(g, _observation(sent, {**public, "seed": 12}))
     assert not torch.equal(other[0], sent[0])
     dims = [math.prod(s) for s in SHAPES]
-    expected = [max(1, round(0.3 * d)) for d in dims] if defense.per_layer else [defense.size or round(0.3 * sum(dims))]
+    expected = [max(1, round(0.3 * d)) for d in dims] if defense.options.per_layer else [defense.options.size or round(0.3 * sum(dims))]
     assert public["sizes"] == expected and defense.bytes_sent(sent) == 4 * sum(expected)
 
 
@@ -263,7 +263,8 @@ def test_adaptive_sketch_attack_beats_the_non_adaptive_one(lenet_victim):
 
 def test_measure_utility_reports_accuracy_bytes_epsilon_and_caches(digits):
     from fedleak.harness.utility import measure_utility
-    from fedleak.threat_models.victim import VictimSpec, cache_dir
+    from fedleak.core.io import cache_dir
+    from fedleak.threat_models.victim import VictimSpec
     spec = VictimSpec(model="mlp", options={"width": 16, "depth": 1}, clients=2, local_batch_size=200, local_lr=0.1)
     defense = build_defense("dp", mode="dpsgd", sigma=1.0, clip=1.0)
     result = measure_utility(digits, spec, defense, rounds=2, timing_repeats=1)

@@ -88,6 +88,7 @@ def test_gradient_tape_matches_the_plain_matcher_in_float64(name):
     restart for restarts as one batch) give the plain matcher's cosine and image gradient exactly."""
     from fedleak.models.functional import loss_gradient
     from fedleak.threat_models.knowledge import AttackerKnowledge, knowledge_flags
+    from fedleak.threat_models.base import FedSGD
     from fedleak.threat_models.observation import Observation
 
     model = _float64_model(name, seed=2, width=16)
@@ -97,7 +98,8 @@ def test_gradient_tape_matches_the_plain_matcher_in_float64(name):
     truth, y = torch.randn(2, 3, 32, 32, generator=g, dtype=torch.float64), torch.tensor([3, 7])
     shared = loss_gradient(model, params, buffers, truth, y)
     obs = Observation("fedsgd", "gradient", shared, list(params), params, buffers, 2)
-    knowledge = AttackerKnowledge(knowledge_flags("informed"), 2, (3, 32, 32), 10, (0.0,) * 3, (1.0,) * 3, labels=y)
+    knowledge = AttackerKnowledge(knowledge_flags("informed"), 2, (3, 32, 32), 10, (0.0,) * 3, (1.0,) * 3, labels=y,
+                                  threat_model=FedSGD())
 
     def plain(xr):
         xr = xr.clone().requires_grad_(True)

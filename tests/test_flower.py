@@ -2,6 +2,7 @@
 example app (3 clients, 2 rounds, Ray backend, offline) attacked and compared with fedleak's own
 FedAvg threat model on the same images."""
 import json
+import os
 import random
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg, FedAvgM  # noqa: E402
 
 from fedleak.core.errors import ConfigError  # noqa: E402
+from procfs import listening_addresses, loopback  # noqa: E402
 from fedleak.threat_models.flower import ClientUpdate, RecordingFitStrategy, RecordingStrategy  # noqa: E402
 from fedleak.threat_models.flower_observation import arrays_to_state, observation_from_update  # noqa: E402
 
@@ -196,16 +198,18 @@ def audited(tmp_path_factory):
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         recorder.start(grid=grid, initial_arrays=ArrayRecord(task.build_model().state_dict()), num_rounds=task.NUM_ROUNDS)
+        recorder.listening = listening_addresses(os.getpid())  # while Flower's Ray instance is up
 
     out = tmp_path_factory.mktemp("flower-audit")
     result = run_flower_audit(FlowerAudit(server_app=app, iterations=ITERATIONS, output=str(out)))
-    return result, recorder.updates
+    return result, recorder
 
 
 @pytest.mark.slow
 def test_both_taps_record_every_client_update_of_the_simulation(audited):
     from fedleak.examples.flower_app import task
-    result, strategy_updates = audited
+    result, recorder = audited
+    strategy_updates = recorder.updates
     grid_updates = result.updates
     assert len(grid_updates) == task.NUM_CLIENTS * task.NUM_ROUNDS
     key = lambda u: (u.round, u.client_id)
@@ -226,6 +230,13 @@ def test_both_taps_record_every_client_update_of_the_simulation(audited):
         for u in grid_updates:
             if u.round == 2:
                 np.testing.assert_allclose(u.received[name], mean, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_flowers_ray_instance_listens_on_loopback_only(audited):
+    _, recorder = audited
+    assert recorder.listening, "found no Ray server sockets during the simulation"
+    assert all(loopback(a) for a in recorder.listening), f"Flower's Ray instance listens on {sorted(recorder.listening)}"
 
 
 @pytest.mark.slow
@@ -407,7 +418,7 @@ def test_saved_update_files_hold_numbers_and_metadata_and_nothing_else(tmp_path)
         assert sorted(npz.files) == ["0", "1", "metadata"]
     target = next((tmp_path / "updates").iterdir())
     target.write_bytes(target.read_bytes()[:100])
-    with pytest.raises(DataError, match="unreadable saved update"):
+    with pytest.raises(DataError, match="cannot read saved update"):
         load_updates(tmp_path)
 
 

@@ -54,7 +54,7 @@ def test_only_the_hypernetwork_update_is_shared(digits):
     phi_names = [n for n, _ in victim.model.named_parameters() if n.startswith(PHI_PREFIX)]
     assert observation.param_names == phi_names == list(observation.global_params)
     assert [t.shape for t in observation.shared] == [victim.params[n].shape for n in phi_names]
-    assert observation.kind == "update" and observation.buffers == {}
+    assert observation.kind == "hypernetwork-update" and observation.buffers == {}
     private = victim.client(1)
     sent = [*observation.shared, *observation.global_params.values(), *observation.decoded]
     for secret in (private.embedding, *private.head.values()):

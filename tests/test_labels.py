@@ -3,7 +3,7 @@ import torch
 
 from fedleak.attacks.labels import infer_labels
 from fedleak.defenses import NoDefense
-from fedleak.harness.runner import multiset_label_accuracy
+from fedleak.metrics.labels import multiset_label_accuracy
 from fedleak.threat_models import THREAT_MODELS
 from fedleak.threat_models.knowledge import knowledge_flags
 from fedleak.models.functional import LocalTraining

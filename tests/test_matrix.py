@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 
 from fedleak.harness.cli import main
+from procfs import children, listening_addresses, loopback
 from fedleak.core.errors import ConfigError
-from fedleak.harness.matrix import expand
-from fedleak.harness.matrix_config import matrix_from_dict
+from fedleak.core.fingerprint import package_digest
+from fedleak.harness.matrix import cell_key, expand, expansion
+from fedleak.harness.matrix_config import BudgetConfig, matrix_from_dict
 from fedleak.harness.matrix_run import prepare_matrix, run_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,14 +59,16 @@ def test_expansion_covers_every_axis_once_with_config_digests():
     matrix = matrix_from_dict(smoke_matrix(seeds=[0, 1], attacks=[{"name": "idlg"}, {"name": "ig"}], defenses=[
         {"name": "none"}, {"name": "prune", "sweep": {"ratio": [0.1, 0.5]}}]))
     cells = expand(matrix)
-    # none: 2 attacks x 1 mode x 2 seeds x 2 images; prune: 2 settings x 2 attacks x 2 modes x 2 x 2
-    assert len(cells) == 8 + 32
+    # none: 2 attacks x 1 mode x 2 seeds; prune: 2 settings x 2 attacks x 2 modes x 2 seeds; each cell both images
+    assert len(cells) == 4 + 16
     assert len({c.key for c in cells}) == len(cells)
     for cell in cells:
-        assert cell.key == cell.config.digest()
+        assert cell.key == cell_key(cell.config.digest(), cell.code)
+        assert cell.code["fedleak"] == package_digest() and cell.code["attack"].startswith(cell.config.attack.name)
         assert cell.config.threat_model.knowledge["defense"] is cell.labels["adaptive"]
         assert cell.config.output == f"cells/{cell.key}"
-        assert len(cell.config.data.victims) == 1
+        assert cell.config.data.victims == [1, 2] and cell.config.data.batch_size == 1
+        assert cell.config.data.batch_seed == "first"  # an image's result does not depend on its cell-mates
     assert {c.labels["defense_label"] for c in cells} == {"none", "prune (ratio=0.1)", "prune (ratio=0.5)"}
     assert not any(c.labels["adaptive"] for c in cells if c.config.defense.name == "none")
     assert [c.key for c in expand(matrix)] == [c.key for c in cells]  # stable across expansions
@@ -78,14 +82,32 @@ def test_entries_run_only_under_their_threat_models():
     pairs = {(c.config.threat_model.name, c.config.attack.name, c.config.defense.name) for c in expand(matrix)}
     assert pairs == {("fedsgd", "ig", "none"), ("fedsgd", "ig", "prune"),          # hashing: vfl only, declared
                      ("vfl", "embedding-inversion", "none"), ("vfl", "embedding-inversion", "hashing")}
+
+
+def test_declarations_pair_components_and_list_what_they_rule_out():
+    """No entry names a threat model: each attack and defense runs where its `applies_to` says, the
+    plugin (which declares nothing) on gradients and updates only, never on VFL embeddings."""
+    matrix = prepare_matrix(matrix_from_dict(smoke_matrix(
+        threat_models=[{"name": "fedsgd"}, {"name": "vfl"}],
+        attacks=[{"name": "idlg"}, {"name": "embedding-inversion"}],
+        defenses=[{"name": "none"}, {"name": "random-k-noise"}, {"name": "hashing"}])))
+    cells, skipped = expansion(matrix)
+    pairs = {(c.config.threat_model.name, c.config.attack.name, c.config.defense.name) for c in cells}
+    assert pairs == {("fedsgd", "idlg", "none"), ("fedsgd", "idlg", "random-k-noise"),
+                     ("vfl", "embedding-inversion", "none"), ("vfl", "embedding-inversion", "hashing")}
+    assert set(skipped) == {
+        "attack 'embedding-inversion' runs on embedding, not gradient, which threat model 'fedsgd' shares",
+        "defense 'hashing' applies to embedding, not gradient, which threat model 'fedsgd' shares",
+        "attack 'idlg' runs on gradient, update, not embedding, which threat model 'vfl' shares",
+        "defense 'random-k-noise' applies to gradient, update, not embedding, which threat model 'vfl' shares"}
     with pytest.raises(ConfigError, match=r"attacks\[0\]\.threat_models: 'fedavg' is not a threat model of this"):
         prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig", "threat_models": ["fedavg"]}])))
 
 
 def test_digest_follows_results_not_placement():
     cell = expand(matrix_from_dict(smoke_matrix()))[0]
-    assert replace(cell.config, output="elsewhere", device="cpu").digest() == cell.key
-    assert replace(cell.config, attack=replace(cell.config.attack, iterations=3)).digest() != cell.key
+    assert replace(cell.config, output="elsewhere", device="cpu").digest() == cell.config_hash
+    assert replace(cell.config, attack=replace(cell.config.attack, iterations=3)).digest() != cell.config_hash
 
 
 def test_budget_precedence_and_presets():
@@ -98,8 +120,12 @@ def test_budget_precedence_and_presets():
     assert matrix.budget(dlg, "paper").iterations == 300      # the published budget
     assert matrix.budget(ig, "paper").restarts == 8
     assert matrix.budget(ig, "smoke").iterations == 2         # the preset default
+    bare = matrix_from_dict(smoke_matrix(attacks=[{"name": "dlg"}, {"name": "ig", "budgets": {"ci": {"restarts": 2}}}]))
+    assert bare.budget(bare.attacks[0], "ci") == BudgetConfig(iterations=10, restarts=1, images=4)  # DLG's own
+    assert (bare.budget(bare.attacks[1], "ci").iterations, bare.budget(bare.attacks[1], "ci").restarts) == (200, 2)
     matrix = replace(matrix, images=replace(matrix.images, indices=[]), preset="ci")
-    assert len(expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))) == 3  # 3 images, B=1
+    (cell,) = expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))
+    assert cell.config.data.victims == [0, 1, 2]  # 3 images, B=1, one cell
 
 
 @pytest.mark.parametrize("change, key", [
@@ -118,7 +144,19 @@ def test_config_errors_name_the_key(change, key):
 
 @pytest.mark.parametrize("change, message", [
     ({"attacks": [{"name": "nope"}]}, r"attacks\[0\]\.name: unknown attack 'nope'; known: .*dlg"),
-    ({"defenses": [{"name": "prune", "options": {"rate": 0.1}}]}, r"defenses\[0\] 'prune'.*rate"),
+    ({"defenses": [{"name": "prune", "options": {"rate": 0.1}}]},
+     r"defenses\[0\]\.options\.rate: unknown key; allowed: ratio, residual, scope"),
+    ({"defenses": [{"name": "dp", "sweep": {"sigma": [0.1, float("inf")]}}]},
+     r"defenses\[0\]\.sweep\.sigma: must be finite and >= 0, got inf"),
+    ({"defenses": [{"name": "dp", "options": {"clip": float("inf")}}]},
+     r"defenses\[0\]\.options\.clip: must be finite and > 0, got inf"),
+    ({"attacks": [{"name": "ggl", "options": {"tempo": 1}}]}, r"attacks\[0\]\.options\.tempo: unknown key; allowed: "),
+    ({"threat_models": [{"name": "vfl", "options": {"victim_party": 2}}]},
+     r"threat_models\[0\]\.options\.victim_party: must be one of 0, 1, got 2"),
+    ({"threat_models": [{"name": "fedsgd", "lr": 0}]}, r"threat_models\[0\]\.lr: must be > 0"),
+    ({"threat_models": [{"name": "fedsgd"}, {"name": "vfl"}], "defenses": [{"name": "prune", "threat_models": ["vfl"]}]},
+     r"defenses\[0\]\.threat_models: defense 'prune' applies to gradient, update, not embedding, which threat "
+     r"model 'vfl' shares"),
     ({"victims": [{"model": "alexnet"}]}, r"victims\[0\]\.model: unknown model 'alexnet'"),
     ({"threat_models": [{"knowledge": "psychic"}]}, r"threat_models\[0\]\.knowledge: unknown preset 'psychic'"),
 ])
@@ -130,31 +168,26 @@ def test_unknown_names_and_options_are_refused_before_running(change, message):
 # ------------------------------------------------------------------------------------------- resume
 def test_resume_computes_only_missing_cells_and_duplicates_nothing(tmp_path):
     out = tmp_path / "m"
-    first = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(images={"indices": [1]}))), out,
-                       workers=0, progress=False)
-    assert len(first.schedule.computed) == len(first.cells) == 3 and not first.schedule.failed
+    first = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
+    # 3 cells (none; the plugin in both modes), 1 label baseline, 2 data-dependence checks
+    assert len(first.cells) == 3 and len(first.tasks) == 6
+    assert len(first.schedule.computed) == 6 and not first.schedule.failed
     stamps = {k: (out / "cells" / k / "cell.json").stat().st_mtime_ns for k in first.schedule.computed}
 
-    second = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
+    second = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig"}, {"name": "idlg"}]))), out,
+                        workers=0, progress=False)
     assert len(second.cells) == 6
-    assert second.schedule.reused == 3
+    assert second.schedule.reused == 6  # the ig cells and every check
     assert set(second.schedule.computed) == {c.key for c in second.cells} - set(stamps)
     assert {k: (out / "cells" / k / "cell.json").stat().st_mtime_ns for k in stamps} == stamps  # untouched
     results = pd.read_parquet(out / "results.parquet")
-    assert len(results) == 6 and not results.duplicated(["cell", "image_index"]).any()
+    assert len(results) == 12 and not results.duplicated(["cell", "image_index"]).any()
     assert set(results["cell"]) == {c.key for c in second.cells}
     assert json.loads(results["config"].iloc[0])["output"].startswith("cells/")  # not the scratch folder
 
-    third = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix())), out, workers=0, progress=False)
-    assert third.schedule.computed == [] and third.schedule.reused == 6
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        text = (task / "children").read_text() if (task / "children").exists() else ""
-        found |= {int(p) for p in text.split()}
-    return found
+    third = run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig"}, {"name": "idlg"}]))), out,
+                       workers=0, progress=False)
+    assert third.schedule.computed == [] and third.schedule.reused == 9
 
 
 def _alive(pid: int) -> bool:
@@ -181,7 +214,7 @@ def test_interrupted_run_resumes(tmp_path, how):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not list((out / "cells").glob("*/cell.json")):
         time.sleep(0.2)
-    workers = _children(process.pid)
+    workers = children(process.pid)
     os.kill(process.pid, getattr(signal, how))
     _, stderr = process.communicate(timeout=60)
     if how == "SIGINT":
@@ -191,9 +224,10 @@ def test_interrupted_run_resumes(tmp_path, how):
         time.sleep(1)
         assert not [p for p in workers if _alive(p)], "workers outlived a killed matrix run"
     stored = [p.parent.name for p in (out / "cells").glob("*/cell.json")]
-    assert 1 <= len(stored) < 9
-    for key in stored:
-        assert {"results.parquet", "images.pt"} <= {p.name for p in (out / "cells" / key).iterdir()}
+    assert 1 <= len(stored) < 6  # 3 cells (3 images each), a label baseline, 2 data-dependence checks
+    for key in stored:  # complete: an attack cell's rows and images, or a check's result
+        files = {p.name for p in (out / "cells" / key).iterdir()}
+        assert {"results.parquet", "images.pt"} <= files or files & {"check.json", "baseline.json"}, files
 
     from fedleak.harness.cell_store import CellStore
     store = CellStore(out)
@@ -204,7 +238,7 @@ def test_interrupted_run_resumes(tmp_path, how):
 
     resumed = run_matrix(prepare_matrix(config), out, workers=0, progress=False)
     assert resumed.schedule.reused == len(stored)
-    assert len(resumed.schedule.computed) == 9 - len(stored)
+    assert len(resumed.schedule.computed) == len(resumed.tasks) - len(stored) == 6 - len(stored)
     assert not list((out / "cells").glob(".staging-*"))
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 9 and not results.duplicated(["cell", "image_index"]).any()
@@ -228,28 +262,31 @@ def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- gate
-@pytest.mark.parametrize("setting, passes", [({"keep": 1.0, "noise": 0.0}, False), ({"keep": 0.05, "noise": 2.0}, True)])
-def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, setting, passes):
-    table = smoke_matrix(images={"indices": [2]}, victims=[{"model": "lenet"}],
+@pytest.mark.parametrize("defense, passes", [({"name": "random-k-noise", "options": {"keep": 1.0, "noise": 0.0}}, False),
+                                             ({"name": "prune", "options": {"ratio": 0.001}}, True)])
+def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, defense, passes):
+    table = smoke_matrix(images={"indices": [2, 3]}, victims=[{"model": "lenet"}],
                          attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 6}}}],
-                         defenses=[{"name": "random-k-noise", "options": setting}],
-                         gate={"max_psnr": 18.0})
+                         defenses=[defense], gate={"max_psnr": 18.0, "min_images": 2})
     config = write_toml(tmp_path / "gate.toml", table)
     status = main(["matrix", str(config), "--gate", "--workers", "0", "--quiet", "--output", str(tmp_path / "out")])
     printed = capsys.readouterr().out
+    # the verdict, per defense setting: best attack, label baseline, converged, degenerate, n, interval
+    assert "over label [95% CI]" in printed and "converged" in printed and "degenerate" in printed
     if passes:
-        assert status == 0 and "gate passed" in printed
+        assert status == 0 and "gate passed: 1 gated verdicts meet" in printed, printed
     else:
         assert status == 1 and "gate FAILED" in printed
         table_lines = printed.split("gate FAILED", 1)[1].splitlines()
-        assert any("random-k-noise" in line and "psnr" in line for line in table_lines)
+        assert any("random-k-noise" in line and "psnr" in line and "> 18" in line for line in table_lines)
 
 
 # ---------------------------------------------------------------------------------- evaluate-defense
 def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
+    # vfl: neither the plugin (gradients and updates) nor idlg/ig apply there, so it adds no cell, only a line
     base = smoke_matrix(plugins=[], images={"indices": [1]}, defenses=[{"name": "none"}, {"name": "prune"}],
-                        utility={"options": {"rounds": 1}})
+                        utility={"options": {"rounds": 1}}, threat_models=[{"name": "fedsgd"}, {"name": "vfl"}])
     monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
     monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
     config = write_toml(tmp_path / "base.toml", base)
@@ -258,6 +295,8 @@ def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monk
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "verdict:" in printed and "random-k-noise (keep=0.1)" in printed and "report:" in printed
+    assert "defense 'random-k-noise' applies to gradient, update, not embedding, which threat model 'vfl' shares" \
+        in printed.split("not applicable here:", 1)[1]
     results = pd.read_parquet(tmp_path / "eval" / "results.parquet")
     mine = results[results["defense"] == "random-k-noise"]
     assert set(zip(mine["attack_label"], mine["adaptive"])) == {(a, m) for a in ("idlg", "ig") for m in (False, True)}
@@ -278,9 +317,23 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
     matrix = prepare_matrix(matrix_from_dict(smoke_matrix(images={"indices": [1]})))
     run = run_matrix(matrix, tmp_path / "ray", executor="ray", workers=2, progress=False)
-    assert not run.schedule.failed and len(run.schedule.computed) == len(run.cells) == 3
+    assert not run.schedule.failed and len(run.schedule.computed) == len(run.tasks) == 6 and len(run.cells) == 3
     results = pd.read_parquet(tmp_path / "ray" / "results.parquet")
     assert len(results) == 3 and set(results["defense"]) == {"none", "random-k-noise"}
+
+
+def test_local_ray_instance_listens_on_loopback_only():
+    pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
+    from fedleak.harness.cell_worker import WorkerSetup
+    from fedleak.harness.ray_executor import RayBackend
+    backend = RayBackend(WorkerSetup(), 1, None)
+    try:
+        listening = listening_addresses(os.getpid())
+        assert listening, "found no Ray server sockets"
+        assert all(loopback(a) for a in listening), f"a private Ray instance listens on {sorted(listening)}"
+        assert backend.ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
+    finally:
+        backend.close()
 
 
 # --------------------------------------------------------------------------------------- bad inputs
@@ -318,6 +371,30 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys, monkeypatch):
         capsys, ["evaluate-defense", PLUGIN, "--option", "keep=3", "--matrix", str(good)])
 
 
+def test_image_indices_out_of_range_are_refused_before_anything_runs(tmp_path, capsys):
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1, 1000, 5000]}))
+    line = _one_line_error(capsys, ["matrix", str(config), "--output", str(tmp_path / "out"), "--workers", "0"])
+    assert "images.indices: victim 1000, 5000 out of range" in line and "'digits', which holds 1000 victims" in line
+    assert not (tmp_path / "out" / "cells").exists()  # no cell ran, none was even scheduled
+
+
+def test_share_that_returns_no_tuple_names_the_defense(tmp_path, monkeypatch, capsys):
+    (tmp_path / "lazy_defense.py").write_text(
+        "from fedleak.defenses.base import Defense\n"
+        "class Lazy(Defense):\n    name = 'lazy'\n"
+        "    def share(self, update, context):\n        return [u.clone() for u in update]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(plugins=["lazy_defense:Lazy"], images={"indices": [1]},
+                                                          defenses=[{"name": "lazy"}]))
+    main(["matrix", str(config), "--output", str(tmp_path / "out"), "--workers", "0", "--quiet"])
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text())
+    assert failures and all("\n" not in f["error"] for f in failures)
+    assert {f["error"] for f in failures} == {
+        "defense 'lazy' (lazy_defense.Lazy): share() must return (shared, public), the list of tensors the client "
+        "sends and a dict of public metadata; it returned list"}
+
+
 def test_plugin_interface_is_checked(tmp_path, monkeypatch):
     from fedleak.harness.plugins import load_plugin
     (tmp_path / "broken_defenses.py").write_text(
@@ -325,10 +402,14 @@ def test_plugin_interface_is_checked(tmp_path, monkeypatch):
         "class Nameless(Defense):\n    pass\n"
         "class NeedsArgs(Defense):\n    name = 'needs-args'\n    def __init__(self, strength):\n        pass\n"
         "class WrongShare(Defense):\n    name = 'wrong-share'\n    def share(self, update):\n        return update, {}\n"
-        "class Clash(Defense):\n    name = 'prune'\n")
+        "class Clash(Defense):\n    name = 'prune'\n"
+        "class Typo(Defense):\n    name = 'typo'\n    applies_to = ('gradients',)\n"
+        "class Loose(Defense):\n    name = 'loose'\n    options_class = dict\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     for cls, message in [("Nameless", "class attribute `name"), ("NeedsArgs", "needs strength"),
-                         ("WrongShare", r"share\(self, update\) does not match"), ("Clash", "already taken")]:
+                         ("WrongShare", r"share\(self, update\) does not match"), ("Clash", "already taken"),
+                         ("Typo", "applies_to names 'gradients', not a kind of observation; kinds: gradient, update"),
+                         ("Loose", "options_class must be a frozen dataclass")]:
         with pytest.raises(ConfigError, match=message):
             load_plugin(f"broken_defenses:{cls}")

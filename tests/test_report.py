@@ -24,7 +24,8 @@ def _stub_utility(data, victim_spec, defense, rounds=None, **_):
 
 MATRIX = smoke_matrix(
     attacks=[{"name": "ig"}, {"name": "idlg", "adaptive": [False], "budgets": {"smoke": {"iterations": 2}}}],
-    defenses=[{"name": "none"}, {"name": "random-k-noise", "options": {"keep": 0.5}}, {"name": "prune"}],
+    defenses=[{"name": "none"}, {"name": "random-k-noise", "options": {"keep": 0.5}}, {"name": "prune"},
+              {"name": "hashing"}],  # vertical FL only: listed as not applicable under fedsgd
     utility={"options": {"rounds": 1}}, gate={"max_psnr": 18.0})
 
 
@@ -45,8 +46,12 @@ def test_report_shows_heat_maps_tradeoff_and_grids(matrix_folder, tmp_path):
         assert f"### {metric}: attack × defense" in text
     assert "best attack (per cell)" in text and "best attack (per image)" in text
     assert "| ig (adaptive) |" in text and "| idlg |" in text
-    assert "random-k-noise (ε=2.5)" in text and "accuracy" in text   # utility columns, ε in the label
+    # the verdict table: utility next to the leakage, ε over training where the defense has one
+    verdict_rows = [line for line in text.splitlines() if line.startswith("| random-k-noise |") and "– / 2.5" in line]
+    assert len(verdict_rows) == 1 and "| accuracy |" in text
+    assert "over label [95% CI]" in text and "| converged |" in text and "| degenerate |" in text
     assert "## Gate" in text
+    assert "## Pairs not applicable" in text and "defense 'hashing' applies to embedding, not gradient" in text
     figures = sorted(p.name for p in (tmp_path / "r").glob("*.png"))
     assert figures == ["c1-grid-1.png", "c1-grid-2.png", "c1-grid-3.png", "c1-heat-lpips.png", "c1-heat-psnr.png",
                        "c1-heat-ssim.png", "c1-privacy-utility.png"]

@@ -5,12 +5,16 @@ victim batch -> true client update -> defense.share -> Observation (+ AttackerKn
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
+from dataclasses import asdict
 
 import torch
 
+from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
 from fedleak.core.errors import ConfigError
-from fedleak.defenses.base import Defense, NoDefense, ShareContext
+from fedleak.core.options import describe_options
+from fedleak.defenses.base import Defense, NoDefense, ShareContext, share_update
 from fedleak.models.functional import LocalTraining, local_update, loss_gradient, shuffled_orders
 from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags, told_training
 from fedleak.threat_models.observation import Observation
@@ -21,12 +25,25 @@ from fedleak.threat_models.observation import Observation
 REPLAY_EXACT_BELOW = 1e-6
 
 
-class ThreatModel(ABC):
+class ThreatModel(Component, ABC):
+    """`kind` is what one client shares (core.components.KINDS): the defenses and attacks that
+    declare it in their `applies_to` run under this threat model. Protocol options (the
+    threat_model.options table) are the fields of `options_class`; the local hyperparameters are
+    `training`. Capability flags tell an attack what it may assume of `replay`."""
     name: str
     kind: str
-    local_optimizer = False  # runs LocalTraining's optimiser, order and BN-mode options (only fedavg)
+    section = "threat_model"
+    options_class = NoOptions
+    # replay runs the victim model itself on (params, buffers), so any module computing the same
+    # function may stand in for it (attacks.objective.FastGradientMatcher's faster replay model)
+    replays_plain_model: bool = False
+    # the replayed update is the mean-loss gradient of the parameters, nothing more (gradient tape)
+    replay_is_loss_gradient: bool = False
+    # runs LocalTraining's optimiser, order and BN-mode options (only fedavg); elsewhere they are refused
+    local_optimizer: bool = False
 
-    def __init__(self, training: LocalTraining | None = None):
+    def __init__(self, training: LocalTraining | None = None, options=None, **values):
+        super().__init__(options, **values)
         self.training = training or LocalTraining()
         if not self.local_optimizer:
             _refuse_local_options(self.training, self.name)
@@ -47,16 +64,21 @@ class ThreatModel(ABC):
         update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense, seed=seed)
         names = list(victim.params)
         context = ShareContext(names, x.shape[0], client_id, round, seed)
-        shared, public = defense.share(update, context)
+        shared, public = share_update(defense, update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
-                                  x.shape[0], client_id, round, public, defense.decode(shared, public))
+                                  x.shape[0], client_id, round, public, defense.decode(shared, public), seed)
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):
         """The victim as this protocol trains it (FedAvg rounds here; HyperFL and VFL differ)."""
         from fedleak.threat_models.victim import build_victim
         return build_victim(spec, data, progress=progress)
+
+    def local_steps(self, num_examples: int) -> int:
+        """Gradient steps in one client round on `num_examples` (what a per-step DP defense composes
+        over in the attacked round)."""
+        return 1
 
     def private_input(self, x: torch.Tensor) -> torch.Tensor:
         """The part of the victim images the attacked client holds: what a reconstruction is
@@ -65,11 +87,12 @@ class ThreatModel(ABC):
 
     def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags) -> AttackerKnowledge:
         data = victim.data
+        local_training = told_training(self.training, flags)
         return AttackerKnowledge(
             flags=flags, num_images=x_norm.shape[0], image_shape=tuple(x_norm.shape[1:]),
             num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
             labels=y.clone() if flags.labels else None,
-            local_training=told_training(self.training, flags),
+            local_training=local_training, threat_model=self.attacker_view(local_training),
             bn_statistics=batch_norm_statistics(victim.model, victim.params, victim.buffers, x_norm) if flags.bn_statistics else None,
             auxiliary_images=data.train_images if flags.auxiliary_data else None,
             auxiliary_labels=data.train_labels if flags.auxiliary_data else None,
@@ -86,13 +109,25 @@ class ThreatModel(ABC):
         None where the replay has no such meaning (protocols with private client state)."""
         return None
 
+    def attacker_view(self, local_training: LocalTraining | None) -> "ThreatModel":
+        """This protocol as the attacker knows it: its options (the server runs it) and the local
+        hyperparameters only where the knowledge grants them (None otherwise). `replay` reads
+        the hyperparameters from the knowledge, never from `training`."""
+        view = copy.copy(self)
+        view.training = local_training
+        return view
+
     def describe(self) -> dict:
-        return {"name": self.name}
+        """name, local training and protocol options: `THREAT_MODELS.get(name).from_options(
+        options, where, LocalTraining(**training))` rebuilds it."""
+        return {"name": self.name, "training": None if self.training is None else asdict(self.training),
+                "options": describe_options(self.options)}
 
 
 class FedSGD(ThreatModel):
     """The client shares one gradient of the mean loss over its batch of B images."""
-    name, kind = "fedsgd", "gradient"
+    name, kind = "fedsgd", GRADIENT
+    replays_plain_model = replay_is_loss_gradient = True
 
     def client_update(self, model, params, buffers, x, y, defense, seed=0):
         step = defense.gradient_fn()
@@ -114,12 +149,16 @@ class FedAvg(ThreatModel):
     An attacker that knows the hyperparameters unrolls the K steps differentiably (IG's FedAvg
     reconstructor) in the stored order, the only one it can know; one that does not treats −Δθ as
     a single gradient (cosine distance makes the unknown lr·K scale irrelevant)."""
-    name, kind = "fedavg", "update"
+    name, kind = "fedavg", UPDATE
+    replays_plain_model = True
     local_optimizer = True
 
     def client_update(self, model, params, buffers, x, y, defense, seed=0):
         return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn(),
                             orders=shuffled_orders(x.shape[0], self.training, seed))
+
+    def local_steps(self, num_examples: int) -> int:
+        return self.training.steps(num_examples)
 
     def replay(self, model, params, buffers, x, y, knowledge, orders: list[torch.Tensor] | None = None):
         """`orders`: per epoch, which trial inputs the client visits in which order (an order-free
@@ -133,10 +172,6 @@ class FedAvg(ThreatModel):
 
     def replay_error(self, model, params, buffers, x_norm, y, knowledge, update=None, seed=0):
         return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
-
-    def describe(self):
-        training = self.training.describe()
-        return {"name": self.name, "local_batch_size": training.pop("batch_size"), **training}
 
 
 def _replay_error(threat: ThreatModel, model, params, buffers, x_norm, y, knowledge, update, seed) -> float:

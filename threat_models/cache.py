@@ -2,26 +2,20 @@
 does for FedAvg victims), for protocols whose training is not plain FedAvg (HyperFL, VFL)."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from typing import Callable
+from typing import Callable, Iterable
 
-import torch
-
-from fedleak.threat_models.victim import cache_dir
+from fedleak.core.io import cache_dir, cached_tensors, digest
 
 
-def cached(kind: str, recipe: dict, build: Callable[[], dict]) -> dict:
-    """`build()` once per recipe; later calls load it. Written atomically, so concurrent runs
-    never read half a checkpoint."""
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_dir() / kind / f"{key}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    state = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return state
+def cached(kind: str, recipe: dict, build: Callable[[], dict], needs: Iterable[str] = ()) -> dict:
+    """`build()` once per recipe; later calls load it (written atomically, so concurrent runs never
+    read half a checkpoint). An entry that does not read, or lacks a key in `needs`, is rebuilt."""
+    needs = set(needs)
+
+    def problem(state) -> str | None:
+        if not isinstance(state, dict):
+            return f"not a {kind} state (a table of tensors)"
+        missing = sorted(needs - set(state))
+        return f"not a {kind} state (it lacks {', '.join(missing)})" if missing else None
+
+    return cached_tensors(cache_dir() / kind / f"{digest(recipe)}.pt", build, f"cached {kind} state", problem)

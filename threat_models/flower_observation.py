@@ -19,10 +19,18 @@ import numpy as np
 import torch
 
 from fedleak.core.errors import ConfigError
+from fedleak.threat_models.base import FedAvg, FedSGD
 from fedleak.threat_models.observation import Observation
 
-# what a client sends back -> (threat model that explains it, Observation.kind)
-SHARES = {"weights": ("fedavg", "update"), "gradient": ("fedsgd", "gradient")}
+# what a client sends back -> the threat model that explains it (its name and kind go on the observation)
+SHARES = {"weights": FedAvg, "gradient": FedSGD}
+
+
+def explained_by(shares: str):
+    """The threat model class that explains what a Flower client replies with."""
+    if shares not in SHARES:
+        raise ConfigError(f"shares: expected one of {', '.join(SHARES)}, got {shares!r}")
+    return SHARES[shares]
 
 
 def arrays_to_state(arrays: dict[str, np.ndarray], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -51,9 +59,7 @@ def observation_from_update(update, model: torch.nn.Module, shares: str = "weigh
     """What the server holds after `update`: Δθ = sent − global for a client that sends weights
     after local training (threat model `fedavg`), or the sent arrays as they are for one that
     sends a gradient (`fedsgd`)."""
-    if shares not in SHARES:
-        raise ConfigError(f"shares: expected one of {', '.join(SHARES)}, got {shares!r}")
-    threat_model, kind = SHARES[shares]
+    threat_model, kind = explained_by(shares).name, explained_by(shares).kind
     names = [name for name, _ in model.named_parameters()]
     sent, received = arrays_to_state(update.sent, model), arrays_to_state(update.received, model)
     params = {name: received[name] for name in names}

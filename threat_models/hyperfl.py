@@ -8,19 +8,21 @@ A client holds a private embedding v and a private classifier head; the feature 
    and weight decay, each group's gradient clipped to `clip_norm` (φ and v separately);
 3. the client sends Δφ = φ_K − φ̄; the server averages the Δφ (weighted by data size).
 
-The observation is therefore the hypernetwork update only (kind "update", one tensor per φ
+The observation is therefore the hypernetwork update only (kind "hypernetwork-update", one tensor per φ
 entry); v, the head and θ never leave the client. A non-adaptive attacker replays the round with
 the public initial embedding/head of the architecture in place of the client's unknown ones
 (that is what plain IG does against this threat model); attacks/hyperfl_leak.py knows better."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from fedleak.defenses.base import Defense, ShareContext
+from fedleak.core.components import HYPERNETWORK_UPDATE
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_integer, check_number
+from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.threat_models.base import ThreatModel
 from fedleak.threat_models.hypernetwork import HyperFLNet
 from fedleak.threat_models.knowledge import KnowledgeFlags
@@ -44,16 +46,12 @@ class HyperFLProtocol:
 
     def __post_init__(self):
         for key in ("embedding_dim", "hidden_dim"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"threat_model.options.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.head_epochs < 0:
-            raise ConfigError(f"threat_model.options.head_epochs: must be >= 0, got {self.head_epochs}")
+            check_integer(key, getattr(self, key), low=1)
+        check_integer("head_epochs", self.head_epochs, low=0)
         for key in ("head_lr", "clip_norm"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"threat_model.options.{key}: must be > 0, got {getattr(self, key)}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ConfigError(f"threat_model.options: momentum must be in [0,1) and weight_decay >= 0, "
-                              f"got {self.momentum}, {self.weight_decay}")
+            check_number(key, getattr(self, key), low=0, low_open=True)
+        check_number("momentum", self.momentum, low=0, high=1, high_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
 
 
 @dataclass
@@ -150,11 +148,12 @@ def client_round(net: HyperFLNet, phi: Tensors, state: ClientState, x, y, protoc
 class HyperFL(ThreatModel):
     """Clients share only Δφ of the hypernetwork (see module docstring). Options (threat_model.options)
     are the fields of HyperFLProtocol; threat_model.lr/epochs/local_batch_size drive phase 2."""
-    name, kind = "hyperfl", "update"
+    name, kind = "hyperfl", HYPERNETWORK_UPDATE
+    options_class = HyperFLProtocol
 
-    def __init__(self, training: LocalTraining | None = None, **options):
-        super().__init__(training)
-        self.protocol = HyperFLProtocol(**options)
+    @property
+    def protocol(self) -> HyperFLProtocol:
+        return self.options
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):
         from fedleak.threat_models.hyperfl_victim import build_hyperfl_victim
@@ -185,12 +184,8 @@ class HyperFL(ThreatModel):
         update = self.client_update(victim.model, victim.params, victim.buffers, x_norm, y, defense,
                                     state=victim.client(client_id))
         names = list(victim.params)
-        shared, public = defense.share(update, ShareContext(names, x.shape[0], client_id, round, seed))
+        shared, public = share_update(defense, update, ShareContext(names, x.shape[0], client_id, round, seed))
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],
-                                  client_id, round, public, defense.decode(shared, public))
+                                  client_id, round, public, defense.decode(shared, public), seed)
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
-
-    def describe(self) -> dict:
-        t = self.training
-        return {"name": self.name, "lr": t.lr, "epochs": t.epochs, "local_batch_size": t.batch_size, **asdict(self.protocol)}

@@ -49,7 +49,8 @@ def build_hyperfl_victim(spec, data, protocol: HyperFLProtocol, progress: bool =
     net = build_hyperfl_net(data.shape, data.num_classes, protocol.embedding_dim, protocol.hidden_dim, seed=spec.seed).eval()
     net.protocol = protocol
     recipe = {"spec": asdict(spec), "data": data.name, "n": len(data.train_images), "protocol": asdict(protocol), "v": 1}
-    state = cached("hyperfl-victims", recipe, lambda: _train(net, spec, data, protocol, progress))
+    state = cached("hyperfl-victims", recipe, lambda: _train(net, spec, data, protocol, progress),
+                   needs=("embeddings", "head_weights", "head_biases", "phi", "accuracy"))
     clients = [ClientState(e, {"weight": w, "bias": b})
                for e, w, b in zip(state["embeddings"], state["head_weights"], state["head_biases"])]
     return HyperFLVictim(net, state["phi"], {}, data, spec, state["accuracy"], clients)
@@ -121,4 +122,4 @@ def fedavg_baseline_accuracy(spec, data, progress: bool = False) -> float:
         predict = lambda _, x: functional_call(model, victim.params, (x,)).argmax(1)
         return {"accuracy": label_weighted_accuracy(predict, shards, [data.train_labels[s] for s in shards], data)}
     recipe = {"spec": asdict(spec), "data": data.name, "n": len(data.train_images), "model": "hyperfl-target-fedavg", "v": 1}
-    return cached("hyperfl-fedavg-baseline", recipe, build)["accuracy"]
+    return cached("hyperfl-fedavg-baseline", recipe, build, needs=("accuracy",))["accuracy"]

@@ -110,6 +110,8 @@ class AttackerKnowledge:
     auxiliary_labels: torch.Tensor | None = None
     defense: object | None = None  # defenses.base.Defense when flags.defense
     dropout_masks: list[list[torch.Tensor]] | None = None  # per client forward pass, per dropout layer
+    # the protocol (threat_models.base.ThreatModel.attacker_view): its replay, with its options
+    threat_model: object | None = None
 
     def box(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Bounds of valid images in the model's normalised input space, shaped (C,1,1)."""

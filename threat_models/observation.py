@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fedleak.core.components import HYPERNETWORK_UPDATE, UPDATE
 from fedleak.core.errors import NumericalError
 
 
 @dataclass
 class Observation:
-    threat_model: str                  # name in THREAT_MODELS; tells an attack how updates arise
-    kind: str                          # "gradient" | "update" | "embedding"
+    threat_model: str                  # name in THREAT_MODELS (a record: attacks get the protocol in their knowledge)
+    kind: str                          # what was shared: one of core.components.KINDS
     shared: list[torch.Tensor]         # what arrived, one tensor per entry of param_names
     param_names: list[str]
     global_params: dict[str, torch.Tensor]  # weights the client started from (the server sent them)
@@ -22,6 +23,7 @@ class Observation:
     round: int = 0
     public: dict = field(default_factory=dict)  # defense metadata the server legitimately sees
     decoded: list[torch.Tensor] | None = None  # the server's protocol decoding of `shared` (param-shaped)
+    seed: int = 0  # the round's PUBLIC seed (ShareContext.seed): an attacker replays `share` with it
 
     def __post_init__(self):
         if self.decoded is None:
@@ -36,7 +38,13 @@ class Observation:
         move = lambda d: {k: v.to(device) for k, v in d.items()}
         return Observation(self.threat_model, self.kind, [t.to(device) for t in self.shared], list(self.param_names),
                            move(self.global_params), move(self.buffers), self.num_examples,
-                           self.client_id, self.round, dict(self.public), [t.to(device) for t in self.decoded])
+                           self.client_id, self.round, dict(self.public), [t.to(device) for t in self.decoded], self.seed)
+
+    @property
+    def descent_step(self) -> bool:
+        """Whether what was shared is θ_K − θ_0 of local SGD (FedAvg Δθ, HyperFL Δφ): minus a
+        sum of gradients, where a gradient has the opposite sign."""
+        return self.kind in (UPDATE, HYPERNETWORK_UPDATE)
 
     @property
     def update(self) -> list[torch.Tensor]:

@@ -6,7 +6,7 @@ for an offline audit (`fedleak audit-updates DIR`). Needs no `flwr`.
                                                 content (every client of a round usually got the same)
 
 Each file is a NumPy .npz of plain numeric arrays keyed "0", "1", ... in wire order, plus "metadata":
-a JSON string (no pickle anywhere; np.load(allow_pickle=False) refuses object arrays):
+a JSON string (no pickle anywhere; core.io.read_npz refuses object arrays, never unpickles them):
 {"format", "round", "node", "num_examples", "keys" (the arrays' names on the wire), "metrics",
 "partition_id" and "num_partitions" (a simulation's ground truth, null from a deployment), "global"}."""
 from __future__ import annotations
@@ -14,15 +14,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fedleak.core.errors import DataError
-from fedleak.core.io import atomic_write_bytes
+from fedleak.core.errors import DataError, UnreadableFileError
+from fedleak.core.io import atomic_write, read_npz
 
 FORMAT = "fedleak-client-update/1"
 
@@ -46,12 +44,12 @@ def save_update(update: ClientUpdate, directory: str | Path) -> Path:
     digest = hashlib.sha256(blob).hexdigest()
     global_path = directory / "globals" / f"{digest}.npz"
     if not global_path.exists():
-        _write(global_path, blob)
+        atomic_write(global_path, blob)
     metadata = {"format": FORMAT, "round": int(update.round), "node": int(update.client_id),
                 "num_examples": int(update.num_examples), "keys": list(update.sent), "metrics": _plain(update.metrics),
                 "partition_id": update.partition_id, "num_partitions": update.num_partitions, "global": digest}
     path = directory / "updates" / f"round-{update.round:04d}-node-{update.client_id}.npz"
-    _write(path, _npz(update.sent, metadata))
+    atomic_write(path, _npz(update.sent, metadata))
     return path
 
 
@@ -82,17 +80,14 @@ def _npz(arrays: dict[str, np.ndarray], metadata: dict) -> bytes:
 
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    npz = read_npz(path, "saved update")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["metadata"]))
-            if meta.get("format") != FORMAT:
-                raise DataError(f"{path}: not a {FORMAT} file (format {meta.get('format')!r})")
-            keys = meta["keys"]
-            arrays = {key: npz[str(i)] for i, key in enumerate(keys)}
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: unreadable saved update ({type(e).__name__}: {e})") from None
+        meta = json.loads(str(npz["metadata"]))
+        if meta.get("format") != FORMAT:
+            raise DataError(f"{path}: not a {FORMAT} file (format {meta.get('format')!r})")
+        arrays = {key: npz[str(i)] for i, key in enumerate(meta["keys"])}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        raise UnreadableFileError(f"{path}: cannot read saved update: {type(e).__name__}: {e}") from None
     if any(a.dtype.kind not in "biuf" for a in arrays.values()):
         raise DataError(f"{path}: holds non-numeric arrays; a client update is numbers")
     return arrays, meta
@@ -101,8 +96,3 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 def _plain(metrics: dict) -> dict:
     """Metrics as JSON can hold them (Flower metric values are numbers or lists of numbers)."""
     return {str(k): (v.tolist() if hasattr(v, "tolist") else v) for k, v in metrics.items()}
-
-
-def _write(path: Path, blob: bytes) -> None:
-    atomic_write_bytes(path, blob)
-    os.chmod(path, 0o644)  # mkstemp's 0600 would hide a capture from the auditor's other accounts

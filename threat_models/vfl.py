@@ -16,16 +16,17 @@ A defense plugs into the protocol through three optional hooks (defenses/hashing
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call
 
-from fedleak.defenses.base import Defense, ShareContext
+from fedleak.core.components import EMBEDDING
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_choice, check_integer, check_number
+from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.threat_models.base import ThreatModel
 from fedleak.threat_models.knowledge import KnowledgeFlags
-from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.observation import Observation
 from fedleak.threat_models.vfl_nets import split_columns
 
@@ -41,25 +42,24 @@ class VFLProtocol:
     weight_decay: float = 5e-4
 
     def __post_init__(self):
-        if not 0 < self.split < 1:
-            raise ConfigError(f"threat_model.options.split: must be in (0, 1), got {self.split}")
-        if self.victim_party not in (0, 1):
-            raise ConfigError(f"threat_model.options.victim_party: must be 0 or 1, got {self.victim_party}")
+        check_number("split", self.split, low=0, high=1, low_open=True, high_open=True)
+        check_choice("victim_party", self.victim_party, (0, 1))
         for key in ("embedding_width", "train_batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"threat_model.options.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.train_epochs < 0 or not self.train_lr > 0:
-            raise ConfigError("threat_model.options: train_epochs must be >= 0 and train_lr > 0")
+            check_integer(key, getattr(self, key), low=1)
+        check_integer("train_epochs", self.train_epochs, low=0)
+        check_number("train_lr", self.train_lr, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
 
 
 class VFL(ThreatModel):
     """Options (threat_model.options) are the fields of VFLProtocol; lr/epochs/local_batch_size
     of the threat-model table do not apply (there is no local training round to replay)."""
-    name, kind = "vfl", "embedding"
+    name, kind = "vfl", EMBEDDING
+    options_class = VFLProtocol
 
-    def __init__(self, training: LocalTraining | None = None, **options):
-        super().__init__(training)
-        self.protocol = VFLProtocol(**options)
+    @property
+    def protocol(self) -> VFLProtocol:
+        return self.options
 
     def build_victim(self, spec, data, defense: Defense, progress: bool = False):
         from fedleak.threat_models.vfl_victim import build_vfl_victim
@@ -87,11 +87,11 @@ class VFL(ThreatModel):
             sent = self.client_update(victim.model, victim.params, victim.buffers, x_norm, y, defense)
         party = self.protocol.victim_party
         names = [f"party{party}.message"]
-        shared, public = defense.share(sent, ShareContext(names, x.shape[0], client_id, round, seed))
+        shared, public = share_update(defense, sent, ShareContext(names, x.shape[0], client_id, round, seed))
         public = {**public, "bytes_sent": defense.bytes_sent(shared), "party": party,
                   "columns": list(victim.model.columns[party])}
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers, x.shape[0],
-                                  client_id, round, public, defense.decode(shared, public))
+                                  client_id, round, public, defense.decode(shared, public), seed)
         return observation, self.knowledge(victim, x_norm, y, defense, flags)
 
     def knowledge(self, victim, x_norm, y, defense, flags):
@@ -99,6 +99,3 @@ class VFL(ThreatModel):
         is the victim party's slice (auxiliary images stay whole: the attack slices them)."""
         base = super().knowledge(victim, x_norm, y, defense, flags)
         return dataclasses.replace(base, labels=y.clone(), image_shape=tuple(self.private_input(x_norm).shape[1:]))
-
-    def describe(self) -> dict:
-        return {"name": self.name, **asdict(self.protocol)}

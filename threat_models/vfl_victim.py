@@ -33,7 +33,8 @@ def build_vfl_victim(spec, data, protocol, defense, progress: bool = False) -> V
         net = VFLNet(data.shape, data.num_classes, protocol.split, width, codec)
     recipe = {"seed": spec.seed, "data": data.name, "n": len(data.train_images), "protocol": asdict(protocol),
               "defense": defense.name, "defense_params": defense.describe(), "v": 1}
-    state = cached("vfl-victims", recipe, lambda: _train(net, data, protocol, defense, spec.seed, progress))
+    state = cached("vfl-victims", recipe, lambda: _train(net, data, protocol, defense, spec.seed, progress),
+                   needs=("params", "buffers", "accuracy"))
     return VFLVictim(net.eval(), state["params"], state["buffers"], data, spec, state["accuracy"], protocol.train_epochs)
 
 

@@ -5,16 +5,13 @@ the auxiliary/training split; trained checkpoints are cached by a hash of everyt
 them, so a matrix never retrains per attack."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch.func import functional_call
 
-from fedleak.defenses.base import Defense, NoDefense, ShareContext
+from fedleak.core.io import cache_dir, cached_tensors, digest
+from fedleak.defenses.base import Defense, NoDefense, ShareContext, share_update
 from fedleak.models.functional import local_update
 from fedleak.models.functional import LocalTraining
 
@@ -45,6 +42,9 @@ class Victim:
     data: object  # data.datasets.ImageData
     spec: VictimSpec
     accuracy: float | None = None
+    # held-out accuracy after each training round (FedAvg-trained victims); keyword-only, so the
+    # subclasses' own fields keep their positions
+    curve: list[float] | None = field(default=None, kw_only=True)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(self.data.mean, device=x.device).view(-1, 1, 1)
@@ -60,10 +60,6 @@ class Victim:
     def describe(self) -> dict:
         return {"model": self.spec.model, "model_options": dict(self.spec.options), "victim_state": self.spec.state,
                 "victim_accuracy": self.accuracy}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FEDLEAK_CACHE", Path.home() / ".cache" / "fedleak"))
 
 
 def build_victim(spec: VictimSpec, data, defense: Defense | None = None, progress: bool = False) -> Victim:
@@ -89,22 +85,37 @@ def evaluate_accuracy(victim: Victim, images: torch.Tensor | None = None, labels
 
 
 def _cache_key(spec: VictimSpec, data, defense: Defense) -> str:
-    blob = json.dumps({"spec": asdict(spec), "data": data.name, "n": len(data.train_images),
-                       "defense": defense.name, "defense_params": defense.describe(), "v": 1}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """The recipe, the defense's code included: a victim trained with an edited plugin defense is
+    trained again (core.fingerprint)."""
+    from fedleak.core.fingerprint import module_digest
+    return digest({"spec": asdict(spec), "data": data.name, "n": len(data.train_images),
+                   "defense": defense.name, "defense_params": defense.describe(),
+                   "defense_source": module_digest(type(defense)), "v": 1})
 
 
 def _train_cached(victim: Victim, defense: Defense, progress: bool) -> None:
+    def train() -> dict:
+        federated_training(victim, defense, progress)
+        return {"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy, "curve": victim.curve}
+
     path = cache_dir() / "victims" / f"{_cache_key(victim.spec, victim.data, defense)}.pt"
-    if path.exists():
-        state = torch.load(path, weights_only=True)
-        victim.params, victim.buffers, victim.accuracy = state["params"], state["buffers"], state["accuracy"]
-        return
-    federated_training(victim, defense, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"params": victim.params, "buffers": victim.buffers, "accuracy": victim.accuracy}, tmp)
-    os.replace(tmp, path)  # atomic: concurrent runs never read half a checkpoint
+    state = cached_tensors(path, train, "trained victim", lambda s: state_problem(s, victim.params, victim.buffers))
+    victim.params, victim.buffers, victim.accuracy = state["params"], state["buffers"], state["accuracy"]
+    victim.curve = state.get("curve")
+
+
+def state_problem(state, params: dict, buffers: dict) -> str | None:
+    """Why a cached model state cannot stand in for `params`/`buffers` (names, shapes), or None."""
+    if not isinstance(state, dict) or not {"params", "buffers", "accuracy"} <= set(state):
+        return "not a trained-victim state (params, buffers, accuracy)"
+    for what, expected in (("params", params), ("buffers", buffers)):
+        got = state[what]
+        if not isinstance(got, dict) or set(got) != set(expected):
+            return f"its {what} are not this model's"
+        for name, tensor in expected.items():
+            if not isinstance(got[name], torch.Tensor) or got[name].shape != tensor.shape:
+                return f"{what} {name} has the wrong shape"
+    return None
 
 
 def federated_training(victim: Victim, defense: Defense, progress: bool = False) -> None:
@@ -119,6 +130,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
     model = defense.prepare_model(victim.model).train()
     names = list(victim.params)
     generator = torch.Generator().manual_seed(spec.seed)
+    curve = []
     for rnd in tqdm(range(spec.rounds), desc="victim FedAvg", disable=not progress):
         total = [torch.zeros_like(victim.params[k]) for k in names]
         buffer_sum = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in victim.buffers.items()}
@@ -129,7 +141,7 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
             buffers = {k: v.clone() for k, v in victim.buffers.items()}
             update = local_update(model, victim.params, buffers, x, y, training, gradient_fn=defense.gradient_fn())
             context = ShareContext(names, len(shard), client, rnd, seed=spec.seed * 100003 + rnd)
-            shared, public = defense.share(update, context)
+            shared, public = share_update(defense, update, context)
             decoded = defense.decode(shared, public)
             for acc, u in zip(total, decoded):
                 acc += len(shard) * u
@@ -138,5 +150,8 @@ def federated_training(victim: Victim, defense: Defense, progress: bool = False)
             weight += len(shard)
         victim.params = {k: victim.params[k] + t / weight for k, t in zip(names, total)}
         victim.buffers = {k: (buffer_sum[k] / weight).to(v.dtype) for k, v in victim.buffers.items()}
+        curve.append(evaluate_accuracy(victim))  # evaluate_accuracy leaves the model in eval mode
+        model.train()
     victim.model.eval()
     victim.accuracy = evaluate_accuracy(victim)
+    victim.curve = curve

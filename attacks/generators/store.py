@@ -6,15 +6,12 @@ the command, seed, data split and quality figures that produced it. Priors that 
 package are addressed by dataset name ("digits")."""
 from __future__ import annotations
 
-import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from fedleak.attacks.generators.dcgan import DCGANConfig, DCGANGenerator
-from fedleak.core.errors import ConfigError
+from fedleak.core.errors import ConfigError, UnreadableFileError
+from fedleak.core.io import load_tensors, read_json, save_tensors, write_json
 
 FORMAT = "fedleak-dcgan-prior/1"
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -27,12 +24,9 @@ def sidecar_path(path: Path) -> Path:
 
 def save_prior(generator: DCGANGenerator, path: str | Path, metadata: dict) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"format": FORMAT, "config": generator.config.to_dict(), "state_dict": state}, tmp)
-    os.replace(tmp, path)
-    sidecar_path(path).write_text(json.dumps({"format": FORMAT, **metadata}, indent=2, sort_keys=True, default=str) + "\n")
+    save_tensors(path, {"format": FORMAT, "config": generator.config.to_dict(), "state_dict": state})
+    write_json(sidecar_path(path), {"format": FORMAT, **metadata}, indent=2)
     return path
 
 
@@ -54,16 +48,20 @@ def load_prior(spec: str | Path) -> DCGANGenerator:
 @lru_cache(maxsize=8)
 def _load(path: Path) -> DCGANGenerator:
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: the user's input, one line
-        raise ConfigError(f"prior {path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+        blob = load_tensors(path, "checkpoint", map_location="cpu")
+    except UnreadableFileError as e:  # a prior is named by an option: the config's error, as before
+        raise ConfigError(f"prior {e}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ConfigError(f"prior {path}: not a fedleak prior checkpoint (format {FORMAT})")
-    generator = DCGANGenerator(DCGANConfig(**blob["config"]))
-    generator.load_state_dict(blob["state_dict"])
+    try:
+        generator = DCGANGenerator(DCGANConfig(**blob["config"]))
+        generator.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a foreign config or state: one line
+        raise ConfigError(f"prior {path}: config or weights do not fit a DCGAN prior ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
     return generator.freeze()
 
 
 def prior_metadata(spec: str | Path) -> dict:
     side = sidecar_path(resolve_prior_path(spec))
-    return json.loads(side.read_text()) if side.is_file() else {}
+    return read_json(side, "prior sidecar") if side.is_file() else {}

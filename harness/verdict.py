@@ -1,0 +1,280 @@
+"""The verdict: what a defense setting buys in one context, with what makes the number trustworthy
+(issue #12, items 2-5). ONE record per (context, defense setting), computed here from stored rows
+only (results, the budget check's rows, the check records), and handed as it is to every view: the
+matrix report, `evaluate-defense`'s screen, the gate, verdicts.json.
+
+Per image, the leakage is the attacker's best: the strongest result any attack, mode and seed got
+on that image (AutoAttack's per-sample worst case). A verdict reports, over its images:
+
+* `best_attack`: the attack (and mode) that wins most images;
+* `psnr`, `ssim`, `lpips`: the median of each image's best, `psnr_interval` a 95% percentile
+  bootstrap interval of that median (`BOOTSTRAP` resamples, fixed seed: the same rows give the
+  same interval);
+* `label_baseline_psnr`: what the label alone gives (harness/checks.py, attacks/label_only.py) for the
+  label the winning attack used; `psnr_over_label`: each image's best PSNR above the baseline of its
+  own attack's label (so "the label leaked" and "the image leaked" are different findings), median
+  and interval; `label_accuracy`: how often the attacks got the label;
+* `adaptive_gain`: paired per image, the best of every attack row minus the best of the
+  non-adaptive ones (what knowing the defense adds), median and interval; None where no adaptive
+  row differs from its non-adaptive twin (`identical_modes` lists the attacks whose two modes gave
+  the same numbers, reported once);
+* `degenerate`: what the client sends does not depend on its data (a data-dependence check);
+  `randomised`: what it sends changes with the round seed, `eot`: an attack that averages over the
+  defense's randomness ran against it;
+* `converged`: the budget check (the strongest attack again at `budget_factor`× iterations and
+  restarts) raised the gated statistic by at most `budget_tolerance` dB; None: not checked;
+* `gate`: "pass" / "fail" / "" (not gated), the `statistic`, the gated `values` and `reasons`."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from fedleak.metrics.record import LPIPS, PSNR, SSIM
+from fedleak.reports.verdicts import Verdict
+
+CONTEXT = ("dataset", "model", "victim_state", "threat_model", "knowledge_preset")
+CHECK_CONTEXT = ("dataset", "model", "victim_state", "threat_model")
+BOOTSTRAP = 2000
+CONFIDENCE = 0.95
+EOT_ATTACKS = ("defense-loop",)  # attacks that average over a randomised defense's draws (EOT)
+
+
+def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, budget: pd.DataFrame | None = None,
+                     gate=None) -> list[Verdict]:
+    """One verdict per (context, defense setting) of `results`, in the rows' order. `checks`: the
+    data-dependence records; `budget`: the budget check's rows; `gate`: a GateConfig or None."""
+    if results.empty:
+        return []
+    checks = checks or []
+    budget = budget if budget is not None and not budget.empty else None
+    out = []
+    for keys, frame in results.groupby([*CONTEXT, "defense_label"], sort=False):
+        context = dict(zip(CONTEXT, keys[:-1]))
+        rerun = None
+        if budget is not None:
+            mask = budget["defense_label"] == keys[-1]
+            for column, value in context.items():
+                mask &= budget[column].astype(str) == str(value)
+            rerun = budget[mask] if mask.any() else None
+        out.append(_verdict(context, keys[-1], frame, _checks_for(checks, context, keys[-1]), rerun, gate))
+    return out
+
+
+def gated(defense: str, defense_label: str, gate) -> bool:
+    """Whether the gate judges this defense setting (its `defenses`, else every one but none)."""
+    from fedleak.harness.matrix import UNDEFENDED
+    if gate is None or not gate.enabled:
+        return False
+    if gate.defenses:
+        return defense in gate.defenses or defense_label in gate.defenses
+    return defense != UNDEFENDED
+
+
+def strongest_rows(frame: pd.DataFrame) -> tuple[str, bool]:
+    """(attack_label, adaptive) of the row that wins most images (ties: the higher median PSNR)."""
+    frame = _distinct(frame)[0]
+    best = frame.loc[frame.groupby("image_index")["psnr"].idxmax()]
+    counts = best.groupby(["attack_label", "adaptive"], sort=False).size()
+    medians = frame.groupby(["attack_label", "adaptive"], sort=False)["psnr"].median()
+    ranked = sorted(counts.index, key=lambda k: (-counts[k], -medians[k], str(k)))
+    attack, adaptive = ranked[0]
+    return attack, bool(adaptive)
+
+
+def bootstrap_interval(values, confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median (Efron & Tibshirani 1993, §13.3): resample the
+    images with replacement, take each resample's median, read the central `confidence` of them."""
+    values = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
+    if len(values) == 0:
+        return (math.nan, math.nan)
+    if len(values) == 1:
+        return (float(values[0]), float(values[0]))
+    rng = np.random.default_rng(seed)
+    medians = np.median(values[rng.integers(0, len(values), size=(resamples, len(values)))], axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+def statistic(values, name: str, metric=PSNR) -> float:
+    """`worst` (the most leaked, per the metric's record), `median` or `mean` of `values`."""
+    values = pd.Series(values, dtype=float)
+    if name == "worst":
+        return float(metric.most_leaked(values))
+    return float(values.median() if name == "median" else values.mean())
+
+
+# ------------------------------------------------------------------ one verdict
+
+def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: list[dict],
+             rerun: pd.DataFrame | None, gate) -> Verdict:
+    frame, identical = _distinct(frame)
+    frame = frame.assign(row=_row_name(frame, identical))
+    per_image = _per_image(frame)
+    attack, adaptive = strongest_rows(frame)
+    best_attack = attack if attack in identical or _passthrough_frame(frame) else \
+        f"{attack} ({'adaptive' if adaptive else 'non-adaptive'})"
+    gain, gain_interval = _adaptive_gain(frame)
+    defense = str(frame["defense"].iloc[0])
+    is_gated = gated(defense, defense_label, gate)
+    degenerate = _combine([c.get("degenerate") for c in checks])
+    randomised = _combine([c.get("randomised") for c in checks], any_true=True)
+    eot = bool(frame.loc[frame["adaptive"], "attack"].isin(EOT_ATTACKS).any()) if "attack" in frame else False
+    converged, rise = None, None
+    if rerun is not None and gate is not None:
+        metric = _budget_metric(gate)
+        now = statistic(per_image[metric], gate.statistic)
+        merged = per_image.set_index("image_index")[metric]
+        again = rerun.groupby("image_index")[metric].max()
+        best = pd.concat([merged, again.reindex(merged.index)], axis=1).max(axis=1)
+        rise = statistic(best, gate.statistic) - now
+        converged = bool(rise <= gate.budget_tolerance)
+    verdict = Verdict(
+        context=context, defense_label=defense_label, defense=defense, n_images=len(per_image),
+        attacks=int(frame[["attack_label", "adaptive"]].drop_duplicates().shape[0]), best_attack=best_attack,
+        psnr=float(per_image["psnr"].median()), psnr_interval=bootstrap_interval(per_image["psnr"]),
+        ssim=float(per_image["ssim"].median()), lpips=float(per_image["lpips"].median()),
+        label_baseline_psnr=float(per_image["label_baseline_psnr"].median()),
+        psnr_over_label=float(per_image["psnr_over_label"].median()),
+        psnr_over_label_interval=bootstrap_interval(per_image["psnr_over_label"]),
+        label_accuracy=float(frame["label_correct"].mean()), adaptive_gain=gain, adaptive_gain_interval=gain_interval,
+        identical_modes=tuple(sorted(identical)), degenerate=degenerate, randomised=randomised, eot=eot,
+        converged=converged, budget_rise=None if rise is None else float(rise),
+        budget_attack=None if rerun is None else str(rerun["attack_label"].iloc[0]),
+        per_image=tuple(per_image.to_dict("records")), status="DEGENERATE" if degenerate else "",
+        bytes_sent=_bytes(frame), **_privacy(frame))
+    return _judge(verdict, per_image, gate) if is_gated else verdict
+
+
+def _judge(verdict: Verdict, per_image: pd.DataFrame, gate) -> Verdict:
+    """Thresholds on the gated statistic, and the checks that make a pass trustworthy; any reason fails.
+    Status: LEAKS where a threshold is broken (a degenerate observation never leaks: what the attacks
+    rebuilt came from the label and the prior), else UNCONVERGED, DEGENERATE, INCONCLUSIVE or holds."""
+    values, broken, reasons = {}, [], []
+    for metric, limit in gate.limits():
+        value = statistic(per_image[metric.name], gate.statistic, metric)
+        values[metric.name] = value
+        if math.isnan(value):
+            reasons.append(f"{metric.name} not measured (its check did not run)")
+        elif metric.leaks_beyond(value, limit):
+            broken.append(f"{metric.name} {value:.2f} {'>' if metric.larger_leaks else '<'} {limit:g}")
+    if verdict.degenerate:
+        reasons.append("degenerate: what the client sends does not depend on its data, so the attacks measured nothing")
+    if verdict.n_images < gate.min_images:
+        reasons.append(f"{verdict.n_images} images, fewer than the {gate.min_images} a gated verdict needs")
+    if gate.budget_factor > 1:
+        if verdict.converged is None:
+            reasons.append("the budget check did not run")
+        elif not verdict.converged:
+            reasons.append(f"unconverged: {verdict.budget_attack} at {gate.budget_factor}× iterations and restarts "
+                           f"adds {verdict.budget_rise:+.2f} dB (> {gate.budget_tolerance:g})")
+    if verdict.randomised and not verdict.eot:
+        reasons.append(f"randomised, and no attack averaged over its randomness (EOT: {', '.join(EOT_ATTACKS)})")
+    leaks = bool(broken) and not verdict.degenerate
+    status = "LEAKS" if leaks else "UNCONVERGED" if verdict.converged is False else \
+        "DEGENERATE" if verdict.degenerate else "INCONCLUSIVE" if reasons else "holds"
+    return dataclasses.replace(verdict, gated=True, gate="fail" if broken or reasons else "pass",
+                               statistic=gate.statistic, values=values, reasons=tuple(broken + reasons), status=status)
+
+
+def _privacy(frame: pd.DataFrame) -> dict:
+    """The attacked update's DP accounting, where rows carry it (harness.runner.round_privacy)."""
+    if "epsilon_round" not in frame or frame["epsilon_round"].isna().all():
+        return {}
+    row = frame.dropna(subset=["epsilon_round"]).iloc[0]
+    return {"epsilon_round": float(row["epsilon_round"]), "delta": float(row["delta"]),
+            "neighbouring": str(row["neighbouring"])}
+
+
+def _bytes(frame: pd.DataFrame) -> float | None:
+    values = pd.to_numeric(frame.get("bytes_sent"), errors="coerce").dropna() if "bytes_sent" in frame else []
+    return float(values.median()) if len(values) else None
+
+
+def _budget_metric(gate) -> str:
+    return "psnr_over_label" if gate.max_psnr_over_label is not None else "psnr"
+
+
+def _per_image(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per image: each metric's best over the rows, the best PSNR above its own label's baseline, the
+    baseline and the row of the best PSNR."""
+    groups = frame.groupby("image_index", sort=True)
+    winners = frame.loc[PSNR.most_leaked_index(groups["psnr"])].set_index("image_index")
+    out = pd.DataFrame({**{m.name: m.most_leaked(groups[m.name]) for m in (PSNR, SSIM, LPIPS)},
+                        "psnr_over_label": groups["psnr_over_label"].max(),
+                        "label_baseline_psnr": winners["label_baseline_psnr"], "winner": winners["row"]})
+    return out.reset_index()
+
+
+def _distinct(frame: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+    """The rows with every adaptive row that repeats its non-adaptive twin (same numbers on every
+    image and seed) dropped, and the attacks whose modes coincided."""
+    identical = set()
+    drop = pd.Series(False, index=frame.index)
+    keys = ["image_index", "seed"]
+    for attack, rows in frame.groupby("attack_label", sort=False):
+        if rows["adaptive"].nunique() < 2:
+            continue
+        plain = rows[~rows["adaptive"]].set_index(keys)[["psnr", "mse"]].sort_index()
+        known = rows[rows["adaptive"]].set_index(keys)[["psnr", "mse"]].sort_index()
+        if plain.index.equals(known.index) and plain.equals(known):
+            identical.add(attack)
+            drop |= (frame["attack_label"] == attack) & frame["adaptive"]
+    return frame[~drop], identical
+
+
+def _row_name(frame: pd.DataFrame, identical: set[str]) -> pd.Series:
+    mode = frame["adaptive"].map({True: " (adaptive)", False: ""})
+    return frame["attack_label"] + mode.where(~frame["attack_label"].isin(identical), "")
+
+
+def _passthrough_frame(frame: pd.DataFrame) -> bool:
+    return not frame["adaptive"].any()
+
+
+def _adaptive_gain(frame: pd.DataFrame) -> tuple[float | None, tuple[float, float] | None]:
+    """Paired per image: best over every row minus best over the non-adaptive rows."""
+    if not frame["adaptive"].any() or frame["adaptive"].all():
+        return None, None
+    everything = frame.groupby("image_index")["psnr"].max()
+    plain = frame[~frame["adaptive"]].groupby("image_index")["psnr"].max()
+    paired = (everything - plain).dropna()
+    if paired.empty:
+        return None, None
+    return float(paired.median()), bootstrap_interval(paired)
+
+
+def _checks_for(checks: list[dict], context: dict, defense_label: str) -> list[dict]:
+    """The data-dependence records of this defense setting in this context (the context the check's
+    victim named, as the result rows do)."""
+    return [c for c in checks if c.get("labels", {}).get("defense_label") == defense_label
+            and all(str(c.get("context", c["labels"]).get(k)) == str(context[k]) for k in CHECK_CONTEXT)]
+
+
+def _combine(values: list, any_true: bool = False) -> bool | None:
+    """Over seeds: True when every check says so (degenerate) or any does (randomised)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    if any_true:
+        return any(known)
+    return True if all(known) and len(known) == len(values) else (False if not all(known) else None)
+
+
+def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
+    """The verdicts as a flat table (context columns, intervals as lo/hi columns, no per-image rows)."""
+    rows = []
+    for v in verdicts:
+        row = {**v.context, **{k: val for k, val in v.to_dict().items() if k not in ("context", "per_image", "values")}}
+        for name in ("psnr_interval", "psnr_over_label_interval", "adaptive_gain_interval"):
+            interval = row.pop(name)
+            row[f"{name}_low"], row[f"{name}_high"] = interval if interval else (None, None)
+        row["reasons"] = "; ".join(row["reasons"])
+        row["identical_modes"] = ", ".join(row["identical_modes"])
+        row.update({f"gate_{k}": val for k, val in v.values.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
