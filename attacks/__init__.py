@@ -8,6 +8,7 @@ from fedleak.attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInver
 from fedleak.attacks.ggl import GGL
 from fedleak.attacks.gifd import GIFD
 from fedleak.attacks.dia import DropoutInversion, DropoutInversionOracle
+from fedleak.attacks.order_invariant import OrderInvariant
 from fedleak.attacks.defense_loop import DefenseLoop
 from fedleak.attacks.analytic_fc import AnalyticFC
 from fedleak.attacks.layer_subset import LayerSubset
@@ -28,6 +29,7 @@ ATTACKS.register("ggl", GGL)
 ATTACKS.register("gifd", GIFD)
 ATTACKS.register("dia", DropoutInversion)
 ATTACKS.register("dia-oracle", DropoutInversionOracle)
+ATTACKS.register("order-invariant", OrderInvariant)
 ATTACKS.register("defense-loop", DefenseLoop)
 ATTACKS.register("analytic-fc", AnalyticFC)
 ATTACKS.register("layer-subset", LayerSubset)

@@ -88,7 +88,8 @@ def require_knowledge(attack: str, knowledge: AttackerKnowledge, *flags: str) ->
     """A ConfigError naming the first knowledge flag the attacker lacks: the attack does not apply here
     (evaluate-defense lists it as not applicable)."""
     why = {"defense": "it runs the defense itself: the adaptive mode",
-           "auxiliary_data": "it trains on auxiliary images: e.g. the data_enhanced preset"}
+           "auxiliary_data": "it trains on auxiliary images: e.g. the data_enhanced preset",
+           "hyperparameters": "it replays the client's local training: e.g. the parameter_aware preset"}
     for flag in flags:
         if not getattr(knowledge.flags, flag):
             raise ConfigError(f"attack '{attack}' needs the knowledge flag '{flag}' ({why.get(flag, 'see docs/attacks.md')})")

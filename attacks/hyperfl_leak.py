@@ -38,7 +38,7 @@ from fedleak.core.components import HYPERNETWORK_UPDATE
 from fedleak.core.errors import ConfigError
 from fedleak.core.options import check_bool, check_choice, check_integer, check_number
 from fedleak.threat_models.hypernetwork import PHI_PREFIX, head_key
-from fedleak.threat_models.optim import sgd_step
+from fedleak.models.optim import sgd_step
 
 MODES = ("auto", "one-step", "unrolled")
 PRIORS = ("auto", "none", "decoder")

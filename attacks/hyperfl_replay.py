@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from fedleak.threat_models.hypernetwork import PHI_PREFIX, head_key
-from fedleak.threat_models.optim import sgd_step
+from fedleak.models.optim import sgd_step
 
 
 @dataclass

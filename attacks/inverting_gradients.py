@@ -67,39 +67,14 @@ def search_images(matcher, labels: torch.Tensor, knowledge, budget: Budget, c: I
         spread = 0.1 * torch.arange(budget.restarts, dtype=x.dtype).view(-1, *[1] * (x.dim() - 1))
         x = start.detach().cpu().to(x.dtype).unsqueeze(0) + spread * x
     x = x.to(device).requires_grad_(True)
-    low, high = knowledge.box(device)
-    optimiser = torch.optim.Adam([x], lr=c.lr)
-    milestones = [int(budget.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)] if c.lr_decay else []
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
     per_restart = lambda xs: torch.stack([matcher(xr, labels) for xr in xs])
     tv = lambda xs: torch.stack([total_variation(xr) for xr in xs])
     # R > 1: the restarts as one batch where the replay allows it (each layer runs once for all of them;
     # each restart's objective and gradient are unchanged), else the loop below.
     batched = matcher.batched_value_and_grad(labels, lambda xr: c.tv * total_variation(xr)) \
         if budget.restarts > 1 else None
-    traces = []
-    bar = progress_bar(range(budget.iterations), desc=name, enabled=progress)
-    for it in bar:
-        optimiser.zero_grad()
-        step = batched(x) if batched is not None else None
-        if step is not None:
-            x.grad, objective = step
-        else:
-            batched = None  # the batch declined (a layer the tape cannot split): the loop from here on
-            objective = per_restart(x) + c.tv * tv(x)
-            # restarts are independent: the sum's gradient is each one's. inputs=[x]: without it
-            # autograd also differentiates w.r.t. the replayed parameters (two convolutions a layer)
-            objective.sum().backward(inputs=[x])
-        if c.signed:
-            x.grad.sign_()
-        optimiser.step()
-        scheduler.step()
-        if c.boxed:
-            with torch.no_grad():
-                x.data = torch.maximum(torch.minimum(x, high), low)
-        traces.append(objective.detach().cpu())
-        if progress and it % 50 == 0:
-            bar.set_postfix(loss=f"{objective.min().item():.4f}")
+    traces, batched = signed_adam(x, lambda xs: per_restart(xs) + c.tv * tv(xs), knowledge, c, budget, name,
+                                  progress, batched)
     scored = matcher.batched_distance(labels) if batched is not None else None
     final = scored(x) if scored is not None else None
     final = (per_restart(x.detach()) if final is None else final).detach()  # without TV
@@ -107,3 +82,40 @@ def search_images(matcher, labels: torch.Tensor, knowledge, budget: Budget, c: I
     trace = torch.stack(traces)[:, winner].tolist() if traces else []
     return Reconstruction(knowledge.to_unit(x[winner].detach()), labels.detach(), trace,
                           float(final[winner]), final.tolist(), extras={"precision": matcher.precision})
+
+
+def signed_adam(x: torch.Tensor, objective, knowledge, c: IGConfig, budget: Budget, name: str, progress: bool,
+                batched=None) -> tuple[list[torch.Tensor], object]:
+    """IG's optimisation of the restarts x (R, ...) in place: Adam (lr c.lr) on the sign of the image gradient,
+    LR ×0.1 at 3/8, 5/8 and 7/8 of the iterations, x clamped to the image box after every step.
+    `objective(x)` is each restart's objective (R,); `batched(x)`, when given, returns (gradient, objective)
+    for all restarts at once, or None to hand over to `objective` for good. Returns the objective per
+    iteration and `batched` as it ended (None once it declined)."""
+    low, high = knowledge.box(x.device)
+    optimiser = torch.optim.Adam([x], lr=c.lr)
+    milestones = [int(budget.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)] if c.lr_decay else []
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
+    traces = []
+    bar = progress_bar(range(budget.iterations), desc=name, enabled=progress)
+    for it in bar:
+        optimiser.zero_grad()
+        step = batched(x) if batched is not None else None
+        if step is not None:
+            x.grad, value = step
+        else:
+            batched = None  # the batch declined (a layer the tape cannot split): the loop from here on
+            value = objective(x)
+            # restarts are independent: the sum's gradient is each one's. inputs=[x]: without it
+            # autograd also differentiates w.r.t. the replayed parameters (two convolutions a layer)
+            value.sum().backward(inputs=[x])
+        if c.signed:
+            x.grad.sign_()
+        optimiser.step()
+        scheduler.step()
+        if c.boxed:
+            with torch.no_grad():
+                x.data = torch.maximum(torch.minimum(x, high), low)
+        traces.append(value.detach().cpu())
+        if progress and it % 50 == 0:
+            bar.set_postfix(loss=f"{value.min().item():.4f}")
+    return traces, batched

@@ -57,13 +57,17 @@ def infer_label_counts(observation: Observation, model: torch.nn.Module, knowled
 
 
 def _update_scale(signal: torch.Tensor, knowledge: AttackerKnowledge) -> float:
-    """Δθ = −lr·Σ_k g_k: the factor that turns the update's signal into one mean gradient."""
+    """Δθ = −lr·Σ_k c_k·g_k: the factor Σ_k c_k·lr that turns the update's signal into one mean gradient
+    (c_k = 1 for plain SGD; with momentum μ, step k's gradient is applied (1 − μ^(K−k+1))/(1 − μ) times)."""
     t = knowledge.local_training
-    if t is None:
-        # Unknown lr·K: the negative entries of a mean-gradient signal sum to
-        # Σ_c max(0, n_c/B − p̄_c), close to 1 for an untrained model; use that as the unit.
+    if t is None or t.optimizer != "sgd":
+        # Unknown lr·K (or Adam, whose step is not linear in the gradient): the negative entries of a
+        # mean-gradient signal sum to Σ_c max(0, n_c/B − p̄_c), close to 1 for an untrained model; use that as the unit.
         return float(-signal.clamp(max=0).sum()) or 1.0
-    return t.lr * t.steps(knowledge.num_images)
+    steps = max(1, t.steps(knowledge.num_images))
+    if not t.momentum:
+        return t.lr * steps
+    return t.lr * sum((1 - t.momentum ** (steps - k)) / (1 - t.momentum) for k in range(steps))
 
 
 def _probe(observation, model, knowledge, weight_name, probes):

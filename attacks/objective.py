@@ -44,8 +44,9 @@ class GradientMatcher:
     defense's simulation (adaptive attack)."""
 
     def __init__(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
-                 distance: str = "cosine"):
+                 distance: str = "cosine", orders: list[torch.Tensor] | None = None):
         self.observation = observation
+        self.orders = orders  # fedavg: the epochs' visiting orders of the trial inputs (FedAvg.replay)
         self.model = model.eval()
         self.knowledge = knowledge
         self.distance = DISTANCES[distance]
@@ -58,8 +59,12 @@ class GradientMatcher:
         # adaptive: compare in the space of what was sent; otherwise against the server's decoding
         self.target = [t.detach() for t in (observation.shared if self.adaptive else observation.update)]
 
+    def _replay(self, model, params, buffers, x, y) -> list[torch.Tensor]:
+        extra = {} if self.orders is None else {"orders": self.orders}
+        return self.threat_model.replay(model, params, buffers, x, y, self.knowledge, **extra)
+
     def trial_update(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        update = self.threat_model.replay(self.model, self.params, self.observation.buffers, x, y, self.knowledge)
+        update = self._replay(self.model, self.params, self.observation.buffers, x, y)
         if self.adaptive:
             update = self.knowledge.defense.simulate(update, self.observation)
         return update
@@ -153,10 +158,13 @@ class FastGradientMatcher(GradientMatcher):
     (threat_models.gradient_tape); None: only in bfloat16, see below."""
 
     def __init__(self, observation: Observation, model: torch.nn.Module, knowledge: AttackerKnowledge,
-                 distance: str = "cosine", precision: str = "fp32", implicit_weights: bool | None = None):
-        super().__init__(observation, model, knowledge, distance)
+                 distance: str = "cosine", precision: str = "fp32", implicit_weights: bool | None = None,
+                 orders: list[torch.Tensor] | None = None):
+        super().__init__(observation, model, knowledge, distance, orders)
         replaced = knowledge.defense is not None and knowledge.defense.replay_gradient_fn() is not None
-        plain = replaced or not self.threat_model.replays_plain_model
+        # the replay module is the model in eval mode (BatchNorm folded): not a train-mode client's
+        train_mode = knowledge.local_training is not None and knowledge.local_training.train_mode
+        plain = replaced or train_mode or not self.threat_model.replays_plain_model
         self.replay_model = self.model if plain else fast_replay_model(self.model)
         self.fast = self.replay_model is not self.model
         self.precision = precision if self.fast else "fp32"
@@ -198,7 +206,7 @@ class FastGradientMatcher(GradientMatcher):
             return super().trial_update(x, y)
         x = x.to(self._dtype)
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-        update = self.threat_model.replay(self.replay_model, self.params, self.buffers, x, y, self.knowledge)
+        update = self._replay(self.replay_model, self.params, self.buffers, x, y)
         if self._simulates:
             update = self.knowledge.defense.simulate([u.contiguous() for u in update], self.observation)
         return update

@@ -1,8 +1,8 @@
 """Every file fedleak reads or writes goes through here.
 
 Reading: nothing a user or an attacker can replace is ever unpickled past plain values. Tensor
-files load with `torch.load(weights_only=True)`, JSON and TOML with their parsers, tables with
-pandas/pyarrow (no pickle), and the one pickle format fedleak must read (CIFAR's batches) with an
+files load with `torch.load(weights_only=True)`, NumPy archives with `allow_pickle=False`, JSON and
+TOML with their parsers, tables with pandas/pyarrow (no pickle), and the one pickle format fedleak must read (CIFAR's batches) with an
 unpickler that knows only the plain types such a batch holds. A file that does not read is a
 one-line `UnreadableFileError` naming it; a cache entry that does not read is rebuilt (`cached`).
 
@@ -153,6 +153,18 @@ def read_frame(path: str | Path, what: str):
     try:
         return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as e:  # noqa: BLE001 - pyarrow and pandas raise a dozen types for a bad file
+        raise UnreadableFileError(f"{path}: cannot read {what}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def read_npz(path: str | Path, what: str) -> dict:
+    """A NumPy .npz as {name: array}. allow_pickle=False: an object array (which NumPy pickles) is
+    refused, never unpickled."""
+    import numpy as np
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except Exception as e:  # noqa: BLE001 - truncated zip, pickled objects, not an npz: all "unreadable"
         raise UnreadableFileError(f"{path}: cannot read {what}: {type(e).__name__}: {_first_line(e)}") from None
 
 

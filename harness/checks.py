@@ -161,14 +161,13 @@ def data_dependence(config: RunConfig, images: tuple[int, ...]) -> dict:
     from fedleak.data.datasets import load_dataset
     from fedleak.defenses import build_defense
     from fedleak.harness.runner import resolve_device
-    from fedleak.models.functional import LocalTraining
     from fedleak.threat_models import build_threat_model
     from fedleak.threat_models.knowledge import knowledge_flags
     device = resolve_device(config.device)
     tm = config.threat_model
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
     fresh = lambda: build_defense(config.defense.name, **config.defense.options)  # noqa: E731 - no state carried over
-    threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), fresh(), **tm.options)
+    threat = build_threat_model(tm.name, tm.local_training(), fresh(), **tm.options)
     victim = threat.build_victim(config.victim, data, fresh()).to(device)
     flags = knowledge_flags("eavesdropper")
     first, second = _two_victims(data, images)
@@ -235,11 +234,10 @@ def label_baseline(config: RunConfig, images: tuple[int, ...]) -> dict:
     from fedleak.data.datasets import load_dataset
     from fedleak.defenses import NoDefense
     from fedleak.metrics.image import score_images
-    from fedleak.models.functional import LocalTraining
     from fedleak.threat_models import build_threat_model
     tm = config.threat_model
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
-    threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), NoDefense(), **tm.options)
+    threat = build_threat_model(tm.name, tm.local_training(), NoDefense(), **tm.options)
     candidates = label_only_candidates(data)
     pool = candidates.means.unsqueeze(1) if candidates.draws is None else \
         torch.cat([candidates.means.unsqueeze(1), candidates.draws], 1)   # (classes, 1 + K, C, H, W)

@@ -15,6 +15,7 @@ from pathlib import Path
 from fedleak.core.errors import ConfigError
 from fedleak.core.io import digest, read_toml
 from fedleak.core.options import from_dict, merge_tables, nest_dotted
+from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import VictimSpec
 
 
@@ -35,13 +36,35 @@ class DataConfig:
         return list(self.victims) if self.victims is not None else list(range(self.num_victims))
 
 
-@dataclass(frozen=True)
-class ThreatModelConfig:
-    name: str = "fedsgd"
-    knowledge: str | dict = "eavesdropper"
-    lr: float = 0.1                    # fedavg: local SGD learning rate
+@dataclass(frozen=True, kw_only=True)
+class LocalTrainingOptions:
+    """The clients' local training (models.functional.LocalTraining), as config keys of a threat model.
+    Keyword-only, so that a threat model's own fields stay first (`ThreatModelConfig("fedavg")`)."""
+    lr: float = 0.1                    # fedavg: local learning rate
     epochs: int = 1                    # fedavg: local epochs
     local_batch_size: int | None = None  # fedavg: mini-batch size (None = full batch)
+    optimizer: str = "sgd"             # fedavg: sgd | adam | adamw
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    shuffle: bool = False              # fedavg: a new mini-batch order every epoch, known to the client only
+    drop_last: bool = False
+    train_mode: bool = False           # fedavg: BatchNorm on the mini-batch's statistics
+
+    def local_training(self) -> LocalTraining:
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(LocalTrainingOptions)}
+        options["batch_size"] = options.pop("local_batch_size")
+        return LocalTraining(**options)
+
+
+@dataclass(frozen=True)
+class ThreatModelConfig(LocalTrainingOptions):
+    name: str = "fedsgd"
+    knowledge: str | dict = "eavesdropper"
     options: dict = field(default_factory=dict)  # protocol options of threat models that take them (hyperfl, vfl)
 
 
@@ -88,6 +111,7 @@ class RunConfig:
             raise ConfigError(f"data: {len(self.data.victim_indices())} victims do not split into batches of {self.data.batch_size}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device: expected auto|cpu|cuda, got '{self.device}'")
+        self.threat_model.local_training()  # its one-line errors at load, not mid-run
         return self
 
 

@@ -18,25 +18,37 @@ from fedleak.threat_models.flower import PARTITION_RECORD, ClientUpdate, Recordi
 
 
 class PartitionTaggedClientApp(ClientApp):
-    """The user's ClientApp, plus the partition id of the simulated node in each train reply.
+    """The user's ClientApp, run with the app's run config (as `flwr run` gives it), plus the
+    partition id of the simulated node in each train reply.
 
     Node ids are random per simulation, so this is how the auditor learns which client's ground
     truth a reply belongs to; RecordingGrid strips the tag before the ServerApp sees the reply."""
 
-    def __init__(self, app: ClientApp):
+    def __init__(self, app: ClientApp, run_config: dict | None = None):
         super().__init__()
         self.app = app
+        self.run_config = dict(run_config or {})
 
     def __call__(self, message: Message, context: Context) -> Message:
-        reply = self.app(message, context)
+        # Flower refuses a node context whose run config changed while the app ran, so it is given
+        # back as it was once the app has read it
+        own = context.run_config
+        context.run_config = {**self.run_config, **own}
+        try:
+            reply = self.app(message, context)
+        finally:
+            context.run_config = own
         if message.metadata.message_type.split(".")[0] == "train" and not reply.has_error():
-            reply.content[PARTITION_RECORD] = ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
+            reply.content[PARTITION_RECORD] = ConfigRecord({"partition-id": int(context.node_config["partition-id"]),
+                                                            "num-partitions": int(context.node_config["num-partitions"])})
         return reply
 
 
 def simulate(server_app: ServerApp, client_app: ClientApp, num_clients: int, cpus: int = 2,
-             quiet: bool = False) -> list[ClientUpdate]:
-    """Every train reply of the run, in arrival order."""
+             quiet: bool = False, run_config: dict | None = None, save_to=None) -> list[ClientUpdate]:
+    """Every train reply of the run, in arrival order (and, with `save_to`, on disk too). The
+    ServerApp's and every ClientApp's context carries `run_config`; the nodes' node config is
+    Flower's simulation's own (`partition-id`, `num-partitions`)."""
     from flwr.simulation import run_simulation
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # nothing to reach offline; don't try
     updates: list[ClientUpdate] = []
@@ -44,7 +56,9 @@ def simulate(server_app: ServerApp, client_app: ClientApp, num_clients: int, cpu
 
     @tapped.main()
     def main(grid: Grid, context: Context) -> None:
-        server_app(RecordingGrid(grid, updates), context)
+        if run_config:
+            context.run_config = {**run_config, **context.run_config}
+        server_app(RecordingGrid(grid, updates, save_to=save_to), context)
 
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
@@ -53,8 +67,8 @@ def simulate(server_app: ServerApp, client_app: ClientApp, num_clients: int, cpu
     update_console_handler(colored=is_terminal())  # Flower colours its lines; in a log file they are noise
     try:
         with loopback_ray():  # Flower starts a private Ray instance: nothing off this machine need reach it
-            run_simulation(server_app=tapped, client_app=PartitionTaggedClientApp(client_app), num_supernodes=num_clients,
-                           backend_config=backend_config(cpus))
+            run_simulation(server_app=tapped, client_app=PartitionTaggedClientApp(client_app, run_config),
+                           num_supernodes=num_clients, backend_config=backend_config(cpus))
     finally:
         flwr_logger.setLevel(level)
     return updates

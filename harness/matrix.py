@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
 
 from fedleak.core.errors import ConfigError, UnknownNameError
@@ -84,8 +84,9 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
                                 batch_size=matrix.images.batch_size, options=dict(dataset.options),
                                 batch_seed="first"),
                 victim=threat.victim_spec(victim),
-                threat_model=ThreatModelConfig(threat.name, _knowledge(threat.knowledge, adaptive), threat.lr,
-                                               threat.epochs, threat.local_batch_size, dict(threat.options)),
+                threat_model=ThreatModelConfig(**{**{f.name: getattr(threat, f.name) for f in fields(ThreatModelConfig)},
+                                                  "knowledge": _knowledge(threat.knowledge, adaptive),
+                                                  "options": dict(threat.options)}),
                 defense=DefenseConfig(defense.name, dict(defense.options)),
                 attack=AttackConfig(attack.name, budget.iterations, budget.restarts, dict(attack.options)),
                 seed=seed, device=matrix.device).validate()
@@ -179,7 +180,6 @@ def check_names(matrix: MatrixConfig) -> None:
     from fedleak.attacks import ATTACKS
     from fedleak.defenses import DEFENSES
     from fedleak.data.datasets import DATASETS
-    from fedleak.models.functional import LocalTraining
     from fedleak.threat_models import THREAT_MODELS
     from fedleak.threat_models.knowledge import knowledge_flags
     from fedleak.models.architectures import MODELS
@@ -193,7 +193,7 @@ def check_names(matrix: MatrixConfig) -> None:
     for i, threat in enumerate(matrix.threat_models):
         cls = named(THREAT_MODELS, threat.name, f"threat_models[{i}]")
         try:
-            training = LocalTraining(threat.lr, threat.epochs, threat.local_batch_size)
+            training = threat.local_training()
         except ConfigError as e:
             raise ConfigError(str(e).replace("threat_model.", f"threat_models[{i}].", 1)) from None
         cls.from_options(threat.options, f"threat_models[{i}].options", training)

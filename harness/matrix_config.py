@@ -30,6 +30,7 @@ from fedleak.metrics.record import GATED, Metric
 from fedleak.core.io import read_toml
 from fedleak.core.options import from_dict
 from fedleak.core.errors import ConfigError
+from fedleak.harness.config import LocalTrainingOptions
 from fedleak.threat_models.victim import VictimSpec
 
 PRESETS = ("smoke", "ci", "paper")
@@ -79,12 +80,9 @@ class DatasetEntry:
 
 
 @dataclass(frozen=True)
-class ThreatModelEntry:
+class ThreatModelEntry(LocalTrainingOptions):
     name: str = "fedsgd"
     knowledge: str | dict = "informed"  # preset name or flags table; flags.defense is set per attack mode
-    lr: float = 0.1
-    epochs: int = 1
-    local_batch_size: int | None = None
     options: dict = field(default_factory=dict)  # protocol options (hyperfl, vfl)
     # fields of every [[victims]] spec that differ under this protocol, e.g. { rounds = 1 } for HyperFL,
     # whose first round carries no data (docs/matrix.md)

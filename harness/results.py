@@ -16,23 +16,51 @@ from fedleak.core.errors import DataError
 from fedleak.core.io import atomic_write, read_frame, save_tensors
 from fedleak.metrics.image import match_to_ground_truth, score_images
 from fedleak.metrics.labels import multiset_label_accuracy
+from fedleak.metrics.record import LPIPS, MSE, PSNR, SSIM
+from fedleak.threat_models.base import REPLAY_EXACT_BELOW
+
+SCORES = (PSNR, SSIM, LPIPS, MSE)  # the columns score_images fills
 
 
 @dataclass
 class ScoredBatch:
-    rows: list[dict]          # per image, in ground-truth order: labels, scores, cost
-    truth: torch.Tensor       # (B, C, H, W) on the CPU
-    matched: torch.Tensor     # reconstruction i is the one matched to truth i
+    rows: list[dict]              # per image, in ground-truth order: labels, scores, cost
+    truth: torch.Tensor | None    # (B, C, H, W) on the CPU; None without ground truth
+    matched: torch.Tensor         # reconstruction i is the one matched to truth i (as the attack gave them without)
 
 
-def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: int, truth: torch.Tensor,
-                     labels: torch.Tensor, progress: bool = False) -> ScoredBatch:
+def replay_columns(error: float | None) -> dict:
+    """Whether the attacker's model of the client's local training reproduces what the client did
+    (ThreatModel.replay_error): None where the threat model has no such replay."""
+    return {"replay_error": error, "replay_exact": None if error is None else error < REPLAY_EXACT_BELOW}
+
+
+def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: int, truth: torch.Tensor | None,
+                     labels: torch.Tensor | None, progress: bool = False,
+                     replay_error: Callable[[object, object], float | None] | None = None) -> ScoredBatch:
     """`observe()` -> (observation, knowledge); the attack's reconstruction, paired with the ground
-    truth (an attack recovers a batch as a set), scored. Wall time covers the observation too."""
+    truth (an attack recovers a batch as a set), scored. Wall time covers the observation too.
+    `replay_error(observation, knowledge)`: how far the attacker's replay of the client is from the
+    client (ThreatModel.replay_error), in every row, not in the wall time. `truth` None (saved
+    updates without the clients' data): the rows hold the attack's labels and losses, no scores."""
     started = time.perf_counter()
     observation, knowledge = observe()
     reconstruction = attack.reconstruct(observation, model, knowledge, budget, seed=seed, progress=progress)
     wall = time.perf_counter() - started
+    cost = {"gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
+            "bytes_sent": observation.public.get("bytes_sent"),
+            # whether the client's model check flagged the model it received (None: no check ran)
+            "model_flagged": observation.public.get("model_check", {}).get("flagged"),
+            # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
+            "precision": reconstruction.extras.get("precision", "fp32"),
+            # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md
+            "attack_strategy": str(reconstruction.extras.get("strategy", "")),
+            **replay_columns(None if replay_error is None else replay_error(observation, knowledge))}
+    if truth is None:
+        unscored = {"true_label": None, "label_correct": None, "batch_label_accuracy": None,
+                    **{m.name: None for m in SCORES}}
+        rows = [{**unscored, "predicted_label": int(label), **cost} for label in reconstruction.labels.tolist()]
+        return ScoredBatch(rows, None, reconstruction.images.cpu())
     order = match_to_ground_truth(reconstruction.images, truth)
     matched = reconstruction.images[order]
     scores = {k: v.cpu() for k, v in score_images(matched, truth).items()}
@@ -43,14 +71,7 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
     batch_label_accuracy = multiset_label_accuracy(predicted if per_image else reconstruction.labels, labels)
     rows = [{"true_label": int(labels[i]), "predicted_label": int(predicted[i]), "label_correct": bool(predicted[i] == labels[i]),
              "batch_label_accuracy": batch_label_accuracy, **{name: float(values[i]) for name, values in scores.items()},
-             "gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
-             "bytes_sent": observation.public.get("bytes_sent"),
-             # whether the client's model check flagged the model it received (None: no check ran)
-             "model_flagged": observation.public.get("model_check", {}).get("flagged"),
-             # the arithmetic the attack really ran (IG's opt-in bfloat16 replay can fall back)
-             "precision": reconstruction.extras.get("precision", "fp32"),
-             # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md
-             "attack_strategy": str(reconstruction.extras.get("strategy", ""))}
+             **cost}
             for i in range(len(truth))]
     return ScoredBatch(rows, truth.cpu(), matched.cpu())
 
@@ -59,7 +80,7 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
 class RunResult:
     rows: pd.DataFrame
     directory: Path
-    ground_truth: torch.Tensor
+    ground_truth: torch.Tensor | None  # None: nothing to score against (saved updates without private data)
     reconstructions: torch.Tensor
 
 
@@ -79,21 +100,23 @@ class ResultLog:
 
     def add(self, rows: list[dict], batch: ScoredBatch) -> None:
         self.rows += rows
-        self.truths.append(batch.truth)
+        if batch.truth is not None:
+            self.truths.append(batch.truth)
         self.reconstructions.append(batch.matched)
         if self.partial:
             self._write()
 
     def _write(self) -> None:
         self.frame = write_rows(self.rows, self.directory)
-        save_tensors(self.directory / "images.pt", {"ground_truth": torch.cat(self.truths),
+        save_tensors(self.directory / "images.pt", {"ground_truth": torch.cat(self.truths) if self.truths else torch.empty(0),
                                                     "reconstructions": torch.cat(self.reconstructions)})
         self.written = len(self.rows)
 
     def result(self) -> RunResult:
         if self.written < len(self.rows):
             self._write()
-        return RunResult(self.frame, self.directory, torch.cat(self.truths), torch.cat(self.reconstructions))
+        return RunResult(self.frame, self.directory, torch.cat(self.truths) if self.truths else None,
+                         torch.cat(self.reconstructions))
 
 
 def write_rows(rows: list[dict], directory: Path) -> pd.DataFrame:

@@ -15,7 +15,6 @@ from fedleak.defenses import build_defense
 from fedleak.harness.config import RunConfig
 from fedleak.harness.provenance import row_provenance
 from fedleak.harness.results import ResultLog, RunResult, attack_and_score
-from fedleak.models.functional import LocalTraining
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
 
@@ -38,7 +37,7 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
     check_writable(out)
     tm = config.threat_model
     defense = build_defense(config.defense.name, **config.defense.options)
-    threat = build_threat_model(tm.name, LocalTraining(tm.lr, tm.epochs, tm.local_batch_size), defense, **tm.options)
+    threat = build_threat_model(tm.name, tm.local_training(), defense, **tm.options)
     flags = knowledge_flags(tm.knowledge)
     attack = build_attack(config.attack.name, **config.attack.options)
     check_applies(threat.name, attack)
@@ -68,7 +67,10 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
             lambda: threat.observe(sent, x, y, defense, flags, seed=config.seed + client, client_id=client),
             attack, sent.model, budget, seed=config.seed * 7919 + client,
             truth=threat.private_input(x),  # vertical FL: only the attacked party's columns
-            labels=y, progress=progress)
+            labels=y, progress=progress,
+            # the client's own update without the defense against the replay of what the attacker was told
+            replay_error=lambda observation, knowledge: threat.replay_error(
+                sent.model, sent.params, sent.buffers, sent.normalise(x), y, knowledge, seed=config.seed + client))
         # what the server sent: "global", or the attack that crafted it
         sent_by = getattr(sent, "crafted_by", "") or "global"
         log.add([{**provenance, "batch": number, "image_index": index, **row, "model_sent": sent_by}

@@ -64,3 +64,59 @@ def test_attacks_are_deterministic_given_the_seed(convnet_victim):
     a, _, _ = attack_once(convnet_victim, "ig", [1], Budget(iterations=5))
     b, _, _ = attack_once(convnet_victim, "ig", [1], Budget(iterations=5))
     assert torch.equal(a.images, b.images)
+
+
+def test_order_invariant_attack_finds_what_a_shuffling_client_trained_on(digits):
+    """A client that shuffled its 2 images into the other order: the fixed-order replay (ig) pairs each
+    image with the wrong label and step; the order-invariant attack tries both label arrangements and
+    keeps the one whose replay explains the update (same budget: 2 restarts)."""
+    from fedleak.models.functional import shuffled_orders
+    from fedleak.threat_models.victim import VictimSpec, build_victim
+    victim = build_victim(VictimSpec(model="mlp", options={"width": 32}), digits)
+    training = LocalTraining(lr=0.1, epochs=1, batch_size=1, momentum=0.9, shuffle=True)
+    assert shuffled_orders(2, training, seed=1)[0].tolist() == [1, 0]
+    x, y = digits.victims([0, 1])
+    obs, knowledge = THREAT_MODELS.get("fedavg")(training).observe(victim, x, y, NoDefense(), knowledge_flags("informed"),
+                                                                   seed=1)
+    budget = Budget(iterations=200, restarts=2)
+    fixed = build_attack("ig").reconstruct(obs, victim.model, knowledge, budget, seed=0)
+    free = build_attack("order-invariant").reconstruct(obs, victim.model, knowledge, budget, seed=0)
+    assert free.labels.tolist() == y.flip(0).tolist() and free.extras["label_arrangements"] == 2
+    assert free.gradient_loss < 0.5 * fixed.gradient_loss
+    scored = lambda rec: [psnr(rec.images[i:i + 1], x[j:j + 1]).item() for i, j in enumerate(rec_order(rec, x))]
+    assert min(scored(free)) > min(scored(fixed)) + 5
+
+
+def rec_order(rec, x):
+    from fedleak.metrics.image import match_to_ground_truth
+    return match_to_ground_truth(rec.images, x).tolist()
+
+
+def test_order_invariant_parts():
+    from fedleak.attacks.order_invariant import average_matched, epoch_invariance, label_arrangements
+    arrangements = label_arrangements(torch.tensor([1, 3, 8, 7]), batch_size=2, epochs=1, count=8, seed=0)
+    distinct = {tuple(a[0].tolist()) for a in arrangements}
+    assert arrangements[0][0].tolist() == [1, 3, 7, 8] and len(distinct) == 6  # C(4,2) ordered mini-batch pairs
+    two_epochs = label_arrangements(torch.tensor([1, 3, 8, 7]), batch_size=2, epochs=2, count=10, seed=0)
+    assert len({tuple(torch.cat(a).tolist()) for a in two_epochs}) == 10 and two_epochs[0][0].tolist() == [1, 3, 7, 8]
+    images = torch.rand(3, 1, 8, 8)
+    features = torch.randn(16, 1, 3, 3)
+    same_set = torch.stack([images, images[[2, 0, 1]]])
+    assert epoch_invariance(same_set, features).item() < 1e-10
+    assert epoch_invariance(torch.stack([images, torch.rand(3, 1, 8, 8)]), features).item() > 1e-3
+    assert torch.allclose(average_matched(same_set), images)
+    from fedleak.attacks.order_invariant import OrderInvariant
+    with pytest.raises(ConfigError, match="'order-invariant' runs on update, not gradient"):
+        OrderInvariant().reconstruct(_observation("fedsgd", "gradient"), None, _no_training(), Budget(1))
+    with pytest.raises(ConfigError, match="'order-invariant' needs the knowledge flag 'hyperparameters'"):
+        OrderInvariant().reconstruct(_observation("fedavg", "update"), None, _no_training(), Budget(1))
+
+
+def _observation(threat_model: str, kind: str):
+    from fedleak.threat_models.observation import Observation
+    return Observation(threat_model, kind, [torch.zeros(2)], ["w"], {"w": torch.zeros(2)}, {}, 1)
+
+
+def _no_training():
+    from fedleak.threat_models.knowledge import AttackerKnowledge
+    return AttackerKnowledge(knowledge_flags("eavesdropper"), 1, (1, 2, 2), 2, (0.0,), (1.0,))

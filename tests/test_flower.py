@@ -1,6 +1,7 @@
 """Auditing Flower apps: the server-side taps, the array mapping, and one simulated run of the
 example app (3 clients, 2 rounds, Ray backend, offline) attacked and compared with fedleak's own
 FedAvg threat model on the same images."""
+import json
 import os
 import random
 import subprocess
@@ -300,3 +301,140 @@ def test_audit_rows_are_documented(audited):
     result, _ = audited
     missing = set(result.rows.columns) - documented_columns()
     assert not missing, f"columns not in docs/results.md: {sorted(missing)}"
+
+
+# ------------------------------------------------------- an app folder written like Flower's quickstart
+QUICKSTART = ROOT / "examples" / "flower_quickstart"
+QUICKSTART_CONFIG = "num-server-rounds=1 fraction-evaluate=0.0 images-per-client=4 batch-size=2"
+QUICKSTART_CLIENTS = 2
+
+
+def test_app_folder_and_run_config_are_read_as_flwr_run_reads_them(tmp_path):
+    from fedleak.harness.flower_app import load_app, parse_run_config
+    app = load_app(QUICKSTART, 'batch-size=2 learning-rate=0.05 images-per-client=4')
+    assert (app.server_app, app.client_app) == ("digitsapp.server_app:app", "digitsapp.client_app:app")
+    assert app.run_config == {"num-server-rounds": 3, "fraction-evaluate": 0.5, "local-epochs": 1, "learning-rate": 0.05,
+                              "batch-size": 2, "images-per-client": 4}
+    assert app.num_supernodes == 10 and app.hooks is None
+    assert parse_run_config(['name="a b" flag=true', "x.y=1"]) == {"name": "a b", "flag": True, "x.y": 1}
+    with pytest.raises(ConfigError, match="--run-config: key 'batchsize' is not in .tool.flwr.app.config. of .*known: num-server"):
+        load_app(QUICKSTART, "batchsize=2")
+    with pytest.raises(ConfigError, match="value must be TOML"):
+        parse_run_config("name=two words'")
+    with pytest.raises(ConfigError, match="has no pyproject.toml"):
+        load_app(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[tool.flwr.app.components]\nserverapp = "a:app"\n')
+    with pytest.raises(ConfigError, match="clientapp is missing"):
+        load_app(tmp_path)
+
+
+def test_missing_hooks_are_named_one_line_each_before_any_simulation(tmp_path, monkeypatch, capsys):
+    from fedleak.harness.cli import main
+    (tmp_path / "half_hooks.py").write_text("def private_data(partition_id, num_partitions):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["audit-flower", str(QUICKSTART), "--hooks", "half_hooks", "--quiet", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "half_hooks' lacks build_model(): the model architecture" in err and "normalisation(): the per-channel" in err
+    code = main(["audit-flower", str(QUICKSTART), "--hooks", "fedleak_hooks", "--run-config", "batchsize=1", "--quiet",
+                 "--output", str(tmp_path / "out")])
+    assert code == 2 and "key 'batchsize' is not in" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """The quickstart-style app audited as a user would, unmodified: its folder, a run config, the
+    auditor's hooks next to it; every recorded update saved for the offline audit too."""
+    from fedleak.harness.cli import main
+    base = tmp_path_factory.mktemp("quickstart")
+    code = main(["audit-flower", str(QUICKSTART), "--hooks", "fedleak_hooks", "--run-config", QUICKSTART_CONFIG,
+                 "--clients", str(QUICKSTART_CLIENTS), "--iterations", str(ITERATIONS // 4), "--save-updates",
+                 str(base / "saved"), "--output", str(base / "live"), "--quiet"])
+    assert code == 0
+    import pandas as pd
+    return base, pd.read_parquet(base / "live" / "results.parquet")
+
+
+@pytest.mark.slow
+def test_quickstart_app_is_audited_unmodified_and_every_clients_images_are_scored(quickstart):
+    base, rows = quickstart
+    # the run config reached the ServerApp (one round, not 3) and the ClientApps (4 images in batches of 2, not 64 in 32)
+    assert sorted(set(rows["round"])) == [1]
+    assert sorted(rows.groupby("partition_id")["image_index"].count().items()) == [(p, 4) for p in range(QUICKSTART_CLIENTS)]
+    assert rows[["psnr", "ssim", "lpips"]].notna().all().all()
+    from digitsapp.task import partition
+    for p, group in rows.groupby("partition_id"):
+        assert sorted(group["true_label"]) == sorted(partition(p, QUICKSTART_CLIENTS, 4)[1].tolist())
+    told = json.loads(rows["local_training"].iloc[0])
+    assert (told["momentum"], told["shuffle"], told["batch_size"], told["lr"]) == (0.9, True, 2, 0.1)
+    # whether fedleak's replay (momentum told, stored order) is exact for each client: a measured yes or no
+    assert rows["replay_exact"].map(type).eq(bool).all() and rows["replay_error"].ge(0).all()
+    report = (base / "live" / "report.md").read_text()
+    assert "digitsapp.server_app:app" in report and "replay exact" in report
+
+
+@pytest.mark.slow
+def test_saved_updates_audited_offline_equal_the_live_audit(quickstart, tmp_path):
+    from fedleak.harness.cli import main
+    from fedleak.threat_models.update_files import load_updates
+    base, live = quickstart
+    saved = load_updates(base / "saved")
+    assert len(saved) == QUICKSTART_CLIENTS and len(list((base / "saved" / "globals").iterdir())) == 1  # one global, shared
+    assert {u.partition_id for u in saved} == set(range(QUICKSTART_CLIENTS)) and all(u.num_examples == 4 for u in saved)
+    code = main(["audit-updates", str(base / "saved"), "--app", str(QUICKSTART), "--run-config", QUICKSTART_CONFIG,
+                 "--hooks", "fedleak_hooks", "--iterations", str(ITERATIONS // 4), "--output", str(tmp_path), "--quiet"])
+    assert code == 0
+    import pandas as pd
+    offline = pd.read_parquet(tmp_path / "results.parquet")
+    key = ["round", "partition_id", "image_index"]
+    live, offline = live.sort_values(key).reset_index(drop=True), offline.sort_values(key).reset_index(drop=True)
+    for column in ("psnr", "ssim", "lpips", "gradient_loss", "replay_error", "predicted_label"):
+        assert live[column].tolist() == offline[column].tolist(), column
+
+
+@pytest.mark.slow
+def test_saved_updates_without_ground_truth_give_reconstructions_and_losses_only(quickstart, tmp_path, capsys):
+    from fedleak.harness.cli import main
+    base, _ = quickstart
+    code = main(["audit-updates", str(base / "saved"), "--model", "digitsapp.task:Net", "--mean", "0.5", "--std", "0.5",
+                 "--image-shape", "1,28,28", "--lr", "0.1", "--local-batch-size", "2", "--momentum", "0.9", "--shuffle",
+                 "--iterations", "3", "--output", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    import pandas as pd
+    rows = pd.read_parquet(tmp_path / "results.parquet")
+    assert len(rows) == 4 * QUICKSTART_CLIENTS and rows["psnr"].isna().all() and rows["gradient_loss"].notna().all()
+    assert json.loads(rows["knowledge"].iloc[0])["labels"] is False  # parameter_aware: labels inferred, not known
+    report = (tmp_path / "report.md").read_text()
+    assert "No ground truth" in report and "PSNR" not in report and (tmp_path / "grid.png").exists()
+    assert main(["audit-updates", str(base / "saved"), "--model", "digitsapp.task:Net", "--mean", "0.5", "--std", "0.5",
+                 "--image-shape", "1,28,28", "--lr", "0.1", "--knowledge", "informed", "--output", str(tmp_path)]) == 2
+    assert "no ground truth" in capsys.readouterr().err
+
+
+def test_saved_update_files_hold_numbers_and_metadata_and_nothing_else(tmp_path):
+    from fedleak.core.errors import DataError
+    from fedleak.threat_models.update_files import load_updates, save_update
+    sent = {"w": np.arange(6, dtype=np.float32).reshape(3, 2), "n": np.array(3, dtype=np.int64)}
+    received = {"w": np.zeros((3, 2), np.float32), "n": np.array(0, dtype=np.int64)}
+    for node in (5, 7):
+        save_update(ClientUpdate(node, 2, sent, received, 4, {"loss": 0.5}, partition_id=node - 5, num_partitions=2), tmp_path)
+    (update, other) = load_updates(tmp_path)
+    assert (update.client_id, update.round, update.num_examples, update.partition_id, update.num_partitions) == (5, 2, 4, 0, 2)
+    assert list(update.sent) == ["w", "n"] and np.array_equal(update.sent["w"], sent["w"]) and update.metrics == {"loss": 0.5}
+    assert len(list((tmp_path / "globals").iterdir())) == 1 and other.client_id == 7
+    with np.load(next((tmp_path / "updates").iterdir()), allow_pickle=False) as npz:  # nothing that needs pickle
+        assert sorted(npz.files) == ["0", "1", "metadata"]
+    target = next((tmp_path / "updates").iterdir())
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(DataError, match="cannot read saved update"):
+        load_updates(tmp_path)
+
+
+def test_recording_strategy_can_save_every_update_instead_of_keeping_it(task_identity, tmp_path):
+    from fedleak.threat_models.update_files import load_updates
+    recorder = RecordingStrategy(FedAvg(), save_to=tmp_path)
+    _two_rounds(recorder)
+    assert recorder.updates is None  # nothing held in memory
+    saved = load_updates(tmp_path)
+    assert sorted((u.round, u.client_id) for u in saved) == [(r, n) for r in (1, 2) for n in NODES]
+    assert all(np.array_equal(u.sent["w"], _arrays(1000 * u.round + u.client_id)["w"].numpy()) for u in saved)

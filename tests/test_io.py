@@ -400,3 +400,21 @@ def test_load_tensors_refuses_objects(tmp_path, marker):
     with pytest.raises(UnreadableFileError) as error:
         load_tensors(plant(tmp_path / "x.pt", marker), "test file")
     assert "x.pt" in one_line(error)
+    assert "x.pt" in one_line(error)
+
+
+def test_tampered_saved_client_update_is_one_line(tmp_path, marker):
+    """audit-updates reads folders a server wrote, perhaps copied from elsewhere: a pickle in place of an
+    update, or an .npz whose array is a pickled object, is refused without being unpickled."""
+    from fedleak.threat_models.update_files import ClientUpdate, load_updates, save_update
+    arrays = {"w": np.zeros(3, np.float32)}
+    path = save_update(ClientUpdate(1, 1, arrays, arrays, 2), tmp_path)
+    with open(path, "wb") as f:
+        np.savez(f, metadata=np.array("{}"), **{"0": np.array([Payload(marker)], dtype=object)})
+    with pytest.raises(UnreadableFileError) as error:
+        load_updates(tmp_path)
+    assert path.name in one_line(error) and "saved update" in str(error.value)
+    plant(path, marker)
+    with pytest.raises(UnreadableFileError) as error:
+        load_updates(tmp_path)
+    assert path.name in one_line(error)

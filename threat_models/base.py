@@ -12,12 +12,17 @@ from dataclasses import asdict
 import torch
 
 from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
+from fedleak.core.errors import ConfigError
 from fedleak.core.options import describe_options
-from fedleak.defenses.base import Defense, ReceivedModel, ShareContext, share_update
-from fedleak.models.functional import loss_gradient, local_update
-from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags
-from fedleak.models.functional import LocalTraining
+from fedleak.defenses.base import Defense, NoDefense, ReceivedModel, ShareContext, share_update
+from fedleak.models.functional import LocalTraining, local_update, loss_gradient, shuffled_orders
+from fedleak.threat_models.knowledge import AttackerKnowledge, KnowledgeFlags, told_training
 from fedleak.threat_models.observation import Observation
+
+# 1 − cos below which the attacker's replay counts as exact: float rounding between two runs of the same
+# loop (another process, thread count or convolution algorithm) stays many orders of magnitude under it,
+# a wrong optimiser or batch order far above (docs/flower.md)
+REPLAY_EXACT_BELOW = 1e-6
 
 
 class ThreatModel(Component, ABC):
@@ -37,14 +42,19 @@ class ThreatModel(Component, ABC):
     # the server may send a model of its own making (architecture and weights) instead of the global
     # model: an attack that crafts one (`Attack.crafts_model`) runs only under such a threat model
     server_crafts_model: bool = False
+    # runs LocalTraining's optimiser, order and BN-mode options (only fedavg); elsewhere they are refused
+    local_optimizer: bool = False
 
     def __init__(self, training: LocalTraining | None = None, options=None, **values):
         super().__init__(options, **values)
         self.training = training or LocalTraining()
+        if not self.local_optimizer:
+            _refuse_local_options(self.training, self.name)
 
     @abstractmethod
-    def client_update(self, model, params, buffers, x, y, defense: Defense) -> list[torch.Tensor]:
-        """The client's true update (before the defense shapes what is sent)."""
+    def client_update(self, model, params, buffers, x, y, defense: Defense, seed: int = 0) -> list[torch.Tensor]:
+        """The client's true update (before the defense shapes what is sent); `seed` draws whatever
+        the client draws at random (a shuffling client's mini-batch order)."""
 
     @abstractmethod
     def replay(self, model, params, buffers, x, y, knowledge: AttackerKnowledge) -> list[torch.Tensor]:
@@ -71,7 +81,7 @@ class ThreatModel(Component, ABC):
         if verdict is not None and verdict.refuse:
             update = [torch.zeros_like(p) for p in victim.params.values()]
         else:
-            update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense)
+            update = self.client_update(model, victim.params, victim.buffers, x_norm, y, defense, seed=context.seed)
         shared, public = share_update(defense, update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
         if verdict is not None:
@@ -100,7 +110,7 @@ class ThreatModel(Component, ABC):
 
     def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags) -> AttackerKnowledge:
         data = victim.data
-        local_training = self.training if flags.hyperparameters else None
+        local_training = told_training(self.training, flags)
         return AttackerKnowledge(
             flags=flags, num_images=x_norm.shape[0], image_shape=tuple(x_norm.shape[1:]),
             num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
@@ -112,6 +122,15 @@ class ThreatModel(Component, ABC):
             defense=defense if flags.defense else None,
             dropout_masks=_recorded_dropout_masks(defense) if flags.dropout_masks else None,
         )
+
+    def replay_error(self, model, params, buffers, x_norm, y, knowledge: AttackerKnowledge,
+                     update: list[torch.Tensor] | None = None, seed: int = 0) -> float | None:
+        """How far the attacker's model of the client is from the client: 1 − cos (in float64)
+        between `update` — by default the client's own update of (x_norm, y) without any defense,
+        drawn with `seed` — and the replay of what the attacker was told, run on the client's true
+        images in their stored order. Below REPLAY_EXACT_BELOW the replay is exact for this client.
+        None where the replay has no such meaning (protocols with private client state)."""
+        return None
 
     def attacker_view(self, local_training: LocalTraining | None) -> "ThreatModel":
         """This protocol as the attacker knows it: its options (the server runs it) and the local
@@ -133,9 +152,12 @@ class FedSGD(ThreatModel):
     name, kind = "fedsgd", GRADIENT
     replays_plain_model = replay_is_loss_gradient = True
 
-    def client_update(self, model, params, buffers, x, y, defense):
+    def client_update(self, model, params, buffers, x, y, defense, seed=0):
         step = defense.gradient_fn()
         return step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y)
+
+    def replay_error(self, model, params, buffers, x_norm, y, knowledge, update=None, seed=0):
+        return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
 
     def replay(self, model, params, buffers, x, y, knowledge):
         step = _replay_step(knowledge)
@@ -143,26 +165,59 @@ class FedSGD(ThreatModel):
 
 
 class FedAvg(ThreatModel):
-    """The client shares θ_K − θ_0 after K local SGD steps (epochs × mini-batches, fixed order).
+    """The client shares θ_K − θ_0 after K local optimiser steps (epochs × mini-batches; SGD with
+    momentum/Nesterov/weight decay or Adam; shuffled or in the stored order; BatchNorm in eval or
+    train mode: models.functional.LocalTraining).
 
     An attacker that knows the hyperparameters unrolls the K steps differentiably (IG's FedAvg
-    reconstructor); one that does not treats −Δθ as a single gradient (cosine distance makes the
-    unknown lr·K scale irrelevant)."""
+    reconstructor) in the stored order, the only one it can know; one that does not treats −Δθ as
+    a single gradient (cosine distance makes the unknown lr·K scale irrelevant)."""
     name, kind = "fedavg", UPDATE
     replays_plain_model = True
+    local_optimizer = True
 
-    def client_update(self, model, params, buffers, x, y, defense):
-        return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn())
+    def client_update(self, model, params, buffers, x, y, defense, seed=0):
+        return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn(),
+                            orders=shuffled_orders(x.shape[0], self.training, seed))
 
     def local_steps(self, num_examples: int) -> int:
         return self.training.steps(num_examples)
 
-    def replay(self, model, params, buffers, x, y, knowledge):
+    def replay(self, model, params, buffers, x, y, knowledge, orders: list[torch.Tensor] | None = None):
+        """`orders`: per epoch, which trial inputs the client visits in which order (an order-free
+        attack's own copy of the images for every epoch); default: the stored order every epoch."""
         step = _replay_step(knowledge)
         if knowledge.local_training is None:
             grads = step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y, create_graph=True)
             return [-g for g in grads]
-        return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True, gradient_fn=step)
+        return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True, gradient_fn=step,
+                            orders=orders)
+
+    def replay_error(self, model, params, buffers, x_norm, y, knowledge, update=None, seed=0):
+        return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
+
+
+def _replay_error(threat: ThreatModel, model, params, buffers, x_norm, y, knowledge, update, seed) -> float:
+    from dataclasses import replace
+    if update is None:
+        update = threat.client_update(model, params, buffers, x_norm, y, NoDefense(), seed=seed)
+    with torch.enable_grad():
+        told = threat.replay(model, params, buffers, x_norm, y, replace(knowledge, defense=None))
+    told = [t.detach().double() for t in told]
+    update = [u.detach().double() for u in update]
+    dot = sum((a * b).sum() for a, b in zip(told, update))
+    norms = torch.sqrt(sum(a.pow(2).sum() for a in told) * sum(b.pow(2).sum() for b in update))
+    return float(1 - dot / norms) if norms > 0 else 1.0
+
+
+def _refuse_local_options(training: LocalTraining, threat_model: str) -> None:
+    """A threat model whose client does not run LocalTraining's loop must not silently ignore its
+    optimiser, order or BN-mode options."""
+    plain = LocalTraining(training.lr, training.epochs, training.batch_size)
+    for key, value in training.describe().items():
+        if value != getattr(plain, key):
+            raise ConfigError(f"threat_model.{key}: the '{threat_model}' client does not run the local optimiser "
+                              f"loop; its options need threat model 'fedavg'")
 
 
 def _replay_step(knowledge: AttackerKnowledge):

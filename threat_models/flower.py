@@ -2,7 +2,10 @@
 weights that client started from. Needs `flwr` (the optional `fedleak[flower]` extra); nothing in
 the core package imports this module.
 
-Three taps, one record type (`ClientUpdate`), none of them changing what the server computes:
+Three taps, one record type (`ClientUpdate`), none of them changing what the server computes; each
+keeps the updates in a list (`updates`) or, with `save_to=DIR`, writes each one to disk as it arrives
+(threat_models.update_files: the arrays and the global arrays they were computed from, for
+`fedleak audit-updates DIR`) and keeps none in memory:
 
 * `RecordingStrategy` wraps a Message-API strategy (`flwr.serverapp.strategy`, FedAvg and its
   subclasses): `configure_train` / `aggregate_train` / evaluation are delegated to it unchanged.
@@ -14,7 +17,7 @@ Three taps, one record type (`ClientUpdate`), none of them changing what the ser
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
@@ -22,20 +25,25 @@ from flwr.server.strategy import Strategy as FitStrategy
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedleak.threat_models.update_files import ClientUpdate, save_update
+
 # Reply content the audit's client wrapper adds in simulation (harness/flower_simulation.py):
 # which data partition a node ran. RecordingGrid removes it before the ServerApp sees the reply.
 PARTITION_RECORD = "fedleak-audit"
 
 
-@dataclass
-class ClientUpdate:
-    client_id: int                    # the node id the server knows the client by
-    round: int                        # server round, from 1
-    sent: dict[str, np.ndarray]       # the arrays the client replied with, in wire order
-    received: dict[str, np.ndarray]   # the global arrays it was sent for this round
-    num_examples: int
-    metrics: dict = field(default_factory=dict)
-    partition_id: int | None = None   # simulation only: the ground truth scoring needs
+class UpdateSink:
+    """Where a tap puts what it records: a list, a folder (one file per update, nothing kept), or both."""
+
+    def __init__(self, updates: list[ClientUpdate] | None, save_to: str | Path | None):
+        self.save_to = None if save_to is None else Path(save_to)
+        self.updates = updates if updates is not None else ([] if save_to is None else None)
+
+    def add(self, update: ClientUpdate) -> None:
+        if self.save_to is not None:
+            save_update(update, self.save_to)
+        if self.updates is not None:
+            self.updates.append(update)
 
 
 def record_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -78,7 +86,8 @@ def update_from_reply(instruction: Message, reply: Message, round: int, weight_k
     partition = reply.content.config_records.get(PARTITION_RECORD)
     return ClientUpdate(int(reply.metadata.src_node_id), round, record_arrays(sent), record_arrays(received),
                         _num_examples(reply, weight_key), _metrics(reply),
-                        None if partition is None else int(partition["partition-id"]))
+                        None if partition is None else int(partition["partition-id"]),
+                        None if partition is None else int(partition["num-partitions"]))
 
 
 class RecordingStrategy(Strategy):
@@ -88,11 +97,12 @@ class RecordingStrategy(Strategy):
     going out and the replies coming back. `start` is the base class's loop calling these methods,
     so a strategy that overrides `start` itself is refused rather than silently run differently."""
 
-    def __init__(self, strategy: Strategy, updates: list[ClientUpdate] | None = None):
+    def __init__(self, strategy: Strategy, updates: list[ClientUpdate] | None = None, save_to: str | Path | None = None):
         if type(strategy).start is not Strategy.start:
             raise TypeError(f"{type(strategy).__name__} overrides Strategy.start; wrap the Grid instead (RecordingGrid)")
         self.strategy = strategy
-        self.updates = [] if updates is None else updates
+        self._sink = UpdateSink(updates, save_to)
+        self.updates = self._sink.updates  # None when saving to disk only
         self._instructions: dict[tuple[int, int], Message] = {}
 
     def __getattr__(self, name):
@@ -110,7 +120,7 @@ class RecordingStrategy(Strategy):
             instruction = self._instructions.get((server_round, reply.metadata.src_node_id))
             update = None if instruction is None else update_from_reply(instruction, reply, server_round, key)
             if update is not None:
-                self.updates.append(update)
+                self._sink.add(update)
         return self.strategy.aggregate_train(server_round, replies)
 
     def configure_evaluate(self, server_round, arrays, config, grid):
@@ -127,9 +137,10 @@ class RecordingFitStrategy(FitStrategy):
     """The same for a legacy strategy (`flwr.server.strategy`, e.g. `FedAvg`): `FitIns` going out,
     `FitRes` coming back. Arrays are keyed "0", "1", ... in the order of the NDArrays list."""
 
-    def __init__(self, strategy: FitStrategy, updates: list[ClientUpdate] | None = None):
+    def __init__(self, strategy: FitStrategy, updates: list[ClientUpdate] | None = None, save_to: str | Path | None = None):
         self.strategy = strategy
-        self.updates = [] if updates is None else updates
+        self._sink = UpdateSink(updates, save_to)
+        self.updates = self._sink.updates
         self._sent_to: dict[tuple[int, str], list[np.ndarray]] = {}
 
     def __getattr__(self, name):
@@ -149,7 +160,7 @@ class RecordingFitStrategy(FitStrategy):
         for proxy, res in results:
             received = self._sent_to.get((server_round, proxy.cid))
             if received is not None:
-                self.updates.append(ClientUpdate(int(proxy.cid), server_round, _numbered(parameters_to_ndarrays(res.parameters)),
+                self._sink.add(ClientUpdate(int(proxy.cid), server_round, _numbered(parameters_to_ndarrays(res.parameters)),
                                                  _numbered(received), int(res.num_examples), dict(res.metrics or {})))
         return self.strategy.aggregate_fit(server_round, results, failures)
 
@@ -184,9 +195,11 @@ class RecordingGrid(Grid):
     counts as one round. The audit's partition tag is removed from replies here, so the ServerApp
     receives exactly what the client sent."""
 
-    def __init__(self, grid: Grid, updates: list[ClientUpdate] | None = None, weight_key: str = "num-examples"):
+    def __init__(self, grid: Grid, updates: list[ClientUpdate] | None = None, weight_key: str = "num-examples",
+                 save_to: str | Path | None = None):
         self.grid = grid
-        self.updates = [] if updates is None else updates
+        self._sink = UpdateSink(updates, save_to)
+        self.updates = self._sink.updates
         self.weight_key = weight_key
         self._pending: dict[str, tuple[Message, int]] = {}
         self._pushes = 0
@@ -236,7 +249,7 @@ class RecordingGrid(Grid):
             if instruction is not None:
                 update = update_from_reply(instruction, reply, round, self.weight_key)
                 if update is not None:
-                    self.updates.append(update)
+                    self._sink.add(update)
             if not reply.has_error() and PARTITION_RECORD in reply.content:
                 del reply.content[PARTITION_RECORD]
         return replies

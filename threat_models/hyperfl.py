@@ -28,7 +28,7 @@ from fedleak.threat_models.hypernetwork import HyperFLNet
 from fedleak.threat_models.knowledge import KnowledgeFlags
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.observation import Observation
-from fedleak.threat_models.optim import clip_by_global_norm, sgd_step
+from fedleak.models.optim import clip_by_global_norm, sgd_step
 
 Tensors = dict[str, torch.Tensor]
 
@@ -159,7 +159,7 @@ class HyperFL(ThreatModel):
         from fedleak.threat_models.hyperfl_victim import build_hyperfl_victim
         return build_hyperfl_victim(spec, data, self.protocol, progress)
 
-    def client_update(self, model, params, buffers, x, y, defense, state: ClientState | None = None):
+    def client_update(self, model, params, buffers, x, y, defense, seed=0, state: ClientState | None = None):
         if defense.gradient_fn() is not None:
             raise ConfigError(f"threat model 'hyperfl' does not run per-step gradient defenses (defense '{defense.name}')")
         update, _ = client_round(model, params, state or public_state(model), x, y, self.protocol, self.training)

@@ -4,13 +4,19 @@ The named presets follow the threat-model taxonomy used by gradient-inversion su
 attacker sees the shared update and the global weights of the round (an honest-but-curious server
 has both); the presets differ in what else it knows.
 
-| preset              | labels   | local hyperparameters | BN statistics | auxiliary data |
-|---------------------|----------|-----------------------|---------------|----------------|
-| eavesdropper        | inferred | no                    | no            | no             |
-| parameter_aware     | inferred | yes                   | no            | no             |
-| informed            | known    | yes                   | no            | no             |
-| data_enhanced       | known    | yes                   | no            | yes            |
-| statistics_informed | known    | yes                   | yes           | no             |
+| preset              | labels   | local hyperparameters | local optimiser | BN statistics | auxiliary data |
+|---------------------|----------|-----------------------|-----------------|---------------|----------------|
+| eavesdropper        | inferred | no                    | no              | no            | no             |
+| parameter_aware     | inferred | yes                   | yes             | no            | no             |
+| informed            | known    | yes                   | yes             | no            | no             |
+| data_enhanced       | known    | yes                   | yes             | no            | yes            |
+| statistics_informed | known    | yes                   | yes             | yes           | no             |
+
+`hyperparameters` is the local loop (`LocalTraining`: learning rate, epochs, mini-batch size, last
+partial batch, whether the client shuffles and trains BatchNorm in train mode); `optimizer` is the
+optimiser on top of it (momentum, Nesterov, weight decay, Adam). An attacker told the loop but not
+the optimiser replays plain SGD (`LocalTraining.without_optimizer`), which is fedleak's original
+FedAvg attacker. Nobody is told a shuffling client's mini-batch order: only the client knows it.
 
 `defense` (the attacker knows which defense runs and its public parameters) is on by default:
 a defense is only credited when it survives the attack that knows it (Kerckhoffs).
@@ -34,10 +40,16 @@ from fedleak.models.functional import LocalTraining
 class KnowledgeFlags:
     labels: bool = False
     hyperparameters: bool = False
+    optimizer: bool = False      # the local optimiser too (momentum, Nesterov, weight decay, Adam)
     bn_statistics: bool = False
     auxiliary_data: bool = False
     defense: bool = True
     dropout_masks: bool = False  # oracle: the client's true dropout masks
+
+    def __post_init__(self):
+        if self.optimizer and not self.hyperparameters:
+            raise ConfigError("threat_model.knowledge.optimizer: needs hyperparameters = true (the optimiser runs "
+                              "inside the local loop the attacker would have to be told)")
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -55,11 +67,19 @@ class KnowledgeFlags:
 
 KNOWLEDGE_PRESETS: dict[str, KnowledgeFlags] = {
     "eavesdropper": KnowledgeFlags(),
-    "parameter_aware": KnowledgeFlags(hyperparameters=True),
-    "informed": KnowledgeFlags(labels=True, hyperparameters=True),
-    "data_enhanced": KnowledgeFlags(labels=True, hyperparameters=True, auxiliary_data=True),
-    "statistics_informed": KnowledgeFlags(labels=True, hyperparameters=True, bn_statistics=True),
+    "parameter_aware": KnowledgeFlags(hyperparameters=True, optimizer=True),
+    "informed": KnowledgeFlags(labels=True, hyperparameters=True, optimizer=True),
+    "data_enhanced": KnowledgeFlags(labels=True, hyperparameters=True, optimizer=True, auxiliary_data=True),
+    "statistics_informed": KnowledgeFlags(labels=True, hyperparameters=True, optimizer=True, bn_statistics=True),
 }
+
+
+def told_training(training: LocalTraining, flags: KnowledgeFlags) -> LocalTraining | None:
+    """The local training an attacker with `flags` is told: all of it, the loop without the
+    optimiser, or nothing."""
+    if not flags.hyperparameters:
+        return None
+    return training if flags.optimizer else training.without_optimizer()
 
 
 def knowledge_flags(spec: str | dict) -> KnowledgeFlags:

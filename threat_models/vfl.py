@@ -69,7 +69,7 @@ class VFL(ThreatModel):
         a, b = split_columns(x.shape[-1], self.protocol.split)[self.protocol.victim_party]
         return x[..., a:b]
 
-    def client_update(self, model, params, buffers, x, y, defense):
+    def client_update(self, model, params, buffers, x, y, defense, seed=0):
         """The victim party's messages for full (normalised) images x."""
         if defense.gradient_fn() is not None:
             raise ConfigError(f"threat model 'vfl' has no local gradient step for defense '{defense.name}' to act on")

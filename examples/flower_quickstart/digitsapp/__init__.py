@@ -1,0 +1,1 @@
+"""digitsapp: a Flower / PyTorch app, written like Flower's quickstart-pytorch example."""
