@@ -54,6 +54,9 @@ class Attack(Component, ABC):
     applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
     budgets: dict[str, PresetBudget] = {}
     max_images: int | None = None   # the largest client batch it rebuilds (B); None: any
+    # it runs the defense's own `share` (knowledge flag `defense`): the adaptive mode only, and nothing to
+    # run against a defense that sends the update as it is
+    needs_defense: bool = False
     # a malicious server's attack: it crafts the model the server sends (`craft`), so it runs only
     # under a threat model whose server may do so (ThreatModel.server_crafts_model)
     crafts_model: bool = False

@@ -204,6 +204,7 @@ def provisional_labels(observation, model, knowledge) -> torch.Tensor:
 
 class DefenseLoop(Attack):
     name = "defense-loop"
+    needs_defense = True
     options_class = DefenseLoopConfig
     budgets = {"ci": PresetBudget(iterations=200)}  # Adam steps (L-BFGS: steps of 20 inner iterations)
 

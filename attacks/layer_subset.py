@@ -96,6 +96,7 @@ def auxiliary_probes(observation, model, knowledge, labels: torch.Tensor, count:
 
 class LayerSubset(Attack):
     name = "layer-subset"
+    needs_defense = True
     options_class = LayerSubsetConfig
     budgets = {"ci": PresetBudget(iterations=200)}
 

@@ -95,6 +95,7 @@ class Inverter(torch.nn.Module):
 class LearnToInvert(Attack):
     name = "learn-to-invert"
     max_images = 1
+    needs_defense = True
     options_class = LearnToInvertConfig
     budgets = {"ci": PresetBudget(iterations=300)}  # training steps of the inverter
 

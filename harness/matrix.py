@@ -77,6 +77,12 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
             continue
         budget = matrix.budget(attack, matrix.preset)
         modes = [False] if passthrough(defense.name) else attack.adaptive
+        if needs_defense(attack.name):
+            modes = [m for m in modes if m]
+            if not modes:
+                skipped[f"attack '{attack.name}' runs the defense itself (adaptive mode only): not against "
+                        f"'{defense.label}'{'' if passthrough(defense.name) else ' non-adaptive'}"] = None
+                continue
         images = _victims(matrix, budget.images)
         for adaptive, seed in itertools.product(modes, matrix.seeds):
             config = RunConfig(
@@ -115,6 +121,12 @@ def code_of(attack: str | None = None, defense: str | None = None) -> dict:
 def cell_key(config_hash: str, code: dict, prefix: str = "") -> str:
     """A task's key: its config's digest and the code that computes it."""
     return prefix + digest({"config": config_hash, "code": code}, 12 - len(prefix))
+
+
+def needs_defense(attack: str) -> bool:
+    """An attack that runs the defense's own share (Attack.needs_defense): adaptive mode only."""
+    from fedleak.attacks import ATTACKS
+    return attack in ATTACKS and ATTACKS.get(attack).needs_defense
 
 
 def passthrough(defense: str) -> bool:

@@ -104,6 +104,19 @@ def test_declarations_pair_components_and_list_what_they_rule_out():
         prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "ig", "threat_models": ["fedavg"]}])))
 
 
+def test_an_attack_that_runs_the_defense_is_adaptive_only_and_not_against_none():
+    """defense-loop needs the defense (Attack.needs_defense): no non-adaptive cell (it would fail for
+    want of the knowledge flag), none against no defense; both are listed as not applicable."""
+    matrix = prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "defense-loop"}, {"name": "idlg"}])))
+    cells, skipped = expansion(matrix)
+    modes = {(c.config.attack.name, c.config.defense.name, c.labels["adaptive"]) for c in cells}
+    assert modes == {("defense-loop", "random-k-noise", True), ("idlg", "none", False),
+                     ("idlg", "random-k-noise", False), ("idlg", "random-k-noise", True)}
+    assert set(skipped) == {"attack 'defense-loop' runs the defense itself (adaptive mode only): not against 'none'"}
+    only_plain = prepare_matrix(matrix_from_dict(smoke_matrix(attacks=[{"name": "defense-loop", "adaptive": [False]}])))
+    assert expansion(only_plain)[0] == [] and "non-adaptive" in expansion(only_plain)[1][-1]
+
+
 def test_digest_follows_results_not_placement():
     cell = expand(matrix_from_dict(smoke_matrix()))[0]
     assert replace(cell.config, output="elsewhere", device="cpu").digest() == cell.config_hash
