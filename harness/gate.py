@@ -21,15 +21,12 @@ def gate_failures(verdicts: list[Verdict]) -> list[Verdict]:
 
 
 def failures_table(failures: list[Verdict], gate: GateConfig):
+    from fedleak.reports.ci import context_name
     from fedleak.reports.document import Table
     return Table(["defense", "context", "best attack", "n", gate.statistic, "why"],
-                 [[v.defense_label, context_text(v.context), v.best_attack, str(v.n_images),
+                 [[v.defense_label, context_name(v.context), v.best_attack, str(v.n_images),
                    ", ".join(f"{m} {value:.2f}" for m, value in v.values.items()), "; ".join(v.reasons)]
                   for v in failures])
-
-
-def context_text(context: dict) -> str:
-    return "/".join(str(context[k]) for k in ("dataset", "model", "victim_state", "threat_model", "knowledge_preset"))
 
 
 def describe_gate(gate: GateConfig) -> str:

@@ -124,15 +124,22 @@ def cmd_matrix(args) -> int:
 def print_verdicts(run, only: str | None = None) -> None:
     """Per context, one line per defense setting (`only`: that defense's and none's): the verdict."""
     from fedleak.reports.document import table_text
-    from fedleak.reports.matrix_tables import context_title
+    from fedleak.reports.matrix_tables import context_title, options_text
     from fedleak.reports.verdicts import verdict_table
     utility = _utility_by_label(run)
     groups: dict[tuple, list] = {}
     for v in run.verdicts:
         if only is None or v.defense in (only, "none") or v.defense_label == only:
             groups.setdefault(tuple(v.context.values()), []).append(v)
+    # a threat model run with several option sets (secagg over 1 and 4 clients) is named with them, as in the report
+    sets: dict[str, set] = {}
+    for v in run.verdicts:
+        sets.setdefault(v.context["threat_model"], set()).add(v.context.get("threat_model_params"))
     for verdicts in groups.values():
-        print(f"\n{context_title(verdicts[0].context)}: verdict per defense setting (each image's strongest attack)")
+        context = dict(verdicts[0].context)
+        if len(sets[context["threat_model"]]) > 1:
+            context["threat_model_label"] = f"{context['threat_model']} ({options_text(context['threat_model_params'])})"
+        print(f"\n{context_title(context)}: verdict per defense setting (each image's strongest attack)")
         print(table_text(verdict_table(verdicts, utility), indent="  "))
     print()
 
