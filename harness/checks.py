@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -37,12 +38,25 @@ LARGER_LEAKS = {"psnr": True, "ssim": True, "lpips": False}
 
 
 @dataclass(frozen=True)
-class DataDependenceTask:
+class CheckTask:
+    """A check stored and resumed like a cell: `config` says what it observes, `images` which victims."""
     key: str
-    config: RunConfig     # dataset, victim, threat model (options included), defense, seed
-    labels: dict          # dataset, model, victim_state, threat_model, defense_label, defense
+    config: RunConfig
+    labels: dict
     images: tuple[int, ...]
     code: dict = field(default_factory=dict)
+
+    kind = ""
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
+                "config_hash": self.config_hash, "code": self.code}
+
+
+@dataclass(frozen=True)
+class DataDependenceTask(CheckTask):
+    """`config`: dataset, victim, threat model (options included), defense, seed; `labels`: dataset,
+    model, victim_state, threat_model, defense_label, defense."""
 
     kind = "data-dependence"
     files = (CHECK_FILE,)
@@ -56,22 +70,14 @@ class DataDependenceTask:
     def describe(self) -> str:
         return f"data-dependence check of {self.labels['defense_label']} ({self.labels['threat_model']})"
 
-    def record(self) -> dict:
-        return {"kind": self.kind, "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
-                "config_hash": self.config_hash, "code": self.code}
-
     def run(self, gpu: int | None):
         values = data_dependence(self.config, self.images)
         return {CHECK_FILE: json_bytes({"labels": self.labels, **values})}, {"degenerate": values["degenerate"]}, "cpu"
 
 
 @dataclass(frozen=True)
-class LabelBaselineTask:
-    key: str
-    config: RunConfig     # dataset and threat model (what part of an image is attacked)
-    labels: dict
-    images: tuple[int, ...]
-    code: dict = field(default_factory=dict)
+class LabelBaselineTask(CheckTask):
+    """`config`: dataset and threat model (what part of an image is attacked)."""
 
     kind = "label-baseline"
     files = (BASELINE_FILE,)
@@ -83,10 +89,6 @@ class LabelBaselineTask:
 
     def describe(self) -> str:
         return f"label baseline of {self.labels['dataset']} ({len(self.images)} images, {self.labels['part']})"
-
-    def record(self) -> dict:
-        return {"kind": self.kind, "key": self.key, "labels": self.labels, "config": self.config.to_dict(),
-                "config_hash": self.config_hash, "code": self.code}
 
     def run(self, gpu: int | None):
         values = label_baseline(self.config, self.images)
@@ -269,9 +271,7 @@ def label_baseline(config: RunConfig, images: tuple[int, ...]) -> dict:
 
 
 def _median(values) -> float:
-    values = sorted(values)
-    n = len(values)
-    return float(values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2) if n else math.nan
+    return float(statistics.median(values)) if values else math.nan
 
 
 def _digest(blob: dict) -> str:

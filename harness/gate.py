@@ -47,19 +47,16 @@ def verdict_records(verdicts: list[Verdict], results: pd.DataFrame, gated: bool 
     `gated=False` (a run without --gate) keeps the figures and drops the gate's decision."""
     from fedleak.harness.verdict import CONTEXT
     from fedleak.reports.matrix_tables import threat_model_params_text
-    if not results.empty:
-        results = results.assign(threat_model_params=threat_model_params_text(results))
+    rows = results.assign(threat_model_params=threat_model_params_text(results)) if not results.empty else results
+    frames = {} if rows.empty else {tuple(str(k) for k in key): frame for key, frame
+                                    in rows.groupby([*CONTEXT, "defense_label"], sort=False, dropna=False)}
     records = []
     for v in verdicts:
         record = {k: val for k, val in v.to_dict().items() if k != "per_image"}
         record["context"] = {k: str(val) for k, val in v.context.items()}
-        mask = results["defense_label"] == v.defense_label if not results.empty else None
-        if mask is not None:
-            for k in CONTEXT:
-                mask &= results[k].astype(str) == str(v.context[k])
-        frame = results[mask] if mask is not None else results
-        record["cells"] = [str(c) for c in pd.unique(frame["cell"])] if len(frame) else []
-        record["wall_time_s"] = float(frame.groupby(["cell", "batch"])["wall_time_s"].first().sum()) if len(frame) else 0.0
+        frame = frames.get((*(record["context"][k] for k in CONTEXT), v.defense_label))
+        record["cells"] = [] if frame is None else [str(c) for c in pd.unique(frame["cell"])]
+        record["wall_time_s"] = 0.0 if frame is None else float(frame.groupby(["cell", "batch"])["wall_time_s"].first().sum())
         if not gated:
             record.update(gated=False, gate="", statistic="", values={}, reasons=[],
                           status="DEGENERATE" if v.degenerate else "")

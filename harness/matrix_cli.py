@@ -124,7 +124,7 @@ def cmd_matrix(args) -> int:
 def print_verdicts(run, only: str | None = None) -> None:
     """Per context, one line per defense setting (`only`: that defense's and none's): the verdict."""
     from fedleak.reports.document import table_text
-    from fedleak.reports.matrix_tables import context_title, options_text
+    from fedleak.reports.matrix_tables import context_title, threat_model_label
     from fedleak.reports.verdicts import verdict_table
     utility = _utility_by_label(run)
     groups: dict[tuple, list] = {}
@@ -137,8 +137,8 @@ def print_verdicts(run, only: str | None = None) -> None:
         sets.setdefault(v.context["threat_model"], set()).add(v.context.get("threat_model_params"))
     for verdicts in groups.values():
         context = dict(verdicts[0].context)
-        if len(sets[context["threat_model"]]) > 1:
-            context["threat_model_label"] = f"{context['threat_model']} ({options_text(context['threat_model_params'])})"
+        context["threat_model_label"] = threat_model_label(context["threat_model"], context["threat_model_params"],
+                                                           len(sets[context["threat_model"]]))
         print(f"\n{context_title(context)}: verdict per defense setting (each image's strongest attack)")
         print(table_text(verdict_table(verdicts, utility), indent="  "))
     print()

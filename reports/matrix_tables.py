@@ -41,9 +41,14 @@ def contexts(results: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
     for values, frame in results.groupby(CONTEXT + ["threat_model_params"], sort=False):
         context = dict(zip(CONTEXT + ["threat_model_params"], values))
         name, params = context["threat_model"], context["threat_model_params"]
-        context["threat_model_label"] = f"{name} ({options_text(params)})" if variants[name] > 1 else name
+        context["threat_model_label"] = threat_model_label(name, params, variants[name])
         out.append((context, frame))
     return out
+
+
+def threat_model_label(name: str, params: str, option_sets: int) -> str:
+    """A threat model's name, with its options where the run has it with several option sets."""
+    return f"{name} ({options_text(params)})" if option_sets > 1 else name
 
 
 def context_title(context: dict) -> str:
