@@ -286,8 +286,11 @@ def test_audit_of_the_first_round_matches_fedleaks_own_fedavg_run(audited, tmp_p
         x, y = task.private_data(update.partition_id, task.NUM_CLIENTS)
         expected = FedAvgThreat(LocalTraining(task.LR, task.EPOCHS, task.LOCAL_BATCH_SIZE)).client_update(
             model, params, {}, task.normalise(x), y, _no_defense())
-        for got, want in zip(observation_from_update(update, model).shared, expected):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        # the app trains in float32, so this is a smoke check at float32's summation-order noise; the replay's
+        # exactness against torch.optim is checked in float64 (tests/test_local_training.py)
+        got = observation_from_update(update, model).shared
+        difference = sum(float((g - w).pow(2).sum()) for g, w in zip(got, expected)) ** 0.5
+        assert difference < 1e-4 * sum(float(w.pow(2).sum()) for w in expected) ** 0.5
 
 
 def _no_defense():

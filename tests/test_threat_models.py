@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -27,21 +29,34 @@ def test_fedsgd_shares_the_mean_gradient(lenet_victim):
         torch.testing.assert_close(got, want)
 
 
-def test_fedavg_shares_the_sgd_difference(lenet_victim):
-    x, y = batch(lenet_victim, 4)
-    training = LocalTraining(lr=0.1, epochs=2, batch_size=2)
-    obs, _ = THREAT_MODELS.create("fedavg", training).observe(lenet_victim, x, y, NoDefense(), knowledge_flags("informed"))
-    model = lenet_victim.model
+def sgd_by_hand(model, x, y):
+    """torch.optim.SGD over 2 epochs of the batches (0, 1) and (2, 3): the FedAvg client as users write it."""
     start = [p.detach().clone() for p in model.parameters()]
     optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(2):
         for i in (0, 2):
             optimiser.zero_grad()
-            torch.nn.functional.cross_entropy(model(lenet_victim.normalise(x[i:i + 2])), y[i:i + 2]).backward()
+            torch.nn.functional.cross_entropy(model(x[i:i + 2]), y[i:i + 2]).backward()
             optimiser.step()
-    for got, p, p0 in zip(obs.shared, model.parameters(), start):
-        torch.testing.assert_close(got, p.detach() - p0, rtol=1e-4, atol=1e-6)
+    return [p.detach() - p0 for p, p0 in zip(model.parameters(), start)]
+
+
+def test_fedavg_shares_the_sgd_difference(lenet_victim):
+    x, y = batch(lenet_victim, 4)
+    training = LocalTraining(lr=0.1, epochs=2, batch_size=2)
+    threat = THREAT_MODELS.create("fedavg", training)
+    obs, _ = threat.observe(lenet_victim, x, y, NoDefense(), knowledge_flags("informed"))
     assert training.steps(4) == 4
+    # the observation is the client's update: float32, a loose smoke check (summation order differs)
+    for got, want in zip(obs.shared, sgd_by_hand(copy.deepcopy(lenet_victim.model), lenet_victim.normalise(x), y)):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+    # exactness in float64, where the two agree to rounding whatever the thread count or library version
+    model = copy.deepcopy(lenet_victim.model).double()
+    x64 = lenet_victim.normalise(x).double()
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    got = threat.client_update(model, params, {}, x64, y, NoDefense())
+    for g, w in zip(got, sgd_by_hand(model, x64, y)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("name", ["fedsgd", "fedavg"])
