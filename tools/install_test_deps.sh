@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test-only dependencies that pip's `.[dev]` cannot provide, installed only when missing:
-#   * a headless Chromium (Debian package chromium-headless-shell), for the report page test;
-#   * Ray in the venv (the optional `fedleak[ray]` extra), for the Ray executor test.
+#   * a headless Chromium (Debian package chromium-headless-shell), for the report page test.
+# (Ray, for the Ray executor test, comes pinned with the dev extra: flwr[simulation] requires it.)
 # Quiet and idempotent; never fails the build: a test whose dependency could not be installed is
 # skipped with the reason. Usage: tools/install_test_deps.sh [PYTHON]
 set -u
@@ -28,9 +28,4 @@ if ! have_browser; then
     fi
 fi
 
-if ! "$python" -c "import ray" >/dev/null 2>&1; then
-    echo "install_test_deps: installing ray into $("$python" -c 'import sys; print(sys.prefix)')" >&2
-    "$python" -m pip install -q "ray>=2.9" >/dev/null 2>&1 \
-        || echo "install_test_deps: could not install ray; the Ray executor test will be skipped" >&2
-fi
 exit 0
