@@ -68,7 +68,7 @@ def print_verdict(run: MatrixRun, name: str) -> None:
     from fedleak.reports.verdicts import STATUSES
     mine = [v for v in run.verdicts if v.defense == name]
     if not mine:
-        print(f"\nverdict: no attack on '{name}' finished; see the failures below")
+        print(f"\nverdict: FAILED: no attack on '{name}' finished; see the failures below")
         return
     print_verdicts(run, only=name)
     gate = run.matrix.gate
@@ -88,9 +88,10 @@ def print_verdict(run: MatrixRun, name: str) -> None:
         print(f"verdict: {worst.status} ({where(worst)}): {'; '.join(worst.reasons)}; strongest: {worst.best_attack}, "
               f"median {worst.psnr:.1f} dB {_fixed_interval(worst.psnr_interval)}, "
               f"{worst.psnr_over_label:+.1f} dB above the label.")
+    from fedleak.harness.ci_outputs import not_applicable_keys
     by_key = {c.key: c for c in run.cells}
-    not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {o.error}" for k, o in run.schedule.failed.items()
-                             if o.user_error and k in by_key})
+    not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {run.schedule.failed[k].error}"
+                             for k in not_applicable_keys(run) if k in by_key})
     not_applicable += [line for line in run.not_applicable if line.startswith(f"defense '{name}' ")]
     if not_applicable:
         print("not applicable here:")

@@ -230,10 +230,13 @@ def _run(matrix, output: Path, args, not_applicable=()):
 
 
 def _print_run(run, verdict_printed: bool = False) -> int:
-    """The run's numbers; exit status 1 if a task failed. After a verdict, a FedleakError is an
-    attack that does not apply to this setting (listed with the verdict), not a failure."""
+    """The run's numbers; exit status 1 if a task failed. After a verdict, a cell that is not applicable
+    (the attack fails without the defense too: harness.matrix_results.inapplicable_keys) is listed with
+    the verdict, not a failure; any other error, a plugin's own included, is a failed task."""
+    from fedleak.harness.ci_outputs import not_applicable_keys
     s = run.schedule
-    crashed = {k: o for k, o in s.failed.items() if not (verdict_printed and o.user_error)}
+    skipped = not_applicable_keys(run) if verdict_printed else set()
+    crashed = {k: o for k, o in s.failed.items() if k not in skipped}
     inapplicable = len(s.failed) - len(crashed)
     checks = len(run.tasks) - len(run.cells) - len(run.utility)
     print(f"matrix: {len(run.cells)} cells + {len(run.utility)} utility measurements + {checks} checks: "
