@@ -245,6 +245,9 @@ def _print_run(run, verdict_printed: bool = False) -> int:
     if run.not_applicable:
         print(f"{len(run.not_applicable)} attack/defense and threat model pairs not applicable (what each "
               f"component declares it applies to), listed in {run.output / 'matrix.json'}")
+    from fedleak.harness.matrix import false_passthroughs
+    for line in false_passthroughs(run.matrix):
+        print(line)
     if run.stale:
         print(run.stale)
     if run.report:
