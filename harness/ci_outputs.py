@@ -20,6 +20,7 @@ from fedleak.core.io import atomic_write, json_bytes
 from fedleak.harness.gate import describe_gate, verdict_records
 from fedleak.harness.logs import log
 from fedleak.harness.provenance import fedleak_commit, fedleak_version
+from fedleak.harness.utility_task import UtilityTask
 from fedleak.harness.verdict import CONTEXT, gated as is_gated
 from fedleak.metrics.record import METRICS
 from fedleak.reports.matrix_tables import threat_model_params_text
@@ -104,7 +105,8 @@ def failed_records(run, gate, user_errors_apply: bool = True) -> list[dict]:
         labels = getattr(task, "labels", {}) or {}
         config = getattr(task, "config", None)
         defense = getattr(getattr(config, "defense", None), "name", labels.get("defense"))
-        gated = "defense_label" in labels and defense is not None and is_gated(defense, labels["defense_label"], gate)
+        gated = ("defense_label" in labels and defense is not None and not isinstance(task, UtilityTask)
+                 and is_gated(defense, labels["defense_label"], gate))
         out.append({"key": key, "task": task.describe() if task else key, "error": outcome.error or "",
                     "user_error": bool(outcome.user_error), "gated": gated, "context": None})
     return out

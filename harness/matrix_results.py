@@ -24,7 +24,7 @@ from fedleak.core.errors import DataError, UnreadableFileError
 from fedleak.core.io import atomic_write, check_writable, load_tensors, read_frame, read_json, write_json
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.results import write_frame
-from fedleak.harness.utility_task import UTILITY_FILE
+from fedleak.harness.utility_task import UTILITY_FILE, UtilityTask
 
 LABEL_COLUMNS = ("attack_label", "adaptive", "defense_label", "knowledge_preset", "preset")
 
@@ -104,6 +104,8 @@ def failure_labels(task) -> dict:
     out = {k: labels[k] for k in ("defense_label", "attack_label", "adaptive", "knowledge_preset") if k in labels}
     if labels.get("check"):
         out["budget_check"] = True
+    if isinstance(task, UtilityTask):
+        out["utility"] = True  # what training costs, not what leaks: no verdict misses it
     if config is not None and hasattr(config, "data"):
         out.update(dataset=config.data.name, threat_model=config.threat_model.name)
     return out

@@ -52,7 +52,8 @@ def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, bu
     `failed`: the failed tasks (harness.matrix_results.failures), whose gaps a gated verdict names."""
     if results.empty:
         return []
-    failed = [f for f in failed or () if not f.get("not_applicable") and not f.get("labels", {}).get("budget_check")]
+    failed = [f for f in failed or () if not f.get("not_applicable")
+              and not any(f.get("labels", {}).get(k) for k in ("budget_check", "utility"))]
     checks = checks or []
     budget = budget if budget is not None and not budget.empty else None
     results = results.assign(threat_model_params=threat_model_params_text(results))

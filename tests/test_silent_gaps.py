@@ -20,10 +20,11 @@ from test_verdict import check, rows
 MODULE = "gaps_plugins"
 PLUGINS = '''import sys
 
+import torch
 
 from fedleak.attacks.base import Attack
 from fedleak.defenses.base import Defense
-from fedleak.defenses.seeding import generator, mix
+from fedleak.defenses.seeding import generator
 
 
 class NanShare(Defense):
@@ -325,10 +326,12 @@ def test_the_replay_runs_prepare_model_on_a_copy_of_the_configured_defense(proje
     from fedleak.threat_models.victim import VictimSpec
     load_plugin(f"{MODULE}:Prepared")
     config = RunConfig(data=DataConfig(name="digits", victims=[2], num_victims=1, batch_size=1),
-                       victim=VictimSpec(model="lenet"), defense=DefenseConfig("gaps-prepared", {"sigma": 1.0}),
+                       victim=VictimSpec(model="mlp", options={"width": 32, "depth": 1}),
+                       defense=DefenseConfig("gaps-prepared", {"sigma": 1.0}),
                        threat_model=ThreatModelConfig(knowledge={"preset": "informed", "defense": True}),
-                       attack=AttackConfig("defense-loop", 40, 1, {"optimizer": "lbfgs"}),
-                       output=str(tmp_path / "r")).validate()
+                       attack=AttackConfig("defense-loop", 3, 1, {"optimizer": "lbfgs"}),
+                       output=str(tmp_path / "r"), device="cpu").validate()
     frame = run_attack(config, report=False).rows
     assert frame["defense_replay"].iloc[0] == "share", frame["defense_replay_note"].iloc[0]
-    assert frame["psnr"].iloc[0] > 40
+    # measured: 18.9 dB; the rebuilt copy (share raised, the noisy observation matched as it is) 5.1 dB
+    assert frame["psnr"].iloc[0] > 15
