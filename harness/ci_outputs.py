@@ -83,6 +83,8 @@ def cell_records(results: pd.DataFrame, gate) -> list[dict]:
             "defense_label": str(first["defense_label"]), "defense": str(first["defense"]),
             "context": {k: str(first[k]) for k in CONTEXT if k in first}, "seed": int(first["seed"]),
             "n_images": int(frame["image_index"].nunique()), "metrics": metrics,
+            # images this cell's attack failed on (no scores; image_error in results.parquet says why)
+            "failed_images": int((frame["image_error"].fillna("") != "").sum()) if "image_error" in frame else 0,
             "label_accuracy": float(frame["label_correct"].mean()), "iterations": int(first["iterations"]),
             "restarts": int(first["restarts"]), "wall_time_s": float(frame.groupby("batch")["wall_time_s"].first().sum()),
             "gated": is_gated(str(first["defense"]), str(first["defense_label"]), gate),

@@ -4,9 +4,11 @@ adaptive; the verdict is one screen, the full report sits beside the results.
 
 Every registered attack takes part, the matrix's own with its options and budgets, any other with
 its defaults, under every threat model of the matrix that shares what it runs on. An attack that
-cannot run in this setting (it raises a FedleakError, e.g. it needs an oracle flag or a model with
-dropout) is listed as not applicable instead of failing the run; so is the defense under a threat
-model whose observations it does not declare (`Defense.applies_to`)."""
+does not run in this setting by its own declaration (NotApplicableError: it needs an oracle flag or
+one example per update), or that fails here without any defense too, is listed as not applicable; so
+is the defense under a threat model whose observations it does not declare (`Defense.applies_to`).
+Any other error against the defense, a plugin's own included, is a failed cell: counted, gated, and
+the exit status (harness.matrix_results.inapplicable_keys, docs/verdict.md)."""
 from __future__ import annotations
 
 from dataclasses import replace

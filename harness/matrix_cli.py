@@ -229,6 +229,17 @@ def _run(matrix, output: Path, args, not_applicable=()):
     return run
 
 
+def failed_image_lines(results) -> list[str]:
+    """One line per cell whose attack failed on some of its images (the rest were scored)."""
+    if results is None or results.empty or "image_error" not in results:
+        return []
+    broken = results[results["image_error"].fillna("") != ""]
+    return [f"{rows['attack_label'].iloc[0]} ({'adaptive' if rows['adaptive'].iloc[0] else 'non-adaptive'}) vs "
+            f"{rows['defense_label'].iloc[0]} [{cell}]: {len(rows)} of "
+            f"{int((results['cell'] == cell).sum())} images: {rows['image_error'].iloc[0]}"
+            for cell, rows in broken.groupby("cell", sort=False)]
+
+
 def _print_run(run, verdict_printed: bool = False) -> int:
     """The run's numbers; exit status 1 if a task failed. After a verdict, a cell that is not applicable
     (the attack fails without the defense too: harness.matrix_results.inapplicable_keys) is listed with
@@ -242,6 +253,12 @@ def _print_run(run, verdict_printed: bool = False) -> int:
     print(f"matrix: {len(run.cells)} cells + {len(run.utility)} utility measurements + {checks} checks: "
           f"{len(s.computed)} computed, {s.reused} already stored, {len(crashed)} failed"
           + (f", {inapplicable} not applicable" if inapplicable else "") + f"  ->  {run.output / 'results.parquet'}")
+    failed_images = failed_image_lines(run.results)
+    if failed_images:
+        print(f"{len(failed_images)} cells failed on some of their images (no scores there; image_error in "
+              f"{run.output / 'results.parquet'}):", file=sys.stderr)
+        for line in failed_images:
+            print(f"  {line}", file=sys.stderr)
     if run.not_applicable:
         print(f"{len(run.not_applicable)} attack/defense and threat model pairs not applicable (what each "
               f"component declares it applies to), listed in {run.output / 'matrix.json'}")
