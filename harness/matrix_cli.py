@@ -107,15 +107,19 @@ def cmd_matrix(args) -> int:
         status = max(status, _compare(args.baseline, output, args, output / "compare"))
     if args.gate:
         from fedleak.harness.ci_outputs import write_ci_outputs
-        write_ci_outputs(run, name)
+        document = write_ci_outputs(run, name)
         failures = gate_failures(run.verdicts)
         missing = missing_verdicts(run)
-        if failures or missing:
-            print(f"gate FAILED: {len(failures) + len(missing)} gated verdicts fail {describe_gate(matrix.gate)}:")
+        errors = [f for f in document["failed"] if f.get("gated")]  # summary.json's and junit.xml's errors
+        if failures or missing or errors:
+            print(f"gate FAILED: {len(failures) + len(missing)} gated verdicts fail {describe_gate(matrix.gate)}"
+                  + (f"; {len(errors)} gated tasks did not run" if errors else "") + ":")
             if failures:
                 print(table_text(failures_table(failures, matrix.gate)))
             for label in missing:
                 print(f"  {label}: no verdict (its cells did not run; see the failures)")
+            for f in errors:
+                print(f"  {f['task']}: did not run ({f['error']})")
             return 1
         print(f"gate passed: {len([v for v in run.verdicts if v.gated])} gated verdicts meet {describe_gate(matrix.gate)}")
     return status
