@@ -36,7 +36,7 @@ from fedleak.attacks.defense_loop import (DISTANCE_NAMES, DefenseLoopConfig, Sha
                                           labels_for, provisional_labels)
 from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import total_variation
-from fedleak.core.errors import ConfigError
+from fedleak.core.errors import ConfigError, NotApplicableError
 from fedleak.core.options import check_choice, check_integer, check_number
 
 
@@ -104,7 +104,7 @@ class AnalyticFC(Attack):
 def analytic_estimate(observation, model, knowledge, labels, replay, matcher: ShareMatcher, layer: str = "",
                       iterations: int = 200, tv: float = 1e-4, seed: int = 0) -> Estimate:
     if knowledge.num_images != 1:
-        raise ConfigError(f"attack 'analytic-fc' rebuilds one example per update (max_images = 1); "
+        raise NotApplicableError(f"attack 'analytic-fc' rebuilds one example per update (max_images = 1); "
                           f"this batch has {knowledge.num_images}")
     update = dict(zip(observation.param_names, decoded_update(replay, observation)))
     name, module = _linear_layer(model, update, layer)

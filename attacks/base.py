@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fedleak.core.components import GRADIENT, UPDATE, Component, applicability
-from fedleak.core.errors import ConfigError
+from fedleak.core.errors import ConfigError, NotApplicableError
 from fedleak.threat_models.knowledge import AttackerKnowledge
 from fedleak.threat_models.observation import Observation
 
@@ -95,4 +95,4 @@ def require_knowledge(attack: str, knowledge: AttackerKnowledge, *flags: str) ->
            "hyperparameters": "it replays the client's local training: e.g. the parameter_aware preset"}
     for flag in flags:
         if not getattr(knowledge.flags, flag):
-            raise ConfigError(f"attack '{attack}' needs the knowledge flag '{flag}' ({why.get(flag, 'see docs/attacks.md')})")
+            raise NotApplicableError(f"attack '{attack}' needs the knowledge flag '{flag}' ({why.get(flag, 'see docs/attacks.md')})")

@@ -171,7 +171,7 @@ def probe_updates(observation, model, knowledge, labels: torch.Tensor, seed: int
 def build_replay(observation, model, knowledge, labels: torch.Tensor, seed: int = 0, draws: int = 1,
                  bpda: str = "auto") -> DefenseReplay:
     return DefenseReplay(knowledge.defense, observation, probe_updates(observation, model, knowledge, labels, seed),
-                         seed=seed, draws=draws, bpda=bpda)
+                         seed=seed, draws=draws, bpda=bpda, model=model)
 
 
 def decoded_update(replay: DefenseReplay | None, observation) -> list[torch.Tensor]:

@@ -5,8 +5,12 @@ An evaluation is only as strong as an attack designed by someone trying to break
 Carlini, Brendel, Madry, NeurIPS 2020); the author's `simulate` is one such model, written by the party
 with the least interest in a strong attack. This module needs nothing from the author but `share`:
 
-* **the attacker's copy** (`attacker_copy`): the defense's class, rebuilt from its options (no client
-  state such as DGC residuals or recorded dropout masks); a deep copy where rebuilding fails.
+* **the client's pipeline** (`client_copy`): a deep copy of the user's configured instance (as the round
+  began: threat_models.base.configured_copy), on which the client's steps run as the client runs them:
+  `check_model` on the model the server sent, `prepare_model` (state a `share` may need), then `share`
+  on the update the threat model's replay computes (with the defense's `gradient_fn` modelled by its
+  `replay_gradient_fn`). Only where the instance cannot be copied is the class rebuilt from its options
+  (`attacker_copy`).
 * **private randomness** (`private_attributes`): what the client keeps secret is not the attacker's. An
   option or attribute named in the class's `private_attributes`, or by default any int/str/generator
   one whose name contains seed, secret, key, private, rng or generator, is replaced by the attacker's
@@ -71,6 +75,34 @@ def attacker_copy(defense: Defense) -> tuple[Defense, str]:
         return cls(**kwargs), "rebuilt"
     except Exception:  # noqa: BLE001 - any failure to rebuild: the deep copy is the fallback
         return copy.deepcopy(defense), "copied"
+
+
+def client_copy(defense: Defense, observation=None, model: torch.nn.Module | None = None) -> tuple[Defense, str, dict]:
+    """(a deep copy of `defense` with the client's pipeline run on it up to `share`, how it was made:
+    "copied" | "rebuilt", notes): `check_model` on what the server sent (`model`, the observation's
+    weights; the client's images are not the attacker's, so none), then `prepare_model(model)`. A step
+    that raises is noted, not fatal: `share` is what the replay needs, and it says whether it runs."""
+    try:
+        copied, how = copy.deepcopy(defense), "copied"
+    except Exception:  # noqa: BLE001 - state that does not deep-copy: rebuilt from its options
+        copied, how = attacker_copy(defense)
+    notes: dict = {}
+    if model is None or observation is None:
+        return copied, how, notes
+    from fedleak.defenses.base import ReceivedModel
+    steps = []
+    try:
+        received = ReceivedModel(model, dict(observation.global_params), dict(observation.buffers), model, lambda: None)
+        verdict = copied.check_model(received)
+        steps.append("check_model")
+        if verdict is not None and verdict.refuse:
+            notes["model_check"] = "the client's check refuses the model the server sent"
+        copied.prepare_model(model)
+        steps.append("prepare_model")
+    except Exception as e:  # noqa: BLE001
+        notes["pipeline_error"] = f"{type(e).__name__}: {e}"
+    notes["pipeline"] = steps
+    return copied, how, notes
 
 
 def private_attributes(defense: Defense) -> list[str]:
@@ -167,10 +199,10 @@ class DefenseReplay:
     input, is differentiable, is additive in its randomness. draws: private draws averaged per call."""
 
     def __init__(self, defense: Defense, observation, probes: list[list[torch.Tensor]], seed: int = 0,
-                 draws: int = 1, bpda: str = "auto"):
+                 draws: int = 1, bpda: str = "auto", model: torch.nn.Module | None = None):
         if bpda not in BPDA:
             raise ValueError(f"bpda must be one of {BPDA}, got {bpda!r}")
-        self.defense, built = attacker_copy(defense)
+        self.defense, built, pipeline = client_copy(defense, observation, model)
         self.observation = observation
         self.private = private_attributes(self.defense)
         self.context = ShareContext(list(observation.param_names), observation.num_examples, observation.client_id,
@@ -184,7 +216,7 @@ class DefenseReplay:
         self.noise_variance: list[torch.Tensor] | None = None  # per sent tensor, where the noise is additive
         self.offset: list[torch.Tensor] | None = None          # E share(0) where it is not zero
         self.expectation: list[float] | None = None           # α per sent tensor where E share(u) = α·u + E share(0)
-        self.notes: dict = {"defense_copy": built, "private_attributes": self.private}
+        self.notes: dict = {"defense_copy": built, "private_attributes": self.private, **pipeline}
         self.path = self._choose(probes, bpda)
         self.notes["path"] = self.path
 

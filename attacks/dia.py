@@ -32,7 +32,7 @@ from fedleak.core.console import progress_bar
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, attack_labels
 from fedleak.attacks.objective import DISTANCES, GradientMatcher, total_variation
-from fedleak.core.errors import ConfigError
+from fedleak.core.errors import ConfigError, NotApplicableError
 from fedleak.core.options import check_choice, check_number
 from fedleak.models.architectures import clear_masks, dropout_layers, use_masks
 
@@ -118,7 +118,7 @@ class DropoutInversion(Attack):
         if not dropout_layers(model) and p > 0:
             raise ConfigError(f"attack '{self.name}': the model has no dropout layers, but dropout p={p} was assumed")
         if self.oracle and knowledge.dropout_masks is None:
-            raise ConfigError(f"attack '{self.name}' needs the oracle knowledge flag dropout_masks = true")
+            raise NotApplicableError(f"attack '{self.name}' needs the oracle knowledge flag dropout_masks = true")
         # The attacker's own copy: setting p and masks must not leak into the caller's model.
         model = copy.deepcopy(model)
         for layer in dropout_layers(model):

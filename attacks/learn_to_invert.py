@@ -39,7 +39,7 @@ from fedleak.attacks.analytic_fc import leading_direction
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, require_knowledge
 from fedleak.attacks.defense_loop import ShareMatcher, build_replay, labels_for, provisional_labels
 from fedleak.attacks.defense_replay import ShareFailed, _private_draw
-from fedleak.core.errors import ConfigError, UnreadableFileError
+from fedleak.core.errors import ConfigError, NotApplicableError, UnreadableFileError
 from fedleak.core.io import digest, load_tensors, save_tensors
 from fedleak.core.options import check_bool, check_integer, check_number
 from fedleak.defenses.seeding import mix
@@ -102,10 +102,10 @@ class LearnToInvert(Attack):
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         require_knowledge(self.name, knowledge, "defense", "auxiliary_data")
         if knowledge.num_images != 1:
-            raise ConfigError(f"attack '{self.name}' inverts one example per update (max_images = 1); "
+            raise NotApplicableError(f"attack '{self.name}' inverts one example per update (max_images = 1); "
                               f"this batch has {knowledge.num_images}")
         if observation.threat_model not in ("fedsgd", "fedavg"):
-            raise ConfigError(f"attack '{self.name}' runs the client's update on auxiliary data under fedsgd or fedavg, "
+            raise NotApplicableError(f"attack '{self.name}' runs the client's update on auxiliary data under fedsgd or fedavg, "
                               f"not '{observation.threat_model}'")
         c = self.options
         replay = build_replay(observation, model, knowledge, provisional_labels(observation, model, knowledge), seed)

@@ -18,6 +18,12 @@ class ConfigError(FedleakError, ValueError):
     """A config value is missing, malformed or out of range; the message names the key."""
 
 
+class NotApplicableError(ConfigError):
+    """An attack needs what this setting does not give it (a knowledge flag, one example per update, a model
+    with dropout), whatever the defense: a matrix lists the pair as not applicable instead of a failed cell.
+    Raise it only for such a declared requirement; any other error of a cell is a failure."""
+
+
 class DataError(FedleakError):
     """A dataset cannot be found or read, or an image does not fit the model."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fedleak.core.errors import FedleakError, StorageError
+from fedleak.core.errors import FedleakError, NotApplicableError, StorageError
 from fedleak.core.io import read_frame
 from fedleak.harness import provenance
 from fedleak.harness.plugins import load_plugins
@@ -35,6 +35,7 @@ class CellOutcome:
     files: dict[str, bytes] = field(default_factory=dict)
     error: str | None = None          # one line; set when the cell failed
     user_error: bool = False          # a FedleakError (bad combination or input), not a crash
+    not_applicable: bool = False      # a NotApplicableError: the attack declares it needs what this setting lacks
     wall_time_s: float = 0.0
     device: str = ""
     scores: dict = field(default_factory=dict)  # medians, for the progress line
@@ -79,8 +80,10 @@ def run_task(task, setup: WorkerSetup) -> CellOutcome:
         files, scores, device = task.run(_GPU)
         return CellOutcome(task.key, files, wall_time_s=time.perf_counter() - started, device=device, scores=scores)
     except FedleakError as e:  # a full disk is no property of the cell: it is retried like a crash
+        # a FedleakError is the input's, not fedleak's bug; it is still a failed cell (harness.ci_outputs), unless
+        # it is the attack's declared requirement (NotApplicableError) or the attack fails without the defense too
         return CellOutcome(task.key, error=str(e), user_error=not isinstance(e, StorageError),
-                           wall_time_s=time.perf_counter() - started)
+                           not_applicable=isinstance(e, NotApplicableError), wall_time_s=time.perf_counter() - started)
     except Exception as e:  # noqa: BLE001 - a crash in one cell is reported with its cell, not raised
         where = traceback.extract_tb(e.__traceback__)[-1]
         return CellOutcome(task.key, error=f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})",

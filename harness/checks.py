@@ -11,13 +11,16 @@ stored like a cell (harness.cell_store), so a resumed matrix never repeats one.
   draws from the global RNG), several draws per victim are compared instead, and only a difference of
   the means beyond the draws' own spread counts (otherwise: cannot tell, reported as such). A fourth,
   under the next round seed, says whether the defense is randomised (what it sends for one update
-  changes with the round's seed): such a defense needs an attack that averages over its randomness
-  (EOT, Athalye et al., ICML 2018), which the verdict checks ran.
+  changes with the round's seed), and two more, from a second fresh instance and under another private
+  draw (its private seeds redrawn as the attacker's replay redraws them, attacks/defense_replay.py),
+  whether it is randomised by what only the client holds: such a defense needs an attack that averages
+  over its randomness (EOT, Athalye et al., ICML 2018), which the verdict checks ran.
 * `LabelBaselineTask`, one per (dataset, attacked part of the image, victims): what the label alone
   gives (attacks/label_only.py), scored against every victim for every class, so each result row is
   read against the baseline of the label its attack used (true or inferred)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -25,7 +28,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from fedleak.attacks.defense_replay import _private_draw, private_attributes
 from fedleak.core.io import digest, json_bytes
+from fedleak.defenses.seeding import mix
 from fedleak.harness.config import RunConfig
 from fedleak.harness.matrix import cell_key, code_of
 
@@ -174,16 +179,25 @@ def data_dependence(config: RunConfig, images: tuple[int, ...]) -> dict:
     flags = knowledge_flags("eavesdropper")
     first, second = _two_victims(data, images)
 
-    def sent(index: int, seed: int) -> list[torch.Tensor]:
+    def sent(index: int, seed: int, private: int | None = None) -> list[torch.Tensor]:
         x, y = data.victims([index])
-        observation, _ = threat.observe(victim, x.to(device), y.to(device), fresh(), flags, seed=seed, client_id=0)
+        defense = fresh()
+        draw = contextlib.nullcontext() if private is None else _private_draw(defense, private_attributes(defense), private)
+        with draw:
+            observation, _ = threat.observe(victim, x.to(device), y.to(device), defense, flags, seed=seed, client_id=0)
         return [t.detach().double().cpu() for t in observation.shared]
 
     a, b, again, reseeded = sent(first, config.seed), sent(second, config.seed), sent(first, config.seed), \
         sent(first, config.seed + 1)
+    redrawn = sent(first, config.seed, private=mix("data-dependence", config.seed))
     described = victim.describe()
+    # randomised: what is sent for one update changes with the public round seed, between two fresh instances
+    # of the configured defense (noise from the global RNG), or with the client's private draw (noise keyed to
+    # a private seed, defenses/seeding.py: the server cannot regenerate it, so it is randomness to it)
+    sources = [name for name, other in (("round seed", reseeded), ("fresh instance", again), ("private draw", redrawn))
+               if _relative(a, other) > TOLERANCE]
     out = {"victims": [first, second], "between": _relative(a, b), "within": _relative(a, again),
-           "randomised": _relative(a, reseeded) > TOLERANCE,
+           "randomised": bool(sources), "randomised_by": sources,
            # as the result rows name it (HyperFL's victim is its own network, whatever the spec's model)
            "context": {"dataset": data.name, "model": described["model"], "victim_state": described["victim_state"],
                        "threat_model": threat.name, "threat_model_params": json.dumps(threat.describe()["options"], sort_keys=True)}}

@@ -20,6 +20,7 @@ from fedleak.core.io import atomic_write, json_bytes
 from fedleak.harness.gate import describe_gate, verdict_records
 from fedleak.harness.logs import log
 from fedleak.harness.provenance import fedleak_commit, fedleak_version
+from fedleak.harness.utility_task import UtilityTask
 from fedleak.harness.verdict import CONTEXT, gated as is_gated
 from fedleak.metrics.record import METRICS
 from fedleak.reports.matrix_tables import threat_model_params_text
@@ -31,8 +32,10 @@ PROVENANCE = ("fedleak_version", "fedleak_commit", "command", "device", "gpu", "
 
 def write_ci_outputs(run, name: str, gated: bool = True, user_errors_apply: bool = True) -> dict:
     """summary.json and junit.xml in the run's folder (+ the step summary); returns the summary.
-    `user_errors_apply`: False for evaluate-defense, where a cell that raised a FedleakError is an
-    attack that does not apply to the defense (listed with the verdict), not a gated failure."""
+    `user_errors_apply`: False for evaluate-defense, where a cell that is not applicable
+    (harness.matrix_results.inapplicable_keys: the attack fails without the defense too) is listed with
+    the verdict, not a gated failure. Every other failed task of a gated defense setting is a gated
+    error: summary.json's gate fails, junit.xml has an <error> for it, and the exit status is 1."""
     gate = run.matrix.gate if gated and run.matrix.gate.enabled else None
     verdicts = verdict_records(run.verdicts, run.results, gated=gate is not None)
     failed = failed_records(run, gate, user_errors_apply)
@@ -80,6 +83,8 @@ def cell_records(results: pd.DataFrame, gate) -> list[dict]:
             "defense_label": str(first["defense_label"]), "defense": str(first["defense"]),
             "context": {k: str(first[k]) for k in CONTEXT if k in first}, "seed": int(first["seed"]),
             "n_images": int(frame["image_index"].nunique()), "metrics": metrics,
+            # images this cell's attack failed on (no scores; image_error in results.parquet says why)
+            "failed_images": int((frame["image_error"].fillna("") != "").sum()) if "image_error" in frame else 0,
             "label_accuracy": float(frame["label_correct"].mean()), "iterations": int(first["iterations"]),
             "restarts": int(first["restarts"]), "wall_time_s": float(frame.groupby("batch")["wall_time_s"].first().sum()),
             "gated": is_gated(str(first["defense"]), str(first["defense_label"]), gate),
@@ -90,17 +95,30 @@ def cell_records(results: pd.DataFrame, gate) -> list[dict]:
 
 
 def failed_records(run, gate, user_errors_apply: bool = True) -> list[dict]:
-    cells = {c.key: c for c in run.cells}
+    """The tasks whose last attempt failed, each with whether the gate counts it (a task of a gated defense
+    setting: an attack cell or a check of it); not-applicable cells are left out where they do not apply."""
+    skipped = set() if user_errors_apply else not_applicable_keys(run)
+    by_key = {t.key: t for t in run.tasks}
     out = []
     for key, outcome in sorted(run.schedule.failed.items()):
-        if outcome.user_error and not user_errors_apply:
+        if key in skipped:
             continue
-        cell = cells.get(key)
-        task = next((t for t in [*run.utility, *run.cells] if t.key == key), None)
-        gated = cell is not None and is_gated(cell.config.defense.name, cell.labels["defense_label"], gate)
+        task = by_key.get(key)
+        labels = getattr(task, "labels", {}) or {}
+        config = getattr(task, "config", None)
+        defense = getattr(getattr(config, "defense", None), "name", labels.get("defense"))
+        gated = ("defense_label" in labels and defense is not None and not isinstance(task, UtilityTask)
+                 and is_gated(defense, labels["defense_label"], gate))
         out.append({"key": key, "task": task.describe() if task else key, "error": outcome.error or "",
                     "user_error": bool(outcome.user_error), "gated": gated, "context": None})
     return out
+
+
+def not_applicable_keys(run) -> set[str]:
+    """The failed cells of this run that are not applicable (harness.matrix_results.inapplicable_keys)."""
+    from fedleak.harness.matrix_results import inapplicable_keys
+    return inapplicable_keys(run.tasks, {k: (bool(o.user_error), bool(o.not_applicable))
+                                         for k, o in run.schedule.failed.items()})
 
 
 def _versions(text) -> dict:

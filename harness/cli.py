@@ -112,7 +112,20 @@ def cmd_attack(args) -> int:
     check_run_folder(Path(config.output), config.digest(), args.overwrite)
     result = run_attack(config, progress=progress_enabled(), figures=figure_options(args))
     print_summary(result)
-    return 0
+    return failed_images_status(result.rows)
+
+
+def failed_images_status(rows) -> int:
+    """1, with one line, when some images failed (their rows say why: image_error), else 0: a failed
+    image is a result that is missing, never a silent gap."""
+    if "image_error" not in rows:
+        return 0
+    failed = rows[rows["image_error"].fillna("") != ""]
+    if failed.empty:
+        return 0
+    print(f"fedleak: {len(failed)} of {len(rows)} images failed (image_error in the results): "
+          f"{failed['image_error'].iloc[0]}", file=sys.stderr)
+    return 1
 
 
 def cmd_demo(args) -> int:

@@ -4,9 +4,11 @@ adaptive; the verdict is one screen, the full report sits beside the results.
 
 Every registered attack takes part, the matrix's own with its options and budgets, any other with
 its defaults, under every threat model of the matrix that shares what it runs on. An attack that
-cannot run in this setting (it raises a FedleakError, e.g. it needs an oracle flag or a model with
-dropout) is listed as not applicable instead of failing the run; so is the defense under a threat
-model whose observations it does not declare (`Defense.applies_to`)."""
+does not run in this setting by its own declaration (NotApplicableError: it needs an oracle flag or
+one example per update), or that fails here without any defense too, is listed as not applicable; so
+is the defense under a threat model whose observations it does not declare (`Defense.applies_to`).
+Any other error against the defense, a plugin's own included, is a failed cell: counted, gated, and
+the exit status (harness.matrix_results.inapplicable_keys, docs/verdict.md)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -68,7 +70,7 @@ def print_verdict(run: MatrixRun, name: str) -> None:
     from fedleak.reports.verdicts import STATUSES
     mine = [v for v in run.verdicts if v.defense == name]
     if not mine:
-        print(f"\nverdict: no attack on '{name}' finished; see the failures below")
+        print(f"\nverdict: FAILED: no attack on '{name}' finished; see the failures below")
         return
     print_verdicts(run, only=name)
     gate = run.matrix.gate
@@ -88,9 +90,10 @@ def print_verdict(run: MatrixRun, name: str) -> None:
         print(f"verdict: {worst.status} ({where(worst)}): {'; '.join(worst.reasons)}; strongest: {worst.best_attack}, "
               f"median {worst.psnr:.1f} dB {_fixed_interval(worst.psnr_interval)}, "
               f"{worst.psnr_over_label:+.1f} dB above the label.")
+    from fedleak.harness.ci_outputs import not_applicable_keys
     by_key = {c.key: c for c in run.cells}
-    not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {o.error}" for k, o in run.schedule.failed.items()
-                             if o.user_error and k in by_key})
+    not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {run.schedule.failed[k].error}"
+                             for k in not_applicable_keys(run) if k in by_key})
     not_applicable += [line for line in run.not_applicable if line.startswith(f"defense '{name}' ")]
     if not_applicable:
         print("not applicable here:")

@@ -13,6 +13,7 @@ runs of one) is computed once (harness.cell_store); the same config under change
 cell, and the run says which stored cells it no longer reuses."""
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from dataclasses import dataclass, field, fields, replace
@@ -76,12 +77,13 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
             skipped.update(dict.fromkeys(reasons))
             continue
         budget = matrix.budget(attack, matrix.preset)
-        modes = [False] if passthrough(defense.name) else attack.adaptive
+        sends_update = passthrough(defense.name, defense.options)
+        modes = [False] if sends_update else attack.adaptive
         if needs_defense(attack.name):
             modes = [m for m in modes if m]
             if not modes:
                 skipped[f"attack '{attack.name}' runs the defense itself (adaptive mode only): not against "
-                        f"'{defense.label}'{'' if passthrough(defense.name) else ' non-adaptive'}"] = None
+                        f"'{defense.label}'{'' if sends_update else ' non-adaptive'}"] = None
                 continue
         images = _victims(matrix, budget.images)
         for adaptive, seed in itertools.product(modes, matrix.seeds):
@@ -129,11 +131,59 @@ def needs_defense(attack: str) -> bool:
     return attack in ATTACKS and ATTACKS.get(attack).needs_defense
 
 
-def passthrough(defense: str) -> bool:
+def passthrough(defense: str, options: dict | None = None) -> bool:
     """A defense that sends the update as it is: adaptive and non-adaptive attacks coincide, so it
-    is attacked once (Defense.passthrough)."""
+    is attacked once. The declaration (Defense.passthrough) is honoured only where the probe confirms
+    it (passthrough_probe); a false one is reported (false_passthroughs) and attacked in both modes."""
     from fedleak.defenses import DEFENSES
-    return defense == UNDEFENDED or (defense in DEFENSES and DEFENSES.get(defense).passthrough)
+    if defense == UNDEFENDED:
+        return True
+    if defense not in DEFENSES or not DEFENSES.get(defense).passthrough:
+        return False
+    return passthrough_probe(defense, options or {}) is None
+
+
+def false_passthroughs(matrix: MatrixConfig) -> list[str]:
+    """One line per defense setting of `matrix` that declares passthrough and does not send its input."""
+    from fedleak.defenses import DEFENSES
+    out = []
+    for setting in matrix.defense_settings():
+        if setting.name != UNDEFENDED and setting.name in DEFENSES and DEFENSES.get(setting.name).passthrough:
+            why = passthrough_probe(setting.name, setting.options)
+            if why:
+                out.append(f"defense '{setting.label}' declares passthrough, but {why}: attacked adaptively too")
+    return out
+
+
+PROBE_SHAPES = ((6, 5), (6,), (3, 2, 2))
+
+
+def passthrough_probe(defense: str, options: dict) -> str | None:
+    """None when the configured defense's `share` returns its input exactly, on two random updates under
+    two public contexts, each time on a fresh instance; else what it did instead. The author's
+    `passthrough = True` switches every adaptive attack off, so it is checked, never taken on trust."""
+    from fedleak.defenses import DEFENSES
+    return _probe(DEFENSES.get(defense), json.dumps(options, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(cls: type, options: str) -> str | None:
+    import torch
+
+    from fedleak.defenses.base import ShareContext
+    generator = torch.Generator().manual_seed(20)
+    for round_ in (0, 1):
+        update = [torch.randn(shape, generator=generator) for shape in PROBE_SHAPES]
+        context = ShareContext([f"p{i}" for i in range(len(update))], 4, round_, round_, 1000 + round_)
+        try:
+            result = cls.from_options(json.loads(options), "defense.options").share([u.clone() for u in update], context)
+        except Exception as e:  # noqa: BLE001 - any failure of the probe is a reason not to honour the claim
+            return f"its share raised {type(e).__name__}: {e}"
+        sent = result[0] if isinstance(result, tuple) else result
+        if not (isinstance(sent, (list, tuple)) and len(sent) == len(update)
+                and all(isinstance(s, torch.Tensor) and s.shape == u.shape and torch.equal(s, u) for s, u in zip(sent, update))):
+            return "its share does not return its input (probed on a random update)"
+    return None
 
 
 def check_images(matrix: MatrixConfig) -> None:

@@ -107,15 +107,19 @@ def cmd_matrix(args) -> int:
         status = max(status, _compare(args.baseline, output, args, output / "compare"))
     if args.gate:
         from fedleak.harness.ci_outputs import write_ci_outputs
-        write_ci_outputs(run, name)
+        document = write_ci_outputs(run, name)
         failures = gate_failures(run.verdicts)
         missing = missing_verdicts(run)
-        if failures or missing:
-            print(f"gate FAILED: {len(failures) + len(missing)} gated verdicts fail {describe_gate(matrix.gate)}:")
+        errors = [f for f in document["failed"] if f.get("gated")]  # summary.json's and junit.xml's errors
+        if failures or missing or errors:
+            print(f"gate FAILED: {len(failures) + len(missing)} gated verdicts fail {describe_gate(matrix.gate)}"
+                  + (f"; {len(errors)} gated tasks did not run" if errors else "") + ":")
             if failures:
                 print(table_text(failures_table(failures, matrix.gate)))
             for label in missing:
                 print(f"  {label}: no verdict (its cells did not run; see the failures)")
+            for f in errors:
+                print(f"  {f['task']}: did not run ({f['error']})")
             return 1
         print(f"gate passed: {len([v for v in run.verdicts if v.gated])} gated verdicts meet {describe_gate(matrix.gate)}")
     return status
@@ -229,19 +233,42 @@ def _run(matrix, output: Path, args, not_applicable=()):
     return run
 
 
+def failed_image_lines(results) -> list[str]:
+    """One line per cell whose attack failed on some of its images (the rest were scored)."""
+    if results is None or results.empty or "image_error" not in results:
+        return []
+    broken = results[results["image_error"].fillna("") != ""]
+    return [f"{rows['attack_label'].iloc[0]} ({'adaptive' if rows['adaptive'].iloc[0] else 'non-adaptive'}) vs "
+            f"{rows['defense_label'].iloc[0]} [{cell}]: {len(rows)} of "
+            f"{int((results['cell'] == cell).sum())} images: {rows['image_error'].iloc[0]}"
+            for cell, rows in broken.groupby("cell", sort=False)]
+
+
 def _print_run(run, verdict_printed: bool = False) -> int:
-    """The run's numbers; exit status 1 if a task failed. After a verdict, a FedleakError is an
-    attack that does not apply to this setting (listed with the verdict), not a failure."""
+    """The run's numbers; exit status 1 if a task failed. After a verdict, a cell that is not applicable
+    (the attack fails without the defense too: harness.matrix_results.inapplicable_keys) is listed with
+    the verdict, not a failure; any other error, a plugin's own included, is a failed task."""
+    from fedleak.harness.ci_outputs import not_applicable_keys
     s = run.schedule
-    crashed = {k: o for k, o in s.failed.items() if not (verdict_printed and o.user_error)}
+    skipped = not_applicable_keys(run) if verdict_printed else set()
+    crashed = {k: o for k, o in s.failed.items() if k not in skipped}
     inapplicable = len(s.failed) - len(crashed)
     checks = len(run.tasks) - len(run.cells) - len(run.utility)
     print(f"matrix: {len(run.cells)} cells + {len(run.utility)} utility measurements + {checks} checks: "
           f"{len(s.computed)} computed, {s.reused} already stored, {len(crashed)} failed"
           + (f", {inapplicable} not applicable" if inapplicable else "") + f"  ->  {run.output / 'results.parquet'}")
+    failed_images = failed_image_lines(run.results)
+    if failed_images:
+        print(f"{len(failed_images)} cells failed on some of their images (no scores there; image_error in "
+              f"{run.output / 'results.parquet'}):", file=sys.stderr)
+        for line in failed_images:
+            print(f"  {line}", file=sys.stderr)
     if run.not_applicable:
         print(f"{len(run.not_applicable)} attack/defense and threat model pairs not applicable (what each "
               f"component declares it applies to), listed in {run.output / 'matrix.json'}")
+    from fedleak.harness.matrix import false_passthroughs
+    for line in false_passthroughs(run.matrix):
+        print(line)
     if run.stale:
         print(run.stale)
     if run.report:

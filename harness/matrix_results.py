@@ -24,7 +24,7 @@ from fedleak.core.errors import DataError, UnreadableFileError
 from fedleak.core.io import atomic_write, check_writable, load_tensors, read_frame, read_json, write_json
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.results import write_frame
-from fedleak.harness.utility_task import UTILITY_FILE
+from fedleak.harness.utility_task import UTILITY_FILE, UtilityTask
 
 LABEL_COLUMNS = ("attack_label", "adaptive", "defense_label", "knowledge_preset", "preset")
 
@@ -85,13 +85,65 @@ def merge_utility(tasks, store: CellStore) -> pd.DataFrame:
 
 
 def failures(tasks, store: CellStore) -> list[dict]:
-    out = []
-    for task in tasks:
-        record = store.error(task.key)
-        if record is not None:
-            out.append({"key": task.key, "task": task.describe(), "error": record["error"],
-                        "user_error": record.get("user_error", False)})
+    """Every task whose last attempt failed, with the reason, what it was (`labels`: its defense setting
+    and context, and for a cell its attack and mode) and whether it is `not_applicable` (see
+    inapplicable_keys); a failed cell is never dropped without one of these records."""
+    errors = {t.key: record for t in tasks if (record := store.error(t.key)) is not None}
+    skipped = inapplicable_keys(tasks, {k: (bool(r.get("user_error", False)), bool(r.get("not_applicable", False)))
+                                        for k, r in errors.items()})
+    return [{"key": t.key, "task": t.describe(), "error": errors[t.key]["error"],
+             "user_error": bool(errors[t.key].get("user_error", False)), "not_applicable": t.key in skipped,
+             "labels": failure_labels(t)} for t in tasks if t.key in errors]
+
+
+def failure_labels(task) -> dict:
+    """Where a failed task belongs: its defense setting and the context columns its config names (a
+    verdict of that setting and context is missing what the task would have given)."""
+    labels = getattr(task, "labels", {}) or {}
+    config = getattr(task, "config", None)
+    out = {k: labels[k] for k in ("defense_label", "attack_label", "adaptive", "knowledge_preset") if k in labels}
+    if labels.get("check"):
+        out["budget_check"] = True
+    if isinstance(task, UtilityTask):
+        out["utility"] = True  # what training costs, not what leaks: no verdict misses it
+    if config is not None and hasattr(config, "data"):
+        out.update(dataset=config.data.name, threat_model=config.threat_model.name)
     return out
+
+
+def inapplicable_keys(tasks, failed: dict[str, tuple[bool, bool]]) -> set[str]:
+    """The failed attack cells (`failed`: key -> (a FedleakError, a NotApplicableError)) that are not
+    applicable rather than failed: the attack declared a requirement this setting lacks (a knowledge flag,
+    one example per update: NotApplicableError), or it raised a FedleakError against the undefended
+    baseline itself, or against a defense while its non-adaptive cell against the undefended baseline, in
+    the same context, raised one too (it does not run here, with or without a defense). Anything else, a
+    plugin's RuntimeError or a FedleakError only the defense causes, is a failed cell."""
+    from fedleak.harness.matrix import UNDEFENDED, Cell
+    cells = [t for t in tasks if isinstance(t, Cell)]
+    baseline = {_context_key(c): c.key for c in cells if c.config.defense.name == UNDEFENDED}
+    out = set()
+    for cell in cells:
+        user, declared = failed.get(cell.key, (False, False))
+        if declared:
+            out.add(cell.key)
+            continue
+        if not user:
+            continue
+        twin = cell.key if cell.config.defense.name == UNDEFENDED else baseline.get(_context_key(cell))
+        if twin is not None and failed.get(twin, (False, False))[0]:
+            out.add(cell.key)
+    return out
+
+
+def _context_key(cell) -> str:
+    """A cell's attack and context without its defense and mode: the key of its undefended twin."""
+    import json
+    config = cell.config.to_dict()
+    config.pop("defense", None)
+    config.pop("output", None)
+    config["threat_model"] = {**config["threat_model"], "knowledge": {
+        k: v for k, v in dict(config["threat_model"]["knowledge"]).items() if k != "defense"}}
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFrame, list]:
@@ -105,6 +157,8 @@ def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFra
     budget_cells = plan.budget.cells
     budget = merge_results(budget_cells, store, plan.baseline_of_budget(), baselines)
     checks = list(load_tables(plan.dependence, store, CHECK_FILE).values())
+    tasks = [*plan.utility, *plan.baselines, *plan.dependence, *plan.cells, *budget_cells]
+    failed = failures(tasks, store)
     _write_table(results, root, "results")
     _write_table(budget, root, "budget_check")
     utility_frame = merge_utility(plan.utility, store)
@@ -114,15 +168,14 @@ def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFra
         (root / "utility.csv").unlink(missing_ok=True)
     write_json(root / "checks.json", {"data_dependence": checks,
                                        "label_baseline": [baselines[k] for k in sorted(baselines)]})
-    verdicts = compute_verdicts(results, checks, budget, plan.matrix.gate)
+    verdicts = compute_verdicts(results, checks, budget, plan.matrix.gate, failed)
     write_json(root / "verdicts.json", [v.to_dict() for v in verdicts])
     frame = verdict_frame(verdicts)
     if len(frame):
         atomic_write(root / "verdicts.csv", frame.to_csv(index=False).encode())
     else:
         (root / "verdicts.csv").unlink(missing_ok=True)
-    tasks = [*plan.utility, *plan.baselines, *plan.dependence, *plan.cells, *budget_cells]
-    write_json(root / "failures.json", failures(tasks, store))
+    write_json(root / "failures.json", failed)
     write_json(root / "matrix.json", {"matrix": dataclasses.asdict(plan.matrix), "cells": [c.key for c in plan.cells],
                                        "utility": [u.key for u in plan.utility],
                                        "checks": [t.key for t in [*plan.baselines, *plan.dependence]],
@@ -168,7 +221,8 @@ def read_verdicts(root: str | Path, results: pd.DataFrame | None = None, gate=No
     budget = read_frame(root / "budget_check.parquet", "budget check") if (root / "budget_check.parquet").is_file() else None
     checks = read_json(root / "checks.json", "checks record").get("data_dependence", []) \
         if (root / "checks.json").is_file() else []
-    return compute_verdicts(results, checks, budget, gate)
+    failed = read_json(root / "failures.json", "failure list") if (root / "failures.json").is_file() else []
+    return compute_verdicts(results, checks, budget, gate, failed if isinstance(failed, list) else [])
 
 
 def report_matrix_folder(root: str | Path, folder: str | Path | None = None, figures=None) -> tuple[Path, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ class ScoredBatch:
     rows: list[dict]              # per image, in ground-truth order: labels, scores, cost
     truth: torch.Tensor | None    # (B, C, H, W) on the CPU; None without ground truth
     matched: torch.Tensor         # reconstruction i is the one matched to truth i (as the attack gave them without)
+    error: Exception | None = None  # the batch failed (its rows say why)
 
 
 def replay_columns(error: float | None) -> dict:
@@ -44,8 +46,11 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
     client (ThreatModel.replay_error), in every row, not in the wall time. `truth` None (saved
     updates without the clients' data): the rows hold the attack's labels and losses, no scores."""
     started = time.perf_counter()
-    observation, knowledge = observe()
-    reconstruction = attack.reconstruct(observation, model, knowledge, budget, seed=seed, progress=progress)
+    try:
+        observation, knowledge = observe()
+        reconstruction = attack.reconstruct(observation, model, knowledge, budget, seed=seed, progress=progress)
+    except Exception as e:  # noqa: BLE001 - one batch's failure fails its images, not the run (ResultLog.result)
+        return failed_batch(e, truth, labels, time.perf_counter() - started)
     wall = time.perf_counter() - started
     cost = {"gradient_loss": reconstruction.gradient_loss, "wall_time_s": wall,
             "bytes_sent": observation.public.get("bytes_sent"),
@@ -55,6 +60,7 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
             "precision": reconstruction.extras.get("precision", "fp32"),
             # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md
             "attack_strategy": str(reconstruction.extras.get("strategy", "")),
+            **replay_path(reconstruction.extras.get("defense_replay")), "image_error": "",
             **replay_columns(None if replay_error is None else replay_error(observation, knowledge))}
     if truth is None:
         unscored = {"true_label": None, "label_correct": None, "batch_label_accuracy": None,
@@ -74,6 +80,42 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
              **cost}
             for i in range(len(truth))]
     return ScoredBatch(rows, truth.cpu(), matched.cpu())
+
+
+def replay_path(notes: dict | None) -> dict:
+    """`defense_replay`: what stood for the defense in an adaptive attack's loop: "share" (the defense's
+    own share, attacks/defense_replay.py), "simulate" (the author's model), "identity" (nothing: the
+    trial itself against the server's decoding), "" (the attack runs no replay); `defense_replay_note`:
+    why share was not run, where it was not (its error, or what it could not do)."""
+    if not notes:
+        return {"defense_replay": "", "defense_replay_note": ""}
+    path = str(notes.get("path", ""))
+    kind = "share" if path in ("autograd", "straight-through") else "simulate" if path == "simulate" else "identity"
+    failed = notes.get("failed_mid_run") or notes.get("share_error")
+    why = f"share failed: {failed}" if failed else notes.get("fallback") or ""
+    return {"defense_replay": kind, "defense_replay_note": "" if kind == "share" else str(why)}
+
+
+def image_error(error: BaseException) -> str:
+    """One line: a FedleakError's own message; anything else with its type and where it was raised."""
+    from fedleak.core.errors import FedleakError
+    if isinstance(error, FedleakError):
+        return str(error)
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    return f"{type(error).__name__}: {error}" + (f" (at {Path(where.filename).name}:{where.lineno})" if where else "")
+
+
+def failed_batch(error: Exception, truth: torch.Tensor | None, labels: torch.Tensor | None, wall: float) -> ScoredBatch:
+    """The rows of a batch whose observation or attack raised: every image of it failed, with the reason
+    (`image_error`), and no score; its reconstructions are blank."""
+    count = len(truth) if truth is not None else (len(labels) if labels is not None else 1)
+    base = {"gradient_loss": None, "wall_time_s": wall, "bytes_sent": None, "model_flagged": None, "precision": "",
+            "attack_strategy": "", "defense_replay": "", "defense_replay_note": "", "replay_error": None,
+            "replay_exact": None, "image_error": image_error(error), "predicted_label": -1, "label_correct": False,
+            "batch_label_accuracy": None, **{m.name: float("nan") for m in SCORES}}
+    rows = [{**base, "true_label": None if labels is None else int(labels[i])} for i in range(count)]
+    blank = torch.zeros_like(truth).cpu() if truth is not None else torch.empty(0)
+    return ScoredBatch(rows, None if truth is None else truth.cpu(), blank, error)
 
 
 @dataclass
@@ -97,12 +139,17 @@ class ResultLog:
         self.reconstructions: list[torch.Tensor] = []
         self.frame = pd.DataFrame()
         self.written = 0
+        self.errors: list[Exception] = []
+        self.batches = 0
 
     def add(self, rows: list[dict], batch: ScoredBatch) -> None:
         self.rows += rows
         if batch.truth is not None:
             self.truths.append(batch.truth)
         self.reconstructions.append(batch.matched)
+        self.batches += 1
+        if batch.error is not None:
+            self.errors.append(batch.error)
         if self.partial:
             self._write()
 
@@ -113,6 +160,10 @@ class ResultLog:
         self.written = len(self.rows)
 
     def result(self) -> RunResult:
+        """Raises the first batch's error where every batch failed: nothing of the run was scored, and the
+        run (a matrix cell) is a failed one, not rows of failures."""
+        if self.errors and len(self.errors) == self.batches:
+            raise self.errors[0]
         if self.written < len(self.rows):
             self._write()
         return RunResult(self.frame, self.directory, torch.cat(self.truths) if self.truths else None,

@@ -96,7 +96,8 @@ def _store(task, outcome: CellOutcome, store: CellStore, result: ScheduleResult)
         else:
             result.reused += 1
         return
-    store.record_error(task.key, {**record, "error": outcome.error, "user_error": outcome.user_error})
+    store.record_error(task.key, {**record, "error": outcome.error, "user_error": outcome.user_error,
+                                  "not_applicable": outcome.not_applicable})
     result.failed[task.key] = outcome
 
 

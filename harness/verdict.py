@@ -46,11 +46,14 @@ EOT_ATTACKS = ("defense-loop",)  # attacks that average over a randomised defens
 
 
 def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, budget: pd.DataFrame | None = None,
-                     gate=None) -> list[Verdict]:
+                     gate=None, failed: list[dict] | None = None) -> list[Verdict]:
     """One verdict per (context, defense setting) of `results`, in the rows' order. `checks`: the
-    data-dependence records; `budget`: the budget check's rows; `gate`: a GateConfig or None."""
+    data-dependence records; `budget`: the budget check's rows; `gate`: a GateConfig or None;
+    `failed`: the failed tasks (harness.matrix_results.failures), whose gaps a gated verdict names."""
     if results.empty:
         return []
+    failed = [f for f in failed or () if not f.get("not_applicable")
+              and not any(f.get("labels", {}).get(k) for k in ("budget_check", "utility"))]
     checks = checks or []
     budget = budget if budget is not None and not budget.empty else None
     results = results.assign(threat_model_params=threat_model_params_text(results))
@@ -65,7 +68,39 @@ def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, bu
             for column, value in context.items():
                 mask &= budget[column].astype(str) == str(value)
             rerun = budget[mask] if mask.any() else None
-        out.append(_verdict(context, keys[-1], frame, _checks_for(checks, context, keys[-1]), rerun, gate))
+        missing = [f for f in failed if _belongs(f.get("labels", {}), context, keys[-1])]
+        out.append(_verdict(context, keys[-1], frame, _checks_for(checks, context, keys[-1]), rerun, gate, missing))
+    return out
+
+
+def _belongs(labels: dict, context: dict, defense_label: str) -> bool:
+    """A failed task of this defense setting in this context, as far as its labels say (a task that names
+    less, a check, counts for every context that agrees with what it names: failing closed)."""
+    return labels.get("defense_label") == defense_label and all(
+        str(labels[k]) == str(context[k]) for k in ("dataset", "threat_model", "knowledge_preset") if k in labels)
+
+
+def gaps(frame: pd.DataFrame, failed: list[dict]) -> list[str]:
+    """What an evaluator attack did not do against this defense setting: its cells that failed, the images it
+    failed on, and the adaptive rows whose replay could not run the defense's own `share` (it raised or sent
+    what the attacker cannot use, harness.results.replay_path). Each is a reason a verdict cannot hold."""
+    out = []
+    for f in failed:
+        labels = f.get("labels", {})
+        what = labels.get("attack_label") or f.get("task", f.get("key", "a task"))
+        mode = "" if "adaptive" not in labels else f" ({'adaptive' if labels['adaptive'] else 'non-adaptive'})"
+        out.append(f"{what}{mode} did not run: {f.get('error', '')}")
+    if "image_error" in frame:
+        broken = frame[frame["image_error"].fillna("") != ""]
+        for (attack, adaptive), rows in broken.groupby(["attack_label", "adaptive"], sort=False):
+            total = frame[(frame["attack_label"] == attack) & (frame["adaptive"] == adaptive)]["image_index"].nunique()
+            out.append(f"{attack} ({'adaptive' if adaptive else 'non-adaptive'}) failed on {rows['image_index'].nunique()} "
+                       f"of {total} images: {rows['image_error'].iloc[0]}")
+    if "defense_replay_note" in frame:
+        unrun = frame[frame["defense_replay_note"].fillna("").str.startswith("share failed")]
+        for attack, rows in unrun.groupby("attack_label", sort=False):
+            out.append(f"{attack} could not run the defense's share ({rows['defense_replay_note'].iloc[0]}); "
+                       f"it ran {rows['defense_replay'].iloc[0]} instead")
     return out
 
 
@@ -117,7 +152,10 @@ def statistic(values, name: str, metric=PSNR) -> float:
 # ------------------------------------------------------------------ one verdict
 
 def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: list[dict],
-             rerun: pd.DataFrame | None, gate) -> Verdict:
+             rerun: pd.DataFrame | None, gate, failed: list[dict] = ()) -> Verdict:
+    missing = gaps(frame, list(failed))
+    if "image_error" in frame:  # a failed image has no scores: the verdict is over what was scored
+        frame = frame[frame["image_error"].fillna("") == ""]
     frame, identical = _distinct(frame)
     frame = frame.assign(row=_row_name(frame, identical))
     per_image = _per_image(frame)
@@ -129,7 +167,9 @@ def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: lis
     is_gated = gated(defense, defense_label, gate)
     degenerate = _combine([c.get("degenerate") for c in checks])
     randomised = _combine([c.get("randomised") for c in checks], any_true=True)
-    eot = bool(frame.loc[frame["adaptive"], "attack"].isin(EOT_ATTACKS).any()) if "attack" in frame else False
+    # EOT only where the defense's own share ran in the loop, not the author's simulate or nothing
+    in_loop = frame["defense_replay"] == "share" if "defense_replay" in frame else pd.Series(False, index=frame.index)
+    eot = bool((frame["adaptive"] & in_loop & frame["attack"].isin(EOT_ATTACKS)).any()) if "attack" in frame else False
     converged, rise = None, None
     if rerun is not None and gate is not None:
         metric = _budget_metric(gate)
@@ -153,10 +193,10 @@ def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: lis
         budget_attack=None if rerun is None else str(rerun["attack_label"].iloc[0]),
         per_image=tuple(per_image.to_dict("records")), status="DEGENERATE" if degenerate else "",
         bytes_sent=_bytes(frame), **_privacy(frame))
-    return _judge(verdict, per_image, gate) if is_gated else verdict
+    return _judge(verdict, per_image, gate, missing) if is_gated else verdict
 
 
-def _judge(verdict: Verdict, per_image: pd.DataFrame, gate) -> Verdict:
+def _judge(verdict: Verdict, per_image: pd.DataFrame, gate, missing: list[str] = ()) -> Verdict:
     """Thresholds on the gated statistic, and the checks that make a pass trustworthy; any reason fails.
     Status: LEAKS where a threshold is broken (a degenerate observation never leaks: what the attacks
     rebuilt came from the label and the prior), else UNCONVERGED, DEGENERATE, INCONCLUSIVE or holds."""
@@ -179,7 +219,9 @@ def _judge(verdict: Verdict, per_image: pd.DataFrame, gate) -> Verdict:
             reasons.append(f"unconverged: {verdict.budget_attack} at {gate.budget_factor}× iterations and restarts "
                            f"adds {verdict.budget_rise:+.2f} dB (> {gate.budget_tolerance:g})")
     if verdict.randomised and not verdict.eot:
-        reasons.append(f"randomised, and no attack averaged over its randomness (EOT: {', '.join(EOT_ATTACKS)})")
+        reasons.append(f"randomised, and no attack averaged over its randomness with the defense's own share in the "
+                       f"loop (EOT: {', '.join(EOT_ATTACKS)})")
+    reasons += missing
     leaks = bool(broken) and not verdict.degenerate
     status = "LEAKS" if leaks else "UNCONVERGED" if verdict.converged is False else \
         "DEGENERATE" if verdict.degenerate else "INCONCLUSIVE" if reasons else "holds"

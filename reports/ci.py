@@ -31,7 +31,9 @@ def summary_document(run: dict, gate: dict | None, verdicts: list[dict], cells: 
     errors = [f for f in failed if f.get("gated")]
     outcome = None
     if gate is not None:
-        outcome = {**gate, "passed": not failures and not errors, "gated_verdicts": len(gated),
+        # a gate that judged nothing (every gated cell failed) has not passed: it fails closed
+        passed = not failures and not errors and bool(gated)
+        outcome = {**gate, "passed": passed, "gated_verdicts": len(gated),
                    "failed_verdicts": len(failures), "errors": len(errors)}
     return _finite({"schema_version": SCHEMA_VERSION, "run": run, "gate": outcome, "verdicts": verdicts,
                     "cells": cells, "failed": failed})

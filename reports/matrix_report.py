@@ -73,8 +73,12 @@ def write_matrix_report(view: MatrixView, folder: str | Path) -> tuple[Path, Pat
                       [[*r[:-2], f"{r[-2]:.0%}", r[-1]] for r in checks.itertuples(index=False)]))
     if view.failed:
         doc.add(Heading("Cells that did not run"),
-                Paragraph("Each is retried by the next run of the same matrix."),
-                Table(["task", "key", "error"], [[f["task"], f["key"], f["error"]] for f in view.failed]))
+                Paragraph("Each is retried by the next run of the same matrix. A failed one is a gap in its verdict "
+                          "(INCONCLUSIVE where gated); a not-applicable one is the attack's declared requirement, "
+                          "or fails without any defense too."),
+                Table(["task", "key", "outcome", "error"],
+                      [[f["task"], f["key"], "not applicable" if f.get("not_applicable") else "failed", f["error"]]
+                       for f in view.failed]))
     if view.not_applicable:
         doc.add(Heading("Pairs not applicable"),
                 Paragraph("An attack or defense runs only under the threat models that share what it declares it "

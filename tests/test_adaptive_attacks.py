@@ -169,7 +169,8 @@ def test_new_attacks_record_what_ran(mlp):
     observation, knowledge, _, _ = observe(mlp, broken.PublicRotation(), 0)
     result = build_attack("defense-loop").reconstruct(observation, mlp.model, knowledge, Budget(2))
     replay = result.extras["defense_replay"]
-    assert replay["path"] == "autograd" and replay["defense_copy"] == "rebuilt"
+    assert replay["path"] == "autograd" and replay["defense_copy"] == "copied"
+    assert replay["pipeline"] == ["check_model", "prepare_model"]  # the client's steps, on a copy of its instance
     assert result.extras["strategy"] == "defense-loop:autograd:cosine"
     assert len(result.loss_trace) == 2 and math.isfinite(result.gradient_loss)
 

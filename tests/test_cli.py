@@ -42,8 +42,8 @@ def test_malformed_toml(capsys, tmp_path):
 
 
 def test_nan_gradient_is_refused_and_finished_rows_survive(capsys, tmp_path, monkeypatch):
-    """A client whose update turns NaN (here: the second batch) stops the run with one line;
-    the first batch's row is already on disk."""
+    """A client whose update turns NaN (here: the second batch) fails that image, with one line and
+    exit 1; the first batch's row is scored (issue 20: one image's failure is not the run's)."""
     from fedleak.defenses import DEFENSES, Defense
 
     class PoisonSecondClient(Defense):
@@ -58,9 +58,10 @@ def test_nan_gradient_is_refused_and_finished_rows_survive(capsys, tmp_path, mon
     out = tmp_path / "out"
     code, err = run_cli(capsys, "attack", "--output", str(out), "--defense", "poison-test",
                         "--iterations", "2", "--victims", "2", "--quiet")
-    assert code == 2 and "NaN" in err and len(err.splitlines()) == 1
-    rows = pd.read_csv(out / "results.csv")
-    assert rows["image_index"].tolist() == [0]
+    assert code == 1 and "NaN" in err and len(err.splitlines()) == 1
+    rows = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert rows["image_index"].tolist() == [0, 1]
+    assert rows["image_error"].tolist()[0] == "" and "NaN" in rows["image_error"].tolist()[1]
 
 
 def test_unwritable_output(capsys, tmp_path):

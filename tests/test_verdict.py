@@ -128,7 +128,7 @@ def test_a_randomised_defense_needs_an_eot_attack():
     frame = rows("d", "a", False, [10, 10])
     v = judged(frame, [check(randomised=True)], rows("d", "a", False, [10, 10]))
     assert v.gate == "fail" and "no attack averaged over its randomness" in v.reasons[-1]
-    with_eot = pd.concat([frame, rows("d", "loop", True, [9, 9], name="defense-loop")], ignore_index=True)
+    with_eot = pd.concat([frame, rows("d", "loop", True, [9, 9], name="defense-loop").assign(defense_replay="share")], ignore_index=True)
     assert judged(with_eot, [check(randomised=True)], rows("d", "a", False, [10, 10])).gate == "pass"
 
 

@@ -66,10 +66,11 @@ class ThreatModel(Component, ABC):
         x_norm = victim.normalise(x)
         names = list(victim.params)
         context = ShareContext(names, x.shape[0], client_id, round, seed)
+        configured = configured_copy(defense) if flags.defense else None
         shared, public, decoded = self.client_round(victim, x_norm, y, defense, context)
         observation = Observation(self.name, self.kind, shared, names, victim.params, victim.buffers,
                                   x.shape[0], client_id, round, public, decoded, seed)
-        return observation, self.knowledge(victim, x_norm, y, defense, flags)
+        return observation, self.knowledge(victim, x_norm, y, defense, flags, configured)
 
     def client_round(self, victim, x_norm, y, defense: Defense, context: ShareContext):
         """One client's round on the model it received: (what it sends, the public metadata, the
@@ -108,7 +109,10 @@ class ThreatModel(Component, ABC):
         scored against (all of it here; one party's columns in vertical FL)."""
         return x
 
-    def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags) -> AttackerKnowledge:
+    def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags,
+                  configured: Defense | None = None) -> AttackerKnowledge:
+        """`configured`: the defense as it was when the round began (configured_copy), what an attacker who
+        knows the defense knows of it; default `defense` itself (after the round)."""
         data = victim.data
         local_training = told_training(self.training, flags)
         return AttackerKnowledge(
@@ -119,7 +123,7 @@ class ThreatModel(Component, ABC):
             bn_statistics=batch_norm_statistics(victim.model, victim.params, victim.buffers, x_norm) if flags.bn_statistics else None,
             auxiliary_images=data.train_images if flags.auxiliary_data else None,
             auxiliary_labels=data.train_labels if flags.auxiliary_data else None,
-            defense=defense if flags.defense else None,
+            defense=(configured or defense) if flags.defense else None,
             dropout_masks=_recorded_dropout_masks(defense) if flags.dropout_masks else None,
         )
 
@@ -208,6 +212,17 @@ def _replay_error(threat: ThreatModel, model, params, buffers, x_norm, y, knowle
     dot = sum((a * b).sum() for a, b in zip(told, update))
     norms = torch.sqrt(sum(a.pow(2).sum() for a in told) * sum(b.pow(2).sum() for b in update))
     return float(1 - dot / norms) if norms > 0 else 1.0
+
+
+def configured_copy(defense: Defense) -> Defense | None:
+    """A deep copy of the defense as the round begins (its configuration, and the state it carries into the
+    round), taken before the client's round changes it: the instance the evaluator's replay runs the client's
+    pipeline on (attacks/defense_replay.py). None where it cannot be copied (the replay then copies what it is
+    given)."""
+    try:
+        return copy.deepcopy(defense)
+    except Exception:  # noqa: BLE001 - a plugin's state that does not deep-copy: the replay's own fallback
+        return None
 
 
 def _refuse_local_options(training: LocalTraining, threat_model: str) -> None:

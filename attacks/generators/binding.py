@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fedleak.attacks.generators.base import GenerativePrior
-from fedleak.core.errors import ConfigError
+from fedleak.core.errors import ConfigError, NotApplicableError
 from fedleak.threat_models.knowledge import AttackerKnowledge
 
 
@@ -40,7 +40,7 @@ class BoundPrior:
 
 def bind_prior(prior: str | GenerativePrior, knowledge: AttackerKnowledge, attack: str, device) -> BoundPrior:
     if not knowledge.flags.auxiliary_data:
-        raise ConfigError(
+        raise NotApplicableError(
             f"attack '{attack}' uses a generator trained on auxiliary data: enable the knowledge flag, e.g. "
             "--knowledge data_enhanced or --set 'threat_model.knowledge={preset=\"eavesdropper\", auxiliary_data=true}'")
     if not isinstance(prior, GenerativePrior):
