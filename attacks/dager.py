@@ -40,11 +40,13 @@ from fedleak.threat_models.observation import Observation
 
 @dataclass(frozen=True)
 class DagerOptions:
-    rank_tol: float = 1e-4      # singular values below rank_tol x the largest are noise (float32 gradients)
-    tau_first: float = 1e-2     # relative distance to the first layer's span below which a token is in the batch
-    tau_second: float = 1e-2    # the same for a prefix at the second layer
+    # singular values below rank_tol x the largest are noise: float32 gradients of the shipped LM have a
+    # floor near 2e-8 to 4e-8, true directions down to ~6e-8 in the second layer (docs/text.md)
+    rank_tol: float = 1e-7
+    tau_first: float = 1e-3     # relative distance to the first layer's span below which a token is in the batch
+    tau_second: float = 1e-3    # the same for a prefix at the second layer
     beam: int = 32              # prefixes kept per position (DAGER's search is exhaustive over the span-passing set)
-    max_per_position: int = 32  # candidate tokens kept per position (the nearest): bounds work once the span is full
+    max_per_position: int = 256  # candidate tokens kept per position (the nearest): bounds work once the span is full
     last_token: str = "auto"    # gradient | model | auto (gradient where the embedding gradient is shared)
 
     def __post_init__(self):
@@ -199,10 +201,15 @@ class Dager(TextAttack):
         return last_tokens_from_embedding_gradient(model, prefixes, wte_grad), how
 
 
-def last_tokens_from_embedding_gradient(model, prefixes: torch.Tensor, wte_grad: torch.Tensor) -> torch.Tensor:
-    """The label of position L-2 of each sequence (its last token) from the tied embedding gradient:
-    residual = observed − ∇(the loss with that label's term −logit[v] left out) = −Σ_b e_{v_b} hf_b^T / N
-    on the rows of tokens that are not inputs; each sequence takes the row most aligned with −hf_b."""
+def last_tokens_from_embedding_gradient(model, prefixes: torch.Tensor, wte_grad: torch.Tensor, refine: int = 8) -> torch.Tensor:
+    """The label of position L-2 of each sequence (its last token) from the tied embedding gradient.
+
+    First guess: residual = observed − ∇(the loss with that label's term −logit[v] left out) is
+    −Σ_b e_{v_b} hf_b^T / N on the rows of tokens that are not inputs of the batch, so each sequence
+    takes the row most aligned with −hf_b. A token that is also an input has the input-embedding
+    gradient in its row, which depends on the label through the backward pass: each sequence's
+    `refine` best rows and every input token are then tried with the exact per-sequence gradient (the
+    batch gradient is a sum over sequences), keeping the one that leaves the smallest residual."""
     t = transformer_of(model)
     B, seen = prefixes.shape
     n = B * seen
@@ -217,4 +224,32 @@ def last_tokens_from_embedding_gradient(model, prefixes: torch.Tensor, wte_grad:
     residual = (wte_grad - g_known).double()
     target = -hf[:, -1].detach().double()
     cos = (target @ residual.T) / (target.norm(dim=-1, keepdim=True) * residual.norm(dim=-1)[None, :]).clamp_min(1e-30)
-    return cos.argmax(-1)
+    guess = cos.argmax(-1)
+    if refine < 1:
+        return guess
+
+    def sequence_gradient(seq):
+        with torch.enable_grad():
+            logits = model(input_ids=seq[None]).logits[0]
+            loss = torch.nn.functional.cross_entropy(logits[:-1], seq[1:], reduction="sum") / n
+            return torch.autograd.grad(loss, wte)[0].double()
+
+    inputs = torch.unique(prefixes)
+    full = torch.cat([prefixes, guess[:, None]], dim=1)
+    grads = [sequence_gradient(full[b]) for b in range(B)]
+    total = sum(grads)
+    observed_grad = wte_grad.double()
+    for b in range(B):
+        rest = total - grads[b]
+        candidates = torch.unique(torch.cat([cos[b].topk(refine).indices, inputs]))
+        best, best_err, best_grad = guess[b], None, grads[b]
+        for v in candidates.tolist():
+            seq = full[b].clone()
+            seq[-1] = v
+            g = sequence_gradient(seq)
+            err = float((observed_grad - rest - g).norm())
+            if best_err is None or err < best_err:
+                best, best_err, best_grad = torch.tensor(v), err, g
+        guess[b], full[b, -1] = best, best
+        total, grads[b] = rest + best_grad, best_grad
+    return guess
