@@ -159,3 +159,50 @@ def test_private_sentences_are_not_in_the_training_text():
     assert not [t for t in texts if any(t in page for page in train)]
     first, again = data.private_batch(4, 12, seed=5), data.private_batch(4, 12, seed=5)
     assert torch.equal(first, again) and len({tuple(r) for r in first.tolist()}) == 4
+
+
+def _row(defense, attack, batch, sequence, rougeL, exact=0.0, error=None, text="a <b>|c"):
+    return {"threat_model_label": "text-fedsgd", "batch_size": 1, "defense_label": defense, "attack_label": attack,
+            "batch": batch, "sequence": sequence, "rougeL": rougeL, "exact": exact, "error": error,
+            "private_text": text, "reconstructed_text": text + "!"}
+
+
+def test_text_verdicts_take_each_persons_best_attack_and_need_the_control():
+    from fedleak.harness.text_matrix import text_verdicts
+    rows = [_row("none", "dager", 0, 0, 1.0, 1.0), _row("none", "tag", 0, 0, 0.2),
+            # under dp: dager fails on sequence 0, tag rebuilds sequence 1: the worst case is tag's 0.6
+            _row("dp", "dager", 0, 0, 0.1), _row("dp", "tag", 0, 0, 0.3),
+            _row("dp", "dager", 1, 0, 0.2), _row("dp", "tag", 1, 0, 0.6),
+            _row("prune", "dager", 0, 0, 0.1), _row("prune", "tag", 0, 0, 0.2),
+            _row("sketch", "dager", 0, 0, float("nan"), float("nan"), error="RuntimeError: x"), _row("sketch", "tag", 0, 0, 0.1)]
+    got = {v.defense: v for v in text_verdicts(rows, 0.5)}
+    assert got["dp"].verdict == "LEAKS" and got["dp"].worst_rougeL == 0.6 and got["dp"].best_attack == "tag"
+    assert got["prune"].verdict == "PROTECTS" and got["prune"].control_rougeL == 1.0
+    assert got["sketch"].verdict == "GAP"
+    weak = [r for r in rows if not (r["defense_label"] == "none" and r["attack_label"] == "dager")]
+    assert {v.defense: v.verdict for v in text_verdicts(weak, 0.5)}["prune"] == "INCONCLUSIVE"
+
+
+def test_text_report_escapes_private_text(tmp_path):
+    from dataclasses import asdict
+    from fedleak.harness.text_matrix import text_verdicts
+    from fedleak.reports.text_report import write_text_report
+    rows = [_row("none", "dager", 0, 0, 1.0, 1.0, text="<script>alert(1)</script> | x")]
+    md, page = write_text_report([asdict(v) for v in text_verdicts(rows, 0.5)], tmp_path, "t", 0.5)
+    assert "<script>" not in page.read_text() and "&lt;script&gt;" in page.read_text()
+    assert "\\<script\\>" in md.read_text() and "\\| x" in md.read_text()
+
+
+def test_text_matrix_config_errors_name_the_key(tmp_path):
+    from fedleak.harness.text_matrix import load_text_matrix
+    shipped = load_text_matrix(preset="ci")
+    assert shipped.defenses[0].name == "none" and {d.name for d in shipped.defenses} >= {"dp", "prune", "quantize", "sketch"}
+    bad = tmp_path / "m.toml"
+    bad.write_text('threat_models = [{ name = "text-fedsgd" }]\nattacks = [{ name = "dager" }]\nbatchsize = [1]\n')
+    with pytest.raises(ConfigError, match="unknown key 'batchsize'"):
+        load_text_matrix(bad)
+    bad.write_text('threat_models = [{ name = "text-fedsgd" }]\nattacks = [{ name = "dager", opts = {} }]\n')
+    with pytest.raises(ConfigError, match=r"attacks\[0\]"):
+        load_text_matrix(bad)
+    with pytest.raises(ConfigError, match="--preset"):
+        load_text_matrix(preset="nightly")
