@@ -22,6 +22,12 @@ L-1 tokens are known the attacker subtracts the gradient the known part explains
 token off the residual rows (`last_token="gradient"`); where the embedding gradient is not shared
 (LoRA) it takes the model's own most likely next token (`"model"`) and the record says so.
 
+Without the embedding gradient (LoRA) the last label still shapes every shared gradient, linearly: its
+term −logit[v]/N = −hf_{L-2}·wte[v]/N back-propagates as M_b wte[v]/N, M_b the Jacobian of sequence b's
+hf_{L-2} with respect to the shared parameters (d backward passes), and the batch gradient is a sum over
+sequences, so each sequence's label is the token whose M_b wte[v] best explains what the known part
+leaves (`last_token="fit"`, a few sweeps of coordinate descent; `"model"`: the LM's own guess).
+
 LoRA (`h.l.attn.c_attn.lora_A/B`, Sec. 5.3): grad A = Σ a_i x_i^T spans the same inputs (zero in
 round 0, where B = 0), grad B = Σ dy_i (A x_i)^T spans their projections A x_i in R^r: the test
 runs on A z, so the rank limit is the adapter rank r instead of d.
@@ -47,7 +53,7 @@ class DagerOptions:
     tau_second: float = 1e-3    # the same for a prefix at the second layer
     beam: int = 32              # prefixes kept per position (DAGER's search is exhaustive over the span-passing set)
     max_per_position: int = 256  # candidate tokens kept per position (the nearest): bounds work once the span is full
-    last_token: str = "auto"    # gradient | model | auto (gradient where the embedding gradient is shared)
+    last_token: str = "auto"    # gradient | fit | model | auto (gradient where the embedding gradient is shared, else fit)
 
     def __post_init__(self):
         for key in ("rank_tol", "tau_first", "tau_second"):
@@ -56,8 +62,8 @@ class DagerOptions:
         for key in ("beam", "max_per_position"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"attack.options.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.last_token not in ("auto", "gradient", "model"):
-            raise ConfigError(f"attack.options.last_token: one of auto, gradient, model; got '{self.last_token}'")
+        if self.last_token not in ("auto", "gradient", "fit", "model"):
+            raise ConfigError(f"attack.options.last_token: one of auto, gradient, fit, model; got '{self.last_token}'")
 
 
 def input_basis(inputs_by_columns: torch.Tensor, rank_tol: float, max_rank: int) -> torch.Tensor:
@@ -192,12 +198,14 @@ class Dager(TextAttack):
         how = self.options.last_token
         wte_grad = observed(observation, "wte.weight")
         if how == "auto":
-            how = "gradient" if wte_grad is not None and observation.kind == GRADIENT else "model"
+            how = ("gradient" if wte_grad is not None else "fit") if observation.kind == GRADIENT else "model"
         if how == "gradient" and wte_grad is None:
             raise ConfigError("attack 'dager': last_token = 'gradient' needs the shared token-embedding gradient (wte.weight)")
         if how == "model":
             with torch.no_grad():
                 return model(input_ids=prefixes).logits[:, -1].argmax(-1), how
+        if how == "fit":
+            return last_tokens_by_linear_fit(model, prefixes, observation), how
         return last_tokens_from_embedding_gradient(model, prefixes, wte_grad), how
 
 
@@ -252,4 +260,50 @@ def last_tokens_from_embedding_gradient(model, prefixes: torch.Tensor, wte_grad:
                 best, best_err, best_grad = torch.tensor(v), err, g
         guess[b], full[b, -1] = best, best
         total, grads[b] = rest + best_grad, best_grad
+    return guess
+
+
+def last_tokens_by_linear_fit(model, prefixes: torch.Tensor, observation: Observation, sweeps: int = 2) -> torch.Tensor:
+    """The last token of each sequence from any shared FedSGD gradient (LoRA's adapters included): the
+    observed gradient is Σ_b (k_b − M_b wte[v_b] / N), k_b the gradient of sequence b's loss with its last
+    label's −logit term left out and M_b = ∂hf_{b,L-2}/∂θ^T (P x d); each v_b minimises the residual's
+    norm, for all v at once, through d-sized products only (a_b = M_b^T base, C_bc = M_b^T M_c). The tied
+    embedding is left out of the fit: its gradient depends on v through the row v as well."""
+    t = transformer_of(model)
+    named = dict(model.named_parameters())
+    keep = [i for i, name in enumerate(observation.param_names) if not name.endswith(("wte.weight", "lm_head.weight"))]
+    if not keep:
+        raise ConfigError("attack 'dager': last_token = 'fit' needs a shared gradient other than the token embedding")
+    params = [named[observation.param_names[i]] for i in keep]
+    observed_grad = torch.cat([observation.update[i].reshape(-1).double() for i in keep])
+    B, seen = prefixes.shape
+    n = B * seen
+
+    def flat(grads):
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+    known, jac = [], []
+    for b in range(B):
+        with torch.enable_grad():
+            out = model(input_ids=prefixes[b:b + 1], output_hidden_states=True)
+            logits, hf = out.logits[0], out.hidden_states[-1][0, -1]
+            loss = torch.logsumexp(logits[-1], dim=-1)
+            if seen > 1:
+                loss = loss + torch.nn.functional.cross_entropy(logits[:-1], prefixes[b, 1:], reduction="sum")
+            known.append(flat(torch.autograd.grad(loss / n, params, retain_graph=True, allow_unused=True)).double())
+            jac.append(torch.stack([flat(torch.autograd.grad(hf[i], params, retain_graph=True, allow_unused=True))
+                                    for i in range(hf.shape[0])], dim=1))  # (P, d), float32
+    base = observed_grad - sum(known)                                        # = −Σ_b M_b wte[v_b] / n
+    a0 = [(m.double().T @ base) for m in jac]
+    cross = [[(jac[b].T @ jac[c]).double() for c in range(B)] for b in range(B)]
+    del jac
+    wte = t.wte.weight.detach().double()                                    # (V, d)
+    with torch.no_grad():
+        guess = model(input_ids=prefixes).logits[:, -1].argmax(-1)
+    for _ in range(sweeps):
+        for b in range(B):
+            # r = base + Σ_{c≠b} M_c w_c / n;  ||r + M_b w / n||² = ||r||² + 2 (M_b^T r)·w / n + wᵀ C_bb w / n²
+            a = a0[b] + sum(cross[b][c] @ wte[guess[c]] for c in range(B) if c != b) / n
+            score = 2 * (wte @ a) / n + ((wte @ cross[b][b]) * wte).sum(-1) / n ** 2
+            guess[b] = score.argmin()
     return guess
