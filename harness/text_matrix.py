@@ -147,13 +147,13 @@ def text_verdicts(rows: list[dict], max_rougeL: float) -> list[TextVerdict]:
     frame = pd.DataFrame(rows)
     out = []
     keys = ["threat_model_label", "batch_size", "defense_label"]
-    per_sequence = frame.assign(rougeL=frame["rougeL"].fillna(0.0), exact=frame["exact"].fillna(0.0))
+    per_sequence = frame.assign(rougeL=frame["rougeL"].fillna(0.0), exact_sequence=frame["exact_sequence"].fillna(0.0))
     control = {}
     for (tm, B, defense), group in per_sequence.groupby(keys, sort=False):
         # per private sequence (batch, sequence): the attacker's best attack
         best = group.loc[group.groupby(["batch", "sequence"])["rougeL"].idxmax()]
         worst = best.loc[rougeL.most_leaked_index(best["rougeL"])]
-        figure = (float(worst["rougeL"]), float(group.groupby(["batch", "sequence"])["exact"].max().mean()),
+        figure = (float(worst["rougeL"]), float(group.groupby(["batch", "sequence"])["exact_sequence"].max().mean()),
                   str(worst["attack_label"]), int(group["error"].notna().sum()), worst["private_text"], worst["reconstructed_text"])
         if defense == "none":
             control[(tm, B)] = figure[0]

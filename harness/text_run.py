@@ -71,7 +71,7 @@ def run_text(run: TextRun, data=None, model=None, defense=None) -> list[dict]:
             extras = {k: v for k, v in rec.extras.items() if isinstance(v, (int, float, str))}
         except Exception as e:  # noqa: BLE001 - an attack that errors is a gap to report, never a row to drop
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            scored = [{"sequence": i, "token_accuracy": float("nan"), "exact": float("nan"), "rouge1": float("nan"),
+            scored = [{"sequence": i, "token_accuracy": float("nan"), "exact_sequence": float("nan"), "rouge1": float("nan"),
                        "rouge2": float("nan"), "rougeL": float("nan"), "private_text": data.decode(ids[i].tolist()),
                        "reconstructed_text": ""} for i in range(ids.shape[0])]
             extras = {}

@@ -1,7 +1,7 @@
 """Scores of a text reconstruction, one row per private sequence (the unit of harm is one person's text).
 
 * `token_accuracy`: share of positions whose token id is right (same length, position by position).
-* `exact`: 1.0 when the whole sequence is right token for token, else 0.0; its mean over a batch is
+* `exact_sequence`: 1.0 when the whole sequence is right token for token, else 0.0; its mean over a batch is
   the exact-sequence rate.
 * `rouge1`, `rouge2`, `rougeL`: ROUGE F-measures of the decoded text against the private text, from
   Google's `rouge-score` package (its default tokenizer: lower-cased alphanumeric words, no stemming),
@@ -49,7 +49,7 @@ def match_sequences(candidates: torch.Tensor, private: torch.Tensor) -> list[int
 
 
 def score_text(candidates: torch.Tensor, private: torch.Tensor, decode) -> list[dict]:
-    """One dict per private sequence: token_accuracy, exact, rouge1/2/L, both texts and the matched candidate."""
+    """One dict per private sequence: token_accuracy, exact_sequence, rouge1/2/L, both texts and the matched candidate."""
     candidates, private = candidates.cpu().long(), private.cpu().long()
     match = match_sequences(candidates, private)
     rows = []
@@ -57,14 +57,14 @@ def score_text(candidates: torch.Tensor, private: torch.Tensor, decode) -> list[
         truth, guess = private[i], candidates[j]
         text_true, text_guess = decode(truth.tolist()), decode(guess.tolist())
         rows.append({"sequence": i, "candidate": j, "token_accuracy": float((truth == guess).float().mean()),
-                     "exact": float(bool((truth == guess).all())), **rouge(text_guess, text_true),
+                     "exact_sequence": float(bool((truth == guess).all())), **rouge(text_guess, text_true),
                      "private_text": text_true, "reconstructed_text": text_guess})
     return rows
 
 
 def summarise(rows: list[dict]) -> dict[str, float]:
     """Batch means, and the worst case for the person most exposed (max token accuracy)."""
-    keys = ("token_accuracy", "exact", *ROUGE_KEYS)
+    keys = ("token_accuracy", "exact_sequence", *ROUGE_KEYS)
     out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     out["max_token_accuracy"] = float(max(r["token_accuracy"] for r in rows))
     return out

@@ -18,7 +18,7 @@ def md_text(text: str) -> str:
 
 
 def _rows(verdicts: list[dict]):
-    rougeL, exact = METRICS["rougeL"], METRICS["exact"]
+    rougeL, exact = METRICS["rougeL"], METRICS["exact_sequence"]
     for v in verdicts:
         control = "control" if v["defense"] == "none" else v["verdict"]
         yield v, control, rougeL.format(v["worst_rougeL"]), exact.format(v["exact_share"]), rougeL.format(v["control_rougeL"])

@@ -37,7 +37,7 @@ def test_dager_recovers_a_batch_of_two_exactly():
     rec = build_text_attack("dager").reconstruct(obs, client, 8)
     assert rec.extras["last_token"] == "gradient"
     rows = score_text(rec.ids, ids, lambda t: " ".join(f"w{i}" for i in t))
-    assert [r["exact"] for r in rows] == [1.0, 1.0]
+    assert [r["exact_sequence"] for r in rows] == [1.0, 1.0]
 
 
 def test_span_test_passes_the_batch_tokens_and_rejects_the_others():
@@ -63,7 +63,7 @@ def test_dager_fails_once_the_batch_fills_the_embedding_width():
     assert rec.extras["first_layer_rank"] == 63
     assert min(rec.extras["tokens_per_position"]) == 8
     rows = score_text(rec.ids, ids, str)
-    assert sum(r["exact"] for r in rows) == 0
+    assert sum(r["exact_sequence"] for r in rows) == 0
 
 
 def test_a_token_repeated_within_a_sequence_is_placed_by_the_second_layer():
@@ -125,7 +125,7 @@ def test_scores_match_each_private_sequence_to_its_own_candidate():
     candidates = torch.tensor([[5, 6, 7, 0], [9, 9, 9, 9], [1, 2, 3, 4]])
     assert match_sequences(candidates, private) == [2, 0]
     rows = score_text(candidates, private, lambda t: " ".join(f"w{i}" for i in t))
-    assert [r["exact"] for r in rows] == [1.0, 0.0]
+    assert [r["exact_sequence"] for r in rows] == [1.0, 0.0]
     assert rows[1]["token_accuracy"] == 0.75
     with pytest.raises(ConfigError, match="candidates"):
         match_sequences(candidates[:1], private)
@@ -162,7 +162,7 @@ def test_private_sentences_are_not_in_the_training_text():
 
 def _row(defense, attack, batch, sequence, rougeL, exact=0.0, error=None, text="a <b>|c"):
     return {"threat_model_label": "text-fedsgd", "batch_size": 1, "defense_label": defense, "attack_label": attack,
-            "batch": batch, "sequence": sequence, "rougeL": rougeL, "exact": exact, "error": error,
+            "batch": batch, "sequence": sequence, "rougeL": rougeL, "exact_sequence": exact, "error": error,
             "private_text": text, "reconstructed_text": text + "!"}
 
 
@@ -205,3 +205,11 @@ def test_text_matrix_config_errors_name_the_key(tmp_path):
         load_text_matrix(bad)
     with pytest.raises(ConfigError, match="--preset"):
         load_text_matrix(preset="nightly")
+
+
+def test_every_text_score_is_a_declared_record_that_grows_with_leakage():
+    from fedleak.metrics.record import METRICS, TEXT_REPORTED
+    rows = score_text(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 4]]), lambda t: " ".join(f"w{i}" for i in t))
+    for m in TEXT_REPORTED:
+        assert METRICS[m.name] is m and m.larger_leaks and m.name in rows[0]
+    assert METRICS["rougeL"].gate_key == "max_rougeL" and METRICS["rougeL"].format(1.0) == "exact"

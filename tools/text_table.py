@@ -59,7 +59,7 @@ def main(argv=None):
         defense = run.defense + "".join(f" {k}={v}" for k, v in run.defense_options.items())
         rank = got["first_layer_rank"].mean() if "first_layer_rank" in got else float("nan")
         table.append(f"| {run.attack} | {tm} | {defense} | {run.batch_size} | {run.seq_len} | {run.batch_size * (run.seq_len - 1)} | "
-                     f"{rank:.0f} | {got['exact'].mean():.3f} | {got['token_accuracy'].mean():.3f} | {got['rouge1'].mean():.3f} | "
+                     f"{rank:.0f} | {got['exact_sequence'].mean():.3f} | {got['token_accuracy'].mean():.3f} | {got['rouge1'].mean():.3f} | "
                      f"{got['rouge2'].mean():.3f} | {got['rougeL'].mean():.3f} | {len(got)} | "
                      f"{(time.perf_counter() - start) / run.batches:.1f} | {got['error'].notna().sum()} |")
         print(table[-1], flush=True)
