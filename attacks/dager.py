@@ -103,6 +103,9 @@ class LayerSpan:
             raise ConfigError(f"attack 'dager': the update holds no gradient of layer {layer}'s attention projection "
                               f"('{prefix}.weight' or its LoRA adapters)")
         self.rank = max(b.shape[1] for b, _ in self.tests)
+        # a span of (nearly) the whole space passes every token: LayerNorm's outputs can fill d − 1
+        # dimensions at most when its bias is zero, so d − 1 counts as full
+        self.full = all(b.shape[1] >= b.shape[0] - 1 for b, _ in self.tests)
 
     def distance(self, z: torch.Tensor) -> torch.Tensor:
         """The largest distance over the layer's tests (a true input passes all of them)."""
@@ -156,12 +159,14 @@ class Dager(TextAttack):
             sets.append(passing if passing.numel() else order[:1])
         extras = {"first_layer_rank": first.rank, "tokens_per_position": [int(s.numel()) for s in sets],
                   "min_distance_per_position": [float(dist[p].min()) for p in range(seen)]}
+        extras["span_full"] = first.full
         try:
             second = LayerSpan(observation, 1, o.rank_tol, max_rank)
         except ConfigError:
             second = None
-        if second is None:
-            # no second layer shared: the nearest token at every position (right for B = 1 unless a token repeats)
+        if second is None or first.full:
+            # a full first-layer span says nothing, and without a second layer there is nothing to assemble
+            # with: the nearest token at every position (right for B = 1 unless a token repeats)
             prefixes = torch.stack([s[:1] for s in sets], dim=1).expand(B, seen)
             extras["assembly"] = "nearest"
         else:

@@ -60,7 +60,7 @@ def test_dager_fails_once_the_batch_fills_the_embedding_width():
     model, ids = tiny(), batch(4, 21, seed=2)
     obs, client = observe("text-fedsgd", model, ids)
     rec = build_text_attack("dager", beam=8, max_per_position=8).reconstruct(obs, client, 21)
-    assert rec.extras["first_layer_rank"] == 63
+    assert rec.extras["first_layer_rank"] == 63 and rec.extras["span_full"]
     assert min(rec.extras["tokens_per_position"]) == 8
     rows = score_text(rec.ids, ids, str)
     assert sum(r["exact_sequence"] for r in rows) == 0
