@@ -20,8 +20,10 @@ import pandas as pd
 import torch
 
 
-def settings(experiment: str, batches: int, tag_iterations: int):
+def settings(experiment: str, batches: int, tag_iterations: int, shapes=None):
     from fedleak.harness.text_run import TextRun
+    if shapes:
+        return [TextRun(batch_size=B, seq_len=L, batches=batches) for B, L in shapes]
     if experiment == "batch":
         return [TextRun(batch_size=B, seq_len=16, batches=batches) for B in (1, 2, 4, 8)]
     if experiment == "falloff":
@@ -46,12 +48,14 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--tag-iterations", type=int, default=300)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--shapes", default="", help="falloff only: BxL,BxL,... instead of the shipped list")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from fedleak.harness.text_run import run_text, shipped_lm
     data, model = shipped_lm()
     rows, table = [], []
-    for run in settings(args.experiment, args.batches, args.tag_iterations):
+    shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",") if item]
+    for run in settings(args.experiment, args.batches, args.tag_iterations, shapes if args.experiment == "falloff" else None):
         start = time.perf_counter()
         got = pd.DataFrame(run_text(run, data, model))
         rows.append(got)
