@@ -102,8 +102,9 @@ def applicable(attack: str, threat_model: str) -> str | None:
     return None if kind in runs_on else f"{attack} runs on {', '.join(runs_on)}; {threat_model} shares '{kind}'"
 
 
-def run_text_matrix(matrix: TextMatrix, progress=None) -> list[dict]:
-    """Every row of the matrix (the shipped LM is trained or read from the cache once)."""
+def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None) -> list[dict]:
+    """Every row of the matrix (the shipped LM is trained or read from the cache once); `checkpoint(rows)`
+    after every cell, so an interrupted matrix keeps what it finished."""
     from fedleak.harness.text_run import shipped_lm
     data, model = shipped_lm()
     rows = []
@@ -119,9 +120,12 @@ def run_text_matrix(matrix: TextMatrix, progress=None) -> list[dict]:
                     for r in got:
                         r.update(threat_model_label=tm.label(), defense_label=defense.label(), attack_label=attack.label())
                     rows.extend(got)
+                    if checkpoint:
+                        checkpoint(rows)
                     if progress:
                         progress(f"{tm.label()} B={B} {defense.label()} {attack.label()}: "
-                                 f"ROUGE-L {sum(r['rougeL'] for r in got) / len(got):.3f}")
+                                 f"ROUGE-L {sum(r['rougeL'] for r in got) / len(got):.3f}, "
+                                 f"{sum(r['wall_time_s'] for r in got) / B:.1f} s")
     return rows
 
 
