@@ -11,11 +11,36 @@ def add_command(sub) -> None:
     p = sub.add_parser("text-matrix", help="DAGER and TAG against the shipped text LM under every update defense "
                                            "(full FedSGD and LoRA), with verdicts and a report")
     p.add_argument("--config", help="a text matrix TOML (default: the shipped matrix-text.toml)")
-    p.add_argument("--preset", choices=("ci", "paper"), help="the budget preset of the config")
+    p.add_argument("--preset", choices=("smoke", "ci", "paper"), help="the budget preset of the config")
     p.add_argument("--defense", metavar="MODULE:CLASS", help="your Defense subclass, evaluated beside the shipped ones")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option of your defense")
     p.add_argument("--output", default="runs/text-matrix")
     p.set_defaults(func=cmd_text_matrix)
+
+
+def is_text_matrix(spec) -> bool:
+    """Whether `fedleak matrix SPEC` names a text matrix (its threat models are text-*): `fedleak matrix text`."""
+    from fedleak.core.errors import FedleakError
+    from fedleak.core.io import read_toml
+    from fedleak.harness.config import resolve_preset
+    try:
+        table = read_toml(resolve_preset(spec, "matrix"), "a matrix config")
+    except FedleakError:
+        return False  # the image matrix's loader says what is wrong with it
+    models = table.get("threat_models")
+    return isinstance(models, list) and any(isinstance(m, dict) and str(m.get("name", "")).startswith("text-") for m in models)
+
+
+def cmd_matrix_text(args) -> int:
+    """`fedleak matrix text [--preset ci] [--output DIR]`: the text matrix through the matrix command."""
+    from fedleak.core.errors import ConfigError
+    from fedleak.harness.config import resolve_preset
+    if getattr(args, "gate", False) or getattr(args, "baseline", None):
+        raise ConfigError("--gate / --baseline: the text matrix has no gate or baseline comparison yet (docs/text.md)")
+    args.config = str(resolve_preset(args.config, "matrix"))
+    args.defense, args.option = None, []
+    args.output = args.output or "runs/text"
+    return cmd_text_matrix(args)
 
 
 def cmd_text_matrix(args) -> int:

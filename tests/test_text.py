@@ -207,6 +207,11 @@ def test_text_matrix_config_errors_name_the_key(tmp_path):
         load_text_matrix(preset="nightly")
 
 
+def test_fedleak_matrix_text_is_the_text_matrix():
+    from fedleak.harness.text_cli import is_text_matrix
+    assert is_text_matrix("text") and not is_text_matrix("ci") and not is_text_matrix("no-such-matrix")
+
+
 def test_every_text_score_is_a_declared_record_that_grows_with_leakage():
     from fedleak.metrics.record import METRICS, TEXT_REPORTED
     rows = score_text(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 4]]), lambda t: " ".join(f"w{i}" for i in t))
