@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fedleak.harness.flower_cli import add_command as add_flower_command
     add_flower_command(sub)  # audit-flower (Flower itself is imported only when it runs)
+    from fedleak.harness.text_cli import add_command as add_text_command
+    add_text_command(sub)  # text-matrix (transformers is imported only when it runs)
     add_verbosity(parser)  # -q / -v on every command
     return parser
 

@@ -89,6 +89,9 @@ def _executor_flags(parser) -> None:
 
 
 def cmd_matrix(args) -> int:
+    from fedleak.harness.text_cli import cmd_matrix_text, is_text_matrix
+    if is_text_matrix(args.config):
+        return cmd_matrix_text(args)  # `fedleak matrix text`: harness/text_matrix.py
     from fedleak.harness.gate import describe_gate, failures_table, gate_failures
     from fedleak.reports.document import table_text
     from fedleak.harness.matrix_run import prepare_matrix

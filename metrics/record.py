@@ -73,3 +73,13 @@ def direction_note() -> str:
     higher = "/".join(m.name.upper() for m in REPORTED if m.larger_leaks)
     lower = "/".join(m.name.upper() for m in REPORTED if not m.larger_leaks)
     return f"higher {higher}, lower {lower}"
+
+
+# text reconstructions (metrics/text.py): larger leaks; 1.0 is the private text itself
+ROUGE1 = Metric("rouge1", "ROUGE-1", True, (0.0, 1.0), 3, exact=1.0)
+ROUGE2 = Metric("rouge2", "ROUGE-2", True, (0.0, 1.0), 3, exact=1.0)
+ROUGEL = Metric("rougeL", "ROUGE-L", True, (0.0, 1.0), 3, exact=1.0)
+TOKEN_ACCURACY = Metric("token_accuracy", "token accuracy", True, (0.0, 1.0), 3, exact=1.0)
+EXACT_SEQUENCE = Metric("exact_sequence", "exact-sequence rate", True, (0.0, 1.0), 3)
+TEXT_REPORTED = (ROUGE1, ROUGE2, ROUGEL, TOKEN_ACCURACY, EXACT_SEQUENCE)
+METRICS.update({m.name: m for m in TEXT_REPORTED})

@@ -1,0 +1,314 @@
+"""DAGER: exact recovery of a batch of token sequences from a transformer's gradient (Petrov et al.,
+"DAGER: Exact Gradient Inversion for Large Language Models", NeurIPS 2024, Sec. 4-5).
+
+The gradient of a linear layer y = x W is X^T dY: its column space is spanned by the layer's inputs
+x_i (one per token of the batch), so while B x L stays below the input width d the gradient is low-rank
+and a vector is one of the inputs only if it lies in that span (Sec. 4, Lemma 5.1). In GPT-2 the
+input of the first attention projection `h.0.attn.c_attn` at position p is LN_1(wte[v] + wpe[p]),
+a function of one token and its position, so every (token, position) pair of the vocabulary can be
+tested: those whose distance to the span is ~0 are the batch's tokens at that position (the span
+test, `LayerSpan`). A token repeated at two positions puts the difference of their position
+embeddings into the span, so the batch's tokens of one position may pass at another: the sets are
+supersets, and assembly sorts them out. The second layer's input at position p depends on the tokens 0..p of its own
+sequence only (causal attention), so sequences are assembled left to right: a prefix extended by a
+token of the next position's set is kept only if its second-layer input lies in the span of
+`h.1.attn.c_attn`'s gradient (Sec. 5.2, decoder case), a beam of at most `beam` prefixes.
+
+Two details of a causal-LM loss the paper's classification setting does not have: the last position
+of every sequence has no loss term, so its input gets no gradient and the span test cannot see the
+last token. It is the label of position L-2 instead: with tied embeddings (GPT-2) the embedding
+gradient row of that token holds -hf_{L-2}/N (hf: the final LayerNorm's output), so once the first
+L-1 tokens are known the attacker subtracts the gradient the known part explains and reads the last
+token off the residual rows (`last_token="gradient"`); where the embedding gradient is not shared
+(LoRA) it takes the model's own most likely next token (`"model"`) and the record says so.
+
+Without the embedding gradient (LoRA) the last label still shapes every shared gradient, linearly: its
+term −logit[v]/N = −hf_{L-2}·wte[v]/N back-propagates as M_b wte[v]/N, M_b the Jacobian of sequence b's
+hf_{L-2} with respect to the shared parameters (d backward passes), and the batch gradient is a sum over
+sequences, so each sequence's label is the token whose M_b wte[v] best explains what the known part
+leaves (`last_token="fit"`, a few sweeps of coordinate descent; `"model"`: the LM's own guess).
+
+LoRA (`h.l.attn.c_attn.lora_A/B`, Sec. 5.3): grad A = Σ a_i x_i^T spans the same inputs (zero in
+round 0, where B = 0), grad B = Σ dy_i (A x_i)^T spans their projections A x_i in R^r: the test
+runs on A z, so the rank limit is the adapter rank r instead of d.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedleak.attacks.text_base import TEXT_ATTACKS, TextAttack, TextReconstruction, observed, transformer_of
+from fedleak.core.components import GRADIENT, UPDATE
+from fedleak.core.errors import ConfigError
+from fedleak.threat_models.observation import Observation
+
+
+@dataclass(frozen=True)
+class DagerOptions:
+    # singular values below rank_tol x the largest are noise: float32 gradients of the shipped LM have a
+    # floor near 2e-8 to 4e-8, true directions down to ~6e-8 in the second layer (docs/text.md)
+    rank_tol: float = 1e-7
+    tau_first: float = 1e-3     # relative distance to the first layer's span below which a token is in the batch
+    tau_second: float = 1e-3    # the same for a prefix at the second layer
+    beam: int = 32              # prefixes kept per position (DAGER's search is exhaustive over the span-passing set)
+    max_per_position: int = 256  # candidate tokens kept per position (the nearest): bounds work once the span is full
+    last_token: str = "auto"    # gradient | fit | model | auto (gradient where the embedding gradient is shared, else fit)
+
+    def __post_init__(self):
+        for key in ("rank_tol", "tau_first", "tau_second"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"attack.options.{key}: must be > 0, got {getattr(self, key)}")
+        for key in ("beam", "max_per_position"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"attack.options.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.last_token not in ("auto", "gradient", "fit", "model"):
+            raise ConfigError(f"attack.options.last_token: one of auto, gradient, fit, model; got '{self.last_token}'")
+
+
+def input_basis(inputs_by_columns: torch.Tensor, rank_tol: float, max_rank: int) -> torch.Tensor:
+    """Orthonormal basis (float64, in_dim x r) of the column space of a gradient laid out as
+    (in_dim, anything): the span of the layer inputs that produced it."""
+    u, s, _ = torch.linalg.svd(inputs_by_columns.double(), full_matrices=False)
+    if s.numel() == 0 or s[0] == 0:
+        return u[:, :0]
+    r = int((s > rank_tol * s[0]).sum())
+    return u[:, :min(r, max_rank)]
+
+
+def span_distance(basis: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """||z − P z|| / ||z|| for each row of z (..., in_dim), P the projection onto span(basis)."""
+    z = z.double()
+    residual = z - (z @ basis) @ basis.T
+    return residual.norm(dim=-1) / z.norm(dim=-1).clamp_min(1e-30)
+
+
+class LayerSpan:
+    """The span test of one layer's attention projection: full (c_attn.weight) or LoRA (A and B)."""
+
+    def __init__(self, observation: Observation, layer: int, rank_tol: float, max_rank: int):
+        self.tests: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (basis, map applied to z first)
+        prefix = f"h.{layer}.attn.c_attn"
+        full = observed(observation, f"{prefix}.weight")
+        if full is not None and full.dim() == 2 and "lora" not in _name_of(observation, f"{prefix}.weight"):
+            self.tests.append((input_basis(full, rank_tol, max_rank), None))  # Conv1D: (in, out) = X^T dY
+        grad_a = observed(observation, f"{prefix}.lora_A.default.weight")
+        grad_b = observed(observation, f"{prefix}.lora_B.default.weight")
+        if grad_a is not None and grad_a.abs().max() > 0:
+            self.tests.append((input_basis(grad_a.T, rank_tol, max_rank), None))   # (r, in) = Σ a_i x_i^T
+        if grad_b is not None:
+            a = next(v for k, v in observation.global_params.items() if k.endswith(f"{prefix}.lora_A.default.weight"))
+            self.tests.append((input_basis(grad_b.T, rank_tol, max_rank), a.double()))  # (out, r) = Σ dy_i (A x_i)^T
+        if not self.tests:
+            raise ConfigError(f"attack 'dager': the update holds no gradient of layer {layer}'s attention projection "
+                              f"('{prefix}.weight' or its LoRA adapters)")
+        self.rank = max(b.shape[1] for b, _ in self.tests)
+        # a span of (nearly) the whole space passes every token: LayerNorm's outputs can fill d − 1
+        # dimensions at most when its bias is zero, so d − 1 counts as full
+        self.full = all(b.shape[1] >= b.shape[0] - 1 for b, _ in self.tests)
+
+    def distance(self, z: torch.Tensor) -> torch.Tensor:
+        """The largest distance over the layer's tests (a true input passes all of them)."""
+        out = None
+        for basis, a in self.tests:
+            zz = z.double() if a is None else z.double() @ a.T
+            d = span_distance(basis, zz)
+            out = d if out is None else torch.maximum(out, d)
+        return out
+
+
+def _name_of(observation: Observation, suffix: str) -> str:
+    return next((n for n in observation.param_names if n.endswith(suffix)), "")
+
+
+@torch.no_grad()
+def first_layer_inputs(model, positions: int) -> torch.Tensor:
+    """(positions, V, d): LN_1 of block 0 applied to wte[v] + wpe[p], as GPT-2 computes c_attn's input."""
+    t = transformer_of(model)
+    emb = t.wte.weight[None, :, :] + t.wpe.weight[:positions, None, :]
+    return t.h[0].ln_1(emb)
+
+
+@torch.no_grad()
+def second_layer_inputs(model, ids: torch.Tensor) -> torch.Tensor:
+    """(n, L, d): block 1's LN_1 of block 0's output, the input of h.1's c_attn."""
+    t = transformer_of(model)
+    hidden = t(input_ids=ids, output_hidden_states=True).hidden_states[1]
+    return t.h[1].ln_1(hidden)
+
+
+@TEXT_ATTACKS.register("dager")
+class Dager(TextAttack):
+    name = "dager"
+    options_class = DagerOptions
+    applies_to = (GRADIENT, UPDATE)
+
+    def reconstruct(self, observation, model, seq_len, seed=0):
+        self.check_observation(observation)
+        o = self.options
+        B, L = observation.num_examples, seq_len
+        seen = L - 1  # positions whose input gets a gradient (the last has no loss term)
+        max_rank = B * seen
+        first = LayerSpan(observation, 0, o.rank_tol, max_rank)
+        # token sets per position (Sec. 5.1): distance of every (position, token) to the first layer's span
+        dist = first.distance(first_layer_inputs(model, seen))            # (seen, V)
+        sets = []
+        for p in range(seen):
+            order = torch.argsort(dist[p])
+            passing = order[dist[p][order] < o.tau_first][:o.max_per_position]
+            sets.append(passing if passing.numel() else order[:1])
+        extras = {"first_layer_rank": first.rank, "tokens_per_position": [int(s.numel()) for s in sets],
+                  "min_distance_per_position": [float(dist[p].min()) for p in range(seen)]}
+        extras["span_full"] = first.full
+        try:
+            second = LayerSpan(observation, 1, o.rank_tol, max_rank)
+        except ConfigError:
+            second = None
+        if second is None or first.full:
+            # a full first-layer span says nothing, and without a second layer there is nothing to assemble
+            # with: the nearest token at every position (right for B = 1 unless a token repeats)
+            prefixes = torch.stack([s[:1] for s in sets], dim=1).expand(B, seen)
+            extras["assembly"] = "nearest"
+        else:
+            prefixes = self._assemble(model, sets, second, B)
+            extras["assembly"] = "second-layer span"
+            extras["second_layer_rank"] = second.rank
+        last, how = self._last_tokens(observation, model, prefixes)
+        extras["last_token"] = how
+        return TextReconstruction(torch.cat([prefixes, last[:, None]], dim=1), extras)
+
+    def _assemble(self, model, sets, second: LayerSpan, B: int) -> torch.Tensor:
+        o = self.options
+        prefixes = sets[0][:, None]
+        score = second.distance(second_layer_inputs(model, prefixes)[:, -1])
+        for p in range(len(sets)):
+            if p > 0:
+                n, k = prefixes.shape[0], sets[p].numel()
+                cand = torch.cat([prefixes.repeat_interleave(k, 0), sets[p].repeat(n)[:, None]], dim=1)
+                prev = score.repeat_interleave(k)
+                score = torch.maximum(prev, second.distance(second_layer_inputs(model, cand)[:, -1]))
+                prefixes = cand
+            order = torch.argsort(score)
+            keep = order[score[order] < o.tau_second]
+            if keep.numel() < 1:
+                keep = order[:B]  # nothing passes (noise, a full span): the attack goes on with its best guesses
+            keep = keep[:o.beam]
+            prefixes, score = prefixes[keep], score[keep]
+        if prefixes.shape[0] >= B:
+            return prefixes[:B]
+        # fewer distinct sequences than B: the batch repeats one (or the beam lost some); fill with the best
+        return torch.cat([prefixes, prefixes[:1].expand(B - prefixes.shape[0], -1)])
+
+    def _last_tokens(self, observation, model, prefixes):
+        how = self.options.last_token
+        wte_grad = observed(observation, "wte.weight")
+        if how == "auto":
+            how = ("gradient" if wte_grad is not None else "fit") if observation.kind == GRADIENT else "model"
+        if how == "gradient" and wte_grad is None:
+            raise ConfigError("attack 'dager': last_token = 'gradient' needs the shared token-embedding gradient (wte.weight)")
+        if how == "model":
+            with torch.no_grad():
+                return model(input_ids=prefixes).logits[:, -1].argmax(-1), how
+        if how == "fit":
+            return last_tokens_by_linear_fit(model, prefixes, observation), how
+        return last_tokens_from_embedding_gradient(model, prefixes, wte_grad), how
+
+
+def last_tokens_from_embedding_gradient(model, prefixes: torch.Tensor, wte_grad: torch.Tensor, refine: int = 8) -> torch.Tensor:
+    """The label of position L-2 of each sequence (its last token) from the tied embedding gradient.
+
+    First guess: residual = observed − ∇(the loss with that label's term −logit[v] left out) is
+    −Σ_b e_{v_b} hf_b^T / N on the rows of tokens that are not inputs of the batch, so each sequence
+    takes the row most aligned with −hf_b. A token that is also an input has the input-embedding
+    gradient in its row, which depends on the label through the backward pass: each sequence's
+    `refine` best rows and every input token are then tried with the exact per-sequence gradient (the
+    batch gradient is a sum over sequences), keeping the one that leaves the smallest residual."""
+    t = transformer_of(model)
+    B, seen = prefixes.shape
+    n = B * seen
+    wte = t.wte.weight
+    with torch.enable_grad():
+        out = model(input_ids=prefixes, output_hidden_states=True)
+        logits, hf = out.logits, out.hidden_states[-1]
+        known = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), prefixes[:, 1:].reshape(-1),
+                                                  reduction="sum") if seen > 1 else logits.sum() * 0
+        known = (known + torch.logsumexp(logits[:, -1], dim=-1).sum()) / n
+        (g_known,) = torch.autograd.grad(known, wte)
+    residual = (wte_grad - g_known).double()
+    target = -hf[:, -1].detach().double()
+    cos = (target @ residual.T) / (target.norm(dim=-1, keepdim=True) * residual.norm(dim=-1)[None, :]).clamp_min(1e-30)
+    guess = cos.argmax(-1)
+    if refine < 1:
+        return guess
+
+    def sequence_gradient(seq):
+        with torch.enable_grad():
+            logits = model(input_ids=seq[None]).logits[0]
+            loss = torch.nn.functional.cross_entropy(logits[:-1], seq[1:], reduction="sum") / n
+            return torch.autograd.grad(loss, wte)[0].double()
+
+    inputs = torch.unique(prefixes)
+    full = torch.cat([prefixes, guess[:, None]], dim=1)
+    grads = [sequence_gradient(full[b]) for b in range(B)]
+    total = sum(grads)
+    observed_grad = wte_grad.double()
+    for b in range(B):
+        rest = total - grads[b]
+        candidates = torch.unique(torch.cat([cos[b].topk(refine).indices, inputs]))
+        best, best_err, best_grad = guess[b], None, grads[b]
+        for v in candidates.tolist():
+            seq = full[b].clone()
+            seq[-1] = v
+            g = sequence_gradient(seq)
+            err = float((observed_grad - rest - g).norm())
+            if best_err is None or err < best_err:
+                best, best_err, best_grad = torch.tensor(v), err, g
+        guess[b], full[b, -1] = best, best
+        total, grads[b] = rest + best_grad, best_grad
+    return guess
+
+
+def last_tokens_by_linear_fit(model, prefixes: torch.Tensor, observation: Observation, sweeps: int = 2) -> torch.Tensor:
+    """The last token of each sequence from any shared FedSGD gradient (LoRA's adapters included): the
+    observed gradient is Σ_b (k_b − M_b wte[v_b] / N), k_b the gradient of sequence b's loss with its last
+    label's −logit term left out and M_b = ∂hf_{b,L-2}/∂θ^T (P x d); each v_b minimises the residual's
+    norm, for all v at once, through d-sized products only (a_b = M_b^T base, C_bc = M_b^T M_c). The tied
+    embedding is left out of the fit: its gradient depends on v through the row v as well."""
+    t = transformer_of(model)
+    named = dict(model.named_parameters())
+    keep = [i for i, name in enumerate(observation.param_names) if not name.endswith(("wte.weight", "lm_head.weight"))]
+    if not keep:
+        raise ConfigError("attack 'dager': last_token = 'fit' needs a shared gradient other than the token embedding")
+    params = [named[observation.param_names[i]] for i in keep]
+    observed_grad = torch.cat([observation.update[i].reshape(-1).double() for i in keep])
+    B, seen = prefixes.shape
+    n = B * seen
+
+    def flat(grads):
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+    known, jac = [], []
+    for b in range(B):
+        with torch.enable_grad():
+            out = model(input_ids=prefixes[b:b + 1], output_hidden_states=True)
+            logits, hf = out.logits[0], out.hidden_states[-1][0, -1]
+            loss = torch.logsumexp(logits[-1], dim=-1)
+            if seen > 1:
+                loss = loss + torch.nn.functional.cross_entropy(logits[:-1], prefixes[b, 1:], reduction="sum")
+            known.append(flat(torch.autograd.grad(loss / n, params, retain_graph=True, allow_unused=True)).double())
+            jac.append(torch.stack([flat(torch.autograd.grad(hf[i], params, retain_graph=True, allow_unused=True))
+                                    for i in range(hf.shape[0])], dim=1))  # (P, d), float32
+    base = observed_grad - sum(known)                                        # = −Σ_b M_b wte[v_b] / n
+    a0 = [(m.double().T @ base) for m in jac]
+    cross = [[(jac[b].T @ jac[c]).double() for c in range(B)] for b in range(B)]
+    del jac
+    wte = t.wte.weight.detach().double()                                    # (V, d)
+    with torch.no_grad():
+        guess = model(input_ids=prefixes).logits[:, -1].argmax(-1)
+    for _ in range(sweeps):
+        for b in range(B):
+            # r = base + Σ_{c≠b} M_c w_c / n;  ||r + M_b w / n||² = ||r||² + 2 (M_b^T r)·w / n + wᵀ C_bb w / n²
+            a = a0[b] + sum(cross[b][c] @ wte[guess[c]] for c in range(B) if c != b) / n
+            score = 2 * (wte @ a) / n + ((wte @ cross[b][b]) * wte).sum(-1) / n ** 2
+            guess[b] = score.argmin()
+    return guess

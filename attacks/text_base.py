@@ -1,0 +1,55 @@
+"""What a text attack returns, and the registry of text attacks (the image `ATTACKS` registry and its
+conformance suite take image reconstructions; text attacks meet the same Observation but return token ids)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from fedleak.core.components import Component
+from fedleak.core.errors import ConfigError
+from fedleak.core.registry import Registry
+from fedleak.threat_models.observation import Observation
+
+TEXT_ATTACKS: Registry[type] = Registry("text attack")
+
+
+@dataclass
+class TextReconstruction:
+    ids: torch.Tensor                 # (K, L) token ids, K >= 1 candidates for the client's B sequences
+    extras: dict = field(default_factory=dict)
+
+
+class TextAttack(Component):
+    """Options: one frozen dataclass. `reconstruct(observation, model, seq_len, seed)`: `model` is the
+    client model as the server sent it (white box), `seq_len` the padded sequence length the protocol
+    fixes (public)."""
+    section = "attack"
+    applies_to: tuple[str, ...] = ()
+
+    def check_observation(self, observation: Observation) -> None:
+        if observation.kind not in self.applies_to:
+            raise ConfigError(f"attack '{self.name}' runs on {', '.join(self.applies_to)}, not on '{observation.kind}'")
+
+    def reconstruct(self, observation: Observation, model: torch.nn.Module, seq_len: int, seed: int = 0) -> TextReconstruction:
+        raise NotImplementedError
+
+
+def build_text_attack(name: str, **options) -> TextAttack:
+    import fedleak.attacks.dager  # noqa: F401 - the text attacks register on import
+    import fedleak.attacks.tag  # noqa: F401
+    return TEXT_ATTACKS.get(name).from_options(options, "attack.options")
+
+
+def transformer_of(model: torch.nn.Module):
+    """The GPT2Model inside a GPT2LMHeadModel, peft-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.transformer
+
+
+def observed(observation: Observation, suffix: str) -> torch.Tensor | None:
+    """The decoded shared tensor whose parameter name ends with `suffix` (None if not shared)."""
+    for name, t in zip(observation.param_names, observation.update):
+        if name.endswith(suffix):
+            return t
+    return None

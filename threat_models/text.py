@@ -1,0 +1,142 @@
+"""Federated fine-tuning of the text victim (models.text): what one client shares.
+
+* `text-fedsgd`: the gradient of the mean next-token loss of its batch of B sequences, every
+  parameter (full fine-tuning).
+* `text-lora`: LoRA adapters (peft) on the attention projections `c_attn`, the base model frozen;
+  the client shares the adapters' gradient only (kind "gradient"), as DP-LoRA-style systems do.
+  Round 0 of standard LoRA has B = 0 (peft's init), so the A gradient is zero and only the B
+  gradient carries the batch; `adapter_scale` > 0 draws B ~ N(0, scale^2) to stand for a later round.
+* `text-fedavg`: `steps` local SGD steps (lr `lr`) on the whole batch, every parameter; shares
+  θ_K − θ_0 (kind "update").
+
+`observe` runs the client's round and the defense's `share` (defenses.base.share_update, so the
+update-level defenses dp, prune, quantize, sketch apply unchanged) and returns an Observation whose
+`global_params` are the client model's parameters as the server sent them (the attacker's white box).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
+from fedleak.core.errors import ConfigError
+from fedleak.core.registry import Registry
+from fedleak.defenses.base import Defense, ShareContext, share_update
+from fedleak.models.text import lm_loss
+from fedleak.threat_models.observation import Observation
+
+TEXT_THREAT_MODELS: Registry[type] = Registry("text threat model")
+
+
+class TextThreatModel(Component):
+    section = "threat_model"
+    kind = GRADIENT
+
+    def client_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model the client trains (a copy; LoRA wraps it with adapters)."""
+        return copy.deepcopy(model)
+
+    def trainable(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def client_update(self, model: torch.nn.Module, ids: torch.Tensor) -> list[torch.Tensor]:
+        params = [p for _, p in self.trainable(model)]
+        return [g.detach() for g in torch.autograd.grad(lm_loss(model, ids), params)]
+
+    def observe(self, model: torch.nn.Module, ids: torch.Tensor, defense: Defense, seed: int = 0,
+                client_id: int = 0, round: int = 0) -> tuple[Observation, torch.nn.Module]:
+        """(what the server holds, the client model it sent: the attacker's white box)."""
+        if ids.dim() != 2:
+            raise ConfigError(f"text batch: expected (B, L) token ids, got shape {tuple(ids.shape)}")
+        client = self.client_model(model)
+        names = [n for n, _ in self.trainable(client)]
+        sent = {n: p.detach().clone() for n, p in client.named_parameters()}
+        update = self.client_update(client, ids)
+        context = ShareContext(names, ids.shape[0], client_id, round, seed)
+        shared, public = share_update(defense, update, context)
+        public = {**public, "bytes_sent": defense.bytes_sent(shared)}
+        obs = Observation(self.name, self.kind, shared, names, sent, {}, ids.shape[0], client_id, round, public,
+                          defense.decode(shared, public), seed)
+        obs.public["seq_len"] = ids.shape[1]
+        return obs, client
+
+
+@TEXT_THREAT_MODELS.register("text-fedsgd")
+class TextFedSGD(TextThreatModel):
+    name = "text-fedsgd"
+    options_class = NoOptions
+
+
+@dataclass(frozen=True)
+class LoRAOptions:
+    rank: int = 64
+    alpha: float = 64.0
+    adapter_scale: float = 0.0   # std of B's entries; 0: peft's round-0 init (B = 0)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ConfigError(f"threat_model.options.rank: must be >= 1, got {self.rank}")
+        if not self.adapter_scale >= 0:
+            raise ConfigError(f"threat_model.options.adapter_scale: must be >= 0, got {self.adapter_scale}")
+
+
+@TEXT_THREAT_MODELS.register("text-lora")
+class TextLoRA(TextThreatModel):
+    name = "text-lora"
+    options_class = LoRAOptions
+
+    def client_model(self, model):
+        from peft import LoraConfig, get_peft_model
+        o = self.options
+        torch.manual_seed(o.seed)  # A's init: the server's (public) adapter initialisation
+        config = LoraConfig(r=o.rank, lora_alpha=o.alpha, target_modules=["c_attn"], fan_in_fan_out=True,
+                            lora_dropout=0.0, bias="none")
+        peft_model = get_peft_model(copy.deepcopy(model), config)
+        if o.adapter_scale > 0:
+            g = torch.Generator().manual_seed(o.seed + 1)
+            with torch.no_grad():
+                for n, p in peft_model.named_parameters():
+                    if "lora_B" in n:
+                        p.copy_(torch.randn(p.shape, generator=g) * o.adapter_scale)
+        return peft_model.eval()
+
+
+@dataclass(frozen=True)
+class FedAvgTextOptions:
+    steps: int = 3
+    lr: float = 1e-3
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"threat_model.options.steps: must be >= 1, got {self.steps}")
+        if not self.lr > 0:
+            raise ConfigError(f"threat_model.options.lr: must be > 0, got {self.lr}")
+
+
+@TEXT_THREAT_MODELS.register("text-fedavg")
+class TextFedAvg(TextThreatModel):
+    name = "text-fedavg"
+    kind = UPDATE
+    options_class = FedAvgTextOptions
+
+    def client_update(self, model, ids):
+        params = [p for _, p in self.trainable(model)]
+        start = [p.detach().clone() for p in params]
+        for _ in range(self.options.steps):
+            grads = torch.autograd.grad(lm_loss(model, ids), params)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    p -= self.options.lr * g
+        with torch.no_grad():
+            delta = [p.detach() - s for p, s in zip(params, start)]
+            for p, s in zip(params, start):  # the client model is the attacker's white box: as sent
+                p.copy_(s)
+        return delta
+
+
+def build_text_threat_model(name: str, **options) -> TextThreatModel:
+    cls = TEXT_THREAT_MODELS.get(name)
+    return cls.from_options(options, "threat_model.options")
