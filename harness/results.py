@@ -55,6 +55,11 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
             "precision": reconstruction.extras.get("precision", "fp32"),
             # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md
             "attack_strategy": str(reconstruction.extras.get("strategy", "")),
+            # what ended the search: the iteration cap, the convergence tolerance or the time limit
+            # (None: an attack without such a loop), and the wall time per image of the batch
+            "stopped_by": reconstruction.extras.get("stopped_by"),
+            "iterations_run": reconstruction.extras.get("iterations_run"),
+            "time_per_image_s": wall / max(1, len(truth) if truth is not None else len(reconstruction.images)),
             **replay_columns(None if replay_error is None else replay_error(observation, knowledge))}
     if truth is None:
         unscored = {"true_label": None, "label_correct": None, "batch_label_accuracy": None,
