@@ -190,3 +190,59 @@ def test_budget_by_convergence_says_what_stopped_it(lenet_victim):
     timed = run(2000, time_limit=1e-9)
     assert (timed["stopped_by"], timed["iterations_run"]) == ("time", 1)
     assert timed["time_per_image_s"] == pytest.approx(timed["wall_time_s"])
+
+
+def _ladder_hooks(training):
+    from fedleak.data.datasets import load_dataset
+    from fedleak.harness.update_audit import Hooks
+    data = load_dataset("digits")
+    x, y = data.victims([0, 1, 2, 3])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    hooks = Hooks(None, {}, {"build_model": lambda: model, "private_data": lambda p, n: (x, y),
+                             "normalisation": lambda: ((0.5,), (0.5,)), "local_training": lambda: training})
+    return hooks, model, x, y
+
+
+def test_simulated_update_is_the_client_retrained_from_what_it_received():
+    from fedleak.harness.ladder import simulated_update
+    from fedleak.threat_models.update_files import ClientUpdate
+    training = LocalTraining(lr=0.1, epochs=2, batch_size=2, momentum=0.9, shuffle=True)
+    hooks, model, x, y = _ladder_hooks(training)
+    received = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    update = ClientUpdate(7, 1, received, received, 4, partition_id=0, num_partitions=1)
+    x_norm = (x - 0.5) / 0.5
+    made = simulated_update(update, model, training, x_norm, y, partition_id=0, seed=3)
+    params = {k: torch.as_tensor(v) for k, v in received.items()}
+    from fedleak.models.functional import shuffled_orders
+    delta = local_update(model, params, {}, x_norm, y, training, orders=shuffled_orders(4, training, 3))
+    for (name, value), d in zip(params.items(), delta):
+        assert torch.equal(torch.as_tensor(made.sent[name]), (value + d).detach())
+    assert (made.client_id, made.round, made.partition_id, made.num_examples) == (7, 1, 0, 4)
+
+
+def test_ladder_runs_the_same_attack_from_one_image_one_step_to_the_apps_update(tmp_path):
+    from fedleak.harness.ladder import ladder_rungs, run_ladder, simulated_update
+    from fedleak.harness.update_audit import AttackSettings
+    from fedleak.threat_models.update_files import ClientUpdate
+    training = LocalTraining(lr=0.1, epochs=2, batch_size=2, momentum=0.9, shuffle=True)
+    assert [r[0] for r in ladder_rungs(training, 4)] == ["1 image, 1 step", "4 images, 1 step",
+                                                         "4 images, 2 steps (1 epoch)", "the app: 4 images, 4 steps"]
+    assert len(ladder_rungs(replace_epochs(training, 1), 4)) == 3
+    hooks, model, x, y = _ladder_hooks(training)
+    received = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    app = simulated_update(ClientUpdate(5, 1, received, received, 4, partition_id=0, num_partitions=1), model, training,
+                           (x - 0.5) / 0.5, y, partition_id=0, seed=11)
+    frame = run_ladder([app], hooks, AttackSettings(iterations=3, restarts=1), tmp_path, {})
+    assert frame.groupby("ladder_rung").size().tolist() == [4, 4, 4, 4]
+    one = frame[frame.ladder_rung == 1]
+    assert one["batch_size"].tolist() == [1, 1, 1, 1] and one["replay_exact"].all()
+    assert frame[frame.ladder_rung == 2]["replay_exact"].all()  # one full-batch step: no order to get wrong
+    table = (tmp_path / "ladder.md").read_text()
+    assert table.count("\n| ") == 4 and "the app: 4 images, 4 steps" in table
+    assert (tmp_path / "ladder" / "4" / "results.csv").exists()
+
+
+def replace_epochs(training, epochs):
+    from dataclasses import replace
+    return replace(training, epochs=epochs)
