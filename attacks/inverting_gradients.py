@@ -198,7 +198,8 @@ def signed_adam(x: torch.Tensor, objective, knowledge, c: IGConfig, budget: Budg
         if progress and it % 50 == 0:
             bar.set_postfix(loss=f"{value.min().item():.4f}")
         if tolerance:
-            best.append(min(float(value.min()), best[-1]) if best else float(value.min()))
+            current = float(value.detach().min())
+            best.append(min(current, best[-1]) if best else current)
             since += 1
             if since > window and best[-1 - window] - best[-1] <= tolerance * abs(best[-1 - window]):
                 if not decays_left:
