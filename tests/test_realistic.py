@@ -246,3 +246,42 @@ def test_ladder_runs_the_same_attack_from_one_image_one_step_to_the_apps_update(
 def replace_epochs(training, epochs):
     from dataclasses import replace
     return replace(training, epochs=epochs)
+
+
+HOOKS = '''
+import torch
+from fedleak.data.datasets import load_dataset
+from fedleak.models.functional import LocalTraining
+
+def build_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+def normalisation():
+    return (0.5,), (0.5,)
+
+def local_training():
+    return LocalTraining(lr=0.1, batch_size=2, momentum=0.9)
+'''
+
+
+def test_audit_updates_ladder_flag_writes_the_table_and_refuses_without_ground_truth(tmp_path, monkeypatch):
+    from fedleak.harness.cli import main
+    from fedleak.harness.ladder import simulated_update
+    from fedleak.threat_models.update_files import ClientUpdate, save_update
+    (tmp_path / "ladder_hooks.py").write_text(HOOKS)
+    truth = "\ndef private_data(p, n):\n    return load_dataset('digits').victims([0, 1, 2, 3])\n"
+    (tmp_path / "ladder_truth.py").write_text(HOOKS + truth)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import ladder_truth
+    model = ladder_truth.build_model()
+    x, y = ladder_truth.private_data(0, 1)
+    received = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    update = simulated_update(ClientUpdate(9, 1, received, received, 4, partition_id=0, num_partitions=1), model,
+                              ladder_truth.local_training(), (x - 0.5) / 0.5, y, partition_id=0, seed=0)
+    save_update(update, tmp_path / "saved")
+    common = ["audit-updates", str(tmp_path / "saved"), "--iterations", "2", "--ladder", "--quiet"]
+    assert main(common + ["--hooks", "ladder_truth", "--output", str(tmp_path / "out")]) == 0
+    assert "| 3 | the app: 4 images, 2 steps |" in (tmp_path / "out" / "ladder.md").read_text()
+    assert main(common + ["--hooks", "ladder_hooks", "--output", str(tmp_path / "refused")]) == 2
+    assert not (tmp_path / "refused" / "results.csv").exists()  # refused before any attack ran
