@@ -51,7 +51,8 @@ def main(saved: str, mode: str, iterations: int, restarts: int, options: dict, a
         order = match_to_ground_truth(rec.images, xs)
         values = [psnr(rec.images[order[i]:order[i] + 1], xs[i:i + 1]).item() for i in range(len(xs))]
         scores += values
-        print(p, [f"{v:.1f}" for v in values], f"loss {rec.gradient_loss:.4f}", rec.extras.get("stopped_by"), rec.extras.get("iterations_run"),
+        print(p, [f"{v:.1f}" for v in values], f"loss {rec.gradient_loss:.4f}", rec.extras.get("stopped_by"),
+              rec.extras.get("iterations_run"),
               f"{time.time() - started:.0f}s", flush=True)
     print(f"MEDIAN {statistics.median(scores):.2f} min {min(scores):.2f}")
 
