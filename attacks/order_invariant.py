@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from fedleak.attacks.base import Attack, Budget, Reconstruction, attack_labels, require_knowledge
-from fedleak.attacks.inverting_gradients import IGConfig, InvertingGradients, signed_adam
+from fedleak.attacks.batch_orders import label_arrangements
+from fedleak.attacks.inverting_gradients import IGConfig, InvertingGradients, Stopping, fedleak_matcher, signed_adam
 from fedleak.attacks.objective import FastGradientMatcher, total_variation
 from fedleak.core.components import UPDATE
 from fedleak.core.options import check_integer, check_number
@@ -66,7 +67,9 @@ class OrderInvariant(Attack):
         device = observation.shared[0].device
         n, epochs = knowledge.num_images, training.epochs
         orders = [torch.arange(e * n, (e + 1) * n) for e in range(epochs)]
-        matcher = FastGradientMatcher(observation, model, knowledge, c.distance, c.precision, orders=orders)
+        matcher = fedleak_matcher(FastGradientMatcher(observation, model, knowledge, c.distance, c.precision,
+                                                      orders=orders), c, seed)
+        full = getattr(matcher, "unmasked", matcher)  # the winner by the full matching loss
         labels = attack_labels(observation, model, knowledge)
         arrangements = label_arrangements(labels.cpu(), training.batch_size or n, epochs, budget.restarts, seed)
         restart_labels = [torch.cat(a).to(device) for a in arrangements]
@@ -74,17 +77,18 @@ class OrderInvariant(Attack):
         x = torch.randn((budget.restarts, epochs * n, *knowledge.image_shape), generator=generator).to(device)
         x.requires_grad_(True)
         features = torch.randn((c.features, knowledge.image_shape[0], 3, 3), generator=generator).to(device)
-        matching = lambda xs: torch.stack([matcher(xr, yr) for xr, yr in zip(xs, restart_labels)])
+        matching = lambda xs, f=matcher: torch.stack([f(xr, yr) for xr, yr in zip(xs, restart_labels)])
         prior = lambda xr: epoch_invariance(xr.view(epochs, n, *xr.shape[1:]), features)
         objective = lambda xs: matching(xs) + torch.stack([c.tv * total_variation(xr) + c.invariance * prior(xr)
                                                            for xr in xs])
-        traces, _ = signed_adam(x, objective, knowledge, c, budget, self.name, progress)
-        final = matching(x.detach()).detach()  # the matching loss alone picks the winner
+        stopping = Stopping()
+        traces, _ = signed_adam(x, objective, knowledge, c, budget, self.name, progress, stopping=stopping)
+        final = matching(x.detach(), full).detach()  # the matching loss alone picks the winner
         winner = int(final.argmin())
         copies = knowledge.to_unit(x[winner].detach()).view(epochs, n, *knowledge.image_shape)
         trace = torch.stack(traces)[:, winner].tolist() if traces else []
         return Reconstruction(average_matched(copies), arrangements[winner][0].to(device), trace, float(final[winner]),
-                              final.tolist(), extras={"label_arrangements": len(arrangements)})
+                              final.tolist(), extras={"label_arrangements": len(arrangements), **stopping.extras()})
 
 
 def epoch_invariance(copies: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -107,40 +111,3 @@ def average_matched(copies: torch.Tensor) -> torch.Tensor:
         _, columns = linear_sum_assignment(cost.cpu().numpy())
         matched.append(other[torch.as_tensor(columns, device=other.device)])
     return torch.stack(matched).mean(0)
-
-
-def label_arrangements(labels: torch.Tensor, batch_size: int, epochs: int, count: int, seed: int) -> list[list[torch.Tensor]]:
-    """`count` arrangements of `labels` over the slots of every epoch (per restart, one label tensor per
-    epoch), distinct up to the order within a mini-batch: all combinations when they are at most `count`
-    (repeated in turn to fill `count`), else the stored order first and then distinct random ones."""
-    generator = torch.Generator().manual_seed(seed)
-    options = _epoch_arrangements(labels.tolist(), batch_size, generator)
-    if len(options) ** epochs <= count:
-        combos = list(itertools.product(range(len(options)), repeat=epochs))
-    else:
-        combos = [(0,) * epochs]
-        for _ in range(100 * count):  # bounded: random picks until `count` distinct ones
-            if len(combos) == count:
-                break
-            combo = tuple(torch.randint(len(options), (epochs,), generator=generator).tolist())
-            if combo not in combos:
-                combos.append(combo)
-    return [[torch.tensor(options[i], dtype=labels.dtype) for i in combos[r % len(combos)]] for r in range(count)]
-
-
-def _epoch_arrangements(labels: list[int], batch_size: int, generator, exhaustive_up_to: int = 8) -> list[tuple]:
-    """One epoch's distinct label arrangements, the stored one first: all of them for up to
-    `exhaustive_up_to` images (8! orders), else those among 4096 random orders."""
-    stored = _canonical(labels, batch_size)
-    if len(labels) <= exhaustive_up_to:
-        orders = itertools.permutations(range(len(labels)))
-    else:
-        orders = (torch.randperm(len(labels), generator=generator).tolist() for _ in range(4096))
-    found = dict.fromkeys([stored, *(_canonical([labels[i] for i in order], batch_size) for order in orders)])
-    return list(found)
-
-
-def _canonical(sequence: list[int], batch_size: int) -> tuple[int, ...]:
-    """An arrangement with each mini-batch's labels sorted: two arrangements that differ only within a
-    mini-batch train identically (the mean loss of a batch does not depend on its order)."""
-    return tuple(v for start in range(0, len(sequence), batch_size) for v in sorted(sequence[start:start + batch_size]))

@@ -16,6 +16,7 @@ from types import ModuleType
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import check_writable, digest
 from fedleak.harness.plugins import import_user_module
+from fedleak.harness.ladder import plan_ladder, run_ladder
 from fedleak.harness.update_audit import AttackSettings, Hooks, UpdatesAuditResult, attack_updates, import_attribute, \
     plan_attack
 
@@ -53,7 +54,7 @@ class FlowerAudit(AttackSettings):
 FlowerAuditResult = UpdatesAuditResult
 
 
-def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> UpdatesAuditResult:
+def run_flower_audit(audit: FlowerAudit, progress: bool = False, ladder: bool = False) -> UpdatesAuditResult:
     try:
         import flwr  # noqa: F401 - only whether Flower is installed
     except ImportError:
@@ -91,9 +92,13 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False) -> UpdatesAudit
                   "dataset": hooks.value("DATASET", "flower-app"), "model": hooks.value("MODEL"), "victim_state": "flower",
                   "flower_server_app": _name(server_spec), "flower_client_app": _name(client_spec),
                   "flower_run_config": dict(run_config)}
+    if ladder:  # before the attacks: an app without what the ladder needs fails before any result is due
+        plan_ladder(hooks, settings)
     result = attack_updates(updates, hooks, settings, out, provenance, progress=progress)
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
+    if ladder:
+        run_ladder(updates, hooks, settings, out, provenance, progress)
     return result
 
 

@@ -71,6 +71,8 @@ def _add_attack_arguments(parser, knowledge_default: str | None) -> None:
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an attack option (value parsed as TOML)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ladder", action="store_true", help="also the leakage ladder: the same attack on the same images "
+                        "from 1 image 1 step up to the app's own update (ladder.md, docs/flower.md)")
     parser.add_argument("--device", default="cpu")
 
 
@@ -113,7 +115,7 @@ def cmd_audit_flower(args) -> int:
     from fedleak.harness.logs import progress_enabled
     from fedleak.harness.run_folder import check_run_folder
     check_run_folder(Path(audit.output), audit.digest(), args.overwrite)
-    _print(run_flower_audit(audit, progress=progress_enabled()))
+    _print(run_flower_audit(audit, progress=progress_enabled(), ladder=args.ladder))
     return 0
 
 
@@ -127,7 +129,7 @@ def cmd_audit_updates(args) -> int:
                                app=args.app, run_config=args.run_config,
                                normalisation=None if args.mean is None else (tuple(args.mean), tuple(args.std)),
                                image_shape=None if args.image_shape is None else tuple(args.image_shape),
-                               progress=progress_enabled())
+                               progress=progress_enabled(), ladder=args.ladder)
     _print(result)
     return 0
 

@@ -61,6 +61,11 @@ def attack_and_score(observe: Callable[[], tuple], attack, model, budget, seed: 
             # which path an adaptive attack took (defense replayed, fallback, distance): docs/attacks.md
             "attack_strategy": str(reconstruction.extras.get("strategy", "")),
             **replay_path(reconstruction.extras.get("defense_replay")), "image_error": "",
+            # what ended the search: the iteration cap, the convergence tolerance or the time limit
+            # (None: an attack without such a loop), and the wall time per image of the batch
+            "stopped_by": reconstruction.extras.get("stopped_by"),
+            "iterations_run": reconstruction.extras.get("iterations_run"),
+            "time_per_image_s": wall / max(1, len(truth) if truth is not None else len(reconstruction.images)),
             **replay_columns(None if replay_error is None else replay_error(observation, knowledge))}
     if truth is None:
         unscored = {"true_label": None, "label_correct": None, "batch_label_accuracy": None,
@@ -111,7 +116,8 @@ def failed_batch(error: Exception, truth: torch.Tensor | None, labels: torch.Ten
     count = len(truth) if truth is not None else (len(labels) if labels is not None else 1)
     base = {"gradient_loss": None, "wall_time_s": wall, "bytes_sent": None, "model_flagged": None, "precision": "",
             "attack_strategy": "", "defense_replay": "", "defense_replay_note": "", "replay_error": None,
-            "replay_exact": None, "image_error": image_error(error), "predicted_label": -1, "label_correct": False,
+            "replay_exact": None, "image_error": image_error(error), "stopped_by": None, "iterations_run": None,
+            "time_per_image_s": None, "predicted_label": -1, "label_correct": False,
             "batch_label_accuracy": None, **{m.name: float("nan") for m in SCORES}}
     rows = [{**base, "true_label": None if labels is None else int(labels[i])} for i in range(count)]
     blank = torch.zeros_like(truth).cpu() if truth is not None else torch.empty(0)

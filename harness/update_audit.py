@@ -219,7 +219,7 @@ def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
 def run_updates_audit(directory: str, settings: AttackSettings, output: str, model: str | None = None,
                       hooks: str | None = None, app: str | None = None, run_config: str | None = None,
                       normalisation: tuple | None = None, image_shape: tuple[int, ...] | None = None,
-                      progress: bool = False) -> UpdatesAuditResult:
+                      progress: bool = False, ladder: bool = False) -> UpdatesAuditResult:
     """`fedleak audit-updates DIR`: attack saved client updates offline, no simulation. The model
     comes from `model` ("module:factory") or the hooks' build_model; the run config, where hooks
     take one, from the app folder as audit-flower reads it."""
@@ -253,7 +253,12 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
                              **asdict(settings)},
                   "dataset": auditor.value("DATASET", "saved-updates"), "model": auditor.value("MODEL"),
                   "victim_state": "saved", "updates_directory": str(directory)}
+    if ladder:
+        from fedleak.harness.ladder import plan_ladder, run_ladder
+        plan_ladder(auditor, settings)
     result = attack_updates(updates, auditor, settings, out, provenance, image_shape, progress)
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
+    if ladder:
+        run_ladder(updates, auditor, settings, out, provenance, progress)
     return result
