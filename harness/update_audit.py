@@ -23,6 +23,7 @@ import torch
 from fedleak.attacks import Budget, build_attack
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import digest
+from fedleak.core.options import check_size
 from fedleak.defenses.base import NoDefense
 from fedleak.harness.plugins import import_user_module
 from fedleak.harness.results import ResultLog, RunResult, attack_and_score
@@ -55,6 +56,8 @@ class AttackSettings:
     def __post_init__(self):
         if self.shares not in SHARES:
             raise ConfigError(f"shares: expected one of {', '.join(SHARES)}, got {self.shares!r}")
+        check_size("--seed", self.seed, "seed", low=0)  # before any update is read
+        Budget(self.iterations, self.restarts)
 
 
 @dataclass
