@@ -335,6 +335,18 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     assert len(results) == 3 and set(results["defense"]) == {"none", "random-k-noise"}
 
 
+def test_an_unreachable_ray_address_fails_in_seconds(tmp_path):
+    """Issue 19 defect 6: `--address 127.0.0.1:1` hung printing Ray's warnings."""
+    pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1]}, defenses=[{"name": "none"}]))
+    command = [sys.executable, "-m", "fedleak.harness.cli", "matrix", str(config), "--executor", "ray", "--address",
+               "127.0.0.1:1", "-q", "--output", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)  # a hang fails here
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "--address 127.0.0.1:1: no Ray head answers there within 5 s" in err
+
+
 def test_local_ray_instance_listens_on_loopback_only():
     pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
     from fedleak.harness.cell_worker import WorkerSetup
