@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedleak.core.errors import DataError, UnreadableFileError
-from fedleak.core.io import atomic_write, check_writable, load_tensors, read_frame, read_json, write_json
+from fedleak.core.io import atomic_write, check_writable, read_frame, read_json, write_json
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.results import write_frame
 from fedleak.harness.utility_task import UTILITY_FILE
@@ -200,7 +200,7 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None, fig
 
     @functools.lru_cache(maxsize=64)
     def cell_images(cell: str) -> dict:
-        return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
+        return CellStore(root).read(cell, "images.pt")  # checked against its digest
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
                       outcome, cell_images, tuple(matrix.get("not_applicable", ())), tuple(verdicts),

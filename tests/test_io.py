@@ -266,6 +266,28 @@ def test_tampered_stored_cell_is_computed_again_once(tmp_path, marker, caplog, n
     assert third.schedule.computed == [] and third.schedule.reused == len(first.schedule.computed) and not _warnings(caplog)
 
 
+def test_a_well_formed_but_edited_cell_is_computed_again_and_never_merged(tmp_path, caplog):
+    """Issue 19 defect 7: a cell's results.parquet with psnr set to 99 (and one with renamed columns)
+    was merged into the results and verdicts."""
+    import pandas as pd
+    from fedleak.core.errors import DataError
+    from fedleak.harness.cell_store import CellStore
+    from fedleak.harness.matrix_run import run_matrix
+    matrix, out = _one_cell_matrix(), tmp_path / "m"
+    first = run_matrix(matrix, out, workers=0, progress=False)
+    (key,) = [k for k in first.schedule.computed if (out / "cells" / k / "images.pt").exists()]
+    path = out / "cells" / key / "results.parquet"
+    for edit in (lambda rows: rows.assign(psnr=99.0), lambda rows: rows.rename(columns={"psnr": "PSNR"})):
+        edit(pd.read_parquet(path)).to_parquet(path)
+        with pytest.raises(DataError, match=f"{path}: does not match the digest stored with it"):
+            CellStore(out).rows(key)  # the merge's read
+        caplog.clear()
+        again = run_matrix(matrix, out, workers=0, progress=False)
+        assert again.schedule.computed == [key] and str(path) in _warnings(caplog)[0]
+        assert 99.0 not in set(again.results["psnr"]) and "PSNR" not in again.results.columns
+        assert again.results[["psnr", "lpips"]].equals(first.results[["psnr", "lpips"]])
+
+
 def test_tampered_stored_utility_is_measured_again(tmp_path, marker, caplog, monkeypatch):
     from fedleak.harness.matrix_run import run_matrix
     monkeypatch.setattr("fedleak.harness.utility.measure_utility",
