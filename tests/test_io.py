@@ -203,6 +203,25 @@ def test_tampered_victim_cache_is_rebuilt_once(digits, marker, caplog):
         assert not _warnings(caplog)
 
 
+def test_a_nan_victim_cache_entry_is_named_and_rebuilt(digits, caplog):
+    """Issue 19 defect 8: a cached state with NaN weights failed every run with "observation from
+    client 0 has NaN", never naming (or rebuilding) the cache file."""
+    from fedleak.defenses import NoDefense
+    from fedleak.threat_models.victim import VictimSpec, _cache_key, build_victim
+    spec = VictimSpec(model="mlp", options={"width": 8, "depth": 1}, rounds=1, clients=2, local_batch_size=500, seed=12)
+    first = build_victim(spec, digits)
+    entry = cache_dir() / "victims" / f"{_cache_key(spec, digits, NoDefense())}.pt"
+    state = torch.load(entry, weights_only=True)
+    name = next(iter(state["params"]))
+    state["params"][name] = torch.full_like(state["params"][name], float("nan"))
+    torch.save(state, entry)
+    caplog.clear()
+    again = build_victim(spec, digits)
+    assert all(torch.equal(again.params[k], first.params[k]) for k in first.params)
+    (warning,) = _warnings(caplog)
+    assert str(entry) in warning and f"params.{name} holds NaN or Inf" in warning and "rebuilding" in warning
+
+
 @pytest.mark.parametrize("kind", ["hyperfl-victims", "vfl-victims", "hyperfl-fedavg-baseline"])
 def test_tampered_protocol_cache_is_rebuilt(marker, caplog, kind):
     from fedleak.threat_models.cache import cached
