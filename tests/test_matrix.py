@@ -420,6 +420,28 @@ def test_share_that_returns_no_tuple_names_the_defense(tmp_path, monkeypatch, ca
         "sends and a dict of public metadata; it returned list"}
 
 
+@pytest.mark.parametrize("module, body, got", [
+    ("too_few_defense", "return [u.clone() for u in update][:-1], {}", "got 2 (32, 784), (32, 32)"),  # was accepted
+    ("flat_defense", "return [u.flatten() for u in update], {}", "got 3 (25088,), (1024,), (320,)"),  # accepted too
+])
+def test_share_that_sends_the_wrong_tensors_names_the_defense_and_the_shapes(tmp_path, monkeypatch, module, body, got):
+    """Issue 19 defect 8: said where share() returns, naming the defense and the expected shapes."""
+    (tmp_path / f"{module}.py").write_text(
+        "from fedleak.defenses.base import Defense\n"
+        f"class Short(Defense):\n    name = '{module}'\n"
+        f"    def share(self, update, context):\n        {body}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(plugins=[f"{module}:Short"], images={"indices": [1]},
+                                                          defenses=[{"name": module}]))
+    main(["matrix", str(config), "--output", str(tmp_path / "out"), "--workers", "0", "--quiet"])
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text())
+    assert failures and all("\n" not in f["error"] for f in failures)
+    for f in failures:
+        assert f["error"].startswith(f"defense '{module}' ({module}.Short): share() must send one tensor per parameter")
+        assert "expected 3 tensors (32, 784), (32, 32), (10, 32)" in f["error"] and got in f["error"]
+
+
 def test_plugin_interface_is_checked(tmp_path, monkeypatch):
     from fedleak.harness.plugins import load_plugin
     (tmp_path / "broken_defenses.py").write_text(
