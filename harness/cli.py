@@ -122,7 +122,8 @@ def cmd_demo(args) -> int:
     from fedleak.reports.run_report import write_index
     configs = {preset: load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
                for preset in ("demo-dlg", "demo-ig")}
-    claim_folder(Path(args.output), Owner("demo", "demo", "demo"))  # report.md and the two runs' folders
+    # the demo's folder: its report.md and the two runs' folders
+    claim_folder(Path(args.output), Owner("demo", "demo", "demo"), "overwrite" if args.overwrite else "same")
     for config in configs.values():  # both folders before either run
         check_run_folder(Path(config.output), config.digest(), args.overwrite, "demo")
     results = []

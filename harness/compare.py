@@ -131,9 +131,9 @@ def write_comparison(comparison: Comparison, folder: Path, before: str, after: s
     from fedleak.core.io import atomic_write, check_writable
     from fedleak.reports.compare import comparison_document
     from fedleak.reports.document import to_html, to_markdown
-    from fedleak.harness.run_folder import Owner, claim_folder
+    from fedleak.harness.run_folder import VIEW, Owner, claim_folder
     check_writable(folder, "--output")
-    claim_folder(folder, Owner("compare", "compare", "view"))  # a view: rewritten, but never over the user's files
+    claim_folder(folder, Owner("compare", "compare", VIEW))  # a view: rewritten, but never over the user's files
     doc = comparison_document(comparison.table, comparison.metrics, comparison.tolerance, comparison.statistic,
                               comparison.only_before, comparison.only_after, before, after)
     paths = folder / "compare.md", folder / "compare.html", folder / "compare.csv"

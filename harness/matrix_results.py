@@ -179,7 +179,7 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None, fig
     from fedleak.core.options import from_dict
     from fedleak.harness.gate import describe_gate, failures_table, gate_failures
     from fedleak.harness.matrix_config import GateConfig
-    from fedleak.harness.run_folder import Owner, claim_folder
+    from fedleak.harness.run_folder import VIEW, Owner, claim_folder
     from fedleak.reports.document import FigureOptions
     from fedleak.reports.matrix_report import GateOutcome, MatrixView, write_matrix_report
     root = Path(root)
@@ -188,7 +188,7 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None, fig
     results, utility, failed, matrix = read_matrix_outputs(root)
     folder = Path(folder) if folder else root / "report"
     check_writable(folder, "--output")
-    claim_folder(folder, Owner("report", "report", "view"))  # a view: rewritten, but never over the user's files
+    claim_folder(folder, Owner("report", "report", VIEW))  # a view: rewritten, but never over the user's files
     if "cell" not in results.columns:
         raise DataError(f"{root}: results.parquet is not a matrix's (no cell column); run `fedleak matrix` first")
     gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")

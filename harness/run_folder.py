@@ -42,6 +42,9 @@ OUTPUTS = {"run": RUN_OUTPUTS, "matrix": MATRIX_OUTPUTS,
 ALWAYS = (RECORD, ".*.tmp", ".write-test-*")
 
 
+VIEW = "view"  # the identity of report/compare pages: views of stored results, rewritten freely, no flags
+
+
 @dataclasses.dataclass(frozen=True)
 class Owner:
     """What is about to write a folder: the command (named in messages), the kind of folder it
@@ -90,8 +93,9 @@ def claim_folder(out: Path, owner: Owner, mode: str = "same", differs=None, flag
         resumes = resumable and record["kind"] == "matrix"
         if reason and (mode == "same" or (mode == "resume" and not resumes)):
             how = ("pass --resume to add this one to it (its stored cells are kept and reused), --overwrite to "
-                   "replace it (its stored cells are removed)") if resumes else "pass --overwrite to replace them"
-            raise ConfigError(f"{flag} {out} {reason}; {how}, or another {flag}")
+                   "replace it (its stored cells are removed), or" if resumes else
+                   "give" if owner.identity == VIEW else "pass --overwrite to replace them, or")
+            raise ConfigError(f"{flag} {out} {reason}; {how} another {flag}")
         if mode == "overwrite":
             _remove(out, OUTPUTS[record["kind"]])
     write_json(out / RECORD, {"format": FORMAT, "command": owner.command, "kind": owner.kind,
