@@ -63,8 +63,9 @@ class RayBackend:
             raise ConfigError("--executor ray: Ray is not installed; pip install 'fedleak[ray]'") from None
         self.ray = ray
         self.started_here = not ray.is_initialized()
-        if self.started_here and address is not None:
-            check_reachable(address)
+        if self.started_here:
+            if address is not None:
+                check_reachable(address)
             try:
                 # address None starts a private local instance (on loopback); "auto" or host:port joins a cluster
                 with loopback_ray() if address is None else contextlib.nullcontext():

@@ -88,7 +88,7 @@ def claim_folder(out: Path, owner: Owner, mode: str = "same", differs=None, flag
         else:
             reason = differs(record) if differs else (
                 None if record.get("identity") == owner.identity else
-                f"holds the results of a different run (config {record.get('identity') or '(unreadable)'}, this one "
+                f"holds the results of a different run (config {record.get('identity') or 'not recorded'}, this one "
                 f"{owner.identity})")
         resumes = resumable and record["kind"] == "matrix"
         if reason and (mode == "same" or (mode == "resume" and not resumes)):
@@ -142,7 +142,7 @@ def _matches(name: str, patterns) -> bool:
 
 def _describe(record: dict) -> str:
     if record.get("command") in (None, "legacy"):
-        return "a matrix" if record["kind"] == "matrix" else "a single run"
+        return {"matrix": "a matrix", "updates": "a run's saved client updates"}.get(record["kind"], "a single run")
     return f"`fedleak {record['command']}`" + (" (a matrix)" if record["kind"] == "matrix" and
                                                 record["command"] != "matrix" else "")
 

@@ -270,7 +270,7 @@ def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
     assert one.commit("abc", {"results.parquet": b"first"}, {"by": 1})
     assert not two.commit("abc", {"results.parquet": b"second"}, {"by": 2})
     assert (tmp_path / "cells" / "abc" / "results.parquet").read_bytes() == b"first"
-    assert two.record("abc") == {"by": 1}
+    assert two.record("abc")["by"] == 1 and set(two.record("abc")["digests"]) == {"results.parquet"}
     assert not list((tmp_path / "cells").glob(".staging-*"))
 
 
