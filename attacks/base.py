@@ -9,6 +9,7 @@ import torch
 
 from fedleak.core.components import GRADIENT, UPDATE, Component, applicability
 from fedleak.core.errors import ConfigError, NotApplicableError
+from fedleak.core.options import check_size
 from fedleak.threat_models.knowledge import AttackerKnowledge
 from fedleak.threat_models.observation import Observation
 
@@ -19,10 +20,11 @@ class Budget:
     restarts: int = 1
 
     def __post_init__(self):
-        if self.iterations < 1:
-            raise ConfigError(f"attack.iterations: must be >= 1, got {self.iterations}")
-        if self.restarts < 1:
-            raise ConfigError(f"attack.restarts: must be >= 1, got {self.restarts}")
+        try:
+            check_size("attack.iterations", self.iterations, "iterations")
+            check_size("attack.restarts", self.restarts, "restarts")
+        except ConfigError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, a
 from fedleak.attacks.batch_orders import visiting_orders
 from fedleak.attacks.objective import DISTANCES, FastGradientMatcher, total_variation
 from fedleak.attacks.partial_matching import PartialMatcher, check_fedleak_options, uses_fedleak
+from fedleak.attacks.precision import PRECISIONS, resolve_precision
 from fedleak.core.components import GRADIENT, HYPERNETWORK_UPDATE, UPDATE
 from fedleak.core.options import check_bool, check_choice, check_integer, check_number
 
@@ -33,7 +34,9 @@ class IGConfig:
     signed: bool = True
     boxed: bool = True
     lr_decay: bool = True
-    precision: str = "fp32"   # "bf16": the replay in bfloat16, opt-in (FastGradientMatcher)
+    # "bf16": the replay in bfloat16, opt-in (FastGradientMatcher); "auto": bf16 only where the device
+    # computes in it natively, else fp32 (attacks.precision: emulated bf16 is 10-30x slower)
+    precision: str = "fp32"
     # a shuffling client (knowledge says so) against a FedAvg replay: restarts search the visiting order
     # (attacks/batch_orders.py); off: every restart replays the stored order
     search_order: bool = True
@@ -56,7 +59,7 @@ class IGConfig:
         check_choice("distance", self.distance, tuple(DISTANCES))
         for key in ("signed", "boxed", "lr_decay", "search_order"):
             check_bool(key, getattr(self, key))
-        check_choice("precision", self.precision, ("fp32", "bf16"))
+        check_choice("precision", self.precision, PRECISIONS)
         check_fedleak_options(self)
         check_number("tolerance", self.tolerance, low=0)
         check_integer("window", self.window, low=1)
@@ -73,7 +76,8 @@ class InvertingGradients(Attack):
 
     def reconstruct(self, observation, model, knowledge, budget: Budget, seed: int = 0, progress: bool = False):
         c = self.options
-        matcher = fedleak_matcher(FastGradientMatcher(observation, model, knowledge, c.distance, c.precision), c, seed)
+        precision = resolve_precision(c.precision, observation.shared[0].device.type)
+        matcher = fedleak_matcher(FastGradientMatcher(observation, model, knowledge, c.distance, precision), c, seed)
         labels = attack_labels(observation, model, knowledge)
         orders = searched_orders(observation, knowledge, labels, budget, c, seed)
         return search_images(matcher, labels, knowledge, budget, c, seed, progress, self.name, orders=orders)

@@ -290,6 +290,22 @@ def print_table(rows: list[dict], header: str) -> None:
         print(" | ".join(f"{c:<{w}}" for c, w in zip(row, widths)))
 
 
+def machine_line() -> str:
+    """torch, the CPU and what ATen dispatches on it: bfloat16 figures mean nothing without it
+    (attacks.precision: native on AVX-512 bf16 / AMX, emulated and far slower on AVX2)."""
+    import platform
+
+    from fedleak.attacks.precision import cpu_flags, native_bf16
+    flags = cpu_flags() or frozenset()
+    model = next((line.partition(":")[2].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    bf16 = "native bf16" if native_bf16("cpu") else "no native bf16"
+    extensions = ",".join(sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")))
+    return (f"torch {torch.__version__}, CPU {model or '?'} ({extensions or 'flags unknown'}), "
+            f"ATen capability {torch.backends.cpu.get_cpu_capability()}, {bf16}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="ig,quality,restarts,metrics,memory")
@@ -297,7 +313,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per figure")
     parser.add_argument("--restarts", type=int, default=8)
     parser.add_argument("--models", default="convnet,resnet18")
-    parser.add_argument("--precisions", default="fp32,bf16", help="fedleak's IG replay precisions to time")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fedleak's IG replay precisions to time (fp32, bf16, auto)")
     parser.add_argument("--quality-iterations", type=int, default=200)
     parser.add_argument("--quality-victims", type=int, default=3)
     parser.add_argument("--no-reference", action="store_true", help="skip breaching (fedleak figures only)")
@@ -307,6 +323,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.iterations, args.reps, args.quality_iterations, args.quality_victims = 6, 1, 6, 1
     torch.set_num_threads(THREADS)
+    print(f"fedleak benchmarks: {machine_line()}", flush=True)
     only = set(args.only.split(","))
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -328,7 +345,7 @@ def main(argv=None) -> int:
         if reference is not None:
             reference.close()
     load_after = os.getloadavg()
-    header = (f"fedleak vs reference, torch {torch.__version__}, {THREADS} threads, {args.iterations} IG iterations x "
+    header = (f"fedleak vs reference, {machine_line()}, {THREADS} threads, {args.iterations} IG iterations x "
               f"{args.reps} interleaved reps; load average {load_before[0]:.1f} -> {load_after[0]:.1f} "
               f"on {os.cpu_count()} CPUs; {time.perf_counter() - started:.0f} s")
     print_table(rows, header)

@@ -237,7 +237,8 @@ def cached(path: Path, build: Callable[[], Any], load: Callable[[Path], Any], sa
     if path.exists():
         try:
             value = load(path)
-            reason = problem(value) if problem is not None else None
+            # a state with NaN/Inf would fail every run later, far from here ("observation has NaN")
+            reason = _non_finite(value) or (problem(value) if problem is not None else None)
         except UnreadableFileError as e:
             value, reason = None, str(e).split(": ", 1)[-1]
         if reason is None:
@@ -246,6 +247,21 @@ def cached(path: Path, build: Callable[[], Any], load: Callable[[Path], Any], sa
     value = build()
     save(path, value)
     return value
+
+
+def _non_finite(value, where: str = "") -> str | None:
+    """Where a cached value holds a NaN or Inf tensor, or None."""
+    import torch
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"{where or 'it'} holds NaN or Inf"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def cached_tensors(path: Path, build: Callable[[], Any], what: str, problem=None):

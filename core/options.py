@@ -183,6 +183,22 @@ def check_integer(key: str, value, *, low: int | None = None) -> int:
     return int(value)
 
 
+# Upper bounds of the sizes a user gives, checked when a config loads, before anything is allocated or
+# run: far above any published budget (IG: 24,000 iterations x 8 restarts; ImageNet's 50,000 held-out
+# images), low enough that a typo is refused instead of running for years or being killed for memory.
+# A seed must fit the 64-bit generators after fedleak derives per-batch seeds from it (seed·7919 + batch).
+LIMITS = {"iterations": 10_000_000, "restarts": 1_000, "images": 1_000_000, "seed": 2**32 - 1}
+
+
+def check_size(key: str, value, what: str, low: int = 1) -> int:
+    """An integer in [low, LIMITS[what]], the bound stated in the error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise OptionError(key, f"must be an integer, got {value!r}")
+    if not low <= value <= LIMITS[what]:
+        raise OptionError(key, f"must be in [{low}, {LIMITS[what]:,}], got {value:,}")
+    return int(value)
+
+
 def check_choice(key: str, value, allowed) -> str:
     if value not in allowed:
         raise OptionError(key, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")

@@ -111,14 +111,31 @@ def share_update(defense: Defense, update: list[torch.Tensor], context: ShareCon
     """`defense.share`, checked: a plugin that returns anything but (shared tensors, public dict)
     is named in one line here, not found later as a bare unpacking error in a threat model."""
     result = defense.share(update, context)
+    where = f"defense '{defense.name}' ({type(defense).__module__}.{type(defense).__qualname__})"
     if (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], (list, tuple))
             and all(isinstance(t, torch.Tensor) for t in result[0]) and isinstance(result[1], dict)):
+        _check_shapes(where, update, *result, defense)
         return result
     got = type(result).__name__ if not isinstance(result, tuple) else f"a tuple of {len(result)}: " + ", ".join(
         type(v).__name__ for v in result)
-    raise ConfigError(f"defense '{defense.name}' ({type(defense).__module__}.{type(defense).__qualname__}): share() must "
-                      f"return (shared, public), the list of tensors the client sends and a dict of public metadata; "
-                      f"it returned {got}")
+    raise ConfigError(f"{where}: share() must return (shared, public), the list of tensors the client sends and a dict "
+                      f"of public metadata; it returned {got}")
+
+
+def _check_shapes(where: str, update: list[torch.Tensor], sent, public: dict, defense: Defense) -> None:
+    """One tensor per parameter, each of its shape: as sent, or as the server decodes it (a sketch
+    sends other shapes, and its decode() gives them back). Otherwise the attack would pair the wrong
+    tensors, or silently fewer of them (zip), deep inside the objective."""
+    expected = [tuple(u.shape) for u in update]
+    if [tuple(t.shape) for t in sent] == expected:
+        return
+    decoded = defense.decode(list(sent), public)
+    got = [tuple(t.shape) for t in decoded]
+    if got != expected:
+        shown = lambda shapes: ", ".join(map(str, shapes[:4])) + (f" ... ({len(shapes)} tensors)" if len(shapes) > 4 else "")
+        raise ConfigError(f"{where}: share() must send one tensor per parameter, of the update's shapes (or ones its "
+                          f"decode() maps back to them): expected {len(expected)} tensors {shown(expected)}, "
+                          f"got {len(got)} {shown(got)}")
 
 
 class NoDefense(Defense):

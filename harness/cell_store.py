@@ -1,16 +1,24 @@
 """Finished cells on disk, one folder each, so a matrix resumes and concurrent runs share work.
 
-    <root>/cells/<key>/           a finished cell: run_attack's files + cell.json (written last)
+    <root>/cells/<key>/           a finished cell: run_attack's files + cell.json (written last, with
+                                  the sha256 of every file of the cell: `digests`)
     <root>/cells/<key>.error.json why the last attempt failed (removed once the cell succeeds)
     <root>/.locks/<key>.lock      flock held by the run computing the cell
 
 A cell's folder appears by one rename of a complete staging folder, so a reader (or a crash at
 any point) never sees half a cell; the first of two runs to finish a cell wins, the other's copy
 is dropped. The flock is released by the kernel when its holder dies, SIGKILL included, so an
-interrupted run leaves no stale claim behind."""
+interrupted run leaves no stale claim behind.
+
+Every read of a stored file checks it against the digest written with it: a cell edited after it was
+stored (a score raised, a column renamed) is set aside and computed again with a warning naming the
+file (`discard_unusable`, at the start of a run), or refused with a one-line error where it is
+merged. README's "tampered files are detected" covers the cells this way: without a secret, it
+catches edits, not a forger who rewrites cell.json too."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import uuid
@@ -18,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedleak.core.errors import StorageError, UnreadableFileError
+from fedleak.core.errors import DataError, StorageError, UnreadableFileError
 from fedleak.core.io import atomic_write, json_bytes, load_tensors, log, read_frame, read_json, write_json
 
 CELL_FILE = "cell.json"
@@ -71,7 +79,8 @@ class CellStore:
             staging.mkdir(parents=True)
             for name, data in files.items():
                 atomic_write(staging / name, data)
-            atomic_write(staging / CELL_FILE, json_bytes(record))
+            digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+            atomic_write(staging / CELL_FILE, json_bytes({**record, "digests": digests}))
             try:
                 os.rename(staging, self.cells / key)
             except OSError:
@@ -108,20 +117,39 @@ class CellStore:
         return read_json(self.cells / key / CELL_FILE, "stored cell record")
 
     def rows(self, key: str) -> pd.DataFrame:
-        return read_frame(self.cells / key / "results.parquet", "stored cell results")
+        return self.read(key, "results.parquet")
 
     def read(self, key: str, name: str):
-        """One stored file of a cell, read the safe way its suffix calls for."""
-        return READERS[Path(name).suffix](self.cells / key / name, "stored cell file")
+        """One stored file of a cell, checked against its digest, then read the safe way its suffix
+        calls for; an edited file is a one-line DataError naming it."""
+        path = self.cells / key / name
+        if name != CELL_FILE:
+            self.verify(key, name)
+        return READERS[Path(name).suffix](path, "stored cell file")
+
+    def verify(self, key: str, name: str) -> None:
+        path = self.cells / key / name
+        try:
+            record = self.record(key)
+            expected = record.get("digests", {}).get(name) if isinstance(record, dict) else None
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        except (UnreadableFileError, OSError, AttributeError) as e:
+            raise DataError(f"{path}: cannot check it against its digest ({e})") from None
+        if expected is None:
+            raise DataError(f"{path}: no digest was stored with it (a cell of an older fedleak, or an edited "
+                            f"{CELL_FILE}); delete {path.parent} to compute it again")
+        if actual != expected:
+            raise DataError(f"{path}: does not match the digest stored with it (edited after it was written); "
+                            f"delete {path.parent} to compute it again")
 
     def problem(self, key: str, files: tuple[str, ...]) -> str | None:
-        """Why a stored cell cannot be used (a file missing, truncated, foreign), or None."""
+        """Why a stored cell cannot be used (a file missing, truncated, foreign, edited), or None."""
         for name in (CELL_FILE, *files):
             if not (self.cells / key / name).is_file():
                 return f"{name} is missing"
             try:
                 value = self.read(key, name)
-            except UnreadableFileError as e:
+            except (UnreadableFileError, DataError) as e:
                 return str(e)
             if name.endswith((".json", ".pt")) and not isinstance(value, dict):
                 return f"{self.cells / key / name}: not a table"

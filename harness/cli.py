@@ -111,7 +111,7 @@ def cmd_attack(args) -> int:
     from fedleak.harness.runner import run_attack
     from fedleak.harness.run_folder import check_run_folder
     config = load_config(args.config, parse_overrides(args))
-    check_run_folder(Path(config.output), config.digest(), args.overwrite)
+    check_run_folder(Path(config.output), config.digest(), args.overwrite, "attack")
     result = run_attack(config, progress=progress_enabled(), figures=figure_options(args))
     print_summary(result)
     return failed_images_status(result.rows)
@@ -133,12 +133,14 @@ def failed_images_status(rows) -> int:
 def cmd_demo(args) -> int:
     from fedleak.harness.config import load_config
     from fedleak.harness.runner import run_attack
-    from fedleak.harness.run_folder import check_run_folder
+    from fedleak.harness.run_folder import Owner, check_run_folder, claim_folder
     from fedleak.reports.run_report import write_index
     configs = {preset: load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
                for preset in ("demo-dlg", "demo-ig")}
+    # the demo's folder: its report.md and the two runs' folders
+    claim_folder(Path(args.output), Owner("demo", "demo", "demo"), "overwrite" if args.overwrite else "same")
     for config in configs.values():  # both folders before either run
-        check_run_folder(Path(config.output), config.digest(), args.overwrite)
+        check_run_folder(Path(config.output), config.digest(), args.overwrite, "demo")
     results = []
     for preset, config in configs.items():
         log.info(f"[{preset}] {config.attack.name} on {config.victim.model} / {config.data.name}, "

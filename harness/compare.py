@@ -38,9 +38,16 @@ class Comparison:
     def regressions(self) -> pd.DataFrame:
         return self.table[self.table["regressed"]]
 
+    missing: list[str] = field(default_factory=list)  # judged metrics one run lacks: nothing to judge them on
+
+    @property
+    def unjudged(self) -> pd.DataFrame:
+        """Cells where a judged metric is NaN on either side: unscored is not "no regression"."""
+        return self.table[self.table["unjudged_metrics"] != ""]
+
     @property
     def failed(self) -> bool:
-        return bool(len(self.regressions) or len(self.only_before))
+        return bool(len(self.regressions) or len(self.only_before) or len(self.unjudged) or self.missing)
 
 
 def parse_tolerances(items: list[str]) -> dict[str, float]:
@@ -74,6 +81,12 @@ def compare_results(before: pd.DataFrame, after: pd.DataFrame, tolerance: dict[s
         if missing:
             raise DataError(f"{name}: its results are not a matrix's (no {', '.join(missing)} column)")
     metrics = [m for m in METRICS if m in before.columns and m in after.columns]
+    missing = [f"{m} ({'BEFORE' if m not in before.columns else 'AFTER'} has no {m} column)"
+               for m in tolerance if m in METRICS and (m not in before.columns or m not in after.columns)]
+    for name, frame in (("BEFORE", before), ("AFTER", after)):
+        for m in metrics:
+            if not pd.api.types.is_numeric_dtype(frame[m]) or pd.api.types.is_bool_dtype(frame[m]):
+                raise DataError(f"{name}: its {m} column holds {frame[m].dtype} values, not numbers (edited results?)")
     cells_before = before[IDENTITY].drop_duplicates()
     cells_after = after[IDENTITY].drop_duplicates()
     only_before = _anti_join(cells_before, cells_after)
@@ -84,7 +97,7 @@ def compare_results(before: pd.DataFrame, after: pd.DataFrame, tolerance: dict[s
     for identity, frame in paired.groupby(IDENTITY, sort=False, dropna=False):
         row = dict(zip(IDENTITY, identity))
         row["n_images"] = int(frame["image_index"].nunique())
-        regressed = []
+        regressed, unjudged = [], []
         for m in metrics:
             record = METRICS[m]
             a = _statistic(frame[f"{m}_before"], statistic, record)
@@ -92,15 +105,19 @@ def compare_results(before: pd.DataFrame, after: pd.DataFrame, tolerance: dict[s
             delta = b - a
             row[f"{m}_before"], row[f"{m}_after"], row[f"{m}_delta"] = a, b, delta
             toward_leak = delta if record.larger_leaks else -delta
-            if m in tolerance and toward_leak > tolerance[m]:
+            nan = [side for side in ("before", "after") if frame[f"{m}_{side}"].isna().any()]
+            if m in tolerance and nan:  # a statistic would skip them: an unscored image must not pass
+                unjudged.append(f"{m} NaN {' and '.join(nan)}")
+            elif m in tolerance and toward_leak > tolerance[m]:
                 regressed.append(m)
         row["regressed"] = bool(regressed)
         row["regressed_metrics"] = ", ".join(regressed)
+        row["unjudged_metrics"] = ", ".join(unjudged)
         rows.append(row)
     table = pd.DataFrame(rows, columns=[*IDENTITY, "n_images", *(f"{m}_{s}" for m in metrics for s in ("before", "after", "delta")),
-                                        "regressed", "regressed_metrics"])
+                                        "regressed", "regressed_metrics", "unjudged_metrics"])
     return Comparison(table, metrics, {m: t for m, t in tolerance.items() if m in metrics}, statistic,
-                      only_before, only_after)
+                      only_before, only_after, missing)
 
 
 def compare_folders(before: str | Path, after: str | Path, tolerance: dict[str, float] | None = None,
@@ -114,7 +131,9 @@ def write_comparison(comparison: Comparison, folder: Path, before: str, after: s
     from fedleak.core.io import atomic_write, check_writable
     from fedleak.reports.compare import comparison_document
     from fedleak.reports.document import to_html, to_markdown
+    from fedleak.harness.run_folder import VIEW, Owner, claim_folder
     check_writable(folder, "--output")
+    claim_folder(folder, Owner("compare", "compare", VIEW))  # a view: rewritten, but never over the user's files
     doc = comparison_document(comparison.table, comparison.metrics, comparison.tolerance, comparison.statistic,
                               comparison.only_before, comparison.only_after, before, after)
     paths = folder / "compare.md", folder / "compare.html", folder / "compare.csv"

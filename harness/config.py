@@ -12,9 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedleak.attacks.base import Budget
 from fedleak.core.errors import ConfigError
 from fedleak.core.io import digest, read_toml
-from fedleak.core.options import from_dict, merge_tables, nest_dotted
+from fedleak.core.options import LIMITS, check_size, from_dict, merge_tables, nest_dotted
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import VictimSpec
 
@@ -101,6 +102,12 @@ class RunConfig:
         return digest({k: v for k, v in self.to_dict().items() if k not in ("output", "device")}, 12)
 
     def validate(self) -> "RunConfig":
+        # sizes first, before any list of victims is built or anything allocated (core.options.LIMITS)
+        check_size("seed", self.seed, "seed", low=0)
+        Budget(self.attack.iterations, self.attack.restarts)
+        check_size("data.num_victims", self.data.num_victims, "images")
+        if self.data.victims is not None and len(self.data.victims) > LIMITS["images"]:
+            raise ConfigError(f"data.victims: at most {LIMITS['images']:,} images, got {len(self.data.victims):,}")
         if self.data.batch_size < 1:
             raise ConfigError(f"data.batch_size: must be >= 1, got {self.data.batch_size}")
         if self.data.batch_seed not in ("position", "first"):

@@ -52,6 +52,7 @@ def add_command(sub) -> None:
     offline.add_argument("--std", type=_floats, metavar="S[,S...]", help="per-channel std the clients normalise with")
     offline.add_argument("--image-shape", type=_ints, metavar="C,H,W", help="input shape, where there is no private data")
     offline.add_argument("--output", default="runs/updates-audit")
+    offline.add_argument("--overwrite", action="store_true", help="replace the results a different audit left in --output")
     _add_attack_arguments(offline, knowledge_default=None)
     offline.set_defaults(func=cmd_audit_updates)
 
@@ -114,7 +115,11 @@ def cmd_audit_flower(args) -> int:
 
     from fedleak.harness.logs import progress_enabled
     from fedleak.harness.run_folder import check_run_folder
-    check_run_folder(Path(audit.output), audit.digest(), args.overwrite)
+    check_run_folder(Path(audit.output), audit.digest(), args.overwrite, "audit-flower")
+    if audit.save_updates:  # another run's updates there would be mixed with this one's
+        from fedleak.harness.run_folder import Owner, claim_folder
+        claim_folder(Path(audit.save_updates), Owner("audit-flower", "updates", audit.digest()),
+                     "overwrite" if args.overwrite else "same", flag="--save-updates")
     _print(run_flower_audit(audit, progress=progress_enabled(), ladder=args.ladder))
     return 0
 
@@ -129,7 +134,7 @@ def cmd_audit_updates(args) -> int:
                                app=args.app, run_config=args.run_config,
                                normalisation=None if args.mean is None else (tuple(args.mean), tuple(args.std)),
                                image_shape=None if args.image_shape is None else tuple(args.image_shape),
-                               progress=progress_enabled(), ladder=args.ladder)
+                               progress=progress_enabled(), ladder=args.ladder, overwrite=args.overwrite)
     _print(result)
     return 0
 

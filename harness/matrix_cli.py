@@ -182,12 +182,20 @@ def _compare(before, after, args, folder: Path) -> int:
     comparison = compare_folders(before, after, parse_tolerances(args.tolerance), args.statistic)
     markdown, page, _ = write_comparison(comparison, folder, str(before), str(after))
     regressions = comparison.regressions
-    word = "REGRESSED" if comparison.failed else "no regression"
+    word = "REGRESSED" if len(comparison.regressions) or len(comparison.only_before) else \
+        "NOT JUDGED" if comparison.failed else "no regression"
     print(f"compare: {word}: {len(regressions)} of {len(comparison.table)} cells leak more than the tolerance "
           f"({comparison.statistic} per cell)" + (f", {len(comparison.only_before)} cells missing" if len(comparison.only_before) else "")
           + (f", {len(comparison.only_after)} new" if len(comparison.only_after) else "") + f"  ->  {markdown}")
     if len(regressions):
         print(table_text(delta_table(regressions, comparison.metrics, comparison.tolerance), indent="  "))
+    unjudged = comparison.unjudged
+    if comparison.missing or len(unjudged):
+        print("compare: FAILED: not judged: "
+              + "; ".join([*comparison.missing, *(f"{r['defense_label']} / {r['attack_label']} (seed {r['seed']}): "
+                                                  f"{r['unjudged_metrics']}" for _, r in unjudged.head(5).iterrows())])
+              + (f" and {len(unjudged) - 5} more cells" if len(unjudged) > 5 else "")
+              + " (missing or NaN scores are a failure, not a pass)")
     if os.environ.get("GITHUB_STEP_SUMMARY"):  # the regressions and missing cells; every cell is in the files
         doc = comparison_document(comparison.table, comparison.metrics, comparison.tolerance, comparison.statistic,
                                   comparison.only_before, comparison.only_after, str(before), str(after), every_cell=False)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fedleak.metrics.record import GATED, Metric
 from fedleak.core.io import read_toml
-from fedleak.core.options import from_dict
+from fedleak.core.options import LIMITS, check_size, from_dict
 from fedleak.core.errors import ConfigError
 from fedleak.harness.config import LocalTrainingOptions
 from fedleak.threat_models.victim import VictimSpec
@@ -43,6 +43,11 @@ class BudgetConfig:
     iterations: int | None = None
     restarts: int | None = None
     images: int | None = None   # victims per (dataset, victim, threat model) when [images].indices is empty
+
+    def __post_init__(self):
+        for key in ("iterations", "restarts", "images"):
+            if getattr(self, key) is not None:
+                check_size(key, getattr(self, key), key)
 
     def over(self, base: "BudgetConfig") -> "BudgetConfig":
         return BudgetConfig(*(mine if mine is not None else theirs
@@ -230,6 +235,10 @@ def validate(config: MatrixConfig) -> MatrixConfig:
     for axis in ("attacks", "defenses", "datasets", "victims", "threat_models", "seeds"):
         if not getattr(config, axis):
             raise ConfigError(f"{axis}: empty; the matrix would have no cells")
+    for i, seed in enumerate(config.seeds):
+        check_size(f"seeds[{i}]", seed, "seed", low=0)
+    if len(config.images.indices) > LIMITS["images"]:
+        raise ConfigError(f"images.indices: at most {LIMITS['images']:,} images, got {len(config.images.indices):,}")
     if config.images.batch_size < 1:
         raise ConfigError(f"images.batch_size: must be >= 1, got {config.images.batch_size}")
     if config.images.indices and len(config.images.indices) % config.images.batch_size:

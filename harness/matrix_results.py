@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedleak.core.errors import DataError, UnreadableFileError
-from fedleak.core.io import atomic_write, check_writable, load_tensors, read_frame, read_json, write_json
+from fedleak.core.io import atomic_write, check_writable, read_frame, read_json, write_json
 from fedleak.harness.cell_store import CellStore
 from fedleak.harness.results import write_frame
 from fedleak.harness.utility_task import UTILITY_FILE, UtilityTask
@@ -233,6 +233,7 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None, fig
     from fedleak.core.options import from_dict
     from fedleak.harness.gate import describe_gate, failures_table, gate_failures
     from fedleak.harness.matrix_config import GateConfig
+    from fedleak.harness.run_folder import VIEW, Owner, claim_folder
     from fedleak.reports.document import FigureOptions
     from fedleak.reports.matrix_report import GateOutcome, MatrixView, write_matrix_report
     root = Path(root)
@@ -241,6 +242,7 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None, fig
     results, utility, failed, matrix = read_matrix_outputs(root)
     folder = Path(folder) if folder else root / "report"
     check_writable(folder, "--output")
+    claim_folder(folder, Owner("report", "report", VIEW))  # a view: rewritten, but never over the user's files
     if "cell" not in results.columns:
         raise DataError(f"{root}: results.parquet is not a matrix's (no cell column); run `fedleak matrix` first")
     gate = from_dict(GateConfig, matrix.get("matrix", {}).get("gate", {}), "gate")
@@ -252,7 +254,7 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None, fig
 
     @functools.lru_cache(maxsize=64)
     def cell_images(cell: str) -> dict:
-        return load_tensors(root / "cells" / cell / "images.pt", "stored cell images")
+        return CellStore(root).read(cell, "images.pt")  # checked against its digest
 
     view = MatrixView(results, utility, failed, matrix.get("matrix", {}).get("preset", results["preset"].iloc[0]),
                       outcome, cell_images, tuple(matrix.get("not_applicable", ())), tuple(verdicts),

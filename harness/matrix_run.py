@@ -19,6 +19,7 @@ from fedleak.harness.plugins import load_plugins
 from fedleak.harness.provenance import command
 from fedleak.harness.run_folder import check_matrix_folder
 from fedleak.harness.progress import MatrixProgress
+from fedleak.core.errors import StorageError
 from fedleak.core.io import check_writable
 from fedleak.harness.scheduler import ScheduleResult, run_tasks
 from fedleak.harness.utility_task import UtilityTask
@@ -105,6 +106,9 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
         finally:
             # whatever finished is merged, also when interrupted: the folder is always consistent
             results, verdicts = write_matrix_outputs(output, plan, store)
+    except StorageError as e:  # a full disk: say how the finished cells are kept
+        raise StorageError(f"{e}; the finished cells stay in {output}: the same command goes on from them (after "
+                           f"changing the matrix, --resume keeps them and --overwrite drops them)") from None
     finally:
         bar.close()
     return MatrixRun(matrix, output, plan.cells, plan.utility, schedule, results, not_applicable=plan.not_applicable,

@@ -36,6 +36,25 @@ def loopback_ray():
             os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A cluster's head answers within `timeout`, or one line says it does not. ray.init itself
+    retries an unreachable head for minutes, printing warnings, before it gives up."""
+    import socket
+    if address in ("auto", "local"):
+        return  # Ray finds the address itself (a running local instance, RAY_ADDRESS)
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected host:port (or ray://host:port, or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"--address {address}: no Ray head answers there within {timeout:g} s "
+                          f"({e.strerror or type(e).__name__})") from None
+
+
 class RayBackend:
     def __init__(self, setup: WorkerSetup, workers: int | None, address: str | None):
         try:
@@ -45,6 +64,8 @@ class RayBackend:
         self.ray = ray
         self.started_here = not ray.is_initialized()
         if self.started_here:
+            if address is not None:
+                check_reachable(address)
             try:
                 # address None starts a private local instance (on loopback); "auto" or host:port joins a cluster
                 with loopback_ray() if address is None else contextlib.nullcontext():

@@ -43,6 +43,9 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
     check_applies(threat.name, attack)
     budget = Budget(config.attack.iterations, config.attack.restarts)
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
+    if config.data.victims is None and config.data.num_victims > len(data.victim_images):
+        raise ConfigError(f"data.num_victims: {config.data.num_victims:,} victims asked, but '{data.name}' holds "
+                          f"{len(data.victim_images)} (0..{len(data.victim_images) - 1})")
     indices = config.data.victim_indices()
     data.victims(indices)  # an index out of range is said now, not after the victim trained
     victim = threat.build_victim(config.victim, data, defense, progress=progress).to(device)

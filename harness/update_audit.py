@@ -23,6 +23,7 @@ import torch
 from fedleak.attacks import Budget, build_attack
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import digest
+from fedleak.core.options import check_size
 from fedleak.defenses.base import NoDefense
 from fedleak.harness.plugins import import_user_module
 from fedleak.harness.results import ResultLog, RunResult, attack_and_score
@@ -55,6 +56,8 @@ class AttackSettings:
     def __post_init__(self):
         if self.shares not in SHARES:
             raise ConfigError(f"shares: expected one of {', '.join(SHARES)}, got {self.shares!r}")
+        check_size("--seed", self.seed, "seed", low=0)  # before any update is read
+        Budget(self.iterations, self.restarts)
 
 
 @dataclass
@@ -219,7 +222,7 @@ def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
 def run_updates_audit(directory: str, settings: AttackSettings, output: str, model: str | None = None,
                       hooks: str | None = None, app: str | None = None, run_config: str | None = None,
                       normalisation: tuple | None = None, image_shape: tuple[int, ...] | None = None,
-                      progress: bool = False, ladder: bool = False) -> UpdatesAuditResult:
+                      progress: bool = False, ladder: bool = False, overwrite: bool = False) -> UpdatesAuditResult:
     """`fedleak audit-updates DIR`: attack saved client updates offline, no simulation. The model
     comes from `model` ("module:factory") or the hooks' build_model; the run config, where hooks
     take one, from the app folder as audit-flower reads it."""
@@ -248,7 +251,6 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
     if settings.knowledge is None:
         settings = replace(settings, knowledge="informed" if auditor.has("private_data") else "parameter_aware")
     plan_attack(auditor, settings)  # before reading every file
-    updates = load_updates(directory)
     provenance = {"config": {"updates": str(directory), "model": model, "hooks": hooks, "app": app, "run_config": run_config,
                              **asdict(settings)},
                   "dataset": auditor.value("DATASET", "saved-updates"), "model": auditor.value("MODEL"),
@@ -256,6 +258,9 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
     if ladder:
         from fedleak.harness.ladder import plan_ladder, run_ladder
         plan_ladder(auditor, settings)
+    from fedleak.harness.run_folder import check_run_folder
+    check_run_folder(out, settings_digest(settings, provenance), overwrite, "audit-updates")
+    updates = load_updates(directory)
     result = attack_updates(updates, auditor, settings, out, provenance, image_shape, progress)
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)

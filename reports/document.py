@@ -114,17 +114,36 @@ class Document:
         self.blocks.extend(blocks)
 
 
+# Markdown that a name could carry (a defense label, an attack or user plugin's name, a folder):
+# emphasis, code, links and images, raw HTML, table pipes. An underscore inside a word is no markup
+# (snake_case stays readable); one at a word's edge is.
+_MARKUP = re.compile(r"([\\`*\[\]<>|])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md_text(value) -> str:
+    """`value` as literal Markdown text: its markup characters escaped."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), str(value))
+
+
+def md_code(value) -> str:
+    """`value` as a Markdown code span whatever backticks it holds (a longer fence, CommonMark §6.1)."""
+    text = str(value).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def to_markdown(doc: Document, folder: Path) -> str:
-    lines = [f"# {doc.title}", ""]
+    lines = [f"# {md_text(doc.title)}", ""]
     for block in doc.blocks:
         if isinstance(block, Heading):
-            lines += [f"{'#' * block.level} {block.text}", ""]
+            lines += [f"{'#' * block.level} {md_text(block.text)}", ""]
         elif isinstance(block, Paragraph):
             lines += [block.text, ""]
         elif isinstance(block, Table):
             lines += _markdown_table(block.header, block.rows)
         elif isinstance(block, Image):
-            lines += [f"![{block.alt}]({block.path.relative_to(folder).as_posix()})", ""]
+            lines += [f"![{md_text(block.alt)}]({block.path.relative_to(folder).as_posix()})", ""]
         elif isinstance(block, Gallery):
             lines += ["Each image's reconstructions, scores and attack losses: open it in `report.html`.", ""]
             lines += _markdown_table(block.header, [v.summary for v in block.views])
@@ -132,8 +151,8 @@ def to_markdown(doc: Document, folder: Path) -> str:
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    cell = lambda s: str(s).replace("|", "\\|")
-    return (["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    cell = md_text  # the rows carry names; the header is fedleak's own words
+    return (["| " + " | ".join(str(h).replace("|", "\\|") for h in header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(map(cell, row)) + " |" for row in rows] + [""])
 
 

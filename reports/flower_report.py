@@ -3,6 +3,7 @@ the run report (grid, summary, per image) plus one line per client update; witho
 reconstructions and the attack's own losses only, since there is nothing to score against."""
 from __future__ import annotations
 
+from fedleak.reports.document import md_code, md_text
 from fedleak.core.io import atomic_write
 from fedleak.reports.grid import save_grid
 from fedleak.reports.run_report import write_run_report
@@ -15,13 +16,13 @@ def write_flower_report(result) -> None:
     if not result.scored:
         save_grid([(first["attack"], result.reconstructions)], result.directory / "grid.png",
                   [[f"r{r} n{n}" for r, n in zip(frame["round"], frame["client_id"])]], max_columns=32)
-        header = [f"# {first['attack']} on {frame.groupby(['round', 'client_id']).ngroups} recorded client updates", "",
+        header = [f"# {md_text(first['attack'])} on {frame.groupby(['round', 'client_id']).ngroups} recorded client updates", "",
                   f"Threat model `{first['threat_model']}`, {first['iterations']} iterations × {first['restarts']} "
                   f"restarts, device `{first['device']}`, config `{first['config_hash']}`.", "",
                   "No ground truth (no `private_data` hook): the reconstructions and the attack's own matching loss "
                   "only, no scores. A low matching loss says the attack explains the update, not that the images "
                   "are right.", "", "![reconstructions](grid.png)"]
-    source = f"Flower app `{first['flower_server_app']}` + `{first['flower_client_app']}`; " \
+    source = f"Flower app {md_code(first['flower_server_app'])} + {md_code(first['flower_client_app'])}; " \
         if "flower_server_app" in frame else "Saved updates; "
     lines = ["", "## Per client update", "", source + "what the server saw in each round, attacked on its own. "
              "`replay exact`: whether fedleak's replay of the local training the attacker was told, run on the "

@@ -13,7 +13,7 @@ import pandas as pd
 
 from fedleak.core.io import atomic_write
 from fedleak.metrics.record import METRICS, REPORTED, direction_note
-from fedleak.reports.document import (Document, FigureOptions, Heading, Image, Paragraph, Table, to_html,
+from fedleak.reports.document import (Document, FigureOptions, Heading, Image, Paragraph, Table, md_code, md_text, to_html,
                                       to_markdown)
 from fedleak.reports.heatmap import CMAP, colour, save_heatmap, scale_note
 from fedleak.reports.image_views import image_gallery
@@ -123,7 +123,8 @@ def _context_section(number: int, context: dict, frame: pd.DataFrame, utility: p
     blocks += [Heading("What each defense buys", 3), verdict_table(verdicts, by_label), Paragraph(VERDICT_NOTE)]
     for v in verdicts:
         if v.reasons:
-            blocks.append(Paragraph(f"`{v.defense_label}`: {v.status or 'not gated'}: {'; '.join(v.reasons)}."))
+            blocks.append(Paragraph(f"{md_code(v.defense_label)}: {v.status or 'not gated'}: "
+                                    f"{md_text('; '.join(v.reasons))}."))
     references = [r for label, r in by_label.items() if label not in {v.defense_label for v in verdicts}]
     if references:
         columns = [c for c in ("accuracy", "accuracy_drop", "epsilon", "bytes_sent") if c in references[0]]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fedleak.core.io import atomic_write
 from fedleak.metrics.record import METRICS, PSNR
+from fedleak.reports.document import md_code, md_text
 from fedleak.reports.grid import save_grid
 
 
@@ -18,9 +19,10 @@ def write_run_report(result, extra: list[str] = (), figures=None) -> None:
                               "gradient_loss") if c in frame]]
     save_grid([("ground truth", result.ground_truth), (first["attack"], result.reconstructions)],
               out / "grid.png", captions, figures=figures, data=data)
-    lines = [f"# {first['attack']} vs {first['defense']} — {first['dataset']} / {first['model']} ({first['victim_state']})", "",
-             f"Threat model `{first['threat_model']}`, B={first['batch_size']}, {first['iterations']} iterations × "
-             f"{first['restarts']} restarts, device `{first['device']}`, config `{first['config_hash']}`.", "",
+    title = f"{first['attack']} vs {first['defense']} — {first['dataset']} / {first['model']} ({first['victim_state']})"
+    lines = [f"# {md_text(title)}", "",
+             f"Threat model {md_code(first['threat_model'])}, B={first['batch_size']}, {first['iterations']} iterations × "
+             f"{first['restarts']} restarts, device {md_code(first['device'])}, config `{first['config_hash']}`.", "",
              "| metric | median | mean | best | worst |", "|---|---|---|---|---|"]
     for m in METRICS.values():
         if m.name not in frame:  # psnr_over_label exists only where a matrix measured the label baseline
@@ -46,7 +48,7 @@ def write_index(results, directory) -> Path:
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         f, name = r.rows, r.directory.name
-        lines.append(f"| [{name}]({name}/report.md) | {f['attack'].iloc[0]} | {f['model'].iloc[0]} | {len(f)} | "
+        lines.append(f"| [{md_text(name)}]({name}/report.md) | {md_text(f['attack'].iloc[0])} | {md_text(f['model'].iloc[0])} | {len(f)} | "
                      f"{f['psnr'].median():.2f} | {f['ssim'].median():.3f} | {f['lpips'].median():.3f} | {f['label_correct'].mean():.0%} |")
     lines += [""] + [f"![{r.directory.name}]({r.directory.name}/grid.png)" for r in results]
     path = directory / "report.md"

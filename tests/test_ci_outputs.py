@@ -172,6 +172,36 @@ def test_compare_bad_inputs_are_one_line(gated_run, tmp_path, capsys):
     assert len(err) == 3 and all(line.startswith("fedleak: error:") for line in err)
 
 
+def test_compare_fails_where_the_new_scores_are_nan_or_missing(gated_run, tmp_path, capsys):
+    """Issue 19 defect 1: every score of AFTER NaN said "no regression", rc 0."""
+    _, out, _, _ = gated_run
+    after = tmp_path / "after"
+    shutil.copytree(out, after)
+    rows = pd.read_parquet(after / "results.parquet")
+    rows[["psnr", "ssim", "lpips", "mse"]] = float("nan")
+    rows.to_parquet(after / "results.parquet")
+    capsys.readouterr()
+    assert main(["compare", str(out), str(after)]) == 1
+    printed = capsys.readouterr().out
+    assert "no regression" not in printed and "psnr NaN after" in printed and STRONG in printed
+    rows.drop(columns=["psnr"]).to_parquet(after / "results.parquet")
+    assert main(["compare", str(out), str(after), "--tolerance", "ssim=none", "--tolerance", "lpips=none"]) == 1
+    assert "AFTER has no psnr column" in capsys.readouterr().out
+
+
+def test_compare_on_string_scores_is_one_line(gated_run, tmp_path, capsys):
+    _, out, _, _ = gated_run
+    after = tmp_path / "after"
+    shutil.copytree(out, after)
+    rows = pd.read_parquet(after / "results.parquet")
+    rows["psnr"] = rows["psnr"].astype(str)
+    rows.to_parquet(after / "results.parquet")
+    capsys.readouterr()
+    assert main(["compare", str(out), str(after)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "psnr column holds" in err and "not numbers" in err
+
+
 def test_documented_job_runs_commands_that_exist():
     """Every fedleak command line of docs/ci.md's workflow parses with the real parser (no stale flag)."""
     import shlex

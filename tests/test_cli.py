@@ -93,3 +93,31 @@ def test_attack_writes_rows_grid_and_report(tmp_path):
     assert (out / "grid.png").stat().st_size > 1000
     assert "median" in (out / "report.md").read_text()
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--victims", "1000000000"], "data.num_victims: must be in [1, 1,000,000], got 1,000,000,000"),
+    (["--victims", "200000"], "data.num_victims: 200,000 victims asked, but 'digits' holds"),
+    (["--iterations", "100000000000000000000"], "attack.iterations: must be in [1, 10,000,000]"),
+    (["--set", "attack.iterations=1e20"], "attack.iterations: expected int"),
+    (["--seed", str(2**70)], "seed: must be in [0, 4,294,967,295]"),
+    (["--set", f"seed={2**70}"], "seed: must be in [0, 4,294,967,295]"),
+    (["--restarts", "1000000000000"], "attack.restarts: must be in [1, 1,000]"),
+])
+def test_sizes_are_checked_before_anything_is_allocated(capsys, tmp_path, args, message):
+    """Issue 19 defect 5: a billion victims built the index list and was killed for memory; huge
+    iterations and seeds gave tracebacks; a trillion restarts ran."""
+    code, err = run_cli(capsys, "attack", "--attack", "idlg", "--model", "mlp", "--output", str(tmp_path / "out"),
+                        "--iterations", "2", "--victims", "1", "-q", *args)
+    assert code == 2 and err.startswith("fedleak: error:") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "results.parquet").exists()
+
+
+def test_matrix_sizes_are_checked_on_load(tmp_path):
+    from fedleak.core.errors import ConfigError
+    from fedleak.harness.matrix_config import matrix_from_dict
+    base = {"attacks": [{"name": "idlg"}], "defenses": [{"name": "none"}]}
+    with pytest.raises(ConfigError, match=r"seeds\[1\]: must be in \[0, 4,294,967,295\]"):
+        matrix_from_dict({**base, "seeds": [0, 2**70]})
+    with pytest.raises(ConfigError, match=r"budgets.ci.restarts: must be in \[1, 1,000\]"):
+        matrix_from_dict({**base, "budgets": {"ci": {"restarts": 10**12}}})

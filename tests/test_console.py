@@ -196,3 +196,70 @@ def test_a_different_matrix_into_a_used_folder_refuses(tmp_path, capsys):
         if path.name != "cells":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert run(two) == 0
+
+
+def test_a_folder_of_the_users_own_files_is_refused_whatever_the_flags(tmp_path, capsys):
+    """Issue 19 defect 3: a folder holding the user's own report.md/results.csv is not fedleak's."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my notes\n")
+    (out / "results.csv").write_text("a,b\n1,2\n")
+    base = ["attack", "--attack", "idlg", "--model", "mlp", "--set", "victim.options.width=8", "--victims", "1", "-q",
+            "--iterations", "2", "--output", str(out)]
+    for flags in ([], ["--overwrite"]):
+        capsys.readouterr()
+        assert main([*base, *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "holds files fedleak did not write (report.md, results.csv)" in err
+    assert (out / "report.md").read_text() == "my notes\n" and (out / "results.csv").read_text() == "a,b\n1,2\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "results.csv"]
+
+
+def test_every_writing_command_refuses_another_commands_folder(tmp_path, capsys):
+    """One rule: a run's folder given to a matrix (and back) says which flag applies."""
+    from test_matrix import smoke_matrix, write_toml
+    out = str(tmp_path / "out")
+    attack = ["attack", "--attack", "idlg", "--model", "mlp", "--set", "victim.options.width=8", "--victims", "1", "-q",
+              "--iterations", "2", "--output", out]
+    assert main(attack) == 0
+    config = write_toml(tmp_path / "one.toml", smoke_matrix(images={"indices": [1]}, defenses=[{"name": "none"}]))
+    capsys.readouterr()
+    assert main(["matrix", str(config), "--workers", "0", "-q", "--output", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds the results of `fedleak attack`, not of `fedleak matrix`; pass --overwrite" in err
+    assert main(["matrix", str(config), "--workers", "0", "-q", "--output", out, "--resume"]) == 2  # not a matrix
+    assert main(["matrix", str(config), "--workers", "0", "-q", "--output", out, "--overwrite"]) == 0
+    assert not (tmp_path / "out" / "images.pt").exists()
+    capsys.readouterr()
+    assert main(attack) == 2
+    assert "holds the results of `fedleak matrix`, not of `fedleak attack`" in capsys.readouterr().err
+
+
+def test_after_a_full_disk_the_same_matrix_command_goes_on(tmp_path, capsys, monkeypatch):
+    """Issue 19 defect 4: a matrix stopped by a full disk after its first results were merged (no
+    matrix.json yet) is taken up by the same command, its finished cells kept; the message says so."""
+    import errno
+
+    import fedleak.harness.matrix_results as matrix_results
+    from fedleak.core.errors import StorageError
+    from test_matrix import smoke_matrix, write_toml
+    config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1]}, defenses=[{"name": "none"}]))
+    out = tmp_path / "out"
+    real = matrix_results.write_json
+
+    def full_disk(path, value, *a, **k):
+        if Path(path).name == "matrix.json":
+            raise StorageError(f"cannot write {path}: {os.strerror(errno.ENOSPC)} (free some space and run the same "
+                               "command again; finished results are kept)")
+        return real(path, value, *a, **k)
+    monkeypatch.setattr(matrix_results, "write_json", full_disk)
+    run = lambda *flags: main(["matrix", str(config), "--workers", "0", "-q", "--output", str(out), *flags])
+    assert run() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run the same command again" in err and "--resume" in err
+    assert (out / "results.parquet").is_file() and not (out / "matrix.json").exists()
+    cells = sorted(p.name for p in (out / "cells").iterdir() if not p.name.startswith("."))
+    monkeypatch.undo()
+    assert run() == 0
+    assert " 0 computed" in capsys.readouterr().out  # every finished cell reused
+    assert sorted(p.name for p in (out / "cells").iterdir() if not p.name.startswith(".")) == cells

@@ -1,6 +1,10 @@
 """The fast gradient-matching path (threat_models.fast_replay.fast_replay_model,
 attacks.objective.FastGradientMatcher, the gradient tape and IG's restarts as one batch) must compute
 the same objective and gradients as the plain path it replaces."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -187,3 +191,45 @@ def test_bf16_falls_back_to_float32_where_the_fast_replay_cannot_run(digits):
     with pytest.warns(UserWarning, match="float32"):
         matcher = FastGradientMatcher(obs, victim.model, k, precision="bf16")
     assert matcher.precision == "fp32" and not matcher.fast
+
+
+def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(monkeypatch, caplog):
+    """An AVX2-only CPU emulates bfloat16 (measured 10-30x slower than float32): `auto` runs float32
+    there with a note, and an explicit bf16 is kept with one warning per process."""
+    import warnings
+
+    from fedleak.attacks import precision as p
+    amd_avx512 = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    assert p.cpu_bf16_native("AVX512", amd_avx512)
+    assert p.cpu_bf16_native("AMX", frozenset({"amx_bf16", "amx_tile"}))
+    assert not p.cpu_bf16_native("AVX512", frozenset({"avx2", "avx512f"}))  # AVX-512 without its bf16 extension
+    assert not p.cpu_bf16_native("AVX2", amd_avx512)  # ATEN_CPU_CAPABILITY=avx2: the AVX-512 kernels are not used
+    assert not p.cpu_bf16_native("DEFAULT", None, probe_ratio=0.5)
+    assert p.cpu_bf16_native("AVX512", None, probe_ratio=0.8) and not p.cpu_bf16_native("AVX512", None, 3.0)
+    assert p.choose_precision("auto", "cpu", True) == ("bf16", None)
+    chosen, note = p.choose_precision("auto", "cpu", False)
+    assert chosen == "fp32" and "float32" in note and "\n" not in note
+    assert p.choose_precision("fp32", "cpu", True) == ("fp32", None)
+    chosen, warning = p.choose_precision("bf16", "cpu", False)
+    assert chosen == "bf16" and "slower" in warning
+
+    monkeypatch.setattr(p, "native_bf16", lambda device_type: False)
+    monkeypatch.setattr(p, "_said", set())
+    with caplog.at_level("INFO", logger="fedleak"):
+        assert p.resolve_precision("auto") == "fp32" and p.resolve_precision("auto") == "fp32"
+    assert [r.getMessage() for r in caplog.records].count(note) == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert p.resolve_precision("bf16") == "bf16" and p.resolve_precision("bf16") == "bf16"
+    assert len(caught) == 1 and "slower" in str(caught[0].message)
+    from fedleak.attacks import build_attack
+    build_attack("ig", precision="auto")  # a valid option
+
+
+def test_precision_auto_reads_an_avx2_capped_cpu_as_without_bf16():
+    """The machine itself, capped to AVX2 as ATen and oneDNN allow: `auto` picks float32."""
+    code = ("import torch; from fedleak.attacks.precision import native_bf16, resolve_precision; "
+            "print(torch.backends.cpu.get_cpu_capability(), native_bf16('cpu'), resolve_precision('auto'))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["AVX2", "False", "fp32"]

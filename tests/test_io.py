@@ -203,6 +203,25 @@ def test_tampered_victim_cache_is_rebuilt_once(digits, marker, caplog):
         assert not _warnings(caplog)
 
 
+def test_a_nan_victim_cache_entry_is_named_and_rebuilt(digits, caplog):
+    """Issue 19 defect 8: a cached state with NaN weights failed every run with "observation from
+    client 0 has NaN", never naming (or rebuilding) the cache file."""
+    from fedleak.defenses import NoDefense
+    from fedleak.threat_models.victim import VictimSpec, _cache_key, build_victim
+    spec = VictimSpec(model="mlp", options={"width": 8, "depth": 1}, rounds=1, clients=2, local_batch_size=500, seed=12)
+    first = build_victim(spec, digits)
+    entry = cache_dir() / "victims" / f"{_cache_key(spec, digits, NoDefense())}.pt"
+    state = torch.load(entry, weights_only=True)
+    name = next(iter(state["params"]))
+    state["params"][name] = torch.full_like(state["params"][name], float("nan"))
+    torch.save(state, entry)
+    caplog.clear()
+    again = build_victim(spec, digits)
+    assert all(torch.equal(again.params[k], first.params[k]) for k in first.params)
+    (warning,) = _warnings(caplog)
+    assert str(entry) in warning and f"params.{name} holds NaN or Inf" in warning and "rebuilding" in warning
+
+
 @pytest.mark.parametrize("kind", ["hyperfl-victims", "vfl-victims", "hyperfl-fedavg-baseline"])
 def test_tampered_protocol_cache_is_rebuilt(marker, caplog, kind):
     from fedleak.threat_models.cache import cached
@@ -264,6 +283,28 @@ def test_tampered_stored_cell_is_computed_again_once(tmp_path, marker, caplog, n
     caplog.clear()
     third = run_matrix(matrix, out, workers=0, progress=False)
     assert third.schedule.computed == [] and third.schedule.reused == len(first.schedule.computed) and not _warnings(caplog)
+
+
+def test_a_well_formed_but_edited_cell_is_computed_again_and_never_merged(tmp_path, caplog):
+    """Issue 19 defect 7: a cell's results.parquet with psnr set to 99 (and one with renamed columns)
+    was merged into the results and verdicts."""
+    import pandas as pd
+    from fedleak.core.errors import DataError
+    from fedleak.harness.cell_store import CellStore
+    from fedleak.harness.matrix_run import run_matrix
+    matrix, out = _one_cell_matrix(), tmp_path / "m"
+    first = run_matrix(matrix, out, workers=0, progress=False)
+    (key,) = [k for k in first.schedule.computed if (out / "cells" / k / "images.pt").exists()]
+    path = out / "cells" / key / "results.parquet"
+    for edit in (lambda rows: rows.assign(psnr=99.0), lambda rows: rows.rename(columns={"psnr": "PSNR"})):
+        edit(pd.read_parquet(path)).to_parquet(path)
+        with pytest.raises(DataError, match=f"{path}: does not match the digest stored with it"):
+            CellStore(out).rows(key)  # the merge's read
+        caplog.clear()
+        again = run_matrix(matrix, out, workers=0, progress=False)
+        assert again.schedule.computed == [key] and str(path) in _warnings(caplog)[0]
+        assert 99.0 not in set(again.results["psnr"]) and "PSNR" not in again.results.columns
+        assert again.results[["psnr", "lpips"]].equals(first.results[["psnr", "lpips"]])
 
 
 def test_tampered_stored_utility_is_measured_again(tmp_path, marker, caplog, monkeypatch):

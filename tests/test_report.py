@@ -180,3 +180,17 @@ def test_html_page_in_headless_chromium(matrix_folder, tmp_path):
 def _grey(png: bytes) -> np.ndarray:
     from PIL import Image
     return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+
+
+def test_names_in_a_report_are_text_not_markup(tmp_path):
+    """Issue 19 defect 8: report.md carried raw markup from names (a defense label, a plugin's name)."""
+    from fedleak.reports.document import Document, Heading, Paragraph, Table, md_code, to_markdown
+    name = "<img src=x onerror=alert(1)> **strong** [click](http://x) `tick` a|b _edge_ snake_case"
+    doc = Document(f"run of {name}")
+    doc.add(Heading(name), Table(["defense", "psnr"], [[name, "12.00"]]), Paragraph(f"{md_code(name)}: gated"))
+    text = to_markdown(doc, tmp_path)
+    import re
+    for raw in ("<img", r"\*\*strong", r"\[click", r"\|b", " _edge_"):
+        assert not re.search(r"(?<!\\)" + raw, text.replace(md_code(name), "")), raw
+    assert r"\<img src=x onerror=alert(1)\> \*\*strong\*\* \[click\](http://x) \`tick\` a\|b \_edge\_ snake_case" in text
+    assert md_code("a `b` c") == "``a `b` c``" and md_code("`x") == "`` `x ``"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from fedleak.core.errors import DataError, UnreadableFileError
 from fedleak.core.io import atomic_write, read_npz
 
 FORMAT = "fedleak-client-update/1"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -60,12 +62,27 @@ def load_updates(directory: str | Path) -> list[ClientUpdate]:
     if not files:
         raise DataError(f"{directory}: no saved client updates (expected {directory / 'updates'}/*.npz, written by a "
                         "recording tap with save_to=, or by audit-flower --save-updates)")
-    updates = []
+    updates, seen = [], {}
     for path in files:
         sent, meta = _read(path)
+        # the global is named by its content's sha256: anything else could point outside the folder
+        if not isinstance(meta.get("global"), str) or not SHA256.fullmatch(meta["global"]):
+            raise DataError(f"{path}: its global reference {meta.get('global')!r} is not a sha256 (files under "
+                            f"{directory / 'globals'} only)")
         global_path = directory / "globals" / f"{meta['global']}.npz"
         if not global_path.is_file():
             raise DataError(f"{path}: its global arrays {global_path} are missing")
+        for key in ("round", "node", "num_examples"):
+            if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
+                raise DataError(f"{path}: metadata {key} must be an integer, got {meta.get(key)!r}")
+        if meta["num_examples"] <= 0:
+            raise DataError(f"{path}: num_examples must be >= 1 (the images the client trained on), got "
+                            f"{meta['num_examples']}")
+        key = (meta["round"], meta["node"])
+        if key in seen:  # one client answers once per round: two files are two runs mixed, not one update
+            raise DataError(f"{directory}: two saved updates for round {key[0]} node {key[1]}: {seen[key].name} and "
+                            f"{path.name} (updates of two runs in one folder?)")
+        seen[key] = path
         received, _ = _read(global_path)
         updates.append(ClientUpdate(meta["node"], meta["round"], sent, received, meta["num_examples"], meta["metrics"],
                                     meta["partition_id"], meta["num_partitions"]))
