@@ -1,8 +1,10 @@
 """The budget check (issue #12, item 2; AutoAttack's lesson that a verdict is only as good as the
-budget behind it): for every gated verdict, the attack that won most of its images runs again on
-the same images and seeds with `gate.budget_factor`× its iterations and restarts. If that raises
-the gated statistic by more than `gate.budget_tolerance` dB the verdict is unconverged and the
-gate fails closed (harness.verdict).
+budget behind it): for every gated verdict, every attack row (attack × mode) that ran against it runs
+again on the same images and seeds with `gate.budget_factor`× its iterations and restarts: any of
+them can change the verdict (under the worst-image statistic an attack that wins no image today can
+win one with more budget, issue #20). If that raises the gated statistic by more than
+`gate.budget_tolerance` dB the verdict is unconverged and the gate fails closed (harness.verdict); a
+row whose rerun repeats its numbers exactly is iteration-free (an analytic read-out), not "converged".
 
 The check's cells are ordinary cells (keyed, stored and resumed like every other; their labels
 carry `check = "budget"`), created as soon as every cell of their verdict is done, so they run
@@ -13,7 +15,7 @@ import json
 from dataclasses import replace
 
 from fedleak.harness.matrix import Cell, cell_key, cell_output
-from fedleak.harness.verdict import CONTEXT, gated, strongest_rows
+from fedleak.harness.verdict import CONTEXT, gated
 
 BUDGET_CHECK = "budget"
 
@@ -32,7 +34,8 @@ class BudgetCheck:
     whose cells are all done (stored, or failed: their verdict says the budget check did not run)."""
 
     def __init__(self, cells: list[Cell], gate, rows_of):
-        """`rows_of(cells, store)`: the stored rows of those cells, named like merged results."""
+        """`rows_of(cells, store)`: the stored rows of those cells, named like merged results (kept for
+        callers; every finished cell is rerun, whatever its rows say)."""
         self.gate, self.rows_of = gate, rows_of
         self.groups: dict[tuple, list[Cell]] = {}
         if gate is not None and gate.enabled and gate.budget_factor > 1:
@@ -51,18 +54,15 @@ class BudgetCheck:
             if key in self.issued or not all(store.done(c.key) or store.error(c.key) for c in group):
                 continue
             done = [c for c in group if store.done(c.key)]
-            self.issued[key] = self.expand(group, self.rows_of(done, store)) if done else []
+            self.issued[key] = self.expand(done)
             new += self.issued[key]
         return new
 
-    def expand(self, group: list[Cell], rows) -> list[Cell]:
-        """The strongest attack row's cells again, with budget_factor× iterations and restarts."""
-        attack, adaptive = strongest_rows(rows)
+    def expand(self, group: list[Cell]) -> list[Cell]:
+        """Every finished cell of the verdict again, with budget_factor× iterations and restarts."""
         factor = self.gate.budget_factor
         out = []
         for cell in group:
-            if cell.labels["attack_label"] != attack or cell.labels["adaptive"] != adaptive:
-                continue
             a = cell.config.attack
             config = replace(cell.config, attack=replace(a, iterations=a.iterations * factor, restarts=a.restarts * factor))
             key = cell_key(config.digest(), cell.code)

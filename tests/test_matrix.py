@@ -68,7 +68,7 @@ def test_expansion_covers_every_axis_once_with_config_digests():
         assert cell.config.threat_model.knowledge["defense"] is cell.labels["adaptive"]
         assert cell.config.output == f"cells/{cell.key}"
         assert cell.config.data.victims == [1, 2] and cell.config.data.batch_size == 1
-        assert cell.config.data.batch_seed == "first"  # an image's result does not depend on its cell-mates
+        assert cell.config.data.batch_seed == "image"  # an image's result does not depend on its cell-mates
     assert {c.labels["defense_label"] for c in cells} == {"none", "prune (ratio=0.1)", "prune (ratio=0.5)"}
     assert not any(c.labels["adaptive"] for c in cells if c.config.defense.name == "none")
     assert [c.key for c in expand(matrix)] == [c.key for c in cells]  # stable across expansions
