@@ -280,7 +280,8 @@ def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
 def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, defense, passes):
     table = smoke_matrix(images={"indices": [2, 3]}, victims=[{"model": "lenet"}],
                          attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 6}}}],
-                         defenses=[defense], gate={"max_psnr": 18.0, "min_images": 2})
+                         # none: the positive control (a verdict holds only where the attacks work undefended)
+                         defenses=[{"name": "none"}, defense], gate={"max_psnr": 18.0, "min_images": 2})
     config = write_toml(tmp_path / "gate.toml", table)
     status = main(["matrix", str(config), "--gate", "--workers", "0", "--quiet", "--output", str(tmp_path / "out")])
     printed = capsys.readouterr().out

@@ -261,15 +261,17 @@ def test_every_image_gets_its_own_round_seed_and_keeps_it_in_any_cell():
     config = RunConfig(data=DataConfig(victims=[3, 5], num_victims=2, batch_seed="image"), seed=0)
     seeds = [batch_seeds(config, n, [i]) for n, i in enumerate([3, 5])]
     assert seeds[0][1] != seeds[1][1] and seeds[0][0] == seeds[1][0] == 0   # one client, a round seed per image
+    assert seeds[0][2] != seeds[1][2] and max(s[2] for s in seeds) * 1009 < 2 ** 32   # GGL's numpy seed
     assert batch_seeds(config, 7, [5]) == seeds[1]                          # whichever position it holds
-    assert batch_seeds(RunConfig(data=DataConfig(batch_seed="image"), seed=1), 0, [3]) != seeds[0]
+    other = batch_seeds(RunConfig(data=DataConfig(batch_seed="image"), seed=1), 0, [3])
+    assert other[1] not in {s[1] for s in seeds}
     # a randomised defense draws afresh per image: DP's noise under the two images' seeds differs
     import torch
     from fedleak.defenses import build_defense
     from fedleak.defenses.base import ShareContext
     dp = build_defense("dp", sigma=1.0, clip=1.0, mode="update")
     update = [torch.zeros(64)]
-    draws = [dp.share(update, ShareContext(["w"], 1, client, 0, seed))[0][0] for client, seed in seeds]
+    draws = [dp.share(update, ShareContext(["w"], 1, client, 0, seed))[0][0] for client, seed, _ in seeds]
     assert not torch.equal(draws[0], draws[1])
 
 
