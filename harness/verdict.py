@@ -230,7 +230,7 @@ def _judge(verdict: Verdict, per_image: pd.DataFrame, gate) -> Verdict:
         missed = round((1 - verdict.control_recovered) * verdict.n_images)
         reasons.append(f"the attacks do not succeed here without a defense: undefended, {missed} of these "
                        f"{verdict.n_images} images are not recovered ({RECOVERED_TEXT})")
-    if gate.budget_factor > 1:
+    if gate.budget_factor > 1 and not broken:  # the budget check can only make a leak leak more
         if verdict.converged is None:
             if not verdict.iteration_free:  # else: every rerun row repeated itself, the budget cannot reach it
                 reasons.append("the budget check did not run")

@@ -160,12 +160,12 @@ ZERO_FOR_SOME = textwrap.dedent('''
     from fedleak.defenses.base import Defense
 
     class RawForSome(Defense):
-        """The update as it is where the batch's label (read off the last layer's bias gradient, its
-        largest entry) is even, zeros for the others: a per-image decision keyed on the data."""
+        """The update as it is where the batch's label is 0 or 1 (read off the last layer's gradient: the
+        label's row is the largest), zeros for the others: a per-image decision keyed on the data."""
         name = "raw-for-some"
 
         def share(self, update, context):
-            raw = int(update[-1].detach().abs().argmax()) % 2 == 0
+            raw = int(update[-1].detach().norm(dim=1).argmax()) < 2
             return [u.detach().clone() if raw else torch.zeros_like(u) for u in update], {}
 ''')
 
@@ -185,10 +185,11 @@ def test_the_data_dependence_check_reads_every_attacked_image(raw_for_some):
     load_plugins([raw_for_some])
     config = RunConfig(victim=VictimSpec(model="mlp", options={"width": 16}), defense=DefenseConfig("raw-for-some"),
                        device="cpu")
-    # digits 0, 1, 3 (labels 1, 3, 7) are sent as zeros, digit 2 (label 8) raw: two victims alone say degenerate
-    assert data_dependence(config, (0, 1))["degenerate"] is True
-    every = data_dependence(config, (0, 1, 2, 3))
-    assert every["degenerate"] is False and every["victims"][:4] == [0, 1, 2, 3]
+    # held-out digits 1, 2, 3 (labels 3, 8, 7) are sent as zeros, digit 0 (label 1) raw: two victims alone
+    # (the first and the next of another label) say degenerate
+    assert data_dependence(config, (1, 2))["degenerate"] is True
+    every = data_dependence(config, (1, 2, 3, 0))
+    assert every["degenerate"] is False and every["victims"][:4] == [1, 2, 3, 0]
 
 
 def test_a_defense_that_sends_a_few_images_raw_and_the_rest_as_zeros_leaks(tmp_path, capsys, monkeypatch, raw_for_some):
@@ -198,7 +199,7 @@ def test_a_defense_that_sends_a_few_images_raw_and_the_rest_as_zeros_leaks(tmp_p
     from test_matrix import smoke_matrix, write_toml
     monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg"])
     base = write_toml(tmp_path / "base.toml", smoke_matrix(
-        plugins=[], images={"indices": [0, 1, 2, 3]}, attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 5}}}],
+        plugins=[], images={"indices": [0, 1, 2, 3]}, attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 20}}}],
         defenses=[{"name": "none"}]))
     status = main(["evaluate-defense", raw_for_some, "--matrix", str(base), "--preset", "smoke", "--workers", "0",
                    "--quiet", "--output", str(tmp_path / "eval")])
@@ -247,6 +248,30 @@ def test_the_budget_check_reruns_every_finished_cell_of_a_gated_verdict():
     assert all(c.labels["check"] == "budget" for c in again)
     assert {(c.config.attack.name, c.config.attack.iterations) for c in again} == \
         {(c.config.attack.name, 4 * c.config.attack.iterations) for c in cells}
+
+
+def test_a_verdict_that_already_leaks_gets_no_budget_check():
+    from fedleak.harness.budget_check import BudgetCheck
+    from fedleak.harness.matrix import expand
+    from fedleak.harness.matrix_config import matrix_from_dict
+    from test_matrix import smoke_matrix
+
+    class Done:
+        def done(self, key):
+            return True
+
+        def error(self, key):
+            return None
+
+    matrix = matrix_from_dict(smoke_matrix(plugins=[], attacks=[{"name": "idlg"}], defenses=[{"name": "prune"}],
+                                           gate={"max_psnr_over_label": 3.0}))
+    cells = expand(matrix)
+    leaky = BudgetCheck(cells, matrix.gate, lambda done, store: rows("d", "a", False, [9.0, 100.0]))
+    assert leaky(Done()) == []                       # the worst image is 90 dB over its label already
+    quiet = BudgetCheck(cells, matrix.gate, lambda done, store: rows("d", "a", False, [9.0, 12.0]))
+    assert len(quiet(Done())) == len(cells) == 2
+    unmeasured = rows("d", "a", False, [9.0, 100.0]).assign(psnr_over_label=np.nan)   # no label baseline yet
+    assert len(BudgetCheck(cells, matrix.gate, lambda done, store: unmeasured)(Done())) == 2
 
 
 # -------------------------------------------------------------------------------- one seed per image
