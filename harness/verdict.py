@@ -166,6 +166,7 @@ def statistic(values, name: str, metric=PSNR) -> float:
 
 def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: list[dict],
              rerun: pd.DataFrame | None, gate, control: set[int] | None = None) -> Verdict:
+    every_row = frame  # the budget check compares reruns with all rows, identical modes included
     frame, identical = _distinct(frame)
     frame = frame.assign(row=_row_name(frame, identical))
     per_image = _per_image(frame)
@@ -178,7 +179,7 @@ def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: lis
     degenerate = _combine([c.get("degenerate") for c in checks])
     randomised = _combine([c.get("randomised") for c in checks], any_true=True)
     eot = bool(frame.loc[frame["adaptive"], "attack"].isin(EOT_ATTACKS).any()) if "attack" in frame else False
-    budget = _budget_check(frame, per_image, rerun, gate) if rerun is not None and gate is not None else {}
+    budget = _budget_check(every_row, per_image, rerun, gate) if rerun is not None and gate is not None else {}
     images = per_image["image_index"].astype(int)
     verdict = Verdict(
         context=context, defense_label=defense_label, defense=defense, n_images=len(per_image),
