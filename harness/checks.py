@@ -2,14 +2,15 @@
 stored like a cell (harness.cell_store), so a resumed matrix never repeats one.
 
 * `DataDependenceTask`, one per (dataset, victim, threat model, defense setting, seed): does what the
-  client sends depend on its data at all? Two victims with different labels, observed under the same
-  defense setting, round seed, client id and round; bit-identical observations (relative difference
-  below `TOLERANCE`) mean the observation is DEGENERATE: no attack can find anything, and a low
+  client sends depend on its data at all? Every attacked victim (and one of another label), observed
+  under the same defense setting, round seed, client id and round; bit-identical observations for all of
+  them (relative difference below `TOLERANCE`) mean the observation is DEGENERATE: no attack can find anything, and a low
   leakage measures nothing about the defense (the HyperFL cell of issue #12: a client whose loss is 0
   after its head training sends the same Δφ whatever its image). A third observation of the first
   victim says whether `share` is reproducible for a fixed context; where it is not (noise a plugin
   draws from the global RNG), several draws per victim are compared instead, and only a difference of
-  the means beyond the draws' own spread counts (otherwise: cannot tell, reported as such). A fourth,
+  the means beyond the draws' own spread, for some victim against the first, counts (otherwise: cannot
+  tell, reported as such). A fourth,
   under the next round seed, says whether the defense is randomised (what it sends for one update
   changes with the round's seed), and two more, from a second fresh instance and under another private
   draw (its private seeds redrawn as the attacker's replay redraws them, attacks/defense_replay.py),
@@ -178,6 +179,9 @@ def data_dependence(config: RunConfig, images: tuple[int, ...]) -> dict:
     victim = threat.build_victim(config.victim, data, fresh()).to(device)
     flags = knowledge_flags("eavesdropper")
     first, second = _two_victims(data, images)
+    # evidence from every attacked image (and one of another label): a defense that sends some images' updates
+    # raw and zeros for the rest is not degenerate, whichever two victims a check of two would draw (issue #20)
+    others = [i for i in dict.fromkeys([*images, second]) if i != first]
 
     def sent(index: int, seed: int, private: int | None = None) -> list[torch.Tensor]:
         x, y = data.victims([index])
@@ -187,16 +191,18 @@ def data_dependence(config: RunConfig, images: tuple[int, ...]) -> dict:
             observation, _ = threat.observe(victim, x.to(device), y.to(device), defense, flags, seed=seed, client_id=0)
         return [t.detach().double().cpu() for t in observation.shared]
 
-    a, b, again, reseeded = sent(first, config.seed), sent(second, config.seed), sent(first, config.seed), \
-        sent(first, config.seed + 1)
+    a, again, reseeded = sent(first, config.seed), sent(first, config.seed), sent(first, config.seed + 1)
     redrawn = sent(first, config.seed, private=mix("data-dependence", config.seed))
+    observed = {i: sent(i, config.seed) for i in others}
     described = victim.describe()
     # randomised: what is sent for one update changes with the public round seed, between two fresh instances
     # of the configured defense (noise from the global RNG), or with the client's private draw (noise keyed to
     # a private seed, defenses/seeding.py: the server cannot regenerate it, so it is randomness to it)
     sources = [name for name, other in (("round seed", reseeded), ("fresh instance", again), ("private draw", redrawn))
                if _relative(a, other) > TOLERANCE]
-    out = {"victims": [first, second], "between": _relative(a, b), "within": _relative(a, again),
+    out = {"victims": [first, *others], "within": _relative(a, again),
+           # the largest difference from the first victim: degenerate only where every image sends the same
+           "between": max((_relative(a, o) for o in observed.values()), default=0.0),
            "randomised": bool(sources), "randomised_by": sources,
            # as the result rows name it (HyperFL's victim is its own network, whatever the spec's model)
            "context": {"dataset": data.name, "model": described["model"], "victim_state": described["victim_state"],
@@ -206,8 +212,8 @@ def data_dependence(config: RunConfig, images: tuple[int, ...]) -> dict:
         return out
     # not reproducible for a fixed context: compare the mean of several draws per victim with their spread
     draws_a = [a, again] + [sent(first, config.seed) for _ in range(DRAWS - 2)]
-    draws_b = [b] + [sent(second, config.seed) for _ in range(DRAWS - 1)]
-    ratio = _mean_difference_ratio(draws_a, draws_b)
+    ratio = max((_mean_difference_ratio(draws_a, [o] + [sent(i, config.seed) for _ in range(DRAWS - 1)])
+                 for i, o in observed.items()), default=0.0)
     out.update(separation=ratio, degenerate=False if ratio > 2.0 else None,
                method=f"{DRAWS} draws per victim (share not reproducible for a fixed context)")
     return out

@@ -30,7 +30,9 @@ class DataConfig:
     options: dict = field(default_factory=dict)
     # "position": batch i is client i's update (round seed + i); "first": every batch is attacked as the
     # round's first client (seed + 0, client 0), so a batch's result does not depend on which other
-    # batches share its run (a matrix cell groups all the images of an attack, mode and defense)
+    # batches share its run (a matrix cell groups all the images of an attack, mode and defense);
+    # "image": as "first", but each batch's round seed comes from its first image (harness.runner.batch_seeds),
+    # so a randomised defense draws afresh per image (the matrix's)
     batch_seed: str = "position"
 
     def victim_indices(self) -> list[int]:
@@ -110,8 +112,8 @@ class RunConfig:
             raise ConfigError(f"data.victims: at most {LIMITS['images']:,} images, got {len(self.data.victims):,}")
         if self.data.batch_size < 1:
             raise ConfigError(f"data.batch_size: must be >= 1, got {self.data.batch_size}")
-        if self.data.batch_seed not in ("position", "first"):
-            raise ConfigError(f"data.batch_seed: expected position or first, got '{self.data.batch_seed}'")
+        if self.data.batch_seed not in ("position", "first", "image"):
+            raise ConfigError(f"data.batch_seed: expected position, first or image, got '{self.data.batch_seed}'")
         if not self.data.victim_indices():
             raise ConfigError("data: no victims to attack (num_victims must be >= 1, or victims a non-empty list)")
         if len(self.data.victim_indices()) % self.data.batch_size:

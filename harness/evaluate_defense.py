@@ -11,6 +11,7 @@ Any other error against the defense, a plugin's own included, is a failed cell: 
 the exit status (harness.matrix_results.inapplicable_keys, docs/verdict.md)."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from fedleak.harness.matrix import UNDEFENDED
@@ -18,9 +19,10 @@ from fedleak.harness.matrix_config import AttackEntry, DefenseEntry, GateConfig,
 from fedleak.harness.matrix_run import MatrixRun, prepare_matrix
 from fedleak.harness.plugins import load_plugin, load_plugins
 
-# Used when the matrix has no [gate]: the shipped ci matrix's (docs/ci.md): the median image rebuilt at most
-# 3 dB above what its label alone gives.
-DEFAULT_GATE = GateConfig(max_psnr_over_label=3.0, statistic="median")
+# Used when the matrix has no [gate]: the shipped ci matrix's (docs/ci.md): no image rebuilt more than 3 dB above
+# what its label alone gives. The worst image, not the median: one person's data rebuilt is the harm, and a
+# median over 8 images hides three images sent raw (issue #20).
+DEFAULT_GATE = GateConfig(max_psnr_over_label=3.0, statistic="worst")
 
 
 def evaluation_matrix(base_path, plugin: str, options: dict, preset: str,
@@ -79,17 +81,17 @@ def print_verdict(run: MatrixRun, name: str) -> None:
     rows = sum(v.attacks for v in mine)
     where = lambda v: f"{v.context['threat_model']}"  # noqa: E731
     if worst is None or worst.status == "holds":
-        best = max(mine, key=lambda v: v.psnr)
+        best = max(mine, key=lambda v: v.worst_psnr)
         print(f"verdict: holds against {rows} attack rows (attack × mode) in {len(mine)} context"
-              f"{'s' if len(mine) > 1 else ''}: {describe_gate(gate)}; strongest: {best.best_attack} "
-              f"({where(best)}), median {best.psnr:.1f} dB, {best.psnr_over_label:+.1f} dB above the label.")
+              f"{'s' if len(mine) > 1 else ''}: {describe_gate(gate)}; {headline(best)}; strongest: {best.best_attack} "
+              f"({where(best)}).")
     elif worst.status == "DEGENERATE":
-        print(f"verdict: DEGENERATE ({where(worst)}): what '{name}' sends does not depend on the client's data, so "
-              "the attacks measured nothing; it protects the data and trains nothing (see its accuracy).")
+        print(f"verdict: DEGENERATE ({where(worst)}): what '{name}' sends does not depend on the client's data and the "
+              f"attacks recovered no image, so they measured nothing ({headline(worst)}); see its accuracy: a defense "
+              "that sends nothing of the data also trains nothing.")
     else:
-        print(f"verdict: {worst.status} ({where(worst)}): {'; '.join(worst.reasons)}; strongest: {worst.best_attack}, "
-              f"median {worst.psnr:.1f} dB {_fixed_interval(worst.psnr_interval)}, "
-              f"{worst.psnr_over_label:+.1f} dB above the label.")
+        print(f"verdict: {worst.status} ({where(worst)}): {headline(worst)}; {'; '.join(worst.reasons)}; strongest: "
+              f"{worst.best_attack}.")
     from fedleak.harness.ci_outputs import not_applicable_keys
     by_key = {c.key: c for c in run.cells}
     not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {run.schedule.failed[k].error}"
@@ -99,6 +101,13 @@ def print_verdict(run: MatrixRun, name: str) -> None:
         print("not applicable here:")
         for line in not_applicable:
             print(f"  {line}")
+
+
+def headline(v) -> str:
+    """The verdict's numbers in the order they matter: the worst image, the share recovered, then the median."""
+    over = "" if math.isnan(v.worst_psnr_over_label) else f" ({v.worst_psnr_over_label:+.1f} dB above its label)"
+    return (f"worst image {v.worst_psnr:.1f} dB{over}, {v.recovered} of {v.n_images} images recovered, "
+            f"median {v.psnr:.1f} dB {_fixed_interval(v.psnr_interval)}")
 
 
 def _fixed_interval(interval) -> str:

@@ -3,8 +3,9 @@
 One cell is the held-out images of the matrix (in client updates of B) attacked by one attack, in
 one mode (non-adaptive: `KnowledgeFlags.defense` false; adaptive: true), against one defense
 setting, for one dataset, victim state, threat model and seed. Every batch is attacked as the
-round's first client (`DataConfig.batch_seed = "first"`), so an image's result does not depend on
-which cell holds it; one cell per image set (not per image) pays a worker's set-up once.
+round's first client with a round seed of its own first image (`DataConfig.batch_seed = "image"`), so
+an image's result does not depend on which cell holds it, and a randomised defense is sampled afresh
+per image; one cell per image set (not per image) pays a worker's set-up once.
 
 A cell is keyed by `cell_key`: `RunConfig.digest()`, the hash of everything in its config that
 determines its results, together with the code that computes them (fedleak's version and source,
@@ -90,7 +91,7 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
             config = RunConfig(
                 data=DataConfig(name=dataset.name, root=dataset.root, victims=images, num_victims=len(images),
                                 batch_size=matrix.images.batch_size, options=dict(dataset.options),
-                                batch_seed="first"),
+                                batch_seed="image"),
                 victim=threat.victim_spec(victim),
                 threat_model=ThreatModelConfig(**{**{f.name: getattr(threat, f.name) for f in fields(ThreatModelConfig)},
                                                   "knowledge": _knowledge(threat.knowledge, adaptive),

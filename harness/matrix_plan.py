@@ -43,11 +43,20 @@ class MatrixPlan:
 def plan_matrix(matrix: MatrixConfig, rows_of=None) -> MatrixPlan:
     """The plan of `matrix`; `rows_of(cells, store)` gives the budget check the stored rows of a
     verdict's cells (default: harness.matrix_results.merge_results)."""
-    if rows_of is None:
-        from fedleak.harness.matrix_results import merge_results
-        rows_of = merge_results
     cells, not_applicable = expansion(matrix)
     utility = utility_tasks(matrix) if matrix.utility.enabled else []
     dependence, baselines = check_tasks(cells)
+    if rows_of is None:
+        rows_of = _read_against(baselines)
     return MatrixPlan(matrix, cells, utility, dependence, baselines, not_applicable,
                       BudgetCheck(cells, matrix.gate, rows_of))
+
+
+def _read_against(baselines: list[LabelBaselineTask]):
+    """`rows_of` for the budget check: a verdict's stored rows read against the label baselines stored so
+    far (one that already breaks its bound is not rerun: more budget can only leak more)."""
+    def rows_of(cells, store):
+        from fedleak.harness.checks import BASELINE_FILE
+        from fedleak.harness.matrix_results import load_tables, merge_results
+        return merge_results(cells, store, baseline_keys(cells, baselines), load_tables(baselines, store, BASELINE_FILE))
+    return rows_of

@@ -63,12 +63,12 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
     for number, batch in enumerate(batches):
         x, y = data.victims(batch)
         x, y = x.to(device), y.to(device)
-        client = number if config.data.batch_seed == "position" else 0
+        client, round_seed, attack_seed = batch_seeds(config, number, batch)
         # a malicious server's attack crafts what the server sends; otherwise it is the global model
-        sent = threat.sent_model(victim, attack, len(batch), flags, seed=config.seed + client)
+        sent = threat.sent_model(victim, attack, len(batch), flags, seed=round_seed)
         scored = attack_and_score(
-            lambda: threat.observe(sent, x, y, defense, flags, seed=config.seed + client, client_id=client),
-            attack, sent.model, budget, seed=config.seed * 7919 + client,
+            lambda: threat.observe(sent, x, y, defense, flags, seed=round_seed, client_id=client),
+            attack, sent.model, budget, seed=attack_seed,
             truth=threat.private_input(x),  # vertical FL: only the attacked party's columns
             labels=y, progress=progress,
             # the client's own update without the defense against the replay of what the attacker was told
@@ -76,13 +76,33 @@ def run_attack(config: RunConfig, progress: bool = False, save_partial: bool = T
                 sent.model, sent.params, sent.buffers, sent.normalise(x), y, knowledge, seed=config.seed + client))
         # what the server sent: "global", or the attack that crafted it
         sent_by = getattr(sent, "crafted_by", "") or "global"
-        log.add([{**provenance, "batch": number, "image_index": index, **row, "model_sent": sent_by}
+        log.add([{**provenance, "batch": number, "image_index": index, **row, "model_sent": sent_by,
+                  "round_seed": round_seed}
                  for index, row in zip(batch, scored.rows)], scored)
     result = log.result()
     if report:
         from fedleak.reports.run_report import write_run_report
         write_run_report(result, figures=figures)
     return result
+
+
+# "image": a batch's round seed comes from its first image's index, so that a randomised defense (DP noise,
+# a dropout mask) is sampled afresh for every image instead of repeating one draw over all of them, while an
+# image's result still does not depend on which cell holds it
+IMAGE_SEED_STRIDE = 100_003   # a prime above any victim index: (seed, image) pairs never share a round seed
+
+
+def batch_seeds(config: RunConfig, number: int, batch: list[int]) -> tuple[int, int, int]:
+    """(client id, round seed, attack seed) of the `number`-th batch (DataConfig.batch_seed). "image" keeps
+    client 0 (under HyperFL the client id picks the client's own state: the attacked model stays the same)
+    and varies the round seed; the victim's global model is built once and never depends on either. The
+    attack seed stays small (GGL multiplies it by 1009 into a 32-bit numpy seed)."""
+    mode = config.data.batch_seed
+    if mode == "image":
+        offset = 1 + int(batch[0])
+        return 0, config.seed * IMAGE_SEED_STRIDE + offset, config.seed * 7919 + offset
+    client = number if mode == "position" else 0
+    return client, config.seed + client, config.seed * 7919 + client
 
 
 def round_privacy(defense, threat, batch_size: int) -> dict:

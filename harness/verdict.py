@@ -6,6 +6,10 @@ matrix report, `evaluate-defense`'s screen, the gate, verdicts.json.
 Per image, the leakage is the attacker's best: the strongest result any attack, mode and seed got
 on that image (AutoAttack's per-sample worst case). A verdict reports, over its images:
 
+* `worst_psnr`, `worst_ssim`, `worst_lpips`, `worst_psnr_over_label`: the most leaked image (the max over
+  images of each image's best; LPIPS: the min), and `recovered` / `share_recovered`: how many images the
+  attacks rebuilt (`recovered` below, defined once). The unit of harm is one person's data, so these come
+  first; the median comes beside them;
 * `best_attack`: the attack (and mode) that wins most images;
 * `psnr`, `ssim`, `lpips`: the median of each image's best, `psnr_interval` a 95% percentile
   bootstrap interval of that median (`BOOTSTRAP` resamples, fixed seed: the same rows give the
@@ -21,8 +25,12 @@ on that image (AutoAttack's per-sample worst case). A verdict reports, over its 
 * `degenerate`: what the client sends does not depend on its data (a data-dependence check);
   `randomised`: what it sends changes with the round seed, `eot`: an attack that averages over the
   defense's randomness ran against it;
-* `converged`: the budget check (the strongest attack again at `budget_factor`× iterations and
-  restarts) raised the gated statistic by at most `budget_tolerance` dB; None: not checked;
+* `control_recovered`: the positive control, the share of this verdict's images that the undefended run
+  of the same context recovers (None: no undefended run there). A gated verdict "holds" only where it is 1:
+  a failure of the attacks says something about the defense only where the same attacks succeed without it;
+* `converged`: the budget check (every attack row of the verdict again at `budget_factor`× iterations and
+  restarts) raised the gated statistic by at most `budget_tolerance` dB; None: not checked, or every
+  rerun attack was `iteration_free` (its rows came back identical: more budget cannot change them);
 * `gate`: "pass" / "fail" / "" (not gated), the `statistic`, the gated `values` and `reasons`."""
 from __future__ import annotations
 
@@ -44,6 +52,29 @@ BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 EOT_ATTACKS = ("defense-loop",)  # attacks that average over a randomised defense's draws (EOT)
 
+# "recovered", defined here and nowhere else (docs/verdict.md)
+RECOVERED_PSNR = 30.0          # dB
+RECOVERED_OVER_LABEL = 10.0    # dB above the label baseline of the image's own label
+RECOVERED_SSIM = 0.9
+RECOVERED_TEXT = (f"recovered: PSNR >= {RECOVERED_PSNR:g} dB and >= {RECOVERED_OVER_LABEL:g} dB above its label "
+                  f"baseline, or SSIM >= {RECOVERED_SSIM:g}")
+
+
+def recovered(psnr, ssim, psnr_over_label):
+    """Whether an image counts as rebuilt, from its best PSNR, SSIM and PSNR above its label baseline
+    (scalars or aligned Series): PSNR >= 30 dB and at least 10 dB above what its label alone gives, or
+    SSIM >= 0.9.
+
+    Why: 30 dB on images in [0, 1] is an RMS error of 3% of the range, a copy a person cannot tell from
+    the original (gradient-inversion papers call 30 dB and up near-exact); the 10 dB above the label
+    baseline keeps a class mean or a prior's draw of the right class (8-25 dB on digits, docs/verdict.md)
+    from counting, however high it scores on a simple image. SSIM >= 0.9 catches a rebuilt image whose
+    PSNR a global shift of brightness or contrast keeps below 30 dB. Where the label baseline was not
+    measured (NaN) the PSNR condition alone decides."""
+    psnr, ssim, over = (np.asarray(v, dtype=float) for v in (psnr, ssim, psnr_over_label))
+    out = ((psnr >= RECOVERED_PSNR) & (np.isnan(over) | (over >= RECOVERED_OVER_LABEL))) | (ssim >= RECOVERED_SSIM)
+    return bool(out) if out.ndim == 0 else out
+
 
 def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, budget: pd.DataFrame | None = None,
                      gate=None, failed: list[dict] | None = None) -> list[Verdict]:
@@ -59,8 +90,10 @@ def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, bu
     results = results.assign(threat_model_params=threat_model_params_text(results))
     if budget is not None:
         budget = budget.assign(threat_model_params=threat_model_params_text(budget))
+    groups = list(results.groupby([*CONTEXT, "defense_label"], sort=False))
+    controls = _controls(groups)
     out = []
-    for keys, frame in results.groupby([*CONTEXT, "defense_label"], sort=False):
+    for keys, frame in groups:
         context = dict(zip(CONTEXT, keys[:-1]))
         rerun = None
         if budget is not None:
@@ -69,7 +102,8 @@ def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, bu
                 mask &= budget[column].astype(str) == str(value)
             rerun = budget[mask] if mask.any() else None
         missing = [f for f in failed if _belongs(f.get("labels", {}), context, keys[-1])]
-        out.append(_verdict(context, keys[-1], frame, _checks_for(checks, context, keys[-1]), rerun, gate, missing))
+        out.append(_verdict(context, keys[-1], frame, _checks_for(checks, context, keys[-1]), rerun, gate,
+                            controls.get(tuple(map(str, keys[:-1]))), missing))
     return out
 
 
@@ -101,6 +135,20 @@ def gaps(frame: pd.DataFrame, failed: list[dict]) -> list[str]:
         for attack, rows in unrun.groupby("attack_label", sort=False):
             out.append(f"{attack} could not run the defense's share ({rows['defense_replay_note'].iloc[0]}); "
                        f"it ran {rows['defense_replay'].iloc[0]} instead")
+    return out
+
+
+def _controls(groups) -> dict[tuple, set[int]]:
+    """Per context, the images the undefended run recovers (the positive control's evidence)."""
+    from fedleak.harness.matrix import UNDEFENDED
+    out: dict[tuple, set[int]] = {}
+    for keys, frame in groups:
+        if str(frame["defense"].iloc[0]) != UNDEFENDED:
+            continue
+        per_image = frame.groupby("image_index")
+        hit = recovered(per_image["psnr"].max(), per_image["ssim"].max(), per_image["psnr_over_label"].max())
+        out.setdefault(tuple(map(str, keys[:-1])), set()).update(
+            int(i) for i, r in zip(per_image["psnr"].max().index, hit) if r)
     return out
 
 
@@ -152,10 +200,11 @@ def statistic(values, name: str, metric=PSNR) -> float:
 # ------------------------------------------------------------------ one verdict
 
 def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: list[dict],
-             rerun: pd.DataFrame | None, gate, failed: list[dict] = ()) -> Verdict:
+             rerun: pd.DataFrame | None, gate, control: set[int] | None = None, failed: list[dict] = ()) -> Verdict:
     missing = gaps(frame, list(failed))
     if "image_error" in frame:  # a failed image has no scores: the verdict is over what was scored
         frame = frame[frame["image_error"].fillna("") == ""]
+    every_row = frame  # the budget check compares reruns with all rows, identical modes included
     frame, identical = _distinct(frame)
     frame = frame.assign(row=_row_name(frame, identical))
     per_image = _per_image(frame)
@@ -170,15 +219,8 @@ def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: lis
     # EOT only where the defense's own share ran in the loop, not the author's simulate or nothing
     in_loop = frame["defense_replay"] == "share" if "defense_replay" in frame else pd.Series(False, index=frame.index)
     eot = bool((frame["adaptive"] & in_loop & frame["attack"].isin(EOT_ATTACKS)).any()) if "attack" in frame else False
-    converged, rise = None, None
-    if rerun is not None and gate is not None:
-        metric = _budget_metric(gate)
-        now = statistic(per_image[metric], gate.statistic)
-        merged = per_image.set_index("image_index")[metric]
-        again = rerun.groupby("image_index")[metric].max()
-        best = pd.concat([merged, again.reindex(merged.index)], axis=1).max(axis=1)
-        rise = statistic(best, gate.statistic) - now
-        converged = bool(rise <= gate.budget_tolerance)
+    budget = _budget_check(every_row, per_image, rerun, gate) if rerun is not None and gate is not None else {}
+    images = per_image["image_index"].astype(int)
     verdict = Verdict(
         context=context, defense_label=defense_label, defense=defense, n_images=len(per_image),
         attacks=int(frame[["attack_label", "adaptive"]].drop_duplicates().shape[0]), best_attack=best_attack,
@@ -189,17 +231,25 @@ def _verdict(context: dict, defense_label: str, frame: pd.DataFrame, checks: lis
         psnr_over_label_interval=bootstrap_interval(per_image["psnr_over_label"]),
         label_accuracy=float(frame["label_correct"].mean()), adaptive_gain=gain, adaptive_gain_interval=gain_interval,
         identical_modes=tuple(sorted(identical)), degenerate=degenerate, randomised=randomised, eot=eot,
-        converged=converged, budget_rise=None if rise is None else float(rise),
-        budget_attack=None if rerun is None else str(rerun["attack_label"].iloc[0]),
-        per_image=tuple(per_image.to_dict("records")), status="DEGENERATE" if degenerate else "",
-        bytes_sent=_bytes(frame), **_privacy(frame))
+        converged=budget.get("converged"), budget_rise=budget.get("rise"), budget_attack=budget.get("attack"),
+        per_image=tuple(per_image.to_dict("records")), status="DEGENERATE" if degenerate and not per_image["recovered"].any() else "",
+        bytes_sent=_bytes(frame), **_privacy(frame),
+        worst_psnr=float(PSNR.most_leaked(per_image["psnr"])), worst_ssim=float(SSIM.most_leaked(per_image["ssim"])),
+        worst_lpips=float(LPIPS.most_leaked(per_image["lpips"])),
+        worst_psnr_over_label=float(per_image["psnr_over_label"].max()),
+        recovered=int(per_image["recovered"].sum()), share_recovered=float(per_image["recovered"].mean()),
+        control_recovered=None if control is None else float(images.isin(control).mean()),
+        budget_attacks=budget.get("attacks", ()), iteration_free=budget.get("iteration_free", ()))
     return _judge(verdict, per_image, gate, missing) if is_gated else verdict
 
 
 def _judge(verdict: Verdict, per_image: pd.DataFrame, gate, missing: list[str] = ()) -> Verdict:
     """Thresholds on the gated statistic, and the checks that make a pass trustworthy; any reason fails.
-    Status: LEAKS where a threshold is broken (a degenerate observation never leaks: what the attacks
-    rebuilt came from the label and the prior), else UNCONVERGED, DEGENERATE, INCONCLUSIVE or holds."""
+    Status: LEAKS where a threshold is broken (whatever the data-dependence check says: a measured leak
+    outranks a check that found no dependence), else UNCONVERGED, DEGENERATE, INCONCLUSIVE or holds.
+    The positive control: "holds" needs the undefended run of the same context to recover every one of
+    the verdict's images (`recovered`) with the same attacks; otherwise the attacks' failure under the
+    defense cannot be told from their failure here at all, and the verdict is INCONCLUSIVE."""
     values, broken, reasons = {}, [], []
     for metric, limit in gate.limits():
         value = statistic(per_image[metric.name], gate.statistic, metric)
@@ -208,13 +258,23 @@ def _judge(verdict: Verdict, per_image: pd.DataFrame, gate, missing: list[str] =
             reasons.append(f"{metric.name} not measured (its check did not run)")
         elif metric.leaks_beyond(value, limit):
             broken.append(f"{metric.name} {value:.2f} {'>' if metric.larger_leaks else '<'} {limit:g}")
-    if verdict.degenerate:
+    # an image the attacks rebuilt is evidence that the data got through, whatever the check found
+    degenerate = bool(verdict.degenerate) and not verdict.recovered
+    if degenerate and not broken:
         reasons.append("degenerate: what the client sends does not depend on its data, so the attacks measured nothing")
     if verdict.n_images < gate.min_images:
         reasons.append(f"{verdict.n_images} images, fewer than the {gate.min_images} a gated verdict needs")
-    if gate.budget_factor > 1:
+    if verdict.control_recovered is None:
+        reasons.append("no undefended run in this context (positive control): the attacks' failure cannot be told "
+                       "from protection")
+    elif verdict.control_recovered < 1:
+        missed = round((1 - verdict.control_recovered) * verdict.n_images)
+        reasons.append(f"the attacks do not succeed here without a defense: undefended, {missed} of these "
+                       f"{verdict.n_images} images are not recovered ({RECOVERED_TEXT})")
+    if gate.budget_factor > 1 and not broken:  # the budget check can only make a leak leak more
         if verdict.converged is None:
-            reasons.append("the budget check did not run")
+            if not verdict.iteration_free:  # else: every rerun row repeated itself, the budget cannot reach it
+                reasons.append("the budget check did not run")
         elif not verdict.converged:
             reasons.append(f"unconverged: {verdict.budget_attack} at {gate.budget_factor}× iterations and restarts "
                            f"adds {verdict.budget_rise:+.2f} dB (> {gate.budget_tolerance:g})")
@@ -222,11 +282,42 @@ def _judge(verdict: Verdict, per_image: pd.DataFrame, gate, missing: list[str] =
         reasons.append(f"randomised, and no attack averaged over its randomness with the defense's own share in the "
                        f"loop (EOT: {', '.join(EOT_ATTACKS)})")
     reasons += missing
-    leaks = bool(broken) and not verdict.degenerate
+    leaks = bool(broken)
     status = "LEAKS" if leaks else "UNCONVERGED" if verdict.converged is False else \
-        "DEGENERATE" if verdict.degenerate else "INCONCLUSIVE" if reasons else "holds"
+        "DEGENERATE" if degenerate else "INCONCLUSIVE" if reasons else "holds"
     return dataclasses.replace(verdict, gated=True, gate="fail" if broken or reasons else "pass",
                                statistic=gate.statistic, values=values, reasons=tuple(broken + reasons), status=status)
+
+
+def _budget_check(frame: pd.DataFrame, per_image: pd.DataFrame, rerun: pd.DataFrame, gate) -> dict:
+    """What `budget_factor`× iterations and restarts of every rerun attack row does to the gated statistic:
+    `rise` (every rerun row merged with the verdict's per-image best), `attack` (the row whose rerun alone
+    raises it most), `iteration_free` (rows whose rerun repeated their numbers exactly on every image and
+    seed: the budget does not reach them, e.g. an analytic read-out), `converged` (None where every rerun
+    row is iteration-free: there was nothing to converge)."""
+    metric = _budget_metric(gate)
+    merged = per_image.set_index("image_index")[metric]
+    now = statistic(merged, gate.statistic)
+
+    def rise_with(rows: pd.DataFrame) -> float:
+        again = rows.groupby("image_index")[metric].max()
+        return statistic(pd.concat([merged, again.reindex(merged.index)], axis=1).max(axis=1), gate.statistic) - now
+
+    keys = ["image_index", "seed"]
+    rises, free = {}, []
+    for (attack, adaptive), rows in rerun.groupby(["attack_label", "adaptive"], sort=False):
+        name = f"{attack} (adaptive)" if adaptive else str(attack)
+        before = frame[(frame["attack_label"] == attack) & (frame["adaptive"] == adaptive)]
+        old = before.set_index(keys)[["psnr", "mse"]].sort_index()
+        new = rows.set_index(keys)[["psnr", "mse"]].sort_index()
+        if len(before) and old.index.equals(new.index) and old.equals(new):
+            free.append(name)
+        rises[name] = rise_with(rows)
+    rise = rise_with(rerun)
+    iterative = [k for k in rises if k not in free]
+    return {"rise": float(rise), "converged": bool(rise <= gate.budget_tolerance) if iterative else None,
+            "attack": max(rises, key=lambda k: (rises[k], k in iterative)) if rises else None,
+            "attacks": tuple(rises), "iteration_free": tuple(free)}
 
 
 def _privacy(frame: pd.DataFrame) -> dict:
@@ -255,6 +346,7 @@ def _per_image(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({**{m.name: m.most_leaked(groups[m.name]) for m in (PSNR, SSIM, LPIPS)},
                         "psnr_over_label": groups["psnr_over_label"].max(),
                         "label_baseline_psnr": winners["label_baseline_psnr"], "winner": winners["row"]})
+    out["recovered"] = recovered(out["psnr"], out["ssim"], out["psnr_over_label"])
     return out.reset_index()
 
 
@@ -324,7 +416,8 @@ def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
             interval = row.pop(name)
             row[f"{name}_low"], row[f"{name}_high"] = interval if interval else (None, None)
         row["reasons"] = "; ".join(row["reasons"])
-        row["identical_modes"] = ", ".join(row["identical_modes"])
+        for name in ("identical_modes", "budget_attacks", "iteration_free"):
+            row[name] = ", ".join(row[name])
         row.update({f"gate_{k}": val for k, val in v.values.items()})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -49,6 +49,17 @@ class Verdict:
     neighbouring: str | None = None       # DP: what two neighbouring datasets differ by
 
     status: str = ""                      # one word (STATUSES); "" where not gated and not degenerate
+    # the unit of harm is one person's data: the most leaked image (each image's best; LPIPS: the lowest)
+    # and how many images were recovered (harness.verdict.recovered), before the median above
+    worst_psnr: float = math.nan
+    worst_ssim: float = math.nan
+    worst_lpips: float = math.nan
+    worst_psnr_over_label: float = math.nan
+    recovered: int = 0
+    share_recovered: float = math.nan
+    control_recovered: float | None = None  # positive control: share of these images the undefended run recovers
+    budget_attacks: tuple[str, ...] = ()  # the attack rows the budget check ran again
+    iteration_free: tuple[str, ...] = ()  # of those, the ones whose rerun repeated their numbers exactly
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -59,12 +70,16 @@ class Verdict:
 STATUSES = ("LEAKS", "UNCONVERGED", "INCONCLUSIVE", "DEGENERATE", "holds")
 
 
-VERDICT_NOTE = ("Per image the strongest result of any attack, mode and seed; PSNR: median over images [95% bootstrap "
+VERDICT_NOTE = ("Per image the strongest result of any attack, mode and seed; worst image: the most leaked image's PSNR "
+                "(its gain over its label); recovered: images rebuilt (PSNR >= 30 dB and >= 10 dB above the label, or SSIM "
+                ">= 0.9: docs/verdict.md); control: of these images, the share the same attacks recover without a defense "
+                "(a gated verdict holds only at 100%); PSNR: median over images [95% bootstrap "
                 "interval]; over label: each image's PSNR above what its attack's label alone gives (a class-conditional "
                 "prior's draw or the class mean), median [interval]; label: the label baseline (median, dB) and how "
                 "often the attacks got the label; adaptive gain: paired per image, best of all attacks minus best of "
-                "the non-adaptive ones; degenerate: what is sent does not depend on the data; converged: the strongest "
-                "attack at 4× iterations and restarts stays within the tolerance (– not checked: not gated); ε: DP's ε for "
+                "the non-adaptive ones; degenerate: what is sent does not depend on the data; converged: every "
+                "attack row at 4× iterations and restarts stays within the tolerance (iteration-free: its rerun repeated its numbers; "
+                "– not checked: not gated); ε: DP's ε for "
                 "the attacked update itself and over the utility run's training rounds (docs/privacy.md); accuracy ↑: what the "
                 "last quarter of the utility rounds still added, where over 2 points (not converged).")
 
@@ -75,17 +90,17 @@ def verdict_table(verdicts: list[Verdict], utility: dict[str, dict] | None = Non
     extra = ["accuracy"] if any("accuracy" in u for u in utility.values()) else []
     private = any(v.epsilon_round is not None for v in verdicts) or \
         any(u.get("epsilon") is not None and not _missing(u.get("epsilon")) for u in utility.values())
-    header = ["defense", "PSNR [95% CI]", "over label [95% CI]", "label baseline", "label acc.", "best attack",
-              "adaptive gain", "n", "degenerate", "converged", "gate"] + extra + \
+    header = ["defense", "worst image", "recovered", "PSNR [95% CI]", "over label [95% CI]", "label baseline",
+              "label acc.", "best attack", "adaptive gain", "n", "degenerate", "converged", "control", "gate"] + extra + \
         (["ε round / training (δ)"] if private else []) + ["bytes sent"]
     rows = []
     for v in verdicts:
         u = utility.get(v.defense_label, {})
-        rows.append([v.defense_label, f"{_db(v.psnr)} {_interval(v.psnr_interval)}",
+        rows.append([v.defense_label, _worst(v), _recovered(v), f"{_db(v.psnr)} {_interval(v.psnr_interval)}",
                      f"{_signed(v.psnr_over_label)} {_interval(v.psnr_over_label_interval, signed=True)}",
                      _db(v.label_baseline_psnr), f"{v.label_accuracy:.0%}", v.best_attack,
                      "–" if v.adaptive_gain is None else f"{v.adaptive_gain:+.1f}", str(v.n_images),
-                     _yes_no(v.degenerate), _converged(v), _gate(v)]
+                     _yes_no(v.degenerate), _converged(v), _control(v), _gate(v)]
                     + [_accuracy(u) for c in extra] + ([_epsilon(v, u)] if private else [])
                     + [_bytes(v.bytes_sent)])
     return Table(header, rows)
@@ -148,9 +163,25 @@ def _yes_no(value) -> str:
 
 
 def _converged(v: Verdict) -> str:
+    free = f"; {len(v.iteration_free)} iteration-free" if v.iteration_free else ""
     if v.converged is None:
-        return "–"
-    return f"{'yes' if v.converged else 'NO'} ({v.budget_rise:+.1f} dB)"
+        return "iteration-free" if v.iteration_free else "–"
+    return f"{'yes' if v.converged else 'NO'} ({v.budget_rise:+.1f} dB{free})"
+
+
+def _worst(v: Verdict) -> str:
+    """The most leaked image's PSNR and, where measured, its gain over the label."""
+    over = "" if _missing(v.worst_psnr_over_label) else f" ({_signed(v.worst_psnr_over_label)})"
+    return f"{_db(v.worst_psnr)}{over}"
+
+
+def _recovered(v: Verdict) -> str:
+    return "–" if _missing(v.share_recovered) else f"{v.recovered}/{v.n_images}"
+
+
+def _control(v: Verdict) -> str:
+    """The positive control: of these images, the share the undefended run recovers."""
+    return "–" if v.control_recovered is None else f"{v.control_recovered:.0%}"
 
 
 def _gate(v: Verdict) -> str:

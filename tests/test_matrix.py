@@ -68,7 +68,7 @@ def test_expansion_covers_every_axis_once_with_config_digests():
         assert cell.config.threat_model.knowledge["defense"] is cell.labels["adaptive"]
         assert cell.config.output == f"cells/{cell.key}"
         assert cell.config.data.victims == [1, 2] and cell.config.data.batch_size == 1
-        assert cell.config.data.batch_seed == "first"  # an image's result does not depend on its cell-mates
+        assert cell.config.data.batch_seed == "image"  # an image's result does not depend on its cell-mates
     assert {c.labels["defense_label"] for c in cells} == {"none", "prune (ratio=0.1)", "prune (ratio=0.5)"}
     assert not any(c.labels["adaptive"] for c in cells if c.config.defense.name == "none")
     assert [c.key for c in expand(matrix)] == [c.key for c in cells]  # stable across expansions
@@ -280,7 +280,8 @@ def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
 def test_gate_fails_weak_defense_and_passes_strong_one(tmp_path, capsys, defense, passes):
     table = smoke_matrix(images={"indices": [2, 3]}, victims=[{"model": "lenet"}],
                          attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 6}}}],
-                         defenses=[defense], gate={"max_psnr": 18.0, "min_images": 2})
+                         # none: the positive control (a verdict holds only where the attacks work undefended)
+                         defenses=[{"name": "none"}, defense], gate={"max_psnr": 18.0, "min_images": 2})
     config = write_toml(tmp_path / "gate.toml", table)
     status = main(["matrix", str(config), "--gate", "--workers", "0", "--quiet", "--output", str(tmp_path / "out")])
     printed = capsys.readouterr().out
