@@ -282,10 +282,11 @@ def test_a_failed_image_or_cell_keeps_a_verdict_from_holding():
 def test_eot_counts_only_where_the_defenses_own_share_ran():
     gate = GateConfig(**LENIENT)
     plain = rows("d", "a", False, [10, 10])
+    control = rows("none", "a", False, [100, 100]).assign(defense_replay="")  # the positive control: holds is possible
     for replay, counted in (("simulate", False), ("identity", False), ("share", True)):
         loop = rows("d", "loop", True, [9, 9], name="defense-loop").assign(defense_replay=replay)
-        (v,) = compute_verdicts(pd.concat([plain.assign(defense_replay=""), loop], ignore_index=True),
-                                [check(randomised=True)], gate=gate)
+        (_, v) = compute_verdicts(pd.concat([control, plain.assign(defense_replay=""), loop], ignore_index=True),
+                                  [check(randomised=True)], gate=gate)
         assert v.eot is counted and (v.status == "holds") is counted, replay
 
 
