@@ -125,13 +125,16 @@ def share_update(defense: Defense, update: list[torch.Tensor], context: ShareCon
 def _check_shapes(where: str, update: list[torch.Tensor], sent, public: dict, defense: Defense) -> None:
     """One tensor per parameter, each of its shape: as sent, or as the server decodes it (a sketch
     sends other shapes, and its decode() gives them back). Otherwise the attack would pair the wrong
-    tensors, or silently fewer of them (zip), deep inside the objective."""
+    tensors, or silently fewer of them (zip), deep inside the objective. One exception: a different
+    number of tensors holding exactly the update's number of entries is a repacking (one rotated or
+    permuted vector, say), a representation only an attack that replays `share` can read, not a slip."""
     expected = [tuple(u.shape) for u in update]
     if [tuple(t.shape) for t in sent] == expected:
         return
     decoded = defense.decode(list(sent), public)
     got = [tuple(t.shape) for t in decoded]
-    if got != expected:
+    repacked = len(decoded) != len(update) and sum(t.numel() for t in decoded) == sum(u.numel() for u in update)
+    if got != expected and not repacked:
         shown = lambda shapes: ", ".join(map(str, shapes[:4])) + (f" ... ({len(shapes)} tensors)" if len(shapes) > 4 else "")
         raise ConfigError(f"{where}: share() must send one tensor per parameter, of the update's shapes (or ones its "
                           f"decode() maps back to them): expected {len(expected)} tensors {shown(expected)}, "

@@ -104,11 +104,16 @@ def test_plain_sgd_is_fedleaks_original_loop_bit_for_bit(digits):
 def test_adam_replay_stays_differentiable_through_dead_units(digits):
     """A parameter whose gradient is exactly 0 at every step has Adam's second moment 0: sqrt's derivative
     there must not turn the trial image's gradient into NaN."""
+    # its own seed: drawn from the global RNG, the four live units were sometimes all off too (grad 0), by test order
+    generator = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10))
     with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.1, 0.1, generator=generator)
         model[1].bias[:4] = -1e4  # four hidden units never fire
+        model[1].bias[4:] = 1.0   # and four always do: the image's gradient is not 0
     params = {k: v.detach() for k, v in model.named_parameters()}
-    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    x = torch.rand(2, 1, 28, 28, generator=generator).requires_grad_(True)
     update = local_update(model, params, {}, x, torch.tensor([1, 2]), LocalTraining(0.01, 2, 1, optimizer="adam"),
                           create_graph=True)
     (grad,) = torch.autograd.grad(sum(u.pow(2).sum() for u in update), x)
