@@ -34,7 +34,7 @@ def describe_gate(gate: GateConfig) -> str:
     scope = ", ".join(gate.defenses) if gate.defenses else f"every defense but {UNDEFENDED}"
     checks = [f"≥ {gate.min_images} images"]
     if gate.budget_factor > 1:
-        checks.append(f"converged (the strongest attack at {gate.budget_factor}× iterations and restarts adds "
+        checks.append(f"converged (every attack row at {gate.budget_factor}× iterations and restarts adds "
                       f"≤ {gate.budget_tolerance:g} dB)")
     checks.append("not degenerate")
     return (f"{' and '.join(parts)} ({gate.statistic} image of each verdict, per image the strongest attack; "
