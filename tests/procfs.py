@@ -41,3 +41,11 @@ def listening_addresses(root_pid: int) -> set[str]:
 def loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def ctrl_c_delivered() -> None:
+    """A subprocess's `preexec_fn`: SIGINT back to its default, so Python installs its Ctrl-C handler. A shell
+    that starts a job in the background without job control makes it ignore SIGINT, and the children of such
+    a run (the suite started with `&` from a script) inherit that; the Ctrl-C tests then test nothing."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from fedleak.harness.cli import build_parser, main
+from procfs import ctrl_c_delivered
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO.parent)}
@@ -70,7 +71,7 @@ def test_closed_pipe_ends_quietly():
 def test_ctrl_c_is_one_line_no_traceback(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "fedleak.harness.cli", "attack", "--config", "demo-ig",
                                 "--iterations", "100000", "--output", str(tmp_path / "out")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=REPO)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=REPO, preexec_fn=ctrl_c_delivered)
     try:
         _wait_until(lambda: (tmp_path / "out").exists(), 120)  # running: its output folder is made
         time.sleep(1)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from fedleak.harness.cli import main
-from procfs import children, listening_addresses, loopback
+from procfs import children, ctrl_c_delivered, listening_addresses, loopback
 from fedleak.core.errors import ConfigError
 from fedleak.core.fingerprint import package_digest
 from fedleak.harness.matrix import cell_key, expand, expansion
@@ -223,7 +223,7 @@ def test_interrupted_run_resumes(tmp_path, how):
     workers = "1" if how == "SIGKILL" else "0"
     command = [sys.executable, "-m", "fedleak.harness.cli", "matrix", str(config), "--output", str(out), "--workers", workers]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=ctrl_c_delivered)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not list((out / "cells").glob("*/cell.json")):
         time.sleep(0.2)
