@@ -41,6 +41,7 @@ import torch
 from fedleak.attacks.text_base import TEXT_ATTACKS, TextAttack, TextReconstruction, observed, transformer_of
 from fedleak.core.components import GRADIENT, UPDATE
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_choice, check_integer, check_number
 from fedleak.threat_models.observation import Observation
 
 
@@ -57,13 +58,10 @@ class DagerOptions:
 
     def __post_init__(self):
         for key in ("rank_tol", "tau_first", "tau_second"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"attack.options.{key}: must be > 0, got {getattr(self, key)}")
+            check_number(key, getattr(self, key), low=0, low_open=True)
         for key in ("beam", "max_per_position"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"attack.options.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.last_token not in ("auto", "gradient", "fit", "model"):
-            raise ConfigError(f"attack.options.last_token: one of auto, gradient, fit, model; got '{self.last_token}'")
+            check_integer(key, getattr(self, key), low=1)
+        check_choice("last_token", self.last_token, ("auto", "gradient", "fit", "model"))
 
 
 def input_basis(inputs_by_columns: torch.Tensor, rank_tol: float, max_rank: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from fedleak.attacks.text_base import TEXT_ATTACKS, TextAttack, TextReconstruction, transformer_of
 from fedleak.core.components import GRADIENT
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_integer, check_number
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,10 @@ class TagOptions:
     init_scale: float = 0.1
 
     def __post_init__(self):
-        if self.iterations < 1:
-            raise ConfigError(f"attack.options.iterations: must be >= 1, got {self.iterations}")
+        check_integer("iterations", self.iterations, low=1)
         for key in ("lr", "init_scale"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"attack.options.{key}: must be > 0, got {getattr(self, key)}")
-        if not self.l2_weight >= 0:
-            raise ConfigError(f"attack.options.l2_weight: must be >= 0, got {self.l2_weight}")
+            check_number(key, getattr(self, key), low=0, low_open=True)
+        check_number("l2_weight", self.l2_weight, low=0)
 
 
 def soft_lm_loss(model, probs: torch.Tensor) -> torch.Tensor:

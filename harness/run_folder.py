@@ -115,9 +115,8 @@ def check_matrix_folder(out: Path, matrix, cells: list[str], mode: str = "same",
             return f"holds a different matrix ({changed}; {len(lost)} of its cells are not in this one)"
         return None
 
-    claim_folder(out, Owner(command, "matrix", digest(identity, 12),
-                            {"matrix": json.loads(json.dumps(dataclasses.asdict(matrix), default=str)),
-                             "cells": list(cells)}), mode, differs)
+    claim_folder(out, Owner(command, "matrix", digest(identity, 12), {"matrix": _as_json(matrix), "cells": list(cells)}),
+                 mode, differs)
 
 
 def check_run_folder(out: Path, config_hash: str, overwrite: bool = False, command: str = "attack") -> None:
@@ -127,9 +126,14 @@ def check_run_folder(out: Path, config_hash: str, overwrite: bool = False, comma
 
 def matrix_identity(matrix) -> dict:
     """The matrix as it is compared: its config as JSON, the gate left out."""
-    table = json.loads(json.dumps(dataclasses.asdict(matrix), default=str))
+    table = _as_json(matrix)
     table.pop("gate", None)
     return table
+
+
+def _as_json(matrix) -> dict:
+    """The matrix's config as plain JSON values (what the folder's record stores)."""
+    return json.loads(json.dumps(dataclasses.asdict(matrix), default=str))
 
 
 def _always(name: str) -> bool:

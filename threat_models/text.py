@@ -22,6 +22,7 @@ import torch
 
 from fedleak.core.components import GRADIENT, UPDATE, Component, NoOptions
 from fedleak.core.errors import ConfigError
+from fedleak.core.options import check_integer, check_number
 from fedleak.core.registry import Registry
 from fedleak.defenses.base import Defense, ShareContext, share_update
 from fedleak.models.text import lm_loss
@@ -77,10 +78,8 @@ class LoRAOptions:
     seed: int = 0
 
     def __post_init__(self):
-        if self.rank < 1:
-            raise ConfigError(f"threat_model.options.rank: must be >= 1, got {self.rank}")
-        if not self.adapter_scale >= 0:
-            raise ConfigError(f"threat_model.options.adapter_scale: must be >= 0, got {self.adapter_scale}")
+        check_integer("rank", self.rank, low=1)
+        check_number("adapter_scale", self.adapter_scale, low=0)
 
 
 @TEXT_THREAT_MODELS.register("text-lora")
@@ -110,10 +109,8 @@ class FedAvgTextOptions:
     lr: float = 1e-3
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ConfigError(f"threat_model.options.steps: must be >= 1, got {self.steps}")
-        if not self.lr > 0:
-            raise ConfigError(f"threat_model.options.lr: must be > 0, got {self.lr}")
+        check_integer("steps", self.steps, low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
 
 
 @TEXT_THREAT_MODELS.register("text-fedavg")
