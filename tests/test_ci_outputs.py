@@ -172,14 +172,19 @@ def test_compare_bad_inputs_are_one_line(gated_run, tmp_path, capsys):
     assert len(err) == 3 and all(line.startswith("fedleak: error:") for line in err)
 
 
+def copy_with_scores(out, after, edit):
+    """A copy of the run `out` at `after` whose results are `edit(results)`; returns (after, the edited rows)."""
+    shutil.copytree(out, after)
+    rows = edit(pd.read_parquet(after / "results.parquet"))
+    rows.to_parquet(after / "results.parquet")
+    return after, rows
+
+
 def test_compare_fails_where_the_new_scores_are_nan_or_missing(gated_run, tmp_path, capsys):
     """Issue 19 defect 1: every score of AFTER NaN said "no regression", rc 0."""
     _, out, _, _ = gated_run
-    after = tmp_path / "after"
-    shutil.copytree(out, after)
-    rows = pd.read_parquet(after / "results.parquet")
-    rows[["psnr", "ssim", "lpips", "mse"]] = float("nan")
-    rows.to_parquet(after / "results.parquet")
+    after, rows = copy_with_scores(out, tmp_path / "after", lambda rows: rows.assign(psnr=float("nan"), ssim=float("nan"),
+                                                                                     lpips=float("nan"), mse=float("nan")))
     capsys.readouterr()
     assert main(["compare", str(out), str(after)]) == 1
     printed = capsys.readouterr().out
@@ -191,11 +196,7 @@ def test_compare_fails_where_the_new_scores_are_nan_or_missing(gated_run, tmp_pa
 
 def test_compare_on_string_scores_is_one_line(gated_run, tmp_path, capsys):
     _, out, _, _ = gated_run
-    after = tmp_path / "after"
-    shutil.copytree(out, after)
-    rows = pd.read_parquet(after / "results.parquet")
-    rows["psnr"] = rows["psnr"].astype(str)
-    rows.to_parquet(after / "results.parquet")
+    after, _ = copy_with_scores(out, tmp_path / "after", lambda rows: rows.assign(psnr=rows["psnr"].astype(str)))
     capsys.readouterr()
     assert main(["compare", str(out), str(after)]) == 2
     err = capsys.readouterr().err.strip()
