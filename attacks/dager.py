@@ -34,6 +34,7 @@ runs on A z, so the rank limit is the adapter rank r instead of d.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -151,11 +152,15 @@ def first_layer_inputs(model, positions: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def second_layer_inputs(model, ids: torch.Tensor) -> torch.Tensor:
-    """(n, L, d): block 1's LN_1 of block 0's output, the input of h.1's c_attn."""
+def second_layer_inputs(model, ids: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """(n, L, d): block 1's LN_1 of block 0's output, the input of h.1's c_attn; `chunk` sequences at a time
+    (a wide beam extends ~20k prefixes a position: all at once held 4.8 GB)."""
     t = transformer_of(model)
-    hidden = t(input_ids=ids, output_hidden_states=True).hidden_states[1]
-    return t.h[1].ln_1(hidden)
+    out = []
+    for part in ids.split(chunk):
+        hidden = t(input_ids=part, output_hidden_states=True).hidden_states[1]
+        out.append(t.h[1].ln_1(hidden))
+    return torch.cat(out)
 
 
 @TEXT_ATTACKS.register("dager")
@@ -164,9 +169,22 @@ class Dager(TextAttack):
     options_class = DagerOptions
     applies_to = (GRADIENT, UPDATE)
 
-    def reconstruct(self, observation, model, seq_len, seed=0):
+    adaptive = True
+
+    def reconstruct(self, observation, model, seq_len, seed=0, defense=None):
+        """`defense` (adaptive mode, a defense other than none): the span tests run on the server's decoding of
+        what was sent with a perturbation in mind: the span is the leading B·(L−1) singular directions (the
+        batch's known size) whatever their spectrum, the `2 B` nearest tokens per position are candidates
+        (no threshold), and the beam keeps the nearest prefixes without a threshold; the B chosen are still
+        those that explain most of both layers' gradients."""
         self.check_observation(observation)
         o = self.options
+        if defense is not None and defense.name != "none":
+            robust = {**dataclasses.asdict(o), "rank_tol": 1e-300, "tau_first": 1e300, "tau_second": 1e300,
+                      "max_per_position": min(o.max_per_position, 2 * observation.num_examples), "retry_beam": 0}
+            rec = type(self).from_options(robust, "attack.options").reconstruct(observation, model, seq_len, seed)
+            rec.extras["defense_replay"] = "decoded update, noise-robust span test"
+            return rec
         B, L = observation.num_examples, seq_len
         seen = L - 1  # positions whose input gets a gradient (the last has no loss term)
         max_rank = B * seen

@@ -51,7 +51,13 @@ class Tag(TextAttack):
     options_class = TagOptions
     applies_to = (GRADIENT,)
 
-    def reconstruct(self, observation, model, seq_len, seed=0):
+    adaptive = True
+
+    def reconstruct(self, observation, model, seq_len, seed=0, defense=None):
+        """`defense`: the client's defense (adaptive mode): the trial gradient goes through its own `share`
+        (attacks/defense_replay.py: a deep copy with the client's pipeline, BPDA where `share` is not
+        differentiable, the attacker's own private draws) and is compared with what the client sent, as the
+        image defense-loop attack does; without it, with the server's decoding of what was sent."""
         self.check_observation(observation)
         o = self.options
         named = dict(model.named_parameters())
@@ -59,15 +65,21 @@ class Tag(TextAttack):
         if missing:
             raise ConfigError(f"attack 'tag': the shared parameter '{missing[0]}' is not in the model it was given")
         params = [named[n] for n in observation.param_names]
-        target = [t.detach().to(params[0].dtype) for t in observation.update]
-        target_norm2 = sum((t * t).sum() for t in target)
         vocab = transformer_of(model).wte.weight.shape[0]
+        replay, extras = None, {}
+        if defense is not None and defense.name != "none":
+            replay = _replay(defense, observation, model, params, seq_len, vocab, seed)
+            extras = {"defense_replay": replay.path, "defense_replay_note": str(replay.notes.get("fallback", ""))}
+        target = [t.detach().to(params[0].dtype) for t in (replay.target if replay is not None else observation.update)]
+        target_norm2 = sum((t * t).sum() for t in target)
         g = torch.Generator().manual_seed(seed)
         z = (torch.randn(observation.num_examples, seq_len, vocab, generator=g) * o.init_scale).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=o.lr)
         trace = []
         for _ in range(o.iterations):
             grads = torch.autograd.grad(soft_lm_loss(model, torch.softmax(z, -1)), params, create_graph=True)
+            if replay is not None:
+                grads = [s.to(params[0].dtype) for s in replay(list(grads))]
             dot = sum((a * b).sum() for a, b in zip(grads, target))
             norm2 = sum((a * a).sum() for a in grads)
             cos = 1 - dot / (norm2.sqrt() * target_norm2.sqrt()).clamp_min(1e-30)
@@ -77,4 +89,17 @@ class Tag(TextAttack):
             loss.backward()
             opt.step()
             trace.append(float(loss.detach()))
-        return TextReconstruction(z.detach().argmax(-1), {"loss_trace": trace, "final_loss": trace[-1]})
+        return TextReconstruction(z.detach().argmax(-1), {"loss_trace": trace, "final_loss": trace[-1], **extras})
+
+
+def _replay(defense, observation, model, params, seq_len: int, vocab: int, seed: int):
+    """The defense's `share` in the attacker's loop, its path chosen on two probes: the gradients of two random
+    token batches of the client's shape."""
+    from fedleak.attacks.defense_replay import DefenseReplay
+    from fedleak.models.text import lm_loss
+    g = torch.Generator().manual_seed(seed + 7919)
+    probes = []
+    for _ in range(2):
+        ids = torch.randint(0, vocab, (observation.num_examples, seq_len), generator=g)
+        probes.append([t.detach() for t in torch.autograd.grad(lm_loss(model, ids), params)])
+    return DefenseReplay(defense, observation, probes, seed=seed, model=model)

@@ -31,7 +31,12 @@ class TextAttack(Component):
         if observation.kind not in self.applies_to:
             raise ConfigError(f"attack '{self.name}' runs on {', '.join(self.applies_to)}, not on '{observation.kind}'")
 
-    def reconstruct(self, observation: Observation, model: torch.nn.Module, seq_len: int, seed: int = 0) -> TextReconstruction:
+    # whether the attack has an adaptive mode: `reconstruct(..., defense=...)` with the client's defense
+    # (the evaluator's attacker knows the defense; harness.text_run passes a copy where the run is adaptive)
+    adaptive: bool = False
+
+    def reconstruct(self, observation: Observation, model: torch.nn.Module, seq_len: int, seed: int = 0,
+                    defense=None) -> TextReconstruction:
         raise NotImplementedError
 
 

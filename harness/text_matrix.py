@@ -96,6 +96,16 @@ def applicable(attack: str, threat_model: str) -> str | None:
     return None if kind in runs_on else f"{attack} runs on {', '.join(runs_on)}; {threat_model} shares '{kind}'"
 
 
+def _modes(attacks, defense: Entry):
+    """Every attack non-adaptive, and adaptive (it gets a copy of the defense) against every defense but none
+    where it has an adaptive mode: the evaluator builds the adaptive attack, the defense's author does not."""
+    from fedleak.attacks.text_base import build_text_attack
+    for attack in attacks:
+        yield attack, False
+        if defense.name != "none" and build_text_attack(attack.name, **attack.options).adaptive:
+            yield attack, True
+
+
 def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses: dict | None = None) -> tuple[list[dict], list[dict]]:
     """(every row of the matrix, the cells that did not run); the shipped LM is trained or read from the
     cache once; `checkpoint(rows, failed)` after every cell, so an interrupted matrix keeps what it finished.
@@ -108,13 +118,13 @@ def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses
     for tm in matrix.threat_models:
         for B in matrix.batch_sizes:
             for defense in matrix.defenses:
-                for attack in matrix.attacks:
+                for attack, adaptive in _modes(matrix.attacks, defense):
                     if applicable(attack.name, tm.name):
                         continue
                     run = TextRun(attack.name, attack.options, tm.name, tm.options, defense.name, defense.options,
-                                  B, matrix.seq_len, matrix.batches, matrix.seed)
+                                  B, matrix.seq_len, matrix.batches, matrix.seed, adaptive=adaptive)
                     labels = {"threat_model_label": tm.label(), "batch_size": B, "defense_label": defense.label(),
-                              "attack_label": attack.label()}
+                              "attack_label": attack.label() + (" (adaptive)" if adaptive else "")}
                     names = {"defense": defense.name}
                     try:
                         instance = None

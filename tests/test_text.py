@@ -305,7 +305,8 @@ def test_matrix_text_gate_and_evaluate_defense_agree_with_their_files(tiny_text,
     status = main(["evaluate-defense", "user_defense:Passthrough", "--option", "fail=true", "--matrix", str(tiny_text),
                    "--gate", "--output", str(tmp_path / "f")])
     summary, failures, errors = _ci_files(tmp_path / "f")
-    assert status == 1 and summary["gate"]["errors"] == 1 and errors == 1 and not summary["gate"]["passed"]
+    # both of dager's modes (non-adaptive and adaptive) are cells of their own
+    assert status == 1 and summary["gate"]["errors"] == 2 and errors == 2 and not summary["gate"]["passed"]
     assert "the user's share broke" in capsys.readouterr().out
 
 
@@ -335,3 +336,40 @@ def test_every_text_score_is_a_declared_record_that_grows_with_leakage():
     for m in TEXT_REPORTED:
         assert METRICS[m.name] is m and m.larger_leaks and m.name in rows[0]
     assert METRICS["rougeL"].gate_key == "max_rougeL" and METRICS["rougeL"].format(1.0) == "exact"
+
+
+def _negate_defense():
+    """A user's defense whose share flips the update's sign (the server's decoding does not undo it)."""
+    from fedleak.defenses.base import Defense
+
+    class Negate(Defense):
+        name = "test-negate"
+
+        def share(self, update, context):
+            return [-u for u in update], {}
+    return Negate()
+
+
+def test_adaptive_tag_runs_the_defenses_own_share_in_its_loop():
+    torch.manual_seed(0)
+    model, ids = tiny(width=32, layers=1), batch(1, 4, seed=4)
+    defense = _negate_defense()
+    obs, client = build_text_threat_model("text-fedsgd").observe(model, ids, defense)
+    attack = build_text_attack("tag", iterations=60, lr=0.1)
+    blind = attack.reconstruct(obs, client, 4)
+    known = attack.reconstruct(obs, client, 4, defense=defense)
+    assert known.extras["defense_replay"] == "autograd"
+    assert (known.ids == ids).float().mean() >= 0.75 > (blind.ids == ids).float().mean()
+
+
+def test_adaptive_dager_reads_a_perturbed_span_by_the_known_rank():
+    # half of every tensor's entries zeroed: the thresholds of the exact test reject true tokens; the
+    # leading B·(L−1) directions and the nearest tokens still rebuild the batch
+    from fedleak.defenses import build_defense
+    model, ids = tiny(), batch(2, 8, seed=3)
+    prune = build_defense("prune", ratio=0.5)
+    obs, client = build_text_threat_model("text-fedsgd").observe(model, ids, prune)
+    blind = build_text_attack("dager").reconstruct(obs, client, 8)
+    known = build_text_attack("dager").reconstruct(obs, client, 8, defense=prune)
+    assert {tuple(r) for r in known.ids.tolist()} == {tuple(r) for r in ids.tolist()}
+    assert {tuple(r) for r in blind.ids.tolist()} != {tuple(r) for r in ids.tolist()}
