@@ -136,7 +136,7 @@ def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses
                         failed.append({"labels": {**labels, **names}, "error": error, "task": " ".join(map(str, labels.values())),
                                        "key": "/".join(map(str, labels.values())), "user_error": False, "context": None})
                         if progress:
-                            progress(f"{tm.label()} B={B} {defense.label()} {attack.label()}: FAILED ({error})")
+                            progress(f"{tm.label()} B={B} {defense.label()} {labels['attack_label']}: FAILED ({error})")
                         if checkpoint:
                             checkpoint(rows, failed)
                         continue
@@ -146,7 +146,7 @@ def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses
                     if checkpoint:
                         checkpoint(rows, failed)
                     if progress:
-                        progress(f"{tm.label()} B={B} {defense.label()} {attack.label()}: "
+                        progress(f"{tm.label()} B={B} {defense.label()} {labels['attack_label']}: "
                                  f"ROUGE-L {sum(r['rougeL'] for r in got) / len(got):.3f}, "
                                  f"{sum(r['wall_time_s'] for r in got) / B:.1f} s")
     return rows, failed
