@@ -29,12 +29,26 @@ class TagOptions:
     lr: float = 0.1
     l2_weight: float = 1.0
     init_scale: float = 0.1
+    # LAMP's discrete steps (Balunović et al. 2022, Sec. 4.2): every `lamp_every` iterations (0: never) each
+    # sequence's projection tries `lamp_candidates` token swaps and moves, keeping the one with the smallest
+    # gradient distance + `lm_weight` x the shipped LM's own next-token loss (its perplexity prior)
+    lamp_every: int = 0
+    lamp_candidates: int = 24
+    lm_weight: float = 0.2
 
     def __post_init__(self):
         check_integer("iterations", self.iterations, low=1)
+        check_integer("lamp_every", self.lamp_every, low=0)
+        check_integer("lamp_candidates", self.lamp_candidates, low=1)
+        check_number("lm_weight", self.lm_weight, low=0)
         for key in ("lr", "init_scale"):
             check_number(key, getattr(self, key), low=0, low_open=True)
         check_number("l2_weight", self.l2_weight, low=0)
+
+
+@dataclass(frozen=True)
+class LampOptions(TagOptions):
+    lamp_every: int = 50
 
 
 def soft_lm_loss(model, probs: torch.Tensor) -> torch.Tensor:
@@ -76,20 +90,77 @@ class Tag(TextAttack):
         z = (torch.randn(observation.num_examples, seq_len, vocab, generator=g) * o.init_scale).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=o.lr)
         trace = []
-        for _ in range(o.iterations):
-            grads = torch.autograd.grad(soft_lm_loss(model, torch.softmax(z, -1)), params, create_graph=True)
+
+        def distance(grads):
             if replay is not None:
                 grads = [s.to(params[0].dtype) for s in replay(list(grads))]
             dot = sum((a * b).sum() for a, b in zip(grads, target))
             norm2 = sum((a * a).sum() for a in grads)
             cos = 1 - dot / (norm2.sqrt() * target_norm2.sqrt()).clamp_min(1e-30)
             l2 = (norm2 - 2 * dot + target_norm2) / target_norm2.clamp_min(1e-30)
-            loss = cos + o.l2_weight * l2
+            return cos + o.l2_weight * l2
+
+        swaps = 0
+        for step in range(o.iterations):
+            loss = distance(torch.autograd.grad(soft_lm_loss(model, torch.softmax(z, -1)), params, create_graph=True))
             opt.zero_grad()
             loss.backward()
             opt.step()
             trace.append(float(loss.detach()))
+            if o.lamp_every and (step + 1) % o.lamp_every == 0 and step + 1 < o.iterations:
+                swaps += self._discrete_step(model, params, z, distance, g)
+        extras = {**extras, "discrete_changes": swaps} if o.lamp_every else extras
         return TextReconstruction(z.detach().argmax(-1), {"loss_trace": trace, "final_loss": trace[-1], **extras})
+
+    def _discrete_step(self, model, params, z, distance, g) -> int:
+        """LAMP's discrete step on the projection of z: per sequence, random swaps of two tokens and moves of one
+        token to another position, scored by the gradient distance of the hard batch + lm_weight x the LM's loss
+        on that sequence; the best replaces the sequence (z set to its one-hot logits). Returns how many changed."""
+        from fedleak.models.text import lm_loss
+        o = self.options
+        ids = z.detach().argmax(-1)
+        B, L = ids.shape
+
+        def score(batch, b):
+            with torch.enable_grad():
+                grads = torch.autograd.grad(lm_loss(model, batch), params)
+            with torch.no_grad():
+                prior = lm_loss(model, batch[b:b + 1])
+            return float(distance([t.detach() for t in grads]).detach()) + o.lm_weight * float(prior)
+
+        changed = 0
+        for b in range(B):
+            best, best_score = ids[b].clone(), score(ids, b)
+            for _ in range(o.lamp_candidates):
+                i, j = torch.randint(0, L, (2,), generator=g).tolist()
+                if i == j:
+                    continue
+                cand = ids[b].clone()
+                if torch.rand(1, generator=g).item() < 0.5:
+                    cand[i], cand[j] = ids[b, j], ids[b, i]             # swap two tokens
+                else:
+                    token = cand[i].item()                               # move one token from i to j
+                    rest = torch.cat([cand[:i], cand[i + 1:]])
+                    cand = torch.cat([rest[:j], torch.tensor([token]), rest[j:]])
+                trial = ids.clone()
+                trial[b] = cand
+                value = score(trial, b)
+                if value < best_score:
+                    best, best_score = cand, value
+            if not torch.equal(best, ids[b]):
+                changed += 1
+                ids[b] = best
+                with torch.no_grad():
+                    z[b] = torch.nn.functional.one_hot(best, z.shape[-1]).to(z.dtype) * 5.0
+        return changed
+
+
+@TEXT_ATTACKS.register("lamp")
+class Lamp(Tag):
+    """TAG's continuous steps with LAMP's discrete, LM-ranked steps (Balunović et al., NeurIPS 2022): the
+    shipped LM, which the server holds, is the language prior."""
+    name = "lamp"
+    options_class = LampOptions
 
 
 def _replay(defense, observation, model, params, seq_len: int, vocab: int, seed: int):

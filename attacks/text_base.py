@@ -42,7 +42,7 @@ class TextAttack(Component):
 
 def build_text_attack(name: str, **options) -> TextAttack:
     import fedleak.attacks.dager  # noqa: F401 - the text attacks register on import
-    import fedleak.attacks.tag  # noqa: F401
+    import fedleak.attacks.tag  # noqa: F401 - tag and lamp
     return TEXT_ATTACKS.get(name).from_options(options, "attack.options")
 
 

@@ -373,3 +373,21 @@ def test_adaptive_dager_reads_a_perturbed_span_by_the_known_rank():
     known = build_text_attack("dager").reconstruct(obs, client, 8, defense=prune)
     assert {tuple(r) for r in known.ids.tolist()} == {tuple(r) for r in ids.tolist()}
     assert {tuple(r) for r in blind.ids.tolist()} != {tuple(r) for r in ids.tolist()}
+
+
+def test_lamps_discrete_step_undoes_a_swap_the_gradient_rules_out():
+    torch.manual_seed(0)
+    model, ids = tiny(width=32, layers=1), batch(1, 5, seed=6)
+    obs, client = observe("text-fedsgd", model, ids)
+    lamp = build_text_attack("lamp", lamp_candidates=40)
+    assert lamp.options.lamp_every == 50 and build_text_attack("tag").options.lamp_every == 0
+    swapped = ids.clone()
+    swapped[0, 1], swapped[0, 3] = ids[0, 3], ids[0, 1]
+    z = (torch.nn.functional.one_hot(swapped, VOCAB).float() * 5.0).requires_grad_(True)
+    params = [dict(client.named_parameters())[n] for n in obs.param_names]
+    target = [t.detach() for t in obs.update]
+    norm = sum((t * t).sum() for t in target)
+    def distance(grads):
+        return sum(((a - b) ** 2).sum() for a, b in zip(grads, target)) / norm
+    changed = lamp._discrete_step(client, params, z, distance, torch.Generator().manual_seed(0))
+    assert changed == 1 and torch.equal(z.detach().argmax(-1), ids)
