@@ -231,6 +231,11 @@ class Dager(TextAttack):
         Of the complete candidates, B are chosen (`_choose`) by whether their inputs explain both layers'
         gradients, which a batch with a false or missing sequence does not."""
         o = self.options
+        # the choice can tell a batch only while B·(L−1) inputs cannot span the whole space (d − 1 for
+        # LayerNorm outputs); beyond it any B candidates explain the gradients and the beam ranks by the path's
+        # worst distance, as the test's thresholds do (measured at B = 8, L = 17: 4 of 16 exact with the step
+        # ranking and swap search, 12 of 16 without; docs/text.md)
+        decisive = B * len(sets) < min(b.shape[0] for b, _ in first.tests + second.tests) - 1
         prefixes = sets[0][:, None]
         step = second.distance(second_layer_inputs(model, prefixes)[:, -1])
         worst = step
@@ -240,7 +245,7 @@ class Dager(TextAttack):
                 prefixes = torch.cat([prefixes.repeat_interleave(k, 0), sets[p].repeat(n)[:, None]], dim=1)
                 step = second.distance(second_layer_inputs(model, prefixes)[:, -1])
                 worst = torch.maximum(worst.repeat_interleave(k), step)
-            order = torch.argsort(step)
+            order = torch.argsort(step if decisive else worst)
             keep = order[step[order] < o.tau_second]
             if keep.numel() < 1:
                 keep = torch.argsort(worst)[:B]  # nothing passes (noise, a full span): the attack goes on with its best guesses
@@ -250,6 +255,8 @@ class Dager(TextAttack):
         if prefixes.shape[0] < B:
             # fewer distinct sequences than B: the batch repeats one (or the beam lost some); fill with the best
             prefixes = torch.cat([prefixes, prefixes[:1].expand(B - prefixes.shape[0], -1)])
+        if not decisive:
+            return prefixes[:B], 0.0  # 0: nothing to retry for, the choice cannot tell
         return self._choose(model, prefixes, first, second, B)
 
     @staticmethod
