@@ -27,7 +27,7 @@ def _cells(v: dict) -> list[str]:
     return [v["context"]["threat_model"], str(v["context"]["batch_size"]), v["defense_label"], _status(v),
             rougeL.format(v["worst"]["rougeL"]), exact.format(v["worst"]["exact_sequence"]),
             f"{v['recovered']} of {v['n_sequences']}", control, v["best_attack"], str(v["errors"]),
-            "; ".join(v["reasons"]) or "–"]
+            ("; ".join(v["reasons"]) if v["gated"] else "") or "–"]
 
 
 def write_text_report(verdicts: list[dict], out: Path, title: str, max_rougeL: float) -> tuple[Path, Path]:
