@@ -115,7 +115,7 @@ class Tag(TextAttack):
     def _discrete_step(self, model, params, z, distance, g) -> int:
         """LAMP's discrete step on the projection of z: per sequence, random swaps of two tokens and moves of one
         token to another position, scored by the gradient distance of the hard batch + lm_weight x the LM's loss
-        on that sequence; the best replaces the sequence (z set to its one-hot logits). Returns how many changed."""
+        on that sequence; the best reorders the sequence's relaxed rows of z the same way. Returns how many changed."""
         from fedleak.models.text import lm_loss
         o = self.options
         ids = z.detach().argmax(-1)
@@ -130,28 +130,26 @@ class Tag(TextAttack):
 
         changed = 0
         for b in range(B):
-            best, best_score = ids[b].clone(), score(ids, b)
+            best, best_score = torch.arange(L), score(ids, b)
             for _ in range(o.lamp_candidates):
                 i, j = torch.randint(0, L, (2,), generator=g).tolist()
                 if i == j:
                     continue
-                cand = ids[b].clone()
+                order = torch.arange(L)
                 if torch.rand(1, generator=g).item() < 0.5:
-                    cand[i], cand[j] = ids[b, j], ids[b, i]             # swap two tokens
+                    order[i], order[j] = j, i                            # swap two tokens
                 else:
-                    token = cand[i].item()                               # move one token from i to j
-                    rest = torch.cat([cand[:i], cand[i + 1:]])
-                    cand = torch.cat([rest[:j], torch.tensor([token]), rest[j:]])
+                    rest = torch.cat([order[:i], order[i + 1:]])          # move the token at i to j
+                    order = torch.cat([rest[:j], torch.tensor([i]), rest[j:]])
                 trial = ids.clone()
-                trial[b] = cand
+                trial[b] = ids[b, order]
                 value = score(trial, b)
                 if value < best_score:
-                    best, best_score = cand, value
-            if not torch.equal(best, ids[b]):
+                    best, best_score = order, value
+            if not torch.equal(best, torch.arange(L)):
                 changed += 1
-                ids[b] = best
-                with torch.no_grad():
-                    z[b] = torch.nn.functional.one_hot(best, z.shape[-1]).to(z.dtype) * 5.0
+                with torch.no_grad():  # the relaxed rows move with their tokens (LAMP moves the embeddings)
+                    z[b] = z[b, best].clone()
         return changed
 
 
