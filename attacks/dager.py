@@ -34,6 +34,7 @@ runs on A z, so the rank limit is the adapter rank r instead of d.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -52,15 +53,20 @@ class DagerOptions:
     rank_tol: float = 1e-7
     tau_first: float = 1e-3     # relative distance to the first layer's span below which a token is in the batch
     tau_second: float = 1e-3    # the same for a prefix at the second layer
-    beam: int = 32              # prefixes kept per position (DAGER's search is exhaustive over the span-passing set)
+    beam: int = 64              # prefixes kept per position (DAGER's search is exhaustive over the span-passing set)
+    # where the chosen sequences do not explain the gradients (a true prefix fell out of the beam), the
+    # assembly runs once more with this beam (0: never)
+    retry_beam: int = 256
+    complete_tol: float = 1e-9  # relative squared residual below which the chosen sequences explain both layers' gradients
     max_per_position: int = 256  # candidate tokens kept per position (the nearest): bounds work once the span is full
     last_token: str = "auto"    # gradient | fit | model | auto (gradient where the embedding gradient is shared, else fit)
 
     def __post_init__(self):
-        for key in ("rank_tol", "tau_first", "tau_second"):
+        for key in ("rank_tol", "tau_first", "tau_second", "complete_tol"):
             check_number(key, getattr(self, key), low=0, low_open=True)
         for key in ("beam", "max_per_position"):
             check_integer(key, getattr(self, key), low=1)
+        check_integer("retry_beam", self.retry_beam, low=0)
         check_choice("last_token", self.last_token, ("auto", "gradient", "fit", "model"))
 
 
@@ -86,17 +92,23 @@ class LayerSpan:
 
     def __init__(self, observation: Observation, layer: int, rank_tol: float, max_rank: int):
         self.tests: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (basis, map applied to z first)
+        self.gradients: list[torch.Tensor] = []  # each test's gradient (in_dim x anything), unit Frobenius norm
         prefix = f"h.{layer}.attn.c_attn"
         full = observed(observation, f"{prefix}.weight")
-        if full is not None and full.dim() == 2 and "lora" not in _name_of(observation, f"{prefix}.weight"):
-            self.tests.append((input_basis(full, rank_tol, max_rank), None))  # Conv1D: (in, out) = X^T dY
         grad_a = observed(observation, f"{prefix}.lora_A.default.weight")
         grad_b = observed(observation, f"{prefix}.lora_B.default.weight")
+        laid_out = []
+        if full is not None and full.dim() == 2 and "lora" not in _name_of(observation, f"{prefix}.weight"):
+            laid_out.append((full, None))  # Conv1D: (in, out) = X^T dY
         if grad_a is not None and grad_a.abs().max() > 0:
-            self.tests.append((input_basis(grad_a.T, rank_tol, max_rank), None))   # (r, in) = Σ a_i x_i^T
+            laid_out.append((grad_a.T, None))  # (r, in) = Σ a_i x_i^T
         if grad_b is not None:
             a = next(v for k, v in observation.global_params.items() if k.endswith(f"{prefix}.lora_A.default.weight"))
-            self.tests.append((input_basis(grad_b.T, rank_tol, max_rank), a.double()))  # (out, r) = Σ dy_i (A x_i)^T
+            laid_out.append((grad_b.T, a.double()))  # (out, r) = Σ dy_i (A x_i)^T
+        for grad, a in laid_out:
+            self.tests.append((input_basis(grad, rank_tol, max_rank), a))
+            grad = grad.double()
+            self.gradients.append(grad / grad.norm().clamp_min(1e-300))
         if not self.tests:
             raise ConfigError(f"attack 'dager': the update holds no gradient of layer {layer}'s attention projection "
                               f"('{prefix}.weight' or its LoRA adapters)")
@@ -114,6 +126,18 @@ class LayerSpan:
             out = d if out is None else torch.maximum(out, d)
         return out
 
+    def unexplained(self, inputs: torch.Tensor) -> float:
+        """How much of the layer's gradient the span of `inputs` (n, in_dim) leaves out: the squared Frobenius
+        norm of each (unit-norm) gradient's part outside that span, summed over the tests. The inputs of the
+        whole batch explain all of it (~1e-15 in float32); a batch with one sequence missing or wrong leaves
+        that sequence's directions out (>= 1e-5 on the shipped LM, docs/text.md)."""
+        out = 0.0
+        for (_, a), grad in zip(self.tests, self.gradients):
+            zz = inputs.double() if a is None else inputs.double() @ a.T
+            q, _ = torch.linalg.qr(zz.T)
+            out += float((grad - q @ (q.T @ grad)).norm() ** 2)
+        return out
+
 
 def _name_of(observation: Observation, suffix: str) -> str:
     return next((n for n in observation.param_names if n.endswith(suffix)), "")
@@ -128,11 +152,15 @@ def first_layer_inputs(model, positions: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def second_layer_inputs(model, ids: torch.Tensor) -> torch.Tensor:
-    """(n, L, d): block 1's LN_1 of block 0's output, the input of h.1's c_attn."""
+def second_layer_inputs(model, ids: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """(n, L, d): block 1's LN_1 of block 0's output, the input of h.1's c_attn; `chunk` sequences at a time
+    (a wide beam extends ~20k prefixes a position: all at once held 4.8 GB)."""
     t = transformer_of(model)
-    hidden = t(input_ids=ids, output_hidden_states=True).hidden_states[1]
-    return t.h[1].ln_1(hidden)
+    out = []
+    for part in ids.split(chunk):
+        hidden = t(input_ids=part, output_hidden_states=True).hidden_states[1]
+        out.append(t.h[1].ln_1(hidden))
+    return torch.cat(out)
 
 
 @TEXT_ATTACKS.register("dager")
@@ -141,9 +169,22 @@ class Dager(TextAttack):
     options_class = DagerOptions
     applies_to = (GRADIENT, UPDATE)
 
-    def reconstruct(self, observation, model, seq_len, seed=0):
+    adaptive = True
+
+    def reconstruct(self, observation, model, seq_len, seed=0, defense=None):
+        """`defense` (adaptive mode, a defense other than none): the span tests run on the server's decoding of
+        what was sent with a perturbation in mind: the span is the leading B·(L−1) singular directions (the
+        batch's known size) whatever their spectrum, the `2 B` nearest tokens per position are candidates
+        (no threshold), and the beam keeps the nearest prefixes without a threshold; the B chosen are still
+        those that explain most of both layers' gradients."""
         self.check_observation(observation)
         o = self.options
+        if defense is not None and defense.name != "none":
+            robust = {**dataclasses.asdict(o), "rank_tol": 1e-300, "tau_first": 1e300, "tau_second": 1e300,
+                      "max_per_position": min(o.max_per_position, 2 * observation.num_examples), "retry_beam": 0}
+            rec = type(self).from_options(robust, "attack.options").reconstruct(observation, model, seq_len, seed)
+            rec.extras["defense_replay"] = "decoded update, noise-robust span test"
+            return rec
         B, L = observation.num_examples, seq_len
         seen = L - 1  # positions whose input gets a gradient (the last has no loss term)
         max_rank = B * seen
@@ -168,34 +209,85 @@ class Dager(TextAttack):
             prefixes = torch.stack([s[:1] for s in sets], dim=1).expand(B, seen)
             extras["assembly"] = "nearest"
         else:
-            prefixes = self._assemble(model, sets, second, B)
+            prefixes, unexplained = self._assemble(model, sets, first, second, B, o.beam)
+            if unexplained > o.complete_tol and o.retry_beam > o.beam:
+                prefixes, unexplained = self._assemble(model, sets, first, second, B, o.retry_beam)
+                extras["beam_retried"] = True
             extras["assembly"] = "second-layer span"
             extras["second_layer_rank"] = second.rank
+            extras["unexplained"] = unexplained
         last, how = self._last_tokens(observation, model, prefixes)
         extras["last_token"] = how
         return TextReconstruction(torch.cat([prefixes, last[:, None]], dim=1), extras)
 
-    def _assemble(self, model, sets, second: LayerSpan, B: int) -> torch.Tensor:
+    def _assemble(self, model, sets, first: LayerSpan, second: LayerSpan, B: int, beam: int) -> tuple[torch.Tensor, float]:
+        """B sequences of len(sets) tokens, and how much of the two layers' gradients they leave unexplained.
+
+        Left to right, a prefix extended by a token of the next position's set is kept while the new
+        position's second-layer input passes the span test (tau_second); the beam keeps the `beam` whose
+        new position lies nearest the span. Ranking by the path's worst distance instead loses true prefixes
+        near the rank limit: a true sequence's input at one position can sit at 4.6e-4 (its direction is weak
+        in the gradient), behind dozens of false extensions of other true prefixes (B = 8, L = 16).
+        Of the complete candidates, B are chosen (`_choose`) by whether their inputs explain both layers'
+        gradients, which a batch with a false or missing sequence does not."""
         o = self.options
+        # the choice can tell a batch only while B·(L−1) inputs cannot span the whole space (d − 1 for
+        # LayerNorm outputs); beyond it any B candidates explain the gradients and the beam ranks by the path's
+        # worst distance, as the test's thresholds do (measured at B = 8, L = 17: 4 of 16 exact with the step
+        # ranking and swap search, 12 of 16 without; docs/text.md)
+        decisive = B * len(sets) < min(b.shape[0] for b, _ in first.tests + second.tests) - 1
         prefixes = sets[0][:, None]
-        score = second.distance(second_layer_inputs(model, prefixes)[:, -1])
+        step = second.distance(second_layer_inputs(model, prefixes)[:, -1])
+        worst = step
         for p in range(len(sets)):
             if p > 0:
                 n, k = prefixes.shape[0], sets[p].numel()
-                cand = torch.cat([prefixes.repeat_interleave(k, 0), sets[p].repeat(n)[:, None]], dim=1)
-                prev = score.repeat_interleave(k)
-                score = torch.maximum(prev, second.distance(second_layer_inputs(model, cand)[:, -1]))
-                prefixes = cand
-            order = torch.argsort(score)
-            keep = order[score[order] < o.tau_second]
+                prefixes = torch.cat([prefixes.repeat_interleave(k, 0), sets[p].repeat(n)[:, None]], dim=1)
+                step = second.distance(second_layer_inputs(model, prefixes)[:, -1])
+                worst = torch.maximum(worst.repeat_interleave(k), step)
+            order = torch.argsort(step if decisive else worst)
+            keep = order[step[order] < o.tau_second]
             if keep.numel() < 1:
-                keep = order[:B]  # nothing passes (noise, a full span): the attack goes on with its best guesses
-            keep = keep[:o.beam]
-            prefixes, score = prefixes[keep], score[keep]
-        if prefixes.shape[0] >= B:
-            return prefixes[:B]
-        # fewer distinct sequences than B: the batch repeats one (or the beam lost some); fill with the best
-        return torch.cat([prefixes, prefixes[:1].expand(B - prefixes.shape[0], -1)])
+                keep = torch.argsort(worst)[:B]  # nothing passes (noise, a full span): the attack goes on with its best guesses
+            keep = keep[:beam]
+            prefixes, step, worst = prefixes[keep], step[keep], worst[keep]
+        prefixes = prefixes[torch.argsort(worst)]
+        if prefixes.shape[0] < B:
+            # fewer distinct sequences than B: the batch repeats one (or the beam lost some); fill with the best
+            prefixes = torch.cat([prefixes, prefixes[:1].expand(B - prefixes.shape[0], -1)])
+        if not decisive:
+            return prefixes[:B], 0.0  # 0: nothing to retry for, the choice cannot tell
+        return self._choose(model, prefixes, first, second, B)
+
+    @staticmethod
+    def _choose(model, candidates: torch.Tensor, first: LayerSpan, second: LayerSpan, B: int) -> tuple[torch.Tensor, float]:
+        """The B candidates whose inputs leave the least of both layers' gradients unexplained: from the B
+        with the smallest worst distance, swap one chosen for one left out while that lowers it (DAGER's
+        span test run backwards: a batch's sequences must account for every direction of the gradient)."""
+        positions = candidates.shape[1]
+        x1 = first_layer_inputs(model, positions)                           # (positions, V, d)
+        first_in = x1[torch.arange(positions)[None, :], candidates]           # (K, positions, d)
+        second_in = second_layer_inputs(model, candidates)                   # (K, positions, d)
+
+        def unexplained(chosen):
+            idx = torch.tensor(chosen)
+            return (first.unexplained(first_in[idx].reshape(-1, first_in.shape[-1]))
+                    + second.unexplained(second_in[idx].reshape(-1, second_in.shape[-1])))
+
+        chosen = list(range(B))
+        best = unexplained(chosen)
+        improved = True
+        while improved:
+            improved = False
+            for i in range(B):
+                for j in range(candidates.shape[0]):
+                    if j in chosen:
+                        continue
+                    trial = chosen[:i] + [j] + chosen[i + 1:]
+                    value = unexplained(trial)
+                    if value < best:
+                        best, chosen, improved = value, trial, True
+        return candidates[chosen], best
 
     def _last_tokens(self, observation, model, prefixes):
         how = self.options.last_token

@@ -31,13 +31,18 @@ class TextAttack(Component):
         if observation.kind not in self.applies_to:
             raise ConfigError(f"attack '{self.name}' runs on {', '.join(self.applies_to)}, not on '{observation.kind}'")
 
-    def reconstruct(self, observation: Observation, model: torch.nn.Module, seq_len: int, seed: int = 0) -> TextReconstruction:
+    # whether the attack has an adaptive mode: `reconstruct(..., defense=...)` with the client's defense
+    # (the evaluator's attacker knows the defense; harness.text_run passes a copy where the run is adaptive)
+    adaptive: bool = False
+
+    def reconstruct(self, observation: Observation, model: torch.nn.Module, seq_len: int, seed: int = 0,
+                    defense=None) -> TextReconstruction:
         raise NotImplementedError
 
 
 def build_text_attack(name: str, **options) -> TextAttack:
     import fedleak.attacks.dager  # noqa: F401 - the text attacks register on import
-    import fedleak.attacks.tag  # noqa: F401
+    import fedleak.attacks.tag  # noqa: F401 - tag and lamp
     return TEXT_ATTACKS.get(name).from_options(options, "attack.options")
 
 

@@ -211,6 +211,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate_defense(args) -> int:
+    from fedleak.harness.text_cli import cmd_evaluate_text, is_text_matrix
+    if is_text_matrix(args.matrix):
+        return cmd_evaluate_text(args)  # `--matrix text`: the text matrix, the defense gated alone
     from fedleak.harness.cli import parse_set_items
     from fedleak.harness.evaluate_defense import evaluation_matrix, print_verdict
     matrix, name, skipped = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"),

@@ -2,8 +2,8 @@
 `--defense MODULE:CLASS` a user's defense joins the shipped ones (evaluate-defense for text)."""
 from __future__ import annotations
 
+import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 
@@ -14,6 +14,7 @@ def add_command(sub) -> None:
     p.add_argument("--preset", choices=("smoke", "ci", "paper"), help="the budget preset of the config")
     p.add_argument("--defense", metavar="MODULE:CLASS", help="your Defense subclass, evaluated beside the shipped ones")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option of your defense")
+    p.add_argument("--gate", action="store_true", help="exit 1 unless every gated verdict holds (summary.json, junit.xml)")
     p.add_argument("--output", default="runs/text-matrix")
     p.set_defaults(func=cmd_text_matrix)
 
@@ -32,44 +33,106 @@ def is_text_matrix(spec) -> bool:
 
 
 def cmd_matrix_text(args) -> int:
-    """`fedleak matrix text [--preset ci] [--output DIR]`: the text matrix through the matrix command."""
+    """`fedleak matrix text [--preset ci] [--gate] [--output DIR]`: the text matrix through the matrix command."""
     from fedleak.core.errors import ConfigError
     from fedleak.harness.config import resolve_preset
-    if getattr(args, "gate", False) or getattr(args, "baseline", None):
-        raise ConfigError("--gate / --baseline: the text matrix has no gate or baseline comparison yet (docs/text.md)")
+    if getattr(args, "baseline", None):
+        raise ConfigError("--baseline: the text matrix has no baseline comparison yet (docs/text.md)")
     args.config = str(resolve_preset(args.config, "matrix"))
     args.defense, args.option = None, []
     args.output = args.output or "runs/text"
     return cmd_text_matrix(args)
 
 
-def cmd_text_matrix(args) -> int:
+def cmd_evaluate_text(args) -> int:
+    """`fedleak evaluate-defense MODULE:CLASS --matrix text`: the user's defense joins the text matrix, gated
+    alone (the shipped defenses are reference rows, not gated)."""
+    from fedleak.harness.config import resolve_preset
+    args.config = str(resolve_preset(args.matrix, "matrix"))
+    args.output = args.output or None
+    return cmd_text_matrix(args, evaluate=True)
+
+
+def cmd_text_matrix(args, evaluate: bool = False) -> int:
+    """Rows, verdicts, report; with `--gate` (evaluate-defense: always) summary.json and junit.xml; with `--gate`
+    exit status 1 where the gate fails: a gated verdict that is not "holds", or a gated cell that did not run
+    (fails closed)."""
     import pandas as pd
     import torch
+    from fedleak.core.errors import ConfigError
     from fedleak.core.io import atomic_write, check_writable
     from fedleak.harness.cli import parse_set_items
     from fedleak.harness.text_matrix import Entry, load_text_matrix, run_text_matrix, text_verdicts
     from fedleak.reports.text_report import write_text_report
-    extra = None
+    extra, plugins = None, {}
     if args.defense:
         from fedleak.harness.plugins import load_plugin
         cls = load_plugin(args.defense)
-        extra = Entry(cls.name, parse_set_items(args.option, "--option"))
+        options = parse_set_items(args.option, "--option")
+        cls.from_options(options, "defense.options")  # --option values, checked before anything runs
+        if "gradient" not in cls.applies_to:
+            raise ConfigError(f"defense '{cls.name}' applies to {', '.join(cls.applies_to)}; the text matrix's threat "
+                              "models share 'gradient' (text-fedsgd, text-lora)")
+        extra, plugins = Entry(cls.name, options), {cls.name: cls}
     matrix = load_text_matrix(args.config, args.preset, extra)
+    gated_defenses = [extra.name] if evaluate and extra is not None else None
+    gate = bool(getattr(args, "gate", False))
     # the text LM is small: one thread beats several on shared cores (pretraining: 0.17 s a step
     # against 0.5-1.3 s with two threads on the 2-core test machine)
     torch.set_num_threads(1)
-    out = Path(args.output)
+    out = Path(args.output or (f"runs/evaluate-{extra.name}-text" if evaluate and extra else "runs/text-matrix"))
     check_writable(out, "--output")
     out.mkdir(parents=True, exist_ok=True)
-    def checkpoint(rows):
+
+    def checkpoint(rows, failed):
         atomic_write(out / "rows.csv", pd.DataFrame(rows).to_csv(index=False))
-    rows = run_text_matrix(matrix, progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=checkpoint)
-    verdicts = text_verdicts(rows, matrix.max_rougeL)
-    md, _ = write_text_report([asdict(v) for v in verdicts], out, "fedleak text matrix", matrix.max_rougeL)
+        atomic_write(out / "failures.json", json.dumps(failed, indent=1) + "\n")
+
+    rows, failed = run_text_matrix(matrix, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                                   checkpoint=checkpoint, defenses=plugins)
+    verdicts = text_verdicts(rows, matrix, failed, gated_defenses)
+    md, _ = write_text_report([v.to_dict() for v in verdicts], out, "fedleak text matrix", matrix.max_rougeL)
     for v in verdicts:
-        print(f"{v.threat_model:22s} B={v.batch_size:<2d} {v.defense:28s} "
-              f"{'control' if v.defense == 'none' else v.verdict:12s} worst ROUGE-L {v.worst_rougeL:.3f} "
-              f"exact {v.exact_share:.2f} ({v.best_attack})")
+        status = "control" if v.defense == "none" and not v.gated else v.status
+        print(f"{v.context['threat_model']:22s} B={v.context['batch_size']:<2d} {v.defense_label:28s} {status:12s} "
+              f"worst ROUGE-L {v.worst['rougeL']:.3f}, {v.recovered} of {v.n_sequences} recovered, control "
+              f"{'–' if v.control_recovered is None else f'{v.control_recovered:.0%}'} ({v.best_attack})"
+              + (f": {'; '.join(v.reasons)}" if v.gated and v.reasons else ""))
+    for f in failed:
+        print(f"did not run: {f['task']}: {f['error']}")
     print(f"report: {md}")
-    return 0
+    if not (gate or evaluate):  # evaluate-defense writes them either way, as for images
+        return 0
+    document = write_text_ci_outputs(out, verdicts, failed, matrix, gated_defenses,
+                                     f"evaluate-{extra.name}" if evaluate and extra else Path(args.config).stem,
+                                     args.preset or "ci")
+    summary = document["gate"]
+    print(f"gate {'passed' if summary['passed'] else 'FAILED'}: {summary['failed_verdicts']} of {summary['gated_verdicts']} "
+          f"gated verdicts fail (ROUGE-L of the most exposed sequence < {matrix.max_rougeL:g}, positive control)"
+          + (f"; {summary['errors']} gated cells did not run" if summary["errors"] else ""))
+    return 1 if gate and not summary["passed"] else 0
+
+
+def write_text_ci_outputs(out: Path, verdicts: list, failed: list[dict], matrix, gated_defenses, name: str, preset: str) -> dict:
+    """summary.json and junit.xml of a gated text run, by the image run's views (reports.ci): one verdict
+    record per (threat model, B, defense setting), the failed cells with whether the gate counts them."""
+    from fedleak.core.io import atomic_write, json_bytes
+    from fedleak.harness.provenance import fedleak_commit, fedleak_version
+    from fedleak.reports.ci import junit_xml, summary_document
+    records = []
+    for v in verdicts:
+        record = v.to_dict()
+        record.pop("per_sequence")
+        records.append({**record, "n_images": v.n_sequences})
+    for f in failed:
+        name, label = f["labels"]["defense"], f["labels"]["defense_label"]
+        f["gated"] = (name in gated_defenses or label in gated_defenses) if gated_defenses is not None else name != "none"
+    description = f"ROUGE-L (worst sequence) < {matrix.max_rougeL:g}, every sequence recovered undefended"
+    gate = {"thresholds": {"max_rougeL": matrix.max_rougeL}, "statistic": "worst",
+            "defenses": list(gated_defenses or []), "description": description}
+    document = summary_document({"name": name, "preset": preset, "output": str(out),
+                                 "fedleak": {"version": fedleak_version(), "commit": fedleak_commit()}},
+                                gate, records, [], failed)
+    atomic_write(out / "summary.json", json_bytes(document))
+    atomic_write(out / "junit.xml", junit_xml(f"fedleak {name}", records, failed, description))
+    return document

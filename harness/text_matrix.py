@@ -1,14 +1,8 @@
 """The text matrix: every text attack against every update-level defense, per threat model and batch size,
 beside the same attacks without a defense, and one verdict per (threat model, B, defense setting).
 
-Verdict (the image matrix's rule, docs/verdict.md, read for text): the unit of harm is one person's
-sequence. For each private sequence the attacker's best attack counts (the most leaked ROUGE-L over
-attacks, metrics.record); the defense's figure is its worst case, the most exposed sequence.
-* LEAKS: that worst case reaches `max_rougeL`.
-* PROTECTS: it stays below, and the same attacks on the same threat model and B without the defense
-  leak (the positive control).
-* INCONCLUSIVE: it stays below, but so does the control: the attacks show nothing in this context.
-* GAP: an attack errored on the defense (the error is in the rows and the report): never "protects".
+Verdicts: harness.verdict.compute_text_verdicts, the image verdict's logic over private sequences (the
+most exposed sequence, the share recovered, the positive control, failed cells as gaps; docs/text.md).
 Rows (one per private sequence and attack) are kept in `rows.csv`; the report is a view of them.
 """
 from __future__ import annotations
@@ -102,76 +96,65 @@ def applicable(attack: str, threat_model: str) -> str | None:
     return None if kind in runs_on else f"{attack} runs on {', '.join(runs_on)}; {threat_model} shares '{kind}'"
 
 
-def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None) -> list[dict]:
-    """Every row of the matrix (the shipped LM is trained or read from the cache once); `checkpoint(rows)`
-    after every cell, so an interrupted matrix keeps what it finished."""
+def _modes(attacks, defense: Entry):
+    """Every attack non-adaptive, and adaptive (it gets a copy of the defense) against every defense but none
+    where it has an adaptive mode: the evaluator builds the adaptive attack, the defense's author does not."""
+    from fedleak.attacks.text_base import build_text_attack
+    for attack in attacks:
+        yield attack, False
+        if defense.name != "none" and build_text_attack(attack.name, **attack.options).adaptive:
+            yield attack, True
+
+
+def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """(every row of the matrix, the cells that did not run); the shipped LM is trained or read from the
+    cache once; `checkpoint(rows, failed)` after every cell, so an interrupted matrix keeps what it finished.
+    `defenses`: defense name -> a class (a user's plugin) built with the entry's options instead of the
+    registry's. A cell that raises (a defense's share, the threat model) is a failed cell: recorded with
+    its error, counted by the verdict, never dropped and never the end of the matrix."""
     from fedleak.harness.text_run import shipped_lm
     data, model = shipped_lm()
-    rows = []
+    rows, failed = [], []
     for tm in matrix.threat_models:
         for B in matrix.batch_sizes:
             for defense in matrix.defenses:
-                for attack in matrix.attacks:
+                for attack, adaptive in _modes(matrix.attacks, defense):
                     if applicable(attack.name, tm.name):
                         continue
                     run = TextRun(attack.name, attack.options, tm.name, tm.options, defense.name, defense.options,
-                                  B, matrix.seq_len, matrix.batches, matrix.seed)
-                    got = run_text(run, data, model)
+                                  B, matrix.seq_len, matrix.batches, matrix.seed, adaptive=adaptive)
+                    labels = {"threat_model_label": tm.label(), "batch_size": B, "defense_label": defense.label(),
+                              "attack_label": attack.label() + (" (adaptive)" if adaptive else "")}
+                    names = {"defense": defense.name}
+                    try:
+                        instance = None
+                        if defenses and defense.name in defenses:
+                            instance = defenses[defense.name].from_options(defense.options, "defense.options")
+                        got = run_text(run, data, model, defense=instance)
+                    except Exception as e:  # noqa: BLE001 - a failed cell is a gap to report, never a row to drop
+                        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                        failed.append({"labels": {**labels, **names}, "error": error, "task": " ".join(map(str, labels.values())),
+                                       "key": "/".join(map(str, labels.values())), "user_error": False, "context": None})
+                        if progress:
+                            progress(f"{tm.label()} B={B} {defense.label()} {labels['attack_label']}: FAILED ({error})")
+                        if checkpoint:
+                            checkpoint(rows, failed)
+                        continue
                     for r in got:
-                        r.update(threat_model_label=tm.label(), defense_label=defense.label(), attack_label=attack.label())
+                        r.update(labels)
                     rows.extend(got)
                     if checkpoint:
-                        checkpoint(rows)
+                        checkpoint(rows, failed)
                     if progress:
-                        progress(f"{tm.label()} B={B} {defense.label()} {attack.label()}: "
+                        progress(f"{tm.label()} B={B} {defense.label()} {labels['attack_label']}: "
                                  f"ROUGE-L {sum(r['rougeL'] for r in got) / len(got):.3f}, "
                                  f"{sum(r['wall_time_s'] for r in got) / B:.1f} s")
-    return rows
+    return rows, failed
 
 
-@dataclass(frozen=True)
-class TextVerdict:
-    threat_model: str
-    batch_size: int
-    defense: str
-    verdict: str               # LEAKS | PROTECTS | INCONCLUSIVE | GAP
-    worst_rougeL: float        # the most exposed sequence, best attack
-    exact_share: float         # share of sequences some attack rebuilt token for token
-    control_rougeL: float      # the same without the defense
-    best_attack: str
-    errors: int
-    worst_private: str
-    worst_reconstructed: str
-
-
-def text_verdicts(rows: list[dict], max_rougeL: float) -> list[TextVerdict]:
-    import pandas as pd
+def text_verdicts(rows: list[dict], matrix: TextMatrix, failed: list[dict] | None = None, gated_defenses=None) -> list:
+    """The verdicts of the matrix's rows: harness.verdict's logic (worst sequence, share recovered, positive
+    control, failed cells), judged on ROUGE-L against `max_rougeL` over the most exposed sequence."""
+    from fedleak.harness.verdict import compute_text_verdicts
     from fedleak.metrics.record import METRICS
-    rougeL = METRICS["rougeL"]
-    frame = pd.DataFrame(rows)
-    out = []
-    keys = ["threat_model_label", "batch_size", "defense_label"]
-    per_sequence = frame.assign(rougeL=frame["rougeL"].fillna(0.0), exact_sequence=frame["exact_sequence"].fillna(0.0))
-    control = {}
-    for (tm, B, defense), group in per_sequence.groupby(keys, sort=False):
-        # per private sequence (batch, sequence): the attacker's best attack
-        best = group.loc[group.groupby(["batch", "sequence"])["rougeL"].idxmax()]
-        worst = best.loc[rougeL.most_leaked_index(best["rougeL"])]
-        figure = (float(worst["rougeL"]), float(group.groupby(["batch", "sequence"])["exact_sequence"].max().mean()),
-                  str(worst["attack_label"]), int(group["error"].notna().sum()), worst["private_text"], worst["reconstructed_text"])
-        if defense == "none":
-            control[(tm, B)] = figure[0]
-        out.append((tm, B, defense, figure))
-    verdicts = []
-    for tm, B, defense, (worst, exact, attack, errors, private, rebuilt) in out:
-        ctrl = control.get((tm, B), float("nan"))
-        if rougeL.leaks_beyond(worst, max_rougeL) or worst == max_rougeL:
-            verdict = "LEAKS"
-        elif errors:
-            verdict = "GAP"
-        elif ctrl >= max_rougeL:
-            verdict = "PROTECTS"
-        else:
-            verdict = "INCONCLUSIVE"
-        verdicts.append(TextVerdict(tm, int(B), defense, verdict, worst, exact, ctrl, attack, errors, private, rebuilt))
-    return verdicts
+    return compute_text_verdicts(rows, [(METRICS["rougeL"], matrix.max_rougeL)], "worst", gated_defenses, failed)

@@ -4,6 +4,7 @@ row per private sequence with its scores (metrics.text) and provenance. The text
 (harness/text_matrix.py) and tools/text_table.py are loops over this."""
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -25,6 +26,7 @@ class TextRun:
     batches: int = 4          # private batches (clients), each drawn with seed + index
     seed: int = 0
     vocab_size: int = 2048
+    adaptive: bool = False    # the attacker knows the defense: the attack gets a copy of it (TextAttack.adaptive)
 
     def __post_init__(self):
         if self.batch_size < 1 or self.batches < 1:
@@ -66,7 +68,8 @@ def run_text(run: TextRun, data=None, model=None, defense=None) -> list[dict]:
         start = time.perf_counter()
         error = None
         try:
-            rec = attack.reconstruct(obs, client, run.seq_len, seed=run.seed + b)
+            known = copy.deepcopy(defense) if run.adaptive else None
+            rec = attack.reconstruct(obs, client, run.seq_len, seed=run.seed + b, defense=known)
             scored = score_text(rec.ids, ids, data.decode)
             extras = {k: v for k, v in rec.extras.items() if isinstance(v, (int, float, str))}
         except Exception as e:  # noqa: BLE001 - an attack that errors is a gap to report, never a row to drop

@@ -264,13 +264,7 @@ def _judge(verdict: Verdict, per_image: pd.DataFrame, gate, missing: list[str] =
         reasons.append("degenerate: what the client sends does not depend on its data, so the attacks measured nothing")
     if verdict.n_images < gate.min_images:
         reasons.append(f"{verdict.n_images} images, fewer than the {gate.min_images} a gated verdict needs")
-    if verdict.control_recovered is None:
-        reasons.append("no undefended run in this context (positive control): the attacks' failure cannot be told "
-                       "from protection")
-    elif verdict.control_recovered < 1:
-        missed = round((1 - verdict.control_recovered) * verdict.n_images)
-        reasons.append(f"the attacks do not succeed here without a defense: undefended, {missed} of these "
-                       f"{verdict.n_images} images are not recovered ({RECOVERED_TEXT})")
+    reasons += control_reasons(verdict.control_recovered, verdict.n_images, "images", RECOVERED_TEXT)
     if gate.budget_factor > 1 and not broken:  # the budget check can only make a leak leak more
         if verdict.converged is None:
             if not verdict.iteration_free:  # else: every rerun row repeated itself, the budget cannot reach it
@@ -282,11 +276,29 @@ def _judge(verdict: Verdict, per_image: pd.DataFrame, gate, missing: list[str] =
         reasons.append(f"randomised, and no attack averaged over its randomness with the defense's own share in the "
                        f"loop (EOT: {', '.join(EOT_ATTACKS)})")
     reasons += missing
-    leaks = bool(broken)
-    status = "LEAKS" if leaks else "UNCONVERGED" if verdict.converged is False else \
-        "DEGENERATE" if degenerate else "INCONCLUSIVE" if reasons else "holds"
+    status = status_of(broken, reasons, verdict.converged, degenerate)
     return dataclasses.replace(verdict, gated=True, gate="fail" if broken or reasons else "pass",
                                statistic=gate.statistic, values=values, reasons=tuple(broken + reasons), status=status)
+
+
+def control_reasons(control_recovered: float | None, n: int, units: str, recovered_text: str) -> list[str]:
+    """The positive control's reason a gated verdict cannot hold (images and text alike): no undefended run
+    in the context, or one that does not recover every one of the verdict's `n` units (images, sequences)."""
+    if control_recovered is None:
+        return ["no undefended run in this context (positive control): the attacks' failure cannot be told "
+                "from protection"]
+    if control_recovered < 1:
+        missed = round((1 - control_recovered) * n)
+        return [f"the attacks do not succeed here without a defense: undefended, {missed} of these "
+                f"{n} {units} are not recovered ({recovered_text})"]
+    return []
+
+
+def status_of(broken: list[str], reasons: list[str], converged: bool | None = None, degenerate: bool = False) -> str:
+    """LEAKS where a threshold is broken (a measured leak outranks every check), else UNCONVERGED, DEGENERATE,
+    INCONCLUSIVE (any other reason: the control, a gap, too few units) or holds."""
+    return "LEAKS" if broken else "UNCONVERGED" if converged is False else \
+        "DEGENERATE" if degenerate else "INCONCLUSIVE" if reasons else "holds"
 
 
 def _budget_check(frame: pd.DataFrame, per_image: pd.DataFrame, rerun: pd.DataFrame, gate) -> dict:
@@ -421,3 +433,135 @@ def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
         row.update({f"gate_{k}": val for k, val in v.values.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ text (issue 23)
+# The same verdict over text rows (harness.text_run: one row per private sequence and attack). The unit of
+# harm is one private sequence (batch, sequence: the same private sentences under every defense of a
+# context, each batch drawn with the run's seed); per sequence the attacker's best over attacks of each
+# metric record (metrics.record.TEXT_REPORTED, direction from the record); a verdict's figures are the most
+# exposed sequence's, then the share recovered, then the median.
+
+RECOVERED_ROUGE_L = 0.9
+RECOVERED_SEQUENCE_TEXT = f"recovered: rebuilt token for token, or ROUGE-L >= {RECOVERED_ROUGE_L:g}"
+TEXT_CONTEXT = ("threat_model_label", "batch_size")
+TEXT_UNIT = ("batch", "sequence")
+
+
+def recovered_sequence(exact, rougeL):
+    """Whether a private sequence counts as rebuilt: token for token, or ROUGE-L >= 0.9.
+
+    Why: ROUGE-L 0.9 between two sentences of ten-odd words (16 BPE tokens) leaves at most about one word
+    wrong, missing or out of order: the sentence reads as the person's. ROUGE's tokenizer keeps
+    alphanumeric words only, so a sequence of symbols and code ("(x, y)") can score 0 or 1 by accident;
+    the exact match counts it on tokens."""
+    exact, rougeL = (np.nan_to_num(np.asarray(v, dtype=float), nan=0.0) for v in (exact, rougeL))
+    out = (exact >= 1.0) | (rougeL >= RECOVERED_ROUGE_L)
+    return bool(out) if out.ndim == 0 else out
+
+
+def compute_text_verdicts(rows, limits, statistic_name: str = "worst", gated_defenses=None,
+                          failed: list[dict] | None = None, min_sequences: int = 1) -> list:
+    """One reports.verdicts.TextVerdict per (threat model, B, defense setting) of `rows` (a DataFrame or
+    list of dicts), in the rows' order. `limits`: (metric record, threshold) pairs that judge it;
+    `gated_defenses`: the defense names or labels gated (None: every one but none); `failed`: cells that
+    did not run, {labels: {threat_model_label, batch_size, defense_label, attack_label}, error}. A
+    sequence an attack errored on is scored by the attacks that did not; the errors are reasons (gaps)."""
+    from fedleak.metrics.record import METRICS, TEXT_REPORTED
+    from fedleak.reports.verdicts import TextVerdict
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    failed = list(failed or ())
+    if frame.empty:
+        return []
+    frame = frame.assign(error=frame["error"].where(frame["error"].notna(), "") if "error" in frame else "")
+    groups = list(frame.groupby([*TEXT_CONTEXT, "defense_label"], sort=False))
+    controls: dict[tuple, set] = {}
+    for keys, group in groups:
+        if str(group["defense"].iloc[0]) == "none":
+            best = _per_sequence(group)
+            controls[tuple(map(str, keys[:-1]))] = set(best.index[best["recovered"]])
+    out = []
+    for keys, group in groups:
+        context = dict(zip(("threat_model", "batch_size"), (str(keys[0]), int(keys[1]))))
+        defense = str(group["defense"].iloc[0])
+        scored = group[group["error"] == ""]
+        missing = _text_gaps(group, [f for f in failed if _text_belongs(f.get("labels", {}), keys)])
+        per_sequence = _per_sequence(scored) if not scored.empty else None
+        control = controls.get(tuple(map(str, keys[:-1])))
+        units = sorted({tuple(u) for u in group[list(TEXT_UNIT)].itertuples(index=False)})
+        n = len(units)
+        worst = {m.name: (float(m.most_leaked(per_sequence[m.name])) if per_sequence is not None else math.nan)
+                 for m in TEXT_REPORTED}
+        if per_sequence is not None:
+            at = METRICS["rougeL"].most_leaked_index(per_sequence["rougeL"])
+            winner = per_sequence.loc[at]
+            private, rebuilt, best_attack = str(winner["private_text"]), str(winner["reconstructed_text"]), str(winner["winner"])
+            recovered_n = int(per_sequence["recovered"].sum())
+            median = float(per_sequence["rougeL"].median())
+        else:
+            private = str(group["private_text"].iloc[0]) if "private_text" in group else ""
+            rebuilt, best_attack, recovered_n, median = "", "–", 0, math.nan
+        is_gated = gated_defenses is None and defense != "none" or \
+            gated_defenses is not None and (defense in gated_defenses or keys[-1] in gated_defenses)
+        verdict = TextVerdict(
+            context=context, defense_label=str(keys[-1]), defense=defense, n_sequences=n,
+            attacks=int(group["attack_label"].nunique()), best_attack=best_attack,
+            worst=worst, median_rougeL=median, recovered=recovered_n, share_recovered=recovered_n / n if n else math.nan,
+            control_recovered=None if control is None else sum(u in control for u in units) / n,
+            errors=int((group["error"] != "").sum()) + len([f for f in failed if _text_belongs(f.get("labels", {}), keys)]),
+            worst_private=private, worst_reconstructed=rebuilt,
+            wall_time_s=float(group.groupby(["attack_label", "batch"])["wall_time_s"].first().sum()) if "wall_time_s" in group else 0.0,
+            per_sequence=() if per_sequence is None else tuple(per_sequence.reset_index().to_dict("records")))
+        out.append(_judge_text(verdict, per_sequence, limits, statistic_name, missing, min_sequences, is_gated))
+    # a context whose every cell failed has no rows: its failures still need a verdict-less record (the gate's errors)
+    return out
+
+
+def _per_sequence(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per private sequence: each text metric's best over the attacks, the winning attack (by ROUGE-L), its texts."""
+    from fedleak.metrics.record import METRICS, TEXT_REPORTED
+    groups = frame.groupby(list(TEXT_UNIT), sort=True)
+    rougeL = METRICS["rougeL"]
+    filled = frame.assign(rougeL=frame["rougeL"].fillna(-1.0))
+    winners = filled.loc[rougeL.most_leaked_index(filled.groupby(list(TEXT_UNIT), sort=True)["rougeL"])].set_index(list(TEXT_UNIT))
+    out = pd.DataFrame({m.name: m.most_leaked(groups[m.name]) for m in TEXT_REPORTED})
+    out["winner"] = winners["attack_label"]
+    out["private_text"] = winners["private_text"]
+    out["reconstructed_text"] = winners["reconstructed_text"]
+    out["recovered"] = recovered_sequence(out["exact_sequence"], out["rougeL"])
+    return out
+
+
+def _text_belongs(labels: dict, keys) -> bool:
+    return (str(labels.get("threat_model_label")) == str(keys[0]) and str(labels.get("batch_size")) == str(keys[1])
+            and labels.get("defense_label") == keys[-1])
+
+
+def _text_gaps(group: pd.DataFrame, failed: list[dict]) -> list[str]:
+    """As `gaps` for images: cells that did not run, and the sequences an attack failed on."""
+    out = [f"{f.get('labels', {}).get('attack_label', 'a cell')} did not run: {f.get('error', '')}" for f in failed]
+    broken = group[group["error"] != ""]
+    for attack, rows in broken.groupby("attack_label", sort=False):
+        total = len(group[group["attack_label"] == attack])
+        out.append(f"{attack} failed on {len(rows)} of {total} sequences: {rows['error'].iloc[0]}")
+    return out
+
+
+def _judge_text(verdict, per_sequence, limits, statistic_name: str, missing: list[str], min_sequences: int, is_gated: bool):
+    """`_judge` for text: thresholds on the statistic over sequences, the positive control, the gaps."""
+    values, broken, reasons = {}, [], []
+    for metric, limit in limits:
+        value = statistic(per_sequence[metric.name], statistic_name, metric) if per_sequence is not None else math.nan
+        values[metric.name] = value
+        if math.isnan(value):
+            reasons.append(f"{metric.name} not measured (every attack failed)")
+        elif metric.leaks_beyond(value, limit) or value == limit:
+            # a bound on ROUGE-L is reached by the exact copy itself (1.0): at the limit counts as leaking
+            broken.append(f"{metric.name} {value:.3f} {'>=' if metric.larger_leaks else '<='} {limit:g}")
+    if verdict.n_sequences < min_sequences:
+        reasons.append(f"{verdict.n_sequences} sequences, fewer than the {min_sequences} a gated verdict needs")
+    reasons += control_reasons(verdict.control_recovered, verdict.n_sequences, "sequences", RECOVERED_SEQUENCE_TEXT)
+    reasons += missing
+    return dataclasses.replace(verdict, gated=is_gated, gate=("fail" if broken or reasons else "pass") if is_gated else "",
+                               statistic=statistic_name, values=values, reasons=tuple(broken + reasons),
+                               status=status_of(broken, reasons) if verdict.defense != "none" or is_gated else "")

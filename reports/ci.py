@@ -108,6 +108,10 @@ def context_name(context: dict) -> str:
 
 
 def _numbers(v: dict) -> str:
+    if "worst" in v:  # a text verdict (reports.verdicts.TextVerdict)
+        return "; ".join([f"best attack {v['best_attack']}", f"{v['n_sequences']} sequences",
+                          *(f"{k} ({v['statistic']}) {_fmt(x)}" for k, x in v.get("values", {}).items()),
+                          f"{v['recovered']} recovered", f"median rougeL {_fmt(v['median_rougeL'])}"])
     parts = [f"best attack {v['best_attack']}", f"{v['n_images']} images",
              *(f"{k} ({v['statistic']}) {_fmt(x)}" for k, x in v.get("values", {}).items()),
              f"median psnr {_fmt(v['psnr'])}, ssim {_fmt(v['ssim'])}, lpips {_fmt(v['lpips'])}"]

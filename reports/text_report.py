@@ -17,31 +17,41 @@ def md_text(text: str) -> str:
     return " ".join(str(text).split()).translate(_MD)
 
 
-def _rows(verdicts: list[dict]):
+def _status(v: dict) -> str:
+    return "control" if v["defense"] == "none" and not v["gated"] else (v["status"] or "–")
+
+
+def _cells(v: dict) -> list[str]:
     rougeL, exact = METRICS["rougeL"], METRICS["exact_sequence"]
-    for v in verdicts:
-        control = "control" if v["defense"] == "none" else v["verdict"]
-        yield v, control, rougeL.format(v["worst_rougeL"]), exact.format(v["exact_share"]), rougeL.format(v["control_rougeL"])
+    control = "–" if v["control_recovered"] is None else f"{v['control_recovered']:.0%}"
+    return [v["context"]["threat_model"], str(v["context"]["batch_size"]), v["defense_label"], _status(v),
+            rougeL.format(v["worst"]["rougeL"]), exact.format(v["worst"]["exact_sequence"]),
+            f"{v['recovered']} of {v['n_sequences']}", control, v["best_attack"], str(v["errors"]),
+            ("; ".join(v["reasons"]) if v["gated"] else "") or "–"]
 
 
 def write_text_report(verdicts: list[dict], out: Path, title: str, max_rougeL: float) -> tuple[Path, Path]:
-    head = ["threat model", "B", "defense", "verdict", "worst ROUGE-L", "exact share", "control ROUGE-L", "best attack", "errors"]
+    """`verdicts`: reports.verdicts.TextVerdict records as dicts (harness.verdict.compute_text_verdicts)."""
+    head = ["threat model", "B", "defense", "verdict", "worst ROUGE-L", "worst exact", "recovered", "control",
+            "best attack", "errors", "why"]
     md = [f"# {md_text(title)}", "",
-          f"A defense PROTECTS where the best attack's worst-case ROUGE-L stays below {max_rougeL:g} and the same attacks "
-          "leak without it (control); ROUGE-L, exact share: higher leaks more.", "",
+          f"Per private sequence the best attack; worst: the most exposed sequence. A defense holds where that "
+          f"ROUGE-L stays below {max_rougeL:g}, no attack failed, and the same attacks recover every one of these "
+          "sequences without it (control; recovered: token for token or ROUGE-L >= 0.9). Higher leaks more.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     body = []
-    for v, verdict, worst, share, ctrl in _rows(verdicts):
-        cells = [v["threat_model"], str(v["batch_size"]), v["defense"], verdict, worst, share, ctrl, v["best_attack"], str(v["errors"])]
+    for v in verdicts:
+        cells = _cells(v)
         md.append("| " + " | ".join(md_text(c) for c in cells) + " |")
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     md += ["", "## The most exposed sequence per verdict", "",
            "| threat model | B | defense | private | reconstructed |", "|---|---|---|---|---|"]
     examples = []
     for v in verdicts:
-        md.append(f"| {md_text(v['threat_model'])} | {v['batch_size']} | {md_text(v['defense'])} | {md_text(v['worst_private'])} | "
+        tm, B = v["context"]["threat_model"], v["context"]["batch_size"]
+        md.append(f"| {md_text(tm)} | {B} | {md_text(v['defense_label'])} | {md_text(v['worst_private'])} | "
                   f"{md_text(v['worst_reconstructed'])} |")
-        examples.append(f"<tr><td>{html.escape(v['threat_model'])}</td><td>{v['batch_size']}</td><td>{html.escape(v['defense'])}</td>"
+        examples.append(f"<tr><td>{html.escape(tm)}</td><td>{B}</td><td>{html.escape(v['defense_label'])}</td>"
                         f"<td><code>{html.escape(v['worst_private'])}</code></td><td><code>{html.escape(v['worst_reconstructed'])}</code></td></tr>")
     page = ("<!doctype html><meta charset='utf-8'><title>" + html.escape(title) + "</title><h1>" + html.escape(title) + "</h1>"
             "<table border=1><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(body) + "</table>"

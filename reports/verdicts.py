@@ -65,6 +65,38 @@ class Verdict:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class TextVerdict:
+    """The text verdict (harness.verdict.compute_text_verdicts): the image record's logic over private
+    sequences. `worst`: per text metric record, the most exposed sequence's value (each sequence's best
+    attack); `recovered` / `share_recovered`: sequences rebuilt (harness.verdict.recovered_sequence)."""
+    context: dict                         # threat_model (its label, with options), batch_size
+    defense_label: str
+    defense: str
+    n_sequences: int
+    attacks: int
+    best_attack: str                      # the attack that won the most exposed sequence
+    worst: dict                           # metric name -> the most exposed sequence's value
+    median_rougeL: float
+    recovered: int
+    share_recovered: float
+    control_recovered: float | None       # positive control: share of these sequences the undefended run recovers
+    errors: int                           # rows an attack failed on, and cells that did not run
+    worst_private: str
+    worst_reconstructed: str
+    wall_time_s: float = 0.0
+    per_sequence: tuple[dict, ...] = ()
+    gated: bool = False
+    gate: str = ""
+    statistic: str = ""
+    values: dict = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+    status: str = ""                      # STATUSES; "" for the undefended control when not gated
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 # From the most to the least alarming: a threshold broken; more budget leaked more; the gate could
 # not judge (too few images, a check missing); nothing about the data was sent; the gate passed.
 STATUSES = ("LEAKS", "UNCONVERGED", "INCONCLUSIVE", "DEGENERATE", "holds")

@@ -77,6 +77,24 @@ def test_a_token_repeated_within_a_sequence_is_placed_by_the_second_layer():
     assert rec.ids.tolist() == ids.tolist()
 
 
+def test_dager_chooses_the_sequences_that_explain_both_layers_gradients():
+    # a false candidate (one token of a true sequence changed) ranked first: the chosen batch must still be
+    # the true one, whose inputs leave nothing of the two layers' gradients unexplained
+    from fedleak.attacks.dager import Dager
+    model, ids = tiny(), batch(3, 6, seed=5)
+    obs, client = observe("text-fedsgd", model, ids)
+    first, second = LayerSpan(obs, 0, 1e-7, 15), LayerSpan(obs, 1, 1e-7, 15)
+    seen = ids[:, :-1]
+    false = seen[1].clone()
+    false[3] = seen[0, 3] if seen[0, 3] != false[3] else seen[2, 3]
+    candidates = torch.cat([false[None], seen[[2, 0, 1]]])
+    chosen, unexplained = Dager._choose(client, candidates, first, second, 3)
+    assert {tuple(r) for r in chosen.tolist()} == {tuple(r) for r in seen.tolist()}
+    assert unexplained < 1e-9
+    _, with_false = Dager._choose(client, candidates[:3], first, second, 3)
+    assert with_false > 1e-6
+
+
 def test_lora_shares_only_the_adapter_gradients_and_dager_reads_them():
     model, ids = tiny(), batch(2, 8, seed=3)
     obs, client = observe("text-lora", model, ids, rank=32)
@@ -166,30 +184,130 @@ def _row(defense, attack, batch, sequence, rougeL, exact=0.0, error=None, text="
             "private_text": text, "reconstructed_text": text + "!"}
 
 
-def test_text_verdicts_take_each_persons_best_attack_and_need_the_control():
-    from fedleak.harness.text_matrix import text_verdicts
+def _frame_rows(rows):
+    return [{**r, "defense": r["defense_label"].split()[0], "rouge1": r["rougeL"], "rouge2": r["rougeL"],
+             "token_accuracy": r["rougeL"], "wall_time_s": 1.0} for r in rows]
+
+
+def _judge(rows, failed=None):
+    from fedleak.harness.verdict import compute_text_verdicts
+    from fedleak.metrics.record import METRICS
+    return {v.defense_label: v for v in compute_text_verdicts(_frame_rows(rows), [(METRICS["rougeL"], 0.5)], "worst",
+                                                              failed=failed)}
+
+
+def test_text_verdicts_are_the_image_verdicts_logic_over_sequences():
+    # two private sequences (batches 0 and 1); the undefended run recovers both (control 100 %)
     rows = [_row("none", "dager", 0, 0, 1.0, 1.0), _row("none", "tag", 0, 0, 0.2),
+            _row("none", "dager", 1, 0, 0.95), _row("none", "tag", 1, 0, 0.1),
             # under dp: dager fails on sequence 0, tag rebuilds sequence 1: the worst case is tag's 0.6
             _row("dp", "dager", 0, 0, 0.1), _row("dp", "tag", 0, 0, 0.3),
             _row("dp", "dager", 1, 0, 0.2), _row("dp", "tag", 1, 0, 0.6),
             _row("prune", "dager", 0, 0, 0.1), _row("prune", "tag", 0, 0, 0.2),
-            _row("sketch", "dager", 0, 0, float("nan"), float("nan"), error="RuntimeError: x"), _row("sketch", "tag", 0, 0, 0.1)]
-    got = {v.defense: v for v in text_verdicts(rows, 0.5)}
-    assert got["dp"].verdict == "LEAKS" and got["dp"].worst_rougeL == 0.6 and got["dp"].best_attack == "tag"
-    assert got["prune"].verdict == "PROTECTS" and got["prune"].control_rougeL == 1.0
-    assert got["sketch"].verdict == "GAP"
-    weak = [r for r in rows if not (r["defense_label"] == "none" and r["attack_label"] == "dager")]
-    assert {v.defense: v.verdict for v in text_verdicts(weak, 0.5)}["prune"] == "INCONCLUSIVE"
+            _row("prune", "dager", 1, 0, 0.3), _row("prune", "tag", 1, 0, 0.0),
+            _row("sketch", "dager", 0, 0, float("nan"), float("nan"), error="RuntimeError: x"), _row("sketch", "tag", 0, 0, 0.1),
+            _row("sketch", "dager", 1, 0, 0.1), _row("sketch", "tag", 1, 0, 0.1)]
+    got = _judge(rows, failed=[{"labels": {"threat_model_label": "text-fedsgd", "batch_size": 1, "defense_label": "prune",
+                                           "attack_label": "extra"}, "error": "ValueError: share"}])
+    assert got["none"].recovered == 2 and got["none"].control_recovered == 1.0  # ROUGE-L 0.95 counts as recovered
+    assert got["dp"].status == "LEAKS" and got["dp"].worst["rougeL"] == 0.6 and got["dp"].best_attack == "tag"
+    assert got["dp"].recovered == 0 and got["dp"].gate == "fail"
+    # a failed cell is a gap: the verdict cannot hold, however low its scores
+    assert got["prune"].status == "INCONCLUSIVE" and any("extra did not run" in r for r in got["prune"].reasons)
+    assert got["sketch"].status == "INCONCLUSIVE" and got["sketch"].errors == 1
+    assert any("dager failed on 1 of 2 sequences" in r for r in got["sketch"].reasons)
+    assert _judge(rows)["prune"].status == "holds"
+    # without the control's success the attacks' failure says nothing: INCONCLUSIVE, naming the sequences
+    weak = [r for r in rows if not (r["defense_label"] == "none" and r["attack_label"] == "dager" and r["batch"] == 1)]
+    prune = _judge(weak)["prune"]
+    assert prune.status == "INCONCLUSIVE" and prune.control_recovered == 0.5
+    assert "1 of these 2 sequences are not recovered" in prune.reasons[0]
+
+
+def test_recovered_sequence_is_exact_or_rougeL_from_0_9():
+    from fedleak.harness.verdict import recovered_sequence
+    assert recovered_sequence(1.0, 0.0) and recovered_sequence(0.0, 0.9) and not recovered_sequence(0.0, 0.89)
+    assert not recovered_sequence(float("nan"), float("nan"))
 
 
 def test_text_report_escapes_private_text(tmp_path):
-    from dataclasses import asdict
-    from fedleak.harness.text_matrix import text_verdicts
     from fedleak.reports.text_report import write_text_report
     rows = [_row("none", "dager", 0, 0, 1.0, 1.0, text="<script>alert(1)</script> | x")]
-    md, page = write_text_report([asdict(v) for v in text_verdicts(rows, 0.5)], tmp_path, "t", 0.5)
+    md, page = write_text_report([v.to_dict() for v in _judge(rows).values()], tmp_path, "t", 0.5)
     assert "<script>" not in page.read_text() and "&lt;script&gt;" in page.read_text()
     assert "\\<script\\>" in md.read_text() and "\\| x" in md.read_text()
+
+
+USER_DEFENSE = """
+import torch
+from fedleak.defenses.base import Defense
+
+
+class Passthrough(Defense):
+    name = "user-passthrough"
+
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+
+    def share(self, update, context):
+        if self.fail:
+            raise RuntimeError("the user's share broke")
+        return [u.clone() for u in update], {}
+"""
+
+
+@pytest.fixture
+def tiny_text(monkeypatch, tmp_path):
+    """The text matrix on a tiny random-init LM (the shipped one takes minutes to pretrain), and a user's
+    defense in a folder of their own (the working directory)."""
+    from fedleak.data.text import load_text
+    import fedleak.harness.text_run as text_run
+    data = load_text(512)
+    model = build_lm(TextLMSpec(vocab_size=data.vocab_size, width=64, layers=2, heads=4, context=32), seed=0)
+    monkeypatch.setattr(text_run, "shipped_lm", lambda *a, **k: (data, model))
+    (tmp_path / "user_defense.py").write_text(USER_DEFENSE)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "text.toml"
+    config.write_text('seq_len = 6\nbatch_sizes = [2]\nbatches = 1\nthreat_models = [{ name = "text-fedsgd" }]\n'
+                      'attacks = [{ name = "dager" }]\n'
+                      'defenses = [{ name = "none" }, { name = "dp", options = { clip = 1.0, sigma = 1.0 } }]\n'
+                      '[presets.ci]\nbatches = 1\n')
+    return config
+
+
+def _ci_files(folder):
+    import json
+    from junitparser import Error, Failure, JUnitXml
+    summary = json.loads((folder / "summary.json").read_text())
+    cases = [c for suite in JUnitXml.fromfile(str(folder / "junit.xml")) for c in suite]
+    failures = sum(isinstance(r, Failure) for c in cases for r in c.result)
+    errors = sum(isinstance(r, Error) for c in cases for r in c.result)
+    return summary, failures, errors
+
+
+def test_matrix_text_gate_and_evaluate_defense_agree_with_their_files(tiny_text, tmp_path, capsys):
+    from fedleak.harness.cli import main
+    pytest.importorskip("junitparser")
+    # the shipped defenses under the gate: dp (sigma = 1) holds against DAGER, whose control recovers both sequences
+    status = main(["matrix", str(tiny_text), "--preset", "ci", "--gate", "--output", str(tmp_path / "m")])
+    summary, failures, errors = _ci_files(tmp_path / "m")
+    dp = next(v for v in summary["verdicts"] if v["defense"] == "dp")
+    assert dp["status"] == "holds" and dp["control_recovered"] == 1.0 and summary["gate"]["passed"]
+    assert status == 0 and failures == errors == 0
+    # a user's defense that sends the gradient unchanged leaks: the gate fails, in every file and the exit status
+    status = main(["evaluate-defense", "user_defense:Passthrough", "--matrix", str(tiny_text), "--gate",
+                   "--output", str(tmp_path / "e")])
+    summary, failures, errors = _ci_files(tmp_path / "e")
+    mine = [v for v in summary["verdicts"] if v["gated"]]
+    assert [v["defense"] for v in mine] == ["user-passthrough"] and mine[0]["status"] == "LEAKS"
+    assert status == 1 and not summary["gate"]["passed"] and failures == 1 and errors == 0
+    # a user's share that raises: a failed cell, counted (gate fails closed), never a crash
+    status = main(["evaluate-defense", "user_defense:Passthrough", "--option", "fail=true", "--matrix", str(tiny_text),
+                   "--gate", "--output", str(tmp_path / "f")])
+    summary, failures, errors = _ci_files(tmp_path / "f")
+    # both of dager's modes (non-adaptive and adaptive) are cells of their own
+    assert status == 1 and summary["gate"]["errors"] == 2 and errors == 2 and not summary["gate"]["passed"]
+    assert "the user's share broke" in capsys.readouterr().out
 
 
 def test_text_matrix_config_errors_name_the_key(tmp_path):
@@ -218,3 +336,58 @@ def test_every_text_score_is_a_declared_record_that_grows_with_leakage():
     for m in TEXT_REPORTED:
         assert METRICS[m.name] is m and m.larger_leaks and m.name in rows[0]
     assert METRICS["rougeL"].gate_key == "max_rougeL" and METRICS["rougeL"].format(1.0) == "exact"
+
+
+def _negate_defense():
+    """A user's defense whose share flips the update's sign (the server's decoding does not undo it)."""
+    from fedleak.defenses.base import Defense
+
+    class Negate(Defense):
+        name = "test-negate"
+
+        def share(self, update, context):
+            return [-u for u in update], {}
+    return Negate()
+
+
+def test_adaptive_tag_runs_the_defenses_own_share_in_its_loop():
+    torch.manual_seed(0)
+    model, ids = tiny(width=32, layers=1), batch(1, 4, seed=4)
+    defense = _negate_defense()
+    obs, client = build_text_threat_model("text-fedsgd").observe(model, ids, defense)
+    attack = build_text_attack("tag", iterations=60, lr=0.1)
+    blind = attack.reconstruct(obs, client, 4)
+    known = attack.reconstruct(obs, client, 4, defense=defense)
+    assert known.extras["defense_replay"] == "autograd"
+    assert (known.ids == ids).float().mean() >= 0.75 > (blind.ids == ids).float().mean()
+
+
+def test_adaptive_dager_reads_a_perturbed_span_by_the_known_rank():
+    # half of every tensor's entries zeroed: the thresholds of the exact test reject true tokens; the
+    # leading B·(L−1) directions and the nearest tokens still rebuild the batch
+    from fedleak.defenses import build_defense
+    model, ids = tiny(), batch(2, 8, seed=3)
+    prune = build_defense("prune", ratio=0.5)
+    obs, client = build_text_threat_model("text-fedsgd").observe(model, ids, prune)
+    blind = build_text_attack("dager").reconstruct(obs, client, 8)
+    known = build_text_attack("dager").reconstruct(obs, client, 8, defense=prune)
+    assert {tuple(r) for r in known.ids.tolist()} == {tuple(r) for r in ids.tolist()}
+    assert {tuple(r) for r in blind.ids.tolist()} != {tuple(r) for r in ids.tolist()}
+
+
+def test_lamps_discrete_step_undoes_a_swap_the_gradient_rules_out():
+    torch.manual_seed(0)
+    model, ids = tiny(width=32, layers=1), batch(1, 5, seed=6)
+    obs, client = observe("text-fedsgd", model, ids)
+    lamp = build_text_attack("lamp", lamp_candidates=40)
+    assert lamp.options.lamp_every == 50 and build_text_attack("tag").options.lamp_every == 0
+    swapped = ids.clone()
+    swapped[0, 1], swapped[0, 3] = ids[0, 3], ids[0, 1]
+    z = (torch.nn.functional.one_hot(swapped, VOCAB).float() * 5.0).requires_grad_(True)
+    params = [dict(client.named_parameters())[n] for n in obs.param_names]
+    target = [t.detach() for t in obs.update]
+    norm = sum((t * t).sum() for t in target)
+    def distance(grads):
+        return sum(((a - b) ** 2).sum() for a, b in zip(grads, target)) / norm
+    changed = lamp._discrete_step(client, params, z, distance, torch.Generator().manual_seed(0))
+    assert changed == 1 and torch.equal(z.detach().argmax(-1), ids)

@@ -3,7 +3,7 @@
     PYTHONPATH=... python tools/text_table.py batch     # DAGER, full FedSGD, B = 1, 2, 4, 8 at L = 16
     PYTHONPATH=... python tools/text_table.py falloff   # DAGER, B x (L-1) up to and past the width d = 128
     PYTHONPATH=... python tools/text_table.py lora      # DAGER on LoRA adapter gradients, ranks 8..128
-    PYTHONPATH=... python tools/text_table.py tag       # TAG beside DAGER at B = 1 and 4
+    PYTHONPATH=... python tools/text_table.py tag       # TAG and LAMP beside DAGER at B = 1 and 4
     PYTHONPATH=... python tools/text_table.py defenses  # DAGER under dp / prune / quantize / sketch
 
 Each prints a Markdown table (one row per setting: means over every private sequence of `--batches`
@@ -33,8 +33,8 @@ def settings(experiment: str, batches: int, tag_iterations: int, shapes=None):
         return [TextRun(threat_model="text-lora", threat_model_options={"rank": r}, batch_size=B, seq_len=16, batches=batches)
                 for r in (8, 32, 128) for B in (1, 2, 4, 8)]
     if experiment == "tag":
-        return [TextRun(attack=a, attack_options=({"iterations": tag_iterations} if a == "tag" else {}), batch_size=B,
-                        seq_len=16, batches=batches) for B in (1, 4) for a in ("dager", "tag")]
+        return [TextRun(attack=a, attack_options=({"iterations": tag_iterations} if a != "dager" else {}), batch_size=B,
+                        seq_len=16, batches=batches) for B in (1, 4) for a in ("dager", "tag", "lamp")]
     if experiment == "defenses":
         return [TextRun(defense=d, defense_options=o, batch_size=4, seq_len=16, batches=batches) for d, o in (
             ("none", {}), ("dp", {"clip": 1.0, "sigma": 0.01}), ("dp", {"clip": 1.0, "sigma": 0.1}), ("prune", {"ratio": 0.9}),
