@@ -10,8 +10,9 @@ Per evaluated defense (its own rows only, FedSGD): per image the best PSNR of th
 the evaluator's adaptive ones, both modes) and of the new ones (`NEW`), each the median over the images, as
 tools/adaptive_battery.py counts them; the label baseline (what the true label alone gives, median); then the
 verdict as evaluate-defense printed it: the worst image, the images recovered, the median [95% interval], the
-strongest attack and the status. `REFERENCE` is the battery's best-new-attack column before issue #20
-(tools/adaptive_battery.py on the trust-attacks branch, 2026-11-28); a run more than `TOLERANCE` dB below it
+strongest attack and the status, and how many of the tasks against the defense failed (failures.json).
+`REFERENCE` is the battery's best-new-attack column before issue #20 (tools/adaptive_battery.py on the
+trust-attacks branch, 2026-11-28); a run more than `TOLERANCE` dB below it
 is marked: the user's command is weaker than the battery there. Where a `time.txt` of GNU time (-v) lies in the
 folder or up to two folders above it, the CPU time (user + sys) and wall time are listed too."""
 from __future__ import annotations
@@ -72,7 +73,7 @@ def summarise(folder: Path) -> dict:
         "strongest new attack": strongest["attack_label"].mode().iloc[0] if len(strongest) else "–",
         "worst image": verdict["worst_psnr"], "recovered": f"{verdict['recovered']}/{verdict['n_images']}",
         "median [95% CI]": f"{verdict['psnr']:.1f} [{verdict['psnr_interval'][0]:.1f}, {verdict['psnr_interval'][1]:.1f}]",
-        "best attack": verdict["best_attack"], "verdict": verdict["status"],
+        "best attack": verdict["best_attack"], "verdict": verdict["status"], "failed tasks": _failed(folder, label),
         "before #20": reference[1],
         "within 3 dB": "–" if reference[1] is None else
         ("yes" if new_median >= reference[1] - TOLERANCE else f"NO ({new_median - reference[1]:+.1f} dB)"),
@@ -80,6 +81,14 @@ def summarise(folder: Path) -> dict:
     }
     timing = _timing(folder)
     return {**row, **timing}
+
+
+def _failed(folder: Path, label: str) -> int:
+    """Tasks against the defense that failed (attack cells, its utility run; not those declared not applicable):
+    a gap the verdict counts, so the table shows it too."""
+    path = folder / "failures.json"
+    failures = json.loads(path.read_text()) if path.is_file() else []
+    return sum(1 for f in failures if f.get("labels", {}).get("defense_label") == label and not f.get("not_applicable"))
 
 
 def _timing(folder: Path) -> dict:
