@@ -34,7 +34,9 @@ def describe_gate(gate: GateConfig) -> str:
     scope = ", ".join(gate.defenses) if gate.defenses else f"every defense but {UNDEFENDED}"
     checks = [f"≥ {gate.min_images} images"]
     if gate.budget_factor > 1:
-        checks.append(f"converged (every attack row at {gate.budget_factor}× iterations and restarts adds "
+        margin = "every attack row" if gate.budget_margin == float("inf") else \
+            f"every attack row within {gate.budget_margin:g} dB of the {gate.statistic} image"
+        checks.append(f"converged ({margin} at {gate.budget_factor}× iterations and restarts adds "
                       f"≤ {gate.budget_tolerance:g} dB)")
     checks.append("not degenerate")
     return (f"{' and '.join(parts)} ({gate.statistic} image of each verdict, per image the strongest attack; "

@@ -146,8 +146,9 @@ class GateConfig:
     """Thresholds on each gated verdict (harness.verdict: one per context and defense setting, each
     image's strongest attack): absolute (`max_psnr`, `max_ssim`, `min_lpips`) or above what the label
     alone gives (`max_psnr_over_label`, dB above the label baseline). A gated verdict also fails on
-    fewer than `min_images` images, on a degenerate observation, and when the strongest attack at
-    `budget_factor`× iterations and restarts raises its leakage by more than `budget_tolerance` dB."""
+    fewer than `min_images` images, on a degenerate observation, and when the attack rows within
+    `budget_margin` dB of the gated statistic, at `budget_factor`× iterations and restarts, raise it by more
+    than `budget_tolerance` dB."""
     max_psnr: float | None = None
     max_ssim: float | None = None
     min_lpips: float | None = None
@@ -155,8 +156,11 @@ class GateConfig:
     statistic: str = "worst"            # over a verdict's images: worst (most leaked) | median | mean
     defenses: list[str] = field(default_factory=list)  # names or setting labels gated; empty: all but none
     min_images: int = 8
-    budget_factor: int = 4              # the budget check: iterations and restarts × this; 1 turns it off
+    budget_factor: int = 2              # the budget check: iterations and restarts × this; 1 turns it off
     budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
+    # the budget check reruns a row on an image where it is within this many dB of the gated statistic
+    # (harness.budget_check); inf: every row on every image
+    budget_margin: float = 6.0
 
     def limits(self) -> list[tuple[Metric, float]]:
         """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
@@ -279,6 +283,8 @@ def validate(config: MatrixConfig) -> MatrixConfig:
         raise ConfigError(f"gate.{key}: must be >= 1, got {getattr(config.gate, key)}")
     if not (config.gate.budget_tolerance >= 0):
         raise ConfigError(f"gate.budget_tolerance: must be finite and >= 0, got {config.gate.budget_tolerance}")
+    if not (config.gate.budget_margin >= 0):
+        raise ConfigError(f"gate.budget_margin: must be >= 0 dB (inf: rerun every row), got {config.gate.budget_margin}")
     for preset in PRESETS:
         for where, budget in [(f"budgets.{preset}", getattr(config.budgets, preset))] + [
                 (f"attacks[{i}].budgets.{preset}", getattr(a.budgets, preset)) for i, a in enumerate(config.attacks)]:

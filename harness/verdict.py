@@ -28,9 +28,10 @@ on that image (AutoAttack's per-sample worst case). A verdict reports, over its 
 * `control_recovered`: the positive control, the share of this verdict's images that the undefended run
   of the same context recovers (None: no undefended run there). A gated verdict "holds" only where it is 1:
   a failure of the attacks says something about the defense only where the same attacks succeed without it;
-* `converged`: the budget check (every attack row of the verdict again at `budget_factor`× iterations and
-  restarts) raised the gated statistic by at most `budget_tolerance` dB; None: not checked, or every
-  rerun attack was `iteration_free` (its rows came back identical: more budget cannot change them);
+* `converged`: the budget check (every attack row of the verdict that can change it, on the images where it
+  can, again at `budget_factor`× iterations and restarts: harness.budget_check) raised the gated statistic by
+  at most `budget_tolerance` dB; None: not checked, or every rerun attack was `iteration_free` (its rows came
+  back identical: more budget cannot change them);
 * `gate`: "pass" / "fail" / "" (not gated), the `statistic`, the gated `values` and `reasons`."""
 from __future__ import annotations
 
@@ -302,12 +303,12 @@ def status_of(broken: list[str], reasons: list[str], converged: bool | None = No
 
 
 def _budget_check(frame: pd.DataFrame, per_image: pd.DataFrame, rerun: pd.DataFrame, gate) -> dict:
-    """What `budget_factor`× iterations and restarts of every rerun attack row does to the gated statistic:
+    """What `budget_factor`× iterations and restarts of the rerun attack rows do to the gated statistic:
     `rise` (every rerun row merged with the verdict's per-image best), `attack` (the row whose rerun alone
     raises it most), `iteration_free` (rows whose rerun repeated their numbers exactly on every image and
     seed: the budget does not reach them, e.g. an analytic read-out), `converged` (None where every rerun
     row is iteration-free: there was nothing to converge)."""
-    metric = _budget_metric(gate)
+    metric = budget_metric(gate)
     merged = per_image.set_index("image_index")[metric]
     now = statistic(merged, gate.statistic)
 
@@ -322,7 +323,8 @@ def _budget_check(frame: pd.DataFrame, per_image: pd.DataFrame, rerun: pd.DataFr
         before = frame[(frame["attack_label"] == attack) & (frame["adaptive"] == adaptive)]
         old = before.set_index(keys)[["psnr", "mse"]].sort_index()
         new = rows.set_index(keys)[["psnr", "mse"]].sort_index()
-        if len(before) and old.index.equals(new.index) and old.equals(new):
+        # a rerun covers only the images where the row could change the verdict (harness.budget_check)
+        if len(before) and new.index.isin(old.index).all() and old.loc[new.index].equals(new):
             free.append(name)
         rises[name] = rise_with(rows)
     rise = rise_with(rerun)
@@ -346,7 +348,7 @@ def _bytes(frame: pd.DataFrame) -> float | None:
     return float(values.median()) if len(values) else None
 
 
-def _budget_metric(gate) -> str:
+def budget_metric(gate) -> str:
     return "psnr_over_label" if gate.max_psnr_over_label is not None else "psnr"
 
 

@@ -5,6 +5,7 @@ budget check over every attack row, iteration-free ones named as such; one round
 strongest attacks in the shipped preset. Synthetic rows where the arithmetic is the point, tiny victims
 and smoke budgets where the pipeline is."""
 import math
+from dataclasses import replace
 import textwrap
 
 import numpy as np
@@ -246,8 +247,58 @@ def test_the_budget_check_reruns_every_finished_cell_of_a_gated_verdict():
     again = check.expand(cells)
     assert len(cells) == 6 and len(again) == 6       # 3 attacks × 2 modes, not the winner's cells alone
     assert all(c.labels["check"] == "budget" for c in again)
-    assert {(c.config.attack.name, c.config.attack.iterations) for c in again} == \
-        {(c.config.attack.name, 4 * c.config.attack.iterations) for c in cells}
+    factor = matrix.gate.budget_factor
+    assert factor > 1 and {(c.config.attack.name, c.config.attack.iterations) for c in again} == \
+        {(c.config.attack.name, factor * c.config.attack.iterations) for c in cells}
+
+
+def test_the_budget_check_covers_every_row_that_can_change_the_verdict():
+    """On each image, every row within the margin of the gated statistic reruns there (and one not yet
+    measured); a row further below does not, nor an adaptive row that repeated its non-adaptive twin."""
+    from fedleak.harness.budget_check import BudgetCheck, rerun_images
+    from fedleak.harness.matrix import expand
+    from fedleak.harness.matrix_config import matrix_from_dict
+    from test_matrix import smoke_matrix
+    matrix = matrix_from_dict(smoke_matrix(
+        plugins=[], images={"indices": [0, 1, 2, 3]}, attacks=[{"name": "idlg"}, {"name": "ig"}, {"name": "dlg"}],
+        defenses=[{"name": "none"}, {"name": "prune"}], gate={"max_psnr_over_label": 3.0, "budget_margin": 6.0}))
+    cells = {(c.labels["attack_label"], c.labels["adaptive"]): c
+             for c in expand(matrix) if c.config.defense.name == "prune"}
+    psnr = {("idlg", False): [20.0, 12.0, 13.0, 11.0],      # the worst image: 20 - 10 = +10 over its label
+            ("idlg", True): [19.0, 30.0 - 15.9, 9.0, 9.0],   # image 1: 4.1 over, within 6 dB of +10
+            ("ig", False): [11.0, 11.0, 11.0, float("nan")],  # image 3 not measured yet
+            ("ig", True): [11.5, 11.0, 11.0, float("nan")],
+            ("dlg", False): [13.9, 12.0, 12.0, 12.0],        # 3.9 over: 6.1 below the worst image
+            ("dlg", True): [13.9, 12.0, 12.0, 12.0]}         # repeats its non-adaptive twin exactly
+    frame = pd.concat([rows("d", a, adaptive, values).assign(cell=cells[a, adaptive].key)
+                       for (a, adaptive), values in psnr.items()], ignore_index=True)
+    frame.loc[frame["psnr"].isna(), "psnr_over_label"] = np.nan
+    images = rerun_images(list(cells.values()), frame, matrix.gate)
+    assert images == {cells["idlg", False].key: [0], cells["idlg", True].key: [0, 1], cells["ig", False].key: [3],
+                      cells["ig", True].key: [3], cells["dlg", False].key: []}
+    # the property itself: every (row, image) within the margin of the worst image, or unmeasured, is covered
+    level = frame.groupby("image_index")["psnr_over_label"].max().max()
+    for (attack, adaptive), cell in cells.items():
+        mine = frame[frame["cell"] == cell.key]
+        must = mine[mine["psnr_over_label"].isna() | (mine["psnr_over_label"] >= level - 6.0)]["image_index"]
+        twin = cells[attack, False].key if attack == "dlg" else cell.key
+        assert set(must) <= set(images[twin]), (attack, adaptive)
+    # the reruns are cells of their images only, at the factor's budget; a cell with no image is not rerun
+    again = BudgetCheck(list(cells.values()), matrix.gate, rows_of=None).expand(list(cells.values()), frame)
+    assert sorted(c.config.data.victim_indices() for c in again) == [[0], [0, 1], [3], [3]]
+    assert all(c.labels["images"] == c.config.data.victim_indices() for c in again)
+    # the mean moves with every image: every row reruns on every image
+    mean = replace(matrix.gate, statistic="mean")
+    assert all(v == [0, 1, 2, 3] for k, v in rerun_images(list(cells.values()), frame, mean).items()
+               if k != cells["dlg", True].key)
+
+
+def test_a_rerun_on_some_images_that_repeats_itself_is_iteration_free():
+    frame = pd.concat([recovered_control(3), rows("d", "fc", False, [8.0, 9.0, 8.5])], ignore_index=True)
+    v = verdict_of(frame, [check()], rows("d", "fc", False, [8.0, 9.0, 8.5]).iloc[[1]])
+    assert v.iteration_free == ("fc",) and v.converged is None and v.status == "holds"
+    moved = verdict_of(frame, [check()], rows("d", "fc", False, [8.0, 11.0, 8.5]).iloc[[1]])
+    assert moved.iteration_free == () and moved.converged is False and moved.status == "UNCONVERGED"
 
 
 def test_a_verdict_that_already_leaks_gets_no_budget_check():
