@@ -98,7 +98,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False, ladder: bool = 
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
     if ladder:
-        run_ladder(updates, hooks, settings, out, provenance, progress)
+        run_ladder(updates, hooks, settings, out, provenance, progress, app_rows=result.rows)
     return result
 
 

@@ -69,14 +69,19 @@ def plan_ladder(hooks: Hooks, settings: AttackSettings):
 
 
 def run_ladder(updates: list[ClientUpdate], hooks: Hooks, settings: AttackSettings, out: Path, provenance: dict,
-               progress: bool = False) -> pd.DataFrame:
-    """Every rung on every recorded update, rows under out/ladder/<k>/, the table as out/ladder.{csv,parquet,md}."""
+               progress: bool = False, app_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every rung on every recorded update, rows under out/ladder/<k>/, the table as out/ladder.{csv,parquet,md}.
+    `app_rows`: the audit's own rows on `updates` with `settings`, which are the app's rung (same attack, seeds
+    and updates), so that rung is not attacked a second time."""
     from fedleak.reports.ladder import ladder_table
     plan = plan_ladder(hooks, settings)
     model = hooks.call("build_model").eval()
     mean, std = hooks.call("normalisation")
     frames = []
     for k, (label, training, single) in enumerate(ladder_rungs(plan.training, updates[0].num_examples)):
+        if training is None and app_rows is not None:
+            frames.append(app_rows.assign(ladder_rung=k + 1, ladder_label=label))
+            continue
         if training is None:
             rung_updates, rung_hooks = list(updates), hooks
         else:

@@ -265,5 +265,5 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
     if ladder:
-        run_ladder(updates, auditor, settings, out, provenance, progress)
+        run_ladder(updates, auditor, settings, out, provenance, progress, app_rows=result.rows)
     return result

@@ -283,5 +283,10 @@ def test_audit_updates_ladder_flag_writes_the_table_and_refuses_without_ground_t
     common = ["audit-updates", str(tmp_path / "saved"), "--iterations", "2", "--ladder", "--quiet"]
     assert main(common + ["--hooks", "ladder_truth", "--output", str(tmp_path / "out")]) == 0
     assert "| 3 | the app: 4 images, 2 steps |" in (tmp_path / "out" / "ladder.md").read_text()
+    # the app's rung is the audit's own rows, not a second run of the same attack on the same updates
+    import pandas as pd
+    ladder, audit = pd.read_csv(tmp_path / "out" / "ladder.csv"), pd.read_csv(tmp_path / "out" / "results.csv")
+    assert ladder[ladder.ladder_rung == 3]["psnr"].tolist() == audit["psnr"].tolist()
+    assert not (tmp_path / "out" / "ladder" / "3").exists()
     assert main(common + ["--hooks", "ladder_hooks", "--output", str(tmp_path / "refused")]) == 2
     assert not (tmp_path / "refused" / "results.csv").exists()  # refused before any attack ran
