@@ -4,7 +4,7 @@ data dependence) and the budget check's cells, which follow once their verdict's
 (harness.budget_check)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fedleak.harness.budget_check import BudgetCheck
 from fedleak.harness.checks import DataDependenceTask, LabelBaselineTask, baseline_keys, check_tasks
@@ -23,6 +23,7 @@ class MatrixPlan:
     baselines: list[LabelBaselineTask]
     not_applicable: list[str]
     budget: BudgetCheck
+    ladder: list[Cell] = field(default_factory=list)  # the ladder's rungs (harness.ladder), undefended
 
     @property
     def baseline_of(self) -> dict[str, str]:
@@ -37,7 +38,7 @@ class MatrixPlan:
         gate = self.matrix.gate
         first = [c for c in self.cells if gated(c.config.defense.name, c.labels["defense_label"], gate)]
         rest = [c for c in self.cells if c not in first]
-        return [*self.utility, *self.baselines, *self.dependence, *first, *rest]
+        return [*self.utility, *self.baselines, *self.dependence, *first, *rest, *self.ladder]
 
 
 def plan_matrix(matrix: MatrixConfig, rows_of=None) -> MatrixPlan:
@@ -48,8 +49,9 @@ def plan_matrix(matrix: MatrixConfig, rows_of=None) -> MatrixPlan:
     dependence, baselines = check_tasks(cells)
     if rows_of is None:
         rows_of = _read_against(baselines)
+    from fedleak.harness.ladder import matrix_ladder_cells
     return MatrixPlan(matrix, cells, utility, dependence, baselines, not_applicable,
-                      BudgetCheck(cells, matrix.gate, rows_of))
+                      BudgetCheck(cells, matrix.gate, rows_of), matrix_ladder_cells(matrix, cells))
 
 
 def _read_against(baselines: list[LabelBaselineTask]):
