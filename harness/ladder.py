@@ -81,11 +81,13 @@ def ladder_rungs(training: LocalTraining, num_images: int) -> list[tuple[str, Lo
     """(label, the simulated client's training or None for the app's recorded update, one image per update)."""
     one_step = replace(training, epochs=1, batch_size=None, shuffle=False)
     steps = training.steps(num_images)
-    rungs = [("1 image, 1 step", one_step, True), (f"{num_images} images, 1 step", one_step, False)]
+    rungs = [("1 image, 1 step", one_step, True)]
+    if steps > 1:  # one step of the app is this rung already
+        rungs.append((f"{num_images} images, 1 step", one_step, False))
     if training.epochs > 1:
         epoch = replace(training, epochs=1)
         rungs.append((f"{num_images} images, {epoch.steps(num_images)} steps (1 epoch)", epoch, False))
-    rungs.append((f"the app: {num_images} images, {steps} steps", None, False))
+    rungs.append((f"the app: {num_images} images, {steps} step{'s' if steps > 1 else ''}", None, False))
     return rungs
 
 

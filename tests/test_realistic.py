@@ -229,6 +229,9 @@ def test_ladder_runs_the_same_attack_from_one_image_one_step_to_the_apps_update(
     assert [r[0] for r in ladder_rungs(training, 4)] == ["1 image, 1 step", "4 images, 1 step",
                                                          "4 images, 2 steps (1 epoch)", "the app: 4 images, 4 steps"]
     assert len(ladder_rungs(replace_epochs(training, 1), 4)) == 3
+    # an app that takes one full-batch step is rung 2 itself: not attacked twice
+    assert [r[0] for r in ladder_rungs(LocalTraining(lr=0.1, batch_size=32, optimizer="adam"), 4)] == \
+        ["1 image, 1 step", "the app: 4 images, 1 step"]
     hooks, model, x, y = _ladder_hooks(training)
     received = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     app = simulated_update(ClientUpdate(5, 1, received, received, 4, partition_id=0, num_partitions=1), model, training,
