@@ -364,3 +364,27 @@ def test_the_realistic_preset_at_smoke_budget_runs_and_says_inconclusive_where_t
     assert set(ladder["batch_size"]) == {1, 8} and "ladder_rung" not in pd.read_csv(tmp_path / "results.csv")
     table = (tmp_path / "ladder.md").read_text()
     assert "| 1 | 1 image, 1 step | 8 |" in table and "| 3 | the context itself, undefended | 8 |" in table
+
+
+def test_audit_updates_rounds_attacks_only_the_rounds_asked_and_names_the_recorded_ones(tmp_path, monkeypatch, capsys):
+    """--rounds: an audit after k rounds of FedAvg attacks round k's updates, not every round before it."""
+    import pandas as pd
+    from fedleak.harness.cli import main
+    from fedleak.harness.ladder import simulated_update
+    from fedleak.threat_models.update_files import ClientUpdate, save_update
+    truth = "\ndef private_data(p, n):\n    return load_dataset('digits').victims([0, 1, 2, 3])\n"
+    (tmp_path / "rounds_truth.py").write_text(HOOKS + truth)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import rounds_truth
+    model = rounds_truth.build_model()
+    x, y = rounds_truth.private_data(0, 1)
+    received = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    for rnd in (1, 2):
+        save_update(simulated_update(ClientUpdate(9, rnd, received, received, 4, partition_id=0, num_partitions=1), model,
+                                     rounds_truth.local_training(), (x - 0.5) / 0.5, y, partition_id=0, seed=rnd),
+                    tmp_path / "saved")
+    common = ["audit-updates", str(tmp_path / "saved"), "--hooks", "rounds_truth", "--iterations", "1", "--quiet"]
+    assert main(common + ["--rounds", "2", "--output", str(tmp_path / "r2")]) == 0
+    assert pd.read_csv(tmp_path / "r2" / "results.csv")["round"].tolist() == [2, 2, 2, 2]
+    assert main(common + ["--rounds", "5", "--output", str(tmp_path / "r5")]) == 2
+    assert "--rounds 5: no recorded update of round 5; the updates are of rounds 1, 2" in capsys.readouterr().err
