@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from fedleak.harness.budget_check import BudgetCheck
 from fedleak.harness.checks import DataDependenceTask, LabelBaselineTask, baseline_keys, check_tasks
-from fedleak.harness.matrix import Cell, expansion
+from fedleak.harness.matrix import UNDEFENDED, Cell, expansion
 from fedleak.harness.matrix_config import MatrixConfig
 from fedleak.harness.utility_task import UtilityTask, utility_tasks
 from fedleak.harness.verdict import gated
@@ -33,12 +33,15 @@ class MatrixPlan:
         return baseline_keys(self.budget.cells, self.baselines)
 
     def tasks(self) -> list:
-        """In the order they start: the longest (utility) first, then the checks, then the gated
-        cells (their budget check follows them), then the rest."""
+        """In the order they start: the longest (utility) first, then the checks, then the undefended
+        cells (every verdict's positive control: a run cut short still has the control of the verdicts
+        it finished), then the gated cells (their budget check follows them), then the rest."""
         gate = self.matrix.gate
-        first = [c for c in self.cells if gated(c.config.defense.name, c.labels["defense_label"], gate)]
-        rest = [c for c in self.cells if c not in first]
-        return [*self.utility, *self.baselines, *self.dependence, *first, *rest, *self.ladder]
+        control = [c for c in self.cells if c.config.defense.name == UNDEFENDED]
+        first = [c for c in self.cells if c not in control
+                 and gated(c.config.defense.name, c.labels["defense_label"], gate)]
+        rest = [c for c in self.cells if c not in control and c not in first]
+        return [*self.utility, *self.baselines, *self.dependence, *control, *first, *rest, *self.ladder]
 
 
 def plan_matrix(matrix: MatrixConfig, rows_of=None) -> MatrixPlan:

@@ -337,6 +337,11 @@ def test_matrix_ladder_adds_the_easier_rungs_undefended_for_multi_step_fedavg_on
     assert all(c.config.data.victims == list(range(8)) for c in plan.ladder)  # the context's images
     keys = {c.key for c in plan.ladder}
     assert keys <= {t.key for t in plan.tasks()} and not keys & {c.key for c in plan.cells}
+    # the undefended cells (every verdict's positive control) run before the defended ones: a run cut short by
+    # a timeout still has the control of the verdicts it finished
+    cells = [t for t in plan.tasks() if t.key in {c.key for c in plan.cells}]
+    defended = [c.config.defense.name != "none" for c in cells]
+    assert defended == sorted(defended) and not defended[0]
     from fedleak.harness.ladder import matrix_ladder_cells
     from fedleak.harness.matrix import expand
     assert matrix_ladder_cells(_small_realistic(ladder=False), []) == []
