@@ -324,6 +324,7 @@ def test_the_realistic_preset_is_shipped_with_the_settings_the_issue_names():
         ("fedavg", 1, "sgd", 0.9, True) and training.steps(8) == 2
     assert {d.name for d in matrix.defenses} == {"none", "dp", "prune", "quantize", "sketch"} and matrix.ladder
     assert matrix.gate.enabled and not matrix.gate.defenses  # every defense gated: every verdict gets a status
+    assert matrix.gate.max_psnr_over_label == 10.0  # the "recovered" margin: 3 dB flags noise on the photos
 
 
 def test_matrix_ladder_adds_the_easier_rungs_undefended_for_multi_step_fedavg_only():
