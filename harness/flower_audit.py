@@ -18,7 +18,7 @@ from fedleak.core.io import check_writable, digest
 from fedleak.harness.plugins import import_user_module
 from fedleak.harness.ladder import plan_ladder, run_ladder
 from fedleak.harness.update_audit import AttackSettings, Hooks, UpdatesAuditResult, attack_updates, import_attribute, \
-    plan_attack
+    plan_attack, select_rounds
 
 EXAMPLE = "fedleak.examples.flower_app"
 
@@ -86,6 +86,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False, ladder: bool = 
     if not updates:
         raise DataError("the Flower run produced no train reply with arrays: nothing to attack")
     updates.sort(key=lambda u: (u.round, -1 if u.partition_id is None else u.partition_id, u.client_id))
+    updates = select_rounds(updates, settings.rounds)
     if any(u.partition_id is None for u in updates):
         raise DataError("a train reply carries no partition id: was the ClientApp wrapped?")
     provenance = {"config": audit.describe(),
@@ -98,7 +99,7 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False, ladder: bool = 
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
     if ladder:
-        run_ladder(updates, hooks, settings, out, provenance, progress)
+        run_ladder(updates, hooks, settings, out, provenance, progress, app_rows=result.rows)
     return result
 
 

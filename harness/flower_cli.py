@@ -75,6 +75,8 @@ def _add_attack_arguments(parser, knowledge_default: str | None) -> None:
     parser.add_argument("--ladder", action="store_true", help="also the leakage ladder: the same attack on the same images "
                         "from 1 image 1 step up to the app's own update (ladder.md, docs/flower.md)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=_ints, metavar="R[,R...]", help="attack only the updates of these server rounds "
+                        "(1 = the first; default: every recorded round), e.g. the updates after k rounds of FedAvg")
 
 
 def _settings(args, knowledge):
@@ -85,7 +87,8 @@ def _settings(args, knowledge):
     return AttackSettings(shares=args.shares, training_options=options,
                           knowledge=None if knowledge is None else _knowledge(knowledge),
                           attack=args.attack, attack_options=parse_set_items(args.set, "--set"), iterations=args.iterations,
-                          restarts=args.restarts, seed=args.seed, device=args.device)
+                          restarts=args.restarts, seed=args.seed, device=args.device,
+                          rounds=None if args.rounds is None else tuple(args.rounds))
 
 
 def _knowledge(text: str):

@@ -16,6 +16,7 @@
     [budgets.<preset>]  iterations / restarts / images for every attack under that preset
     [gate]          leakage thresholds that `fedleak matrix --gate` enforces on defended cells
     [utility]       whether and how to measure each defense setting's accuracy
+    ladder          true: also each multi-step FedAvg context's easier settings, undefended (harness/ladder.py)
 
 Errors name the key (`defenses[2].sweep.noise: expected a list`), like harness.config.
 """
@@ -193,6 +194,8 @@ class MatrixConfig:
     budgets: PresetBudgets = field(default_factory=PresetBudgets)
     gate: GateConfig = field(default_factory=GateConfig)
     utility: UtilityConfig = field(default_factory=UtilityConfig)
+    # the leakage ladder (harness/ladder.py): each multi-step FedAvg context's easier settings, undefended
+    ladder: bool = False
 
     def budget(self, attack: AttackEntry, preset: str) -> BudgetConfig:
         """Most specific first: the entry's own preset budget, the matrix's, the one the attack

@@ -4,11 +4,11 @@ data dependence) and the budget check's cells, which follow once their verdict's
 (harness.budget_check)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fedleak.harness.budget_check import BudgetCheck
 from fedleak.harness.checks import DataDependenceTask, LabelBaselineTask, baseline_keys, check_tasks
-from fedleak.harness.matrix import Cell, expansion
+from fedleak.harness.matrix import UNDEFENDED, Cell, expansion
 from fedleak.harness.matrix_config import MatrixConfig
 from fedleak.harness.utility_task import UtilityTask, utility_tasks
 from fedleak.harness.verdict import gated
@@ -23,6 +23,7 @@ class MatrixPlan:
     baselines: list[LabelBaselineTask]
     not_applicable: list[str]
     budget: BudgetCheck
+    ladder: list[Cell] = field(default_factory=list)  # the ladder's rungs (harness.ladder), undefended
 
     @property
     def baseline_of(self) -> dict[str, str]:
@@ -32,12 +33,15 @@ class MatrixPlan:
         return baseline_keys(self.budget.cells, self.baselines)
 
     def tasks(self) -> list:
-        """In the order they start: the longest (utility) first, then the checks, then the gated
-        cells (their budget check follows them), then the rest."""
+        """In the order they start: the longest (utility) first, then the checks, then the undefended
+        cells (every verdict's positive control: a run cut short still has the control of the verdicts
+        it finished), then the gated cells (their budget check follows them), then the rest."""
         gate = self.matrix.gate
-        first = [c for c in self.cells if gated(c.config.defense.name, c.labels["defense_label"], gate)]
-        rest = [c for c in self.cells if c not in first]
-        return [*self.utility, *self.baselines, *self.dependence, *first, *rest]
+        control = [c for c in self.cells if c.config.defense.name == UNDEFENDED]
+        first = [c for c in self.cells if c not in control
+                 and gated(c.config.defense.name, c.labels["defense_label"], gate)]
+        rest = [c for c in self.cells if c not in control and c not in first]
+        return [*self.utility, *self.baselines, *self.dependence, *control, *first, *rest, *self.ladder]
 
 
 def plan_matrix(matrix: MatrixConfig, rows_of=None) -> MatrixPlan:
@@ -48,8 +52,9 @@ def plan_matrix(matrix: MatrixConfig, rows_of=None) -> MatrixPlan:
     dependence, baselines = check_tasks(cells)
     if rows_of is None:
         rows_of = _read_against(baselines)
+    from fedleak.harness.ladder import matrix_ladder_cells
     return MatrixPlan(matrix, cells, utility, dependence, baselines, not_applicable,
-                      BudgetCheck(cells, matrix.gate, rows_of))
+                      BudgetCheck(cells, matrix.gate, rows_of), matrix_ladder_cells(matrix, cells))
 
 
 def _read_against(baselines: list[LabelBaselineTask]):

@@ -157,9 +157,10 @@ def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFra
     budget_cells = plan.budget.cells
     budget = merge_results(budget_cells, store, plan.baseline_of_budget(), baselines)
     checks = list(load_tables(plan.dependence, store, CHECK_FILE).values())
-    tasks = [*plan.utility, *plan.baselines, *plan.dependence, *plan.cells, *budget_cells]
+    tasks = [*plan.utility, *plan.baselines, *plan.dependence, *plan.cells, *budget_cells, *plan.ladder]
     failed = failures(tasks, store)
     _write_table(results, root, "results")
+    _write_ladder(root, plan.ladder, store, results)
     _write_table(budget, root, "budget_check")
     utility_frame = merge_utility(plan.utility, store)
     if len(utility_frame):
@@ -182,6 +183,21 @@ def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFra
                                        "budget_check": [c.key for c in budget_cells], "code": package_digest(),
                                        "not_applicable": list(plan.not_applicable)})
     return results, verdicts
+
+
+def _write_ladder(root: Path, cells: list, store: CellStore, results: pd.DataFrame) -> None:
+    """ladder.{csv,parquet} (the rungs' rows, labelled) and ladder.md (reports.ladder.matrix_ladder_tables)."""
+    from fedleak.reports.ladder import matrix_ladder_tables
+    ladder = merge_results(cells, store)
+    if len(ladder):
+        labels = {c.key: c.labels for c in cells}
+        ladder = ladder.assign(ladder_rung=ladder["cell"].map(lambda k: labels[k]["ladder_rung"]),
+                               ladder_label=ladder["cell"].map(lambda k: labels[k]["ladder_label"]))
+    _write_table(ladder, root, "ladder")
+    if len(ladder):
+        atomic_write(root / "ladder.md", (matrix_ladder_tables(ladder, results) + "\n").encode())
+    else:
+        (root / "ladder.md").unlink(missing_ok=True)
 
 
 def _write_table(frame: pd.DataFrame, root: Path, stem: str) -> None:

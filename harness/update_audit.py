@@ -23,7 +23,7 @@ import torch
 from fedleak.attacks import Budget, build_attack
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import digest
-from fedleak.core.options import check_size
+from fedleak.core.options import check_integer, check_size
 from fedleak.defenses.base import NoDefense
 from fedleak.harness.plugins import import_user_module
 from fedleak.harness.results import ResultLog, RunResult, attack_and_score
@@ -52,10 +52,13 @@ class AttackSettings:
     restarts: int = 1
     seed: int = 0
     device: str = "cpu"
+    rounds: tuple[int, ...] | None = None  # the server rounds whose updates are attacked (None: every one)
 
     def __post_init__(self):
         if self.shares not in SHARES:
             raise ConfigError(f"shares: expected one of {', '.join(SHARES)}, got {self.shares!r}")
+        for r in self.rounds or ():
+            check_integer("--rounds", r, low=1)
         check_size("--seed", self.seed, "seed", low=0)  # before any update is read
         Budget(self.iterations, self.restarts)
 
@@ -188,6 +191,19 @@ def attack_updates(updates: list, hooks: Hooks, settings: AttackSettings, out: P
     return UpdatesAuditResult(run.rows, run.directory, run.ground_truth, run.reconstructions, list(updates), scored)
 
 
+def select_rounds(updates: list, rounds: tuple[int, ...] | None) -> list:
+    """The updates of `rounds` (an audit after k rounds of FedAvg attacks round k, not every round before it);
+    a round with no recorded update is an error naming the rounds there are."""
+    if rounds is None:
+        return list(updates)
+    recorded = sorted({u.round for u in updates})
+    missing = [r for r in rounds if r not in recorded]
+    if missing:
+        raise DataError(f"--rounds {','.join(map(str, rounds))}: no recorded update of round {missing[0]}; the updates "
+                        f"are of rounds {', '.join(map(str, recorded))}")
+    return [u for u in updates if u.round in rounds]
+
+
 def _audited(model, observation, num_classes: int, mean: tuple, std: tuple, aux_x, aux_y) -> SimpleNamespace:
     """The parts of a `threat_models.victim.Victim` that `ThreatModel.knowledge` reads."""
     data = SimpleNamespace(num_classes=num_classes, mean=mean, std=std, train_images=aux_x, train_labels=aux_y)
@@ -260,10 +276,10 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
         plan_ladder(auditor, settings)
     from fedleak.harness.run_folder import check_run_folder
     check_run_folder(out, settings_digest(settings, provenance), overwrite, "audit-updates")
-    updates = load_updates(directory)
+    updates = select_rounds(load_updates(directory), settings.rounds)
     result = attack_updates(updates, auditor, settings, out, provenance, image_shape, progress)
     from fedleak.reports.flower_report import write_flower_report
     write_flower_report(result)
     if ladder:
-        run_ladder(updates, auditor, settings, out, provenance, progress)
+        run_ladder(updates, auditor, settings, out, provenance, progress, app_rows=result.rows)
     return result

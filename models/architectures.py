@@ -16,6 +16,9 @@ Models:
   github.com/JonasGeiping/invertinggradients, ``inversefed/nn/models.py``).
 * ``resnet18`` -- ResNet-18 (He et al. 2016) with the usual CIFAR stem (3x3 stride-1 conv,
   no max-pool), as used in Inverting Gradients.
+* ``quickstart-cnn`` -- the CNN of Flower's quickstart-pytorch example and of ``flwr new``'s PyTorch
+  template (itself "PyTorch: A 60 Minute Blitz"): two 5x5 convolutions, each ReLU + 2x2 max-pool,
+  then Linear 120 -> 84 -> classes, for any input size (the template's 16*5*5 is the 32x32 case).
 * ``mlp``      -- the bias-free GELU MLP of the Dropout Inversion Attack (Scheliga et al.,
   "Dropout is NOT all you need to prevent gradient leakage", AAAI 2023,
   github.com/dAI-SY-Group/DropoutInversionAttack, ``src/models/mlp.py``).
@@ -232,6 +235,42 @@ class LeNet(nn.Module):
 @MODELS.register("lenet")
 def _lenet(in_shape, num_classes):
     return LeNet(in_shape, num_classes)
+
+
+# ----------------------------------------------------------------------------------------
+# The CNN of Flower's quickstart-pytorch / `flwr new` PyTorch template
+# ----------------------------------------------------------------------------------------
+class QuickstartCNN(nn.Module):
+    """Flower's quickstart ``Net`` (flwr 1.24 ``cli/new/templates/app/code/task.pytorch.py.tpl``):
+    conv 5x5 (6) -> ReLU -> max-pool 2 -> conv 5x5 (16) -> ReLU -> max-pool 2 -> Linear 120 -> ReLU ->
+    Linear 84 -> ReLU -> Linear classes; PyTorch's default initialisation, as the template leaves it."""
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        c, h, w = in_shape
+        self.conv1 = nn.Conv2d(c, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        h, w = (h - 4) // 2, (w - 4) // 2
+        h, w = (h - 4) // 2, (w - 4) // 2
+        self.fc1 = nn.Linear(16 * h * w, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc3(F.relu(self.fc2(x)))
+
+
+@MODELS.register("quickstart-cnn")
+def _quickstart_cnn(in_shape, num_classes):
+    _, h, w = in_shape
+    if (h - 4) // 2 < 5 or (w - 4) // 2 < 5:
+        raise DataError(f"model 'quickstart-cnn' cannot take input shape {tuple(in_shape)}: its two 5x5 convolutions "
+                        "and 2x2 max-pools need height and width >= 14")
+    return QuickstartCNN(in_shape, num_classes)
 
 
 # ----------------------------------------------------------------------------------------

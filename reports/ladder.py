@@ -19,3 +19,26 @@ def ladder_table(frame: pd.DataFrame) -> str:
                      f"{', '.join(f'{k} {v}' for k, v in stopped.items()) or '-'} | "
                      f"{rows['time_per_image_s'].median():.1f} |")
     return "\n".join(lines)
+
+
+LADDER_CONTEXT = ("dataset", "model", "victim_state", "threat_model")
+
+
+def matrix_ladder_tables(ladder: pd.DataFrame, results: pd.DataFrame) -> str:
+    """Markdown: per context of a matrix (dataset, model, victim state, threat model), its ladder's rungs and,
+    as the last rung, the context's own undefended rows. Each image counts once per rung, with the best any
+    attack got on it (the verdict's per-image best), so a rung reads like an undefended verdict."""
+    undefended = results[results["defense_label"] == "none"] if len(results) else results
+    sections = []
+    for keys, rungs in ladder.groupby(list(LADDER_CONTEXT), sort=False):
+        own = undefended
+        for column, value in zip(LADDER_CONTEXT, keys):
+            own = own[own[column].astype(str) == str(value)] if len(own) else own
+        last = int(rungs["ladder_rung"].max()) + 1
+        frame = pd.concat([rungs, own.assign(ladder_rung=last, ladder_label="the context itself, undefended")],
+                          ignore_index=True)
+        best = frame.loc[frame.groupby(["ladder_rung", "image_index"])["psnr"].idxmax()]
+        title = ", ".join(f"{k} {v}" for k, v in zip(LADDER_CONTEXT, keys))
+        sections.append(f"### {title}\n\n{ladder_table(best)}")
+    return "\n\n".join(sections)
+

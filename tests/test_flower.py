@@ -441,3 +441,33 @@ def test_recording_strategy_can_save_every_update_instead_of_keeping_it(task_ide
     saved = load_updates(tmp_path)
     assert sorted((u.round, u.client_id) for u in saved) == [(r, n) for r in (1, 2) for n in NODES]
     assert all(np.array_equal(u.sent["w"], _arrays(1000 * u.round + u.client_id)["w"].numpy()) for u in saved)
+
+
+# ------------------------------------------------------- an app as `flwr new` makes it
+FLWR_NEW = ROOT / "examples" / "flwr_new_pytorch"
+
+
+@pytest.mark.slow
+def test_an_app_as_flwr_new_makes_it_is_audited_from_its_own_folder_with_the_ladder(tmp_path, monkeypatch):
+    """examples/flwr_new_pytorch: the PyTorch app of `flwr new` (flwr 1.24 template: CIFAR-style Net, Adam, FedAvg
+    with fraction-train 0.5, run config in pyproject), copied unmodified and audited from its folder; its CIFAR
+    download is served offline by the hooks' flwr_datasets stand-in (32x32 photo crops)."""
+    import shutil
+    import pandas as pd
+    from fedleak.harness.cli import main
+    app = tmp_path / "app"
+    shutil.copytree(FLWR_NEW, app, ignore=shutil.ignore_patterns("__pycache__", "final_model.pt"))
+    monkeypatch.chdir(app)  # the template's ServerApp saves final_model.pt in the working folder
+    code = main(["audit-flower", ".", "--hooks", "fedleak_hooks", "--run-config", "num-server-rounds=1",
+                 "--clients", "4", "--iterations", "1", "--ladder", "--quiet", "--output", str(tmp_path / "out")])
+    assert code == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    # fraction-train 0.5 of 4 nodes: 2 clients, each the 4 training images of its 80/20 split
+    assert rows["partition_id"].nunique() == 2 and rows.groupby("partition_id").size().eq(4).all()
+    told = json.loads(rows["local_training"].iloc[0])
+    assert (told["optimizer"], told["lr"], told["batch_size"]) == ("adam", 0.01, 32)
+    assert rows["replay_exact"].all()  # one Adam step on the whole partition: the replay is the client's update
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert "| 1 | 1 image, 1 step | 8 |" in table and "| 2 | the app: 4 images, 1 step | 8 |" in table
+    for name in ("task.py", "client_app.py", "server_app.py"):
+        assert (app / "myapp" / name).read_bytes() == (FLWR_NEW / "myapp" / name).read_bytes()

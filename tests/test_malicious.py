@@ -193,7 +193,7 @@ def test_the_model_check_flags_a_classifier_scaled_for_fishing_and_weights_swapp
 
 
 HONEST = {"lenet": {}, "convnet": {"width": 4}, "resnet18": {"width": 4}, "mlp": {"width": 32},
-          "vit": {"dim": 32, "mlp_dim": 32, "heads": 2, "depth": 1}}
+          "quickstart-cnn": {}, "vit": {"dim": 32, "mlp_dim": 32, "heads": 2, "depth": 1}}
 
 
 @pytest.mark.parametrize("model", sorted(HONEST))

@@ -229,6 +229,9 @@ def test_ladder_runs_the_same_attack_from_one_image_one_step_to_the_apps_update(
     assert [r[0] for r in ladder_rungs(training, 4)] == ["1 image, 1 step", "4 images, 1 step",
                                                          "4 images, 2 steps (1 epoch)", "the app: 4 images, 4 steps"]
     assert len(ladder_rungs(replace_epochs(training, 1), 4)) == 3
+    # an app that takes one full-batch step is rung 2 itself: not attacked twice
+    assert [r[0] for r in ladder_rungs(LocalTraining(lr=0.1, batch_size=32, optimizer="adam"), 4)] == \
+        ["1 image, 1 step", "the app: 4 images, 1 step"]
     hooks, model, x, y = _ladder_hooks(training)
     received = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     app = simulated_update(ClientUpdate(5, 1, received, received, 4, partition_id=0, num_partitions=1), model, training,
@@ -283,5 +286,111 @@ def test_audit_updates_ladder_flag_writes_the_table_and_refuses_without_ground_t
     common = ["audit-updates", str(tmp_path / "saved"), "--iterations", "2", "--ladder", "--quiet"]
     assert main(common + ["--hooks", "ladder_truth", "--output", str(tmp_path / "out")]) == 0
     assert "| 3 | the app: 4 images, 2 steps |" in (tmp_path / "out" / "ladder.md").read_text()
+    # the app's rung is the audit's own rows, not a second run of the same attack on the same updates
+    import pandas as pd
+    ladder, audit = pd.read_csv(tmp_path / "out" / "ladder.csv"), pd.read_csv(tmp_path / "out" / "results.csv")
+    assert ladder[ladder.ladder_rung == 3]["psnr"].tolist() == audit["psnr"].tolist()
+    assert not (tmp_path / "out" / "ladder" / "3").exists()
     assert main(common + ["--hooks", "ladder_hooks", "--output", str(tmp_path / "refused")]) == 2
     assert not (tmp_path / "refused" / "results.csv").exists()  # refused before any attack ran
+
+
+# ------------------------------------------------------------------------------ the ladder in the matrix, the realistic preset
+def _small_realistic(**changes):
+    """The shipped realistic matrix cut to one context (digits, the quickstart CNN untrained), IG only,
+    none and dp (sigma=1), at the smoke budget."""
+    import dataclasses
+    from fedleak.harness.matrix_config import load_matrix
+    matrix = load_matrix("realistic")
+    small = dataclasses.replace(
+        matrix, preset="smoke", datasets=[d for d in matrix.datasets if d.name == "digits"],
+        victims=[v for v in matrix.victims if v.model == "quickstart-cnn" and v.rounds == 0],
+        attacks=[a for a in matrix.attacks if a.name == "ig"],
+        defenses=[d if d.name == "none" else dataclasses.replace(d, sweep={"sigma": [1.0]})
+                  for d in matrix.defenses if d.name in ("none", "dp")])
+    return dataclasses.replace(small, **changes)
+
+
+def test_the_realistic_preset_is_shipped_with_the_settings_the_issue_names():
+    from fedleak.harness.config import shipped_presets
+    from fedleak.harness.matrix_config import load_matrix
+    assert "realistic" in shipped_presets("matrix")
+    matrix = load_matrix("realistic")
+    assert {d.name for d in matrix.datasets} == {"photos", "digits"} and matrix.images.batch_size == 8
+    assert {(v.model, v.rounds) for v in matrix.victims} == {(m, r) for m in ("quickstart-cnn", "resnet18") for r in (0, 5)}
+    (threat,) = matrix.threat_models
+    training = threat.local_training()
+    assert (threat.name, training.epochs, training.optimizer, training.momentum, training.shuffle) == \
+        ("fedavg", 1, "sgd", 0.9, True) and training.steps(8) == 2
+    assert {d.name for d in matrix.defenses} == {"none", "dp", "prune", "quantize", "sketch"} and matrix.ladder
+    assert matrix.gate.enabled and not matrix.gate.defenses  # every defense gated: every verdict gets a status
+    assert matrix.gate.max_psnr_over_label == 10.0  # the "recovered" margin: 3 dB flags noise on the photos
+
+
+def test_matrix_ladder_adds_the_easier_rungs_undefended_for_multi_step_fedavg_only():
+    import dataclasses
+    from fedleak.harness.matrix_plan import plan_matrix
+    from fedleak.harness.matrix_run import prepare_matrix
+    plan = plan_matrix(prepare_matrix(_small_realistic()))
+    rungs = sorted((c.labels["ladder_rung"], c.labels["ladder_label"], c.config.data.batch_size,
+                    c.config.threat_model.local_batch_size, c.config.defense.name) for c in plan.ladder)
+    assert rungs == [(1, "1 image, 1 step", 1, None, "none"), (2, "8 images, 1 step", 8, None, "none")]
+    assert all(c.config.data.victims == list(range(8)) for c in plan.ladder)  # the context's images
+    keys = {c.key for c in plan.ladder}
+    assert keys <= {t.key for t in plan.tasks()} and not keys & {c.key for c in plan.cells}
+    # the undefended cells (every verdict's positive control) run before the defended ones: a run cut short by
+    # a timeout still has the control of the verdicts it finished
+    cells = [t for t in plan.tasks() if t.key in {c.key for c in plan.cells}]
+    defended = [c.config.defense.name != "none" for c in cells]
+    assert defended == sorted(defended) and not defended[0]
+    from fedleak.harness.ladder import matrix_ladder_cells
+    from fedleak.harness.matrix import expand
+    assert matrix_ladder_cells(_small_realistic(ladder=False), []) == []
+    assert [c.key for c in expand(_small_realistic(ladder=False))] == [c.key for c in plan.cells]
+    (threat,) = _small_realistic().threat_models
+    one_step = _small_realistic(threat_models=[dataclasses.replace(threat, local_batch_size=None)])
+    assert matrix_ladder_cells(one_step, []) == []  # one step: the context is rung 2 already
+    two_epochs = _small_realistic(threat_models=[dataclasses.replace(threat, epochs=2)])
+    assert [c.labels["ladder_label"] for c in matrix_ladder_cells(two_epochs, [])][-1] == "8 images, 2 steps (1 epoch)"
+
+
+def test_the_realistic_preset_at_smoke_budget_runs_and_says_inconclusive_where_the_attacks_fail(tmp_path):
+    """A reduced realistic matrix end to end: the untrained quickstart CNN, 8 digits in 2 momentum steps, 2
+    iterations of IG: nothing is rebuilt undefended, so dp's verdict is INCONCLUSIVE for that reason, never holds;
+    the ladder's rows and table are written beside the results."""
+    import pandas as pd
+    from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+    run = run_matrix(prepare_matrix(_small_realistic()), tmp_path, workers=0, progress=False)
+    assert not run.schedule.failed
+    (dp,) = [v for v in run.verdicts if v.defense_label == "dp (sigma=1)"]
+    assert dp.status == "INCONCLUSIVE" and dp.control_recovered == 0
+    assert any("do not succeed here without a defense" in r for r in dp.reasons)
+    ladder = pd.read_csv(tmp_path / "ladder.csv")
+    assert sorted(ladder.groupby("ladder_rung").size().items()) == [(1, 8), (2, 8)]
+    assert set(ladder["batch_size"]) == {1, 8} and "ladder_rung" not in pd.read_csv(tmp_path / "results.csv")
+    table = (tmp_path / "ladder.md").read_text()
+    assert "| 1 | 1 image, 1 step | 8 |" in table and "| 3 | the context itself, undefended | 8 |" in table
+
+
+def test_audit_updates_rounds_attacks_only_the_rounds_asked_and_names_the_recorded_ones(tmp_path, monkeypatch, capsys):
+    """--rounds: an audit after k rounds of FedAvg attacks round k's updates, not every round before it."""
+    import pandas as pd
+    from fedleak.harness.cli import main
+    from fedleak.harness.ladder import simulated_update
+    from fedleak.threat_models.update_files import ClientUpdate, save_update
+    truth = "\ndef private_data(p, n):\n    return load_dataset('digits').victims([0, 1, 2, 3])\n"
+    (tmp_path / "rounds_truth.py").write_text(HOOKS + truth)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import rounds_truth
+    model = rounds_truth.build_model()
+    x, y = rounds_truth.private_data(0, 1)
+    received = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    for rnd in (1, 2):
+        save_update(simulated_update(ClientUpdate(9, rnd, received, received, 4, partition_id=0, num_partitions=1), model,
+                                     rounds_truth.local_training(), (x - 0.5) / 0.5, y, partition_id=0, seed=rnd),
+                    tmp_path / "saved")
+    common = ["audit-updates", str(tmp_path / "saved"), "--hooks", "rounds_truth", "--iterations", "1", "--quiet"]
+    assert main(common + ["--rounds", "2", "--output", str(tmp_path / "r2")]) == 0
+    assert pd.read_csv(tmp_path / "r2" / "results.csv")["round"].tolist() == [2, 2, 2, 2]
+    assert main(common + ["--rounds", "5", "--output", str(tmp_path / "r5")]) == 2
+    assert "--rounds 5: no recorded update of round 5; the updates are of rounds 1, 2" in capsys.readouterr().err
