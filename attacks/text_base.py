@@ -32,7 +32,7 @@ class TextAttack(Component):
             raise ConfigError(f"attack '{self.name}' runs on {', '.join(self.applies_to)}, not on '{observation.kind}'")
 
     # whether the attack has an adaptive mode: `reconstruct(..., defense=...)` with the client's defense
-    # (the evaluator's attacker knows the defense; harness.text_run passes a copy where the run is adaptive)
+    # (the evaluator's attacker knows the defense; harness.text.run passes a copy where the run is adaptive)
     adaptive: bool = False
 
     def reconstruct(self, observation: Observation, model: torch.nn.Module, seq_len: int, seed: int = 0,

@@ -10,7 +10,7 @@ docs/verdict.md); `mean` moves with every image, so under it every row reruns on
 that has no value yet on an image (no label baseline stored) reruns there; an adaptive row whose
 numbers repeated its non-adaptive twin's on every image reruns once, as the twin. If the reruns raise
 the gated statistic by more than `gate.budget_tolerance` dB the verdict is unconverged and the gate
-fails closed (harness.verdict); a row whose rerun repeats its numbers exactly is iteration-free (an
+fails closed (harness.verdict.judge); a row whose rerun repeats its numbers exactly is iteration-free (an
 analytic read-out), not "converged". A verdict whose rows already break the gate's bound is not
 rerun: more budget can only leak more, and its status is LEAKS whatever the check would say.
 
@@ -23,14 +23,14 @@ import json
 import math
 from dataclasses import replace
 
-from fedleak.harness.matrix import Cell, cell_key, cell_output
-from fedleak.harness.verdict import CONTEXT, budget_metric, gated, statistic
+from fedleak.harness.matrix.cells import Cell, cell_key, cell_output
+from fedleak.harness.verdict.judge import CONTEXT, budget_metric, gated, statistic
 
 BUDGET_CHECK = "budget"
 
 
 def verdict_key(cell: Cell) -> tuple:
-    """The verdict a cell belongs to: its context and defense setting (harness.verdict.CONTEXT)."""
+    """The verdict a cell belongs to: its context and defense setting (harness.verdict.judge.CONTEXT)."""
     c = cell.config
     values = {"dataset": c.data.name, "model": c.victim.model, "victim_state": c.victim.state,
               "threat_model": c.threat_model.name, "threat_model_params": json.dumps(c.threat_model.options, sort_keys=True),
@@ -39,7 +39,7 @@ def verdict_key(cell: Cell) -> tuple:
 
 
 class BudgetCheck:
-    """`follow_up` for harness.scheduler.run_tasks: the budget check's cells of each gated verdict
+    """`follow_up` for harness.matrix.scheduler.run_tasks: the budget check's cells of each gated verdict
     whose cells are all done (stored, or failed: their verdict says the budget check did not run)."""
 
     def __init__(self, cells: list[Cell], gate, rows_of):

@@ -1,7 +1,7 @@
 """What a worker does with one cell: run it in a scratch folder and hand back the files.
 
 Workers never write into the matrix's folder themselves: the run that claimed the cell stores
-what they return (harness.cell_store). That keeps the claim and the commit in one process, and
+what they return (harness.matrix.cell_store). That keeps the claim and the commit in one process, and
 lets a Ray worker on another machine, with no shared disk, compute cells too."""
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import torch
 
 from fedleak.core.errors import FedleakError, NotApplicableError, StorageError
 from fedleak.core.io import read_frame
-from fedleak.harness import provenance
-from fedleak.harness.plugins import load_plugins
-from fedleak.harness.results import write_frame
+from fedleak.harness.run import provenance
+from fedleak.harness.run.plugins import load_plugins
+from fedleak.harness.run.results import write_frame
 from fedleak.metrics.record import REPORTED
 
 CELL_FILES = ("results.parquet", "results.csv", "images.pt")  # the matrix report draws its own grids
@@ -44,10 +44,10 @@ class CellOutcome:
 @dataclass(frozen=True)
 class WorkerSetup:
     """What every worker needs before its first cell: plugin imports (found from the working
-    directory, harness.plugins) and its share of the cores."""
+    directory, harness.run.plugins) and its share of the cores."""
     plugins: tuple[str, ...] = ()
     threads: int = 1
-    command: str | None = None  # the command line of the run, which its rows record (harness.provenance)
+    command: str | None = None  # the command line of the run, which its rows record (harness.run.provenance)
 
 
 _READY: WorkerSetup | None = None
@@ -80,7 +80,7 @@ def run_task(task, setup: WorkerSetup) -> CellOutcome:
         files, scores, device = task.run(_GPU)
         return CellOutcome(task.key, files, wall_time_s=time.perf_counter() - started, device=device, scores=scores)
     except FedleakError as e:  # a full disk is no property of the cell: it is retried like a crash
-        # a FedleakError is the input's, not fedleak's bug; it is still a failed cell (harness.ci_outputs), unless
+        # a FedleakError is the input's, not fedleak's bug; it is still a failed cell (harness.matrix.ci_outputs), unless
         # it is the attack's declared requirement (NotApplicableError) or the attack fails without the defense too
         return CellOutcome(task.key, error=str(e), user_error=not isinstance(e, StorageError),
                            not_applicable=isinstance(e, NotApplicableError), wall_time_s=time.perf_counter() - started)
@@ -92,7 +92,7 @@ def run_task(task, setup: WorkerSetup) -> CellOutcome:
 
 def attack_cell(config, gpu: int | None) -> tuple[dict[str, bytes], dict, str]:
     """run_attack in a scratch folder: (its files, median scores, the device it ran on)."""
-    from fedleak.harness.runner import run_attack
+    from fedleak.harness.run.runner import run_attack
     if config.device == "auto" and gpu is not None:
         config = replace(config, device=f"cuda:{gpu}")
     with tempfile.TemporaryDirectory(prefix="fedleak-cell-") as scratch:

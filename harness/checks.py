@@ -1,5 +1,5 @@
 """The checks a verdict needs besides the attacks (issue #12, items 2 and 3), as matrix tasks: each is
-stored like a cell (harness.cell_store), so a resumed matrix never repeats one.
+stored like a cell (harness.matrix.cell_store), so a resumed matrix never repeats one.
 
 * `DataDependenceTask`, one per (dataset, victim, threat model, defense setting, seed): does what the
   client sends depend on its data at all? Every attacked victim (and one of another label), observed
@@ -32,8 +32,8 @@ import torch
 from fedleak.attacks.defense_replay import _private_draw, private_attributes
 from fedleak.core.io import digest, json_bytes
 from fedleak.defenses.seeding import mix
-from fedleak.harness.config import RunConfig
-from fedleak.harness.matrix import cell_key, code_of
+from fedleak.harness.run.config import RunConfig
+from fedleak.harness.matrix.cells import cell_key, code_of
 
 CHECK_FILE = "check.json"
 BASELINE_FILE = "baseline.json"
@@ -168,7 +168,7 @@ def data_dependence(config: RunConfig, images: tuple[int, ...]) -> dict:
     """How much what the client sends changes between two victims (see the module docstring)."""
     from fedleak.data.datasets import load_dataset
     from fedleak.defenses import build_defense
-    from fedleak.harness.runner import resolve_device
+    from fedleak.harness.run.runner import resolve_device
     from fedleak.threat_models import build_threat_model
     from fedleak.threat_models.knowledge import knowledge_flags
     device = resolve_device(config.device)

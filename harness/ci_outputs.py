@@ -6,8 +6,8 @@
                    that did not run an error
     $GITHUB_STEP_SUMMARY   (when set) a Markdown table of the same, appended
 
-The verdicts are harness.verdict's (one per context and defense setting, the record the gate, the
-screen and the report share), as harness.gate.verdict_records lays them out; reports.ci renders them."""
+The verdicts are harness.verdict.judge's (one per context and defense setting, the record the gate, the
+screen and the report share), as harness.verdict.gate.verdict_records lays them out; reports.ci renders them."""
 from __future__ import annotations
 
 import json
@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from fedleak.core.io import atomic_write, json_bytes
-from fedleak.harness.gate import describe_gate, verdict_records
-from fedleak.harness.logs import log
-from fedleak.harness.provenance import fedleak_commit, fedleak_version
-from fedleak.harness.utility_task import UtilityTask
-from fedleak.harness.verdict import CONTEXT, gated as is_gated
+from fedleak.harness.verdict.gate import describe_gate, verdict_records
+from fedleak.harness.run.logs import log
+from fedleak.harness.run.provenance import fedleak_commit, fedleak_version
+from fedleak.harness.matrix.utility_task import UtilityTask
+from fedleak.harness.verdict.judge import CONTEXT, gated as is_gated
 from fedleak.metrics.record import METRICS
 from fedleak.reports.matrix_tables import threat_model_params_text
 from fedleak.reports.ci import junit_xml, step_summary, summary_document
@@ -33,7 +33,7 @@ PROVENANCE = ("fedleak_version", "fedleak_commit", "command", "device", "gpu", "
 def write_ci_outputs(run, name: str, gated: bool = True, user_errors_apply: bool = True) -> dict:
     """summary.json and junit.xml in the run's folder (+ the step summary); returns the summary.
     `user_errors_apply`: False for evaluate-defense, where a cell that is not applicable
-    (harness.matrix_results.inapplicable_keys: the attack fails without the defense too) is listed with
+    (harness.matrix.results.inapplicable_keys: the attack fails without the defense too) is listed with
     the verdict, not a gated failure. Every other failed task of a gated defense setting is a gated
     error: summary.json's gate fails, junit.xml has an <error> for it, and the exit status is 1."""
     gate = run.matrix.gate if gated and run.matrix.gate.enabled else None
@@ -115,8 +115,8 @@ def failed_records(run, gate, user_errors_apply: bool = True) -> list[dict]:
 
 
 def not_applicable_keys(run) -> set[str]:
-    """The failed cells of this run that are not applicable (harness.matrix_results.inapplicable_keys)."""
-    from fedleak.harness.matrix_results import inapplicable_keys
+    """The failed cells of this run that are not applicable (harness.matrix.results.inapplicable_keys)."""
+    from fedleak.harness.matrix.results import inapplicable_keys
     return inapplicable_keys(run.tasks, {k: (bool(o.user_error), bool(o.not_applicable))
                                          for k, o in run.schedule.failed.items()})
 

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from fedleak.core.errors import FedleakError
-from fedleak.harness.logs import log, progress_enabled
-from fedleak.harness.matrix_cli import figure_options
+from fedleak.harness.run.logs import log, progress_enabled
+from fedleak.harness.cli.matrix import figure_options
 
 # flag -> dotted config key; flags override the config file
 ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "restarts": "attack.restarts",
@@ -18,7 +18,7 @@ ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "res
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedleak.harness import logs, provenance
+    from fedleak.harness.run import logs, provenance
     provenance.set_command(["fedleak", *(sys.argv[1:] if argv is None else argv)])
     try:
         args = build_parser().parse_args(argv)
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from fedleak import __version__
-    from fedleak.harness.logs import add_verbosity
-    from fedleak.harness.matrix_cli import figure_flags
-    from fedleak.harness.provenance import fedleak_commit
+    from fedleak.harness.run.logs import add_verbosity
+    from fedleak.harness.cli.matrix import figure_flags
+    from fedleak.harness.run.provenance import fedleak_commit
     parser = argparse.ArgumentParser(prog="fedleak", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fedleak {__version__}" + (
         f" ({commit})" if (commit := fedleak_commit()) else ""))
@@ -70,15 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     lister.add_argument("what", nargs="?", choices=LISTS, help="only this list")
     lister.set_defaults(func=cmd_list)
 
-    from fedleak.harness.prior_cli import add_prior_parser
+    from fedleak.harness.cli.prior import add_prior_parser
     add_prior_parser(sub)  # prior train, prior eval
 
-    from fedleak.harness.matrix_cli import add_commands
+    from fedleak.harness.cli.matrix import add_commands
     add_commands(sub)  # matrix, report, evaluate-defense
 
-    from fedleak.harness.flower_cli import add_command as add_flower_command
+    from fedleak.harness.cli.flower import add_command as add_flower_command
     add_flower_command(sub)  # audit-flower (Flower itself is imported only when it runs)
-    from fedleak.harness.text_cli import add_command as add_text_command
+    from fedleak.harness.cli.text import add_command as add_text_command
     add_text_command(sub)  # text-matrix (transformers is imported only when it runs)
     add_verbosity(parser)  # -q / -v on every command
     return parser
@@ -107,9 +107,9 @@ def parse_set_items(items: list[str], flag: str) -> dict:
 
 
 def cmd_attack(args) -> int:
-    from fedleak.harness.config import load_config
-    from fedleak.harness.runner import run_attack
-    from fedleak.harness.run_folder import check_run_folder
+    from fedleak.harness.run.config import load_config
+    from fedleak.harness.run.runner import run_attack
+    from fedleak.harness.run.folder import check_run_folder
     config = load_config(args.config, parse_overrides(args))
     check_run_folder(Path(config.output), config.digest(), args.overwrite, "attack")
     result = run_attack(config, progress=progress_enabled(), figures=figure_options(args))
@@ -131,9 +131,9 @@ def failed_images_status(rows) -> int:
 
 
 def cmd_demo(args) -> int:
-    from fedleak.harness.config import load_config
-    from fedleak.harness.runner import run_attack
-    from fedleak.harness.run_folder import Owner, check_run_folder, claim_folder
+    from fedleak.harness.run.config import load_config
+    from fedleak.harness.run.runner import run_attack
+    from fedleak.harness.run.folder import Owner, check_run_folder, claim_folder
     from fedleak.reports.run_report import write_index
     configs = {preset: load_config(preset, {"output": str(Path(args.output) / preset), "device": args.device})
                for preset in ("demo-dlg", "demo-ig")}
@@ -159,7 +159,7 @@ def cmd_list(args) -> int:
     from fedleak.attacks import ATTACKS
     from fedleak.data.datasets import DATASETS
     from fedleak.defenses import DEFENSES
-    from fedleak.harness.config import shipped_presets
+    from fedleak.harness.run.config import shipped_presets
     from fedleak.models.architectures import MODELS
     from fedleak.threat_models import THREAT_MODELS
     from fedleak.threat_models.knowledge import KNOWLEDGE_PRESETS

@@ -122,7 +122,7 @@ def compare_results(before: pd.DataFrame, after: pd.DataFrame, tolerance: dict[s
 
 def compare_folders(before: str | Path, after: str | Path, tolerance: dict[str, float] | None = None,
                     statistic: str = "median") -> Comparison:
-    from fedleak.harness.results import read_results
+    from fedleak.harness.run.results import read_results
     return compare_results(read_results(_folder(before)), read_results(_folder(after)), tolerance, statistic)
 
 
@@ -131,7 +131,7 @@ def write_comparison(comparison: Comparison, folder: Path, before: str, after: s
     from fedleak.core.io import atomic_write, check_writable
     from fedleak.reports.compare import comparison_document
     from fedleak.reports.document import to_html, to_markdown
-    from fedleak.harness.run_folder import VIEW, Owner, claim_folder
+    from fedleak.harness.run.folder import VIEW, Owner, claim_folder
     check_writable(folder, "--output")
     claim_folder(folder, Owner("compare", "compare", VIEW))  # a view: rewritten, but never over the user's files
     doc = comparison_document(comparison.table, comparison.metrics, comparison.tolerance, comparison.statistic,

@@ -31,7 +31,7 @@ class DataConfig:
     # "position": batch i is client i's update (round seed + i); "first": every batch is attacked as the
     # round's first client (seed + 0, client 0), so a batch's result does not depend on which other
     # batches share its run (a matrix cell groups all the images of an attack, mode and defense);
-    # "image": as "first", but each batch's round seed comes from its first image (harness.runner.batch_seeds),
+    # "image": as "first", but each batch's round seed comes from its first image (harness.run.runner.batch_seeds),
     # so a randomised defense draws afresh per image (the matrix's)
     batch_seed: str = "position"
 

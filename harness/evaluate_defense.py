@@ -8,16 +8,16 @@ does not run in this setting by its own declaration (NotApplicableError: it need
 one example per update), or that fails here without any defense too, is listed as not applicable; so
 is the defense under a threat model whose observations it does not declare (`Defense.applies_to`).
 Any other error against the defense, a plugin's own included, is a failed cell: counted, gated, and
-the exit status (harness.matrix_results.inapplicable_keys, docs/verdict.md)."""
+the exit status (harness.matrix.results.inapplicable_keys, docs/verdict.md)."""
 from __future__ import annotations
 
 import math
 from dataclasses import replace
 
-from fedleak.harness.matrix import UNDEFENDED
-from fedleak.harness.matrix_config import AttackEntry, DefenseEntry, GateConfig, MatrixConfig, load_matrix, with_preset
-from fedleak.harness.matrix_run import MatrixRun, prepare_matrix
-from fedleak.harness.plugins import load_plugin, load_plugins
+from fedleak.harness.matrix.cells import UNDEFENDED
+from fedleak.harness.matrix.config import AttackEntry, DefenseEntry, GateConfig, MatrixConfig, load_matrix, with_preset
+from fedleak.harness.matrix.run import MatrixRun, prepare_matrix
+from fedleak.harness.run.plugins import load_plugin, load_plugins
 
 # Used when the matrix has no [gate]: the shipped ci matrix's (docs/ci.md): no image rebuilt more than 3 dB above
 # what its label alone gives. The worst image, not the median: one person's data rebuilt is the harm, and a
@@ -67,8 +67,8 @@ def registered_attacks() -> list[str]:
 def print_verdict(run: MatrixRun, name: str) -> None:
     """The verdict tables of `name` (next to none's), then one line: the most alarming status of its
     gated verdicts (reports.verdicts.STATUSES) and why."""
-    from fedleak.harness.gate import describe_gate
-    from fedleak.harness.matrix_cli import print_verdicts
+    from fedleak.harness.verdict.gate import describe_gate
+    from fedleak.harness.cli.matrix import print_verdicts
     from fedleak.reports.verdicts import STATUSES
     mine = [v for v in run.verdicts if v.defense == name]
     if not mine:
@@ -92,7 +92,7 @@ def print_verdict(run: MatrixRun, name: str) -> None:
     else:
         print(f"verdict: {worst.status} ({where(worst)}): {headline(worst)}; {'; '.join(worst.reasons)}; strongest: "
               f"{worst.best_attack}.")
-    from fedleak.harness.ci_outputs import not_applicable_keys
+    from fedleak.harness.matrix.ci_outputs import not_applicable_keys
     by_key = {c.key: c for c in run.cells}
     not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {run.schedule.failed[k].error}"
                              for k in not_applicable_keys(run) if k in by_key})

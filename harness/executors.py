@@ -1,14 +1,14 @@
 """Where cells run: in this process (workers 0, for debugging), in local worker processes (the
 default: one per core, one thread each, one GPU each when there are GPUs), or on Ray
-(harness.ray_executor). Every backend takes cells and hands back CellOutcomes; claiming and
-storing stay with the run that owns the matrix (harness.scheduler)."""
+(harness.matrix.ray_executor). Every backend takes cells and hands back CellOutcomes; claiming and
+storing stay with the run that owns the matrix (harness.matrix.scheduler)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
 import os
 
-from fedleak.harness.cell_worker import CellOutcome, WorkerSetup, run_task, worker_initializer
+from fedleak.harness.matrix.cell_worker import CellOutcome, WorkerSetup, run_task, worker_initializer
 from fedleak.core.errors import ConfigError
 
 
@@ -111,6 +111,6 @@ def make_backend(executor: str, setup: WorkerSetup, workers: int | None, address
         workers = default_workers() if workers is None else workers
         return InlineBackend(setup) if workers == 0 else ProcessBackend(setup, workers)
     if executor == "ray":
-        from fedleak.harness.ray_executor import RayBackend
+        from fedleak.harness.matrix.ray_executor import RayBackend
         return RayBackend(setup, workers, address)
     raise ConfigError(f"--executor: expected local or ray, got '{executor}'")

@@ -2,8 +2,8 @@
 fedleak attack and score the reconstructions against the clients' private data.
 
     app folder (pyproject: components + run config) or ServerApp + ClientApp, + auditor hooks
-      -> harness.flower_simulation.simulate (run config and node config in the contexts) -> ClientUpdates
-      -> harness.update_audit.attack_updates -> rows -> grid + report (reports.flower_report)
+      -> harness.flower.simulation.simulate (run config and node config in the contexts) -> ClientUpdates
+      -> harness.flower.update_audit.attack_updates -> rows -> grid + report (reports.flower_report)
 
 The auditor's hooks (docs/flower.md, examples/flower_app/task.py) are names in a module: the
 ServerApp's and ClientApp's code is run as it is, and the hooks give what the wire does not carry."""
@@ -15,9 +15,9 @@ from types import ModuleType
 
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import check_writable, digest
-from fedleak.harness.plugins import import_user_module
-from fedleak.harness.ladder import plan_ladder, run_ladder
-from fedleak.harness.update_audit import AttackSettings, Hooks, UpdatesAuditResult, attack_updates, import_attribute, \
+from fedleak.harness.run.plugins import import_user_module
+from fedleak.harness.flower.ladder import plan_ladder, run_ladder
+from fedleak.harness.flower.update_audit import AttackSettings, Hooks, UpdatesAuditResult, attack_updates, import_attribute, \
     plan_attack, select_rounds
 
 EXAMPLE = "fedleak.examples.flower_app"
@@ -59,12 +59,12 @@ def run_flower_audit(audit: FlowerAudit, progress: bool = False, ladder: bool = 
         import flwr  # noqa: F401 - only whether Flower is installed
     except ImportError:
         raise ConfigError("audit-flower needs Flower: pip install 'fedleak[flower]'") from None
-    from fedleak.harness.flower_simulation import simulate
+    from fedleak.harness.flower.simulation import simulate
     out = Path(audit.output)
     check_writable(out)
     server_spec, client_spec, run_config, app_clients, app_hooks = audit.server_app, audit.client_app, {}, None, None
     if audit.app is not None:
-        from fedleak.harness.flower_app import load_app
+        from fedleak.harness.flower.app import load_app
         app = load_app(audit.app, audit.run_config)
         app.make_importable()
         server_spec, client_spec, run_config, app_clients, app_hooks = \

@@ -1,9 +1,9 @@
 """`fedleak audit-flower` and `fedleak audit-updates`: argument parsing and what they print; the work
-is harness.flower_audit and harness.update_audit. Importing this module does not import Flower (the
+is harness.flower.audit and harness.flower.update_audit. Importing this module does not import Flower (the
 core CLI runs without it, and audit-updates never needs it)."""
 from __future__ import annotations
 
-from fedleak.harness.flower_audit import EXAMPLE
+from fedleak.harness.flower.audit import EXAMPLE
 
 # --flag -> LocalTraining field: what the auditor tells the attacker of the clients' local training
 TRAINING_FLAGS = {"lr": ("lr", float, "the clients' local learning rate"),
@@ -80,8 +80,8 @@ def _add_attack_arguments(parser, knowledge_default: str | None) -> None:
 
 
 def _settings(args, knowledge):
-    from fedleak.harness.cli import parse_set_items
-    from fedleak.harness.update_audit import AttackSettings
+    from fedleak.harness.cli.main import parse_set_items
+    from fedleak.harness.flower.update_audit import AttackSettings
     options = {field: getattr(args, flag) for flag, (field, _, _) in TRAINING_FLAGS.items() if getattr(args, flag) is not None}
     options.update({flag: True for flag in TRAINING_SWITCHES if getattr(args, flag)})
     return AttackSettings(shares=args.shares, training_options=options,
@@ -106,7 +106,7 @@ def _knowledge(text: str):
 def cmd_audit_flower(args) -> int:
     from fedleak.core.errors import ConfigError
     from dataclasses import fields
-    from fedleak.harness.flower_audit import FlowerAudit, run_flower_audit
+    from fedleak.harness.flower.audit import FlowerAudit, run_flower_audit
     if args.app is not None and (args.server_app or args.client_app):
         raise ConfigError("--server-app/--client-app: the app folder's pyproject already names the components")
     settings = _settings(args, args.knowledge)
@@ -116,11 +116,11 @@ def cmd_audit_flower(args) -> int:
                         cpus=args.cpus, output=args.output, save_updates=args.save_updates)
     from pathlib import Path
 
-    from fedleak.harness.logs import progress_enabled
-    from fedleak.harness.run_folder import check_run_folder
+    from fedleak.harness.run.logs import progress_enabled
+    from fedleak.harness.run.folder import check_run_folder
     check_run_folder(Path(audit.output), audit.digest(), args.overwrite, "audit-flower")
     if audit.save_updates:  # another run's updates there would be mixed with this one's
-        from fedleak.harness.run_folder import Owner, claim_folder
+        from fedleak.harness.run.folder import Owner, claim_folder
         claim_folder(Path(audit.save_updates), Owner("audit-flower", "updates", audit.digest()),
                      "overwrite" if args.overwrite else "same", flag="--save-updates")
     _print(run_flower_audit(audit, progress=progress_enabled(), ladder=args.ladder))
@@ -129,8 +129,8 @@ def cmd_audit_flower(args) -> int:
 
 def cmd_audit_updates(args) -> int:
     from fedleak.core.errors import ConfigError
-    from fedleak.harness.logs import progress_enabled
-    from fedleak.harness.update_audit import run_updates_audit
+    from fedleak.harness.run.logs import progress_enabled
+    from fedleak.harness.flower.update_audit import run_updates_audit
     if (args.mean is None) != (args.std is None):
         raise ConfigError("--mean and --std: give both (the clients' normalisation) or neither")
     result = run_updates_audit(args.directory, _settings(args, args.knowledge), args.output, model=args.model, hooks=args.hooks,
@@ -143,7 +143,7 @@ def cmd_audit_updates(args) -> int:
 
 
 def _print(result) -> None:
-    from fedleak.harness.cli import print_summary
+    from fedleak.harness.cli.main import print_summary
     if not result.scored:
         for (rnd, node), r in result.rows.groupby(["round", "client_id"])[["gradient_loss"]].first().iterrows():
             print(f"  round {rnd} node {node}: matching loss {r['gradient_loss']:.4f} (no ground truth, no scores)")

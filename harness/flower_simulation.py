@@ -13,7 +13,7 @@ from flwr.common.logger import update_console_handler
 from flwr.serverapp import Grid, ServerApp
 
 from fedleak.core.console import is_terminal
-from fedleak.harness.ray_executor import loopback_ray
+from fedleak.harness.matrix.ray_executor import loopback_ray
 from fedleak.threat_models.flower import PARTITION_RECORD, ClientUpdate, RecordingGrid
 
 

@@ -1,4 +1,4 @@
-"""The CI gate (matrix config `[gate]`): the gated verdicts (harness.verdict: one per context and
+"""The CI gate (matrix config `[gate]`): the gated verdicts (harness.verdict.judge: one per context and
 defense setting, each image's strongest attack) must meet the thresholds, and must be trustworthy.
 
 A verdict's value for a metric is the gate's `statistic` over its images (`worst`: the most leaked
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fedleak.harness.matrix import UNDEFENDED
-from fedleak.harness.matrix_config import GateConfig
+from fedleak.harness.matrix.cells import UNDEFENDED
+from fedleak.harness.matrix.config import GateConfig
 from fedleak.reports.verdicts import Verdict
 
 
@@ -47,7 +47,7 @@ def verdict_records(verdicts: list[Verdict], results: pd.DataFrame, gated: bool 
     """What summary.json, junit.xml and the step summary carry of each verdict: its fields (not the
     per-image rows, which results.parquet holds), the keys of its cells and the attacks' time.
     `gated=False` (a run without --gate) keeps the figures and drops the gate's decision."""
-    from fedleak.harness.verdict import CONTEXT
+    from fedleak.harness.verdict.judge import CONTEXT
     from fedleak.reports.matrix_tables import threat_model_params_text
     rows = results.assign(threat_model_params=threat_model_params_text(results)) if not results.empty else results
     frames = {} if rows.empty else {tuple(str(k) for k in key): frame for key, frame

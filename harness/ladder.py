@@ -29,8 +29,8 @@ import torch
 
 from fedleak.core.errors import ConfigError
 from fedleak.core.io import atomic_write
-from fedleak.harness.results import write_frame
-from fedleak.harness.update_audit import AttackSettings, Hooks, _normalise, attack_updates, plan_attack
+from fedleak.harness.run.results import write_frame
+from fedleak.harness.flower.update_audit import AttackSettings, Hooks, _normalise, attack_updates, plan_attack
 from fedleak.models.functional import LocalTraining, local_update, shuffled_orders
 from fedleak.threat_models.flower_observation import arrays_to_state
 from fedleak.threat_models.update_files import ClientUpdate
@@ -40,11 +40,11 @@ SPLIT = 1000
 
 
 def matrix_ladder_cells(matrix, main_cells) -> list:
-    """The ladder's cells of `matrix` (harness.matrix_config.MatrixConfig with `ladder`): per FedAvg context
+    """The ladder's cells of `matrix` (harness.matrix.config.MatrixConfig with `ladder`): per FedAvg context
     whose client takes more than one step, rungs 1-3 undefended, every attack entry that runs there; a rung
     that is a cell of the matrix itself is left out."""
-    from fedleak.harness.matrix import Cell, expansion
-    from fedleak.harness.matrix_config import DefenseEntry, ImagesConfig
+    from fedleak.harness.matrix.cells import Cell, expansion
+    from fedleak.harness.matrix.config import DefenseEntry, ImagesConfig
     if not matrix.ladder:
         return []
     known = {c.key for c in main_cells}
@@ -73,7 +73,7 @@ def matrix_ladder_cells(matrix, main_cells) -> list:
 
 def _preset_images(matrix) -> list[int]:
     """The images the matrix's own cells hold (its preset's count in whole batches), so every rung has them all."""
-    from fedleak.harness.matrix import _victims
+    from fedleak.harness.matrix.cells import _victims
     return sorted({i for a in matrix.attacks for i in _victims(matrix, matrix.budget(a, matrix.preset).images)})
 
 

@@ -10,7 +10,7 @@ per image; one cell per image set (not per image) pays a worker's set-up once.
 A cell is keyed by `cell_key`: `RunConfig.digest()`, the hash of everything in its config that
 determines its results, together with the code that computes them (fedleak's version and source,
 the attack's and the defense's module: core.fingerprint). The same cell in two matrices (or two
-runs of one) is computed once (harness.cell_store); the same config under changed code is a new
+runs of one) is computed once (harness.matrix.cell_store); the same config under changed code is a new
 cell, and the run says which stored cells it no longer reuses."""
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import ClassVar
 
 from fedleak.core.errors import ConfigError, UnknownNameError
 from fedleak.core.io import digest
-from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
-from fedleak.harness.matrix_config import MatrixConfig
+from fedleak.harness.run.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
+from fedleak.harness.matrix.config import MatrixConfig
 
 UNDEFENDED = "none"  # the baseline
 
@@ -47,7 +47,7 @@ class Cell:
         return self.config.digest()
 
     def run(self, gpu: int | None):
-        from fedleak.harness.cell_worker import attack_cell
+        from fedleak.harness.matrix.cell_worker import attack_cell
         return attack_cell(self.config, gpu)
 
     def record(self) -> dict:
@@ -239,7 +239,7 @@ def _preset(spec: str | dict) -> str:
 
 def check_names(matrix: MatrixConfig) -> None:
     """Every name resolves in its registry and every option is accepted (built the way the cells
-    build them), before anything runs. Call after plugins are registered (harness.plugins)."""
+    build them), before anything runs. Call after plugins are registered (harness.run.plugins)."""
     from fedleak.attacks import ATTACKS
     from fedleak.defenses import DEFENSES
     from fedleak.data.datasets import DATASETS

@@ -1,13 +1,13 @@
 """`fedleak matrix`, `fedleak report` and `fedleak evaluate-defense`: argument parsing and what
-they print. The work happens in harness.matrix_run, reports.matrix_report, harness.evaluate_defense."""
+they print. The work happens in harness.matrix.run, reports.matrix_report, harness.matrix.evaluate_defense."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 from fedleak.core.errors import ConfigError
-from fedleak.harness.logs import progress_enabled
-from fedleak.harness.matrix_config import PRESETS
+from fedleak.harness.run.logs import progress_enabled
+from fedleak.harness.matrix.config import PRESETS
 
 DEFAULT_MATRIX = "ci"
 
@@ -67,7 +67,7 @@ def figure_options(args):
 
 
 def _tolerance_flags(parser) -> None:
-    from fedleak.harness.compare import DEFAULT_TOLERANCE, STATISTICS
+    from fedleak.harness.verdict.compare import DEFAULT_TOLERANCE, STATISTICS
     defaults = ", ".join(f"{k}={v:g}" for k, v in DEFAULT_TOLERANCE.items())
     parser.add_argument("--tolerance", action="append", default=[], metavar="METRIC=VALUE",
                         help=f"how far a cell may move towards more leakage (defaults {defaults}; METRIC=none: not judged)")
@@ -89,16 +89,16 @@ def _executor_flags(parser) -> None:
 
 
 def cmd_matrix(args) -> int:
-    from fedleak.harness.text_cli import cmd_matrix_text, is_text_matrix
+    from fedleak.harness.cli.text import cmd_matrix_text, is_text_matrix
     if is_text_matrix(args.config):
-        return cmd_matrix_text(args)  # `fedleak matrix text`: harness/text_matrix.py
-    from fedleak.harness.gate import describe_gate, failures_table, gate_failures
+        return cmd_matrix_text(args)  # `fedleak matrix text`: harness/text/matrix.py
+    from fedleak.harness.verdict.gate import describe_gate, failures_table, gate_failures
     from fedleak.reports.document import table_text
-    from fedleak.harness.matrix_run import prepare_matrix
+    from fedleak.harness.matrix.run import prepare_matrix
     matrix = prepare_matrix(args.config, args.preset)
     if args.gate and not matrix.gate.enabled:
         raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
-    from fedleak.harness.config import resolve_preset
+    from fedleak.harness.run.config import resolve_preset
     name = resolve_preset(args.config, "matrix").stem
     output = Path(args.output or Path("runs") / name)
     run = _run(matrix, output, args)
@@ -109,7 +109,7 @@ def cmd_matrix(args) -> int:
     if args.baseline:
         status = max(status, _compare(args.baseline, output, args, output / "compare"))
     if args.gate:
-        from fedleak.harness.ci_outputs import write_ci_outputs
+        from fedleak.harness.matrix.ci_outputs import write_ci_outputs
         document = write_ci_outputs(run, name)
         failures = gate_failures(run.verdicts)
         missing = missing_verdicts(run)
@@ -153,7 +153,7 @@ def print_verdicts(run, only: str | None = None) -> None:
 
 def missing_verdicts(run) -> list[str]:
     """Gated defense settings that have no verdict at all (every cell failed): the gate fails closed."""
-    from fedleak.harness.verdict import gated
+    from fedleak.harness.verdict.judge import gated
     have = {v.defense_label for v in run.verdicts}
     want = {c.labels["defense_label"] for c in run.cells
             if gated(c.config.defense.name, c.labels["defense_label"], run.matrix.gate)}
@@ -161,8 +161,8 @@ def missing_verdicts(run) -> list[str]:
 
 
 def _utility_by_label(run) -> dict[str, dict]:
-    from fedleak.harness.cell_store import CellStore
-    from fedleak.harness.matrix_results import merge_utility
+    from fedleak.harness.matrix.cell_store import CellStore
+    from fedleak.harness.matrix.results import merge_utility
     frame = merge_utility(run.utility, CellStore(run.output))
     return {} if frame.empty else {r["defense_label"]: r for r in frame.to_dict("records")}
 
@@ -175,8 +175,8 @@ def _compare(before, after, args, folder: Path) -> int:
     """Compare, print the regressions, write the tables (and the step summary): 1 if a cell regressed."""
     import os
 
-    from fedleak.harness.ci_outputs import append_step_summary
-    from fedleak.harness.compare import compare_folders, parse_tolerances, write_comparison
+    from fedleak.harness.matrix.ci_outputs import append_step_summary
+    from fedleak.harness.verdict.compare import compare_folders, parse_tolerances, write_comparison
     from fedleak.reports.compare import comparison_document, delta_table
     from fedleak.reports.document import table_text, to_markdown
     comparison = compare_folders(before, after, parse_tolerances(args.tolerance), args.statistic)
@@ -204,25 +204,25 @@ def _compare(before, after, args, folder: Path) -> int:
 
 
 def cmd_report(args) -> int:
-    from fedleak.harness.matrix_results import report_matrix_folder
+    from fedleak.harness.matrix.results import report_matrix_folder
     markdown, page = report_matrix_folder(args.results, args.output, figure_options(args))
     print(f"report: {markdown}\n        {page}")
     return 0
 
 
 def cmd_evaluate_defense(args) -> int:
-    from fedleak.harness.text_cli import cmd_evaluate_text, is_text_matrix
+    from fedleak.harness.cli.text import cmd_evaluate_text, is_text_matrix
     if is_text_matrix(args.matrix):
         return cmd_evaluate_text(args)  # `--matrix text`: the text matrix, the defense gated alone
-    from fedleak.harness.cli import parse_set_items
-    from fedleak.harness.evaluate_defense import evaluation_matrix, print_verdict
+    from fedleak.harness.cli.main import parse_set_items
+    from fedleak.harness.matrix.evaluate_defense import evaluation_matrix, print_verdict
     matrix, name, skipped = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"),
                                               args.preset, args.attack_builtins)
     run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args, skipped)
     if run is None:
         return 130
     print_verdict(run, name)
-    from fedleak.harness.ci_outputs import write_ci_outputs
+    from fedleak.harness.matrix.ci_outputs import write_ci_outputs
     summary = write_ci_outputs(run, f"evaluate-{name}", user_errors_apply=False)
     status = _print_run(run, verdict_printed=True)
     if args.gate and not summary["gate"]["passed"]:
@@ -232,8 +232,8 @@ def cmd_evaluate_defense(args) -> int:
 
 def _run(matrix, output: Path, args, not_applicable=()):
     """Run, then report whatever is stored; None when interrupted (what finished is kept)."""
-    from fedleak.harness.matrix_run import run_matrix
-    from fedleak.harness.matrix_results import report_matrix_folder
+    from fedleak.harness.matrix.run import run_matrix
+    from fedleak.harness.matrix.results import report_matrix_folder
     figures = figure_options(args)  # a bad --format is said before the run
     try:
         run = run_matrix(matrix, output, args.executor, args.workers, args.address, progress=progress_enabled(),
@@ -260,9 +260,9 @@ def failed_image_lines(results) -> list[str]:
 
 def _print_run(run, verdict_printed: bool = False) -> int:
     """The run's numbers; exit status 1 if a task failed. After a verdict, a cell that is not applicable
-    (the attack fails without the defense too: harness.matrix_results.inapplicable_keys) is listed with
+    (the attack fails without the defense too: harness.matrix.results.inapplicable_keys) is listed with
     the verdict, not a failure; any other error, a plugin's own included, is a failed task."""
-    from fedleak.harness.ci_outputs import not_applicable_keys
+    from fedleak.harness.matrix.ci_outputs import not_applicable_keys
     s = run.schedule
     skipped = not_applicable_keys(run) if verdict_printed else set()
     crashed = {k: o for k, o in s.failed.items() if k not in skipped}
@@ -280,7 +280,7 @@ def _print_run(run, verdict_printed: bool = False) -> int:
     if run.not_applicable:
         print(f"{len(run.not_applicable)} attack/defense and threat model pairs not applicable (what each "
               f"component declares it applies to), listed in {run.output / 'matrix.json'}")
-    from fedleak.harness.matrix import false_passthroughs
+    from fedleak.harness.matrix.cells import false_passthroughs
     for line in false_passthroughs(run.matrix):
         print(line)
     if run.stale:

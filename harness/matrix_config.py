@@ -16,9 +16,9 @@
     [budgets.<preset>]  iterations / restarts / images for every attack under that preset
     [gate]          leakage thresholds that `fedleak matrix --gate` enforces on defended cells
     [utility]       whether and how to measure each defense setting's accuracy
-    ladder          true: also each multi-step FedAvg context's easier settings, undefended (harness/ladder.py)
+    ladder          true: also each multi-step FedAvg context's easier settings, undefended (harness/flower/ladder.py)
 
-Errors name the key (`defenses[2].sweep.noise: expected a list`), like harness.config.
+Errors name the key (`defenses[2].sweep.noise: expected a list`), like harness.run.config.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from fedleak.metrics.record import GATED, Metric
 from fedleak.core.io import read_toml
 from fedleak.core.options import LIMITS, check_size, from_dict
 from fedleak.core.errors import ConfigError
-from fedleak.harness.config import LocalTrainingOptions
+from fedleak.harness.run.config import LocalTrainingOptions
 from fedleak.threat_models.victim import VictimSpec
 
 PRESETS = ("smoke", "ci", "paper")
@@ -144,7 +144,7 @@ class DefenseSetting:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Thresholds on each gated verdict (harness.verdict: one per context and defense setting, each
+    """Thresholds on each gated verdict (harness.verdict.judge: one per context and defense setting, each
     image's strongest attack): absolute (`max_psnr`, `max_ssim`, `min_lpips`) or above what the label
     alone gives (`max_psnr_over_label`, dB above the label baseline). A gated verdict also fails on
     fewer than `min_images` images, on a degenerate observation, and when the attack rows within
@@ -160,7 +160,7 @@ class GateConfig:
     budget_factor: int = 2              # the budget check: iterations and restarts × this; 1 turns it off
     budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
     # the budget check reruns a row on an image where it is within this many dB of the gated statistic
-    # (harness.budget_check); inf: every row on every image
+    # (harness.matrix.budget_check); inf: every row on every image
     budget_margin: float = 6.0
 
     def limits(self) -> list[tuple[Metric, float]]:
@@ -176,7 +176,7 @@ class GateConfig:
 @dataclass(frozen=True)
 class UtilityConfig:
     enabled: bool = True
-    options: dict = field(default_factory=dict)  # harness.utility.measure_utility options, e.g. rounds
+    options: dict = field(default_factory=dict)  # harness.matrix.utility.measure_utility options, e.g. rounds
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class MatrixConfig:
     budgets: PresetBudgets = field(default_factory=PresetBudgets)
     gate: GateConfig = field(default_factory=GateConfig)
     utility: UtilityConfig = field(default_factory=UtilityConfig)
-    # the leakage ladder (harness/ladder.py): each multi-step FedAvg context's easier settings, undefended
+    # the leakage ladder (harness/flower/ladder.py): each multi-step FedAvg context's easier settings, undefended
     ladder: bool = False
 
     def budget(self, attack: AttackEntry, preset: str) -> BudgetConfig:
@@ -220,7 +220,7 @@ def declared_budget(attack: str, preset: str) -> BudgetConfig | None:
 
 def load_matrix(path: str | Path) -> MatrixConfig:
     """A matrix TOML file, or the name of a shipped matrix (`ci`)."""
-    from fedleak.harness.config import resolve_preset
+    from fedleak.harness.run.config import resolve_preset
     return matrix_from_dict(read_toml(resolve_preset(path, "matrix"), "matrix config"))
 
 

@@ -2,9 +2,9 @@
 
     results.parquet / results.csv   one row per victim image and cell, with provenance + matrix labels
     utility.csv                     one row per defense setting (context): accuracy, ε, ...
-    budget_check.parquet / .csv     the budget check's rows (harness.budget_check), like results
-    checks.json                     the data-dependence checks and label baselines (harness.checks)
-    verdicts.json / verdicts.csv    one verdict per context and defense setting (harness.verdict)
+    budget_check.parquet / .csv     the budget check's rows (harness.matrix.budget_check), like results
+    checks.json                     the data-dependence checks and label baselines (harness.matrix.checks)
+    verdicts.json / verdicts.csv    one verdict per context and defense setting (harness.verdict.judge)
     failures.json                   tasks whose last attempt failed, with the reason
     matrix.json                     the matrix as it ran (preset applied, gate included), and the
                                     pairs its components' declarations left out (not_applicable)
@@ -22,9 +22,9 @@ import pandas as pd
 
 from fedleak.core.errors import DataError, UnreadableFileError
 from fedleak.core.io import atomic_write, check_writable, read_frame, read_json, write_json
-from fedleak.harness.cell_store import CellStore
-from fedleak.harness.results import write_frame
-from fedleak.harness.utility_task import UTILITY_FILE, UtilityTask
+from fedleak.harness.matrix.cell_store import CellStore
+from fedleak.harness.run.results import write_frame
+from fedleak.harness.matrix.utility_task import UTILITY_FILE, UtilityTask
 
 LABEL_COLUMNS = ("attack_label", "adaptive", "defense_label", "knowledge_preset", "preset")
 
@@ -52,7 +52,7 @@ def attach_baseline(rows: pd.DataFrame, table: dict | None) -> None:
     """Columns label_baseline_<metric> (what the label alone gives for this image, at the label the
     attack used: its predicted label where that is a class, else the true one) and psnr_over_label.
     NaN where the baseline is missing (its task failed): a gate on it then fails closed."""
-    from fedleak.harness.checks import METRICS
+    from fedleak.harness.matrix.checks import METRICS
     if table is None:
         for m in METRICS:
             rows[f"label_baseline_{m}"] = float("nan")
@@ -118,7 +118,7 @@ def inapplicable_keys(tasks, failed: dict[str, tuple[bool, bool]]) -> set[str]:
     baseline itself, or against a defense while its non-adaptive cell against the undefended baseline, in
     the same context, raised one too (it does not run here, with or without a defense). Anything else, a
     plugin's RuntimeError or a FedleakError only the defense causes, is a failed cell."""
-    from fedleak.harness.matrix import UNDEFENDED, Cell
+    from fedleak.harness.matrix.cells import UNDEFENDED, Cell
     cells = [t for t in tasks if isinstance(t, Cell)]
     baseline = {_context_key(c): c.key for c in cells if c.config.defense.name == UNDEFENDED}
     out = set()
@@ -147,11 +147,11 @@ def _context_key(cell) -> str:
 
 
 def write_matrix_outputs(root: Path, plan, store: CellStore) -> tuple[pd.DataFrame, list]:
-    """Merge what `plan` (harness.matrix_plan.MatrixPlan) has stored into the files above; returns
+    """Merge what `plan` (harness.matrix.plan.MatrixPlan) has stored into the files above; returns
     (results, verdicts)."""
     from fedleak.core.fingerprint import package_digest
-    from fedleak.harness.checks import BASELINE_FILE, CHECK_FILE
-    from fedleak.harness.verdict import compute_verdicts, verdict_frame
+    from fedleak.harness.matrix.checks import BASELINE_FILE, CHECK_FILE
+    from fedleak.harness.verdict.judge import compute_verdicts, verdict_frame
     baselines = load_tables(plan.baselines, store, BASELINE_FILE)
     results = merge_results(plan.cells, store, plan.baseline_of, baselines)
     budget_cells = plan.budget.cells
@@ -210,7 +210,7 @@ def _write_table(frame: pd.DataFrame, root: Path, stem: str) -> None:
 
 def read_matrix_outputs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict], dict]:
     """(results, utility, failures, matrix.json) of a matrix folder; missing parts are empty."""
-    from fedleak.harness.results import read_results
+    from fedleak.harness.run.results import read_results
     root = Path(root)
     results = read_results(root)
     utility = read_frame(root / "utility.csv", "utility table") if (root / "utility.csv").is_file() else pd.DataFrame()
@@ -225,9 +225,9 @@ def read_verdicts(root: str | Path, results: pd.DataFrame | None = None, gate=No
     """The verdicts of a matrix folder, computed again from its stored rows and checks (so an edited
     verdict rule applies to old results), with the gate it ran with unless `gate` is given."""
     from fedleak.core.options import from_dict
-    from fedleak.harness.matrix_config import GateConfig
-    from fedleak.harness.results import read_results
-    from fedleak.harness.verdict import compute_verdicts
+    from fedleak.harness.matrix.config import GateConfig
+    from fedleak.harness.run.results import read_results
+    from fedleak.harness.verdict.judge import compute_verdicts
     root = Path(root)
     if results is None:
         results = read_results(root)
@@ -247,9 +247,9 @@ def report_matrix_folder(root: str | Path, folder: str | Path | None = None, fig
     import functools
 
     from fedleak.core.options import from_dict
-    from fedleak.harness.gate import describe_gate, failures_table, gate_failures
-    from fedleak.harness.matrix_config import GateConfig
-    from fedleak.harness.run_folder import VIEW, Owner, claim_folder
+    from fedleak.harness.verdict.gate import describe_gate, failures_table, gate_failures
+    from fedleak.harness.matrix.config import GateConfig
+    from fedleak.harness.run.folder import VIEW, Owner, claim_folder
     from fedleak.reports.document import FigureOptions
     from fedleak.reports.matrix_report import GateOutcome, MatrixView, write_matrix_report
     root = Path(root)

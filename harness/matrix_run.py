@@ -9,22 +9,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedleak.harness.cell_store import CellStore
-from fedleak.harness.cell_worker import WorkerSetup
-from fedleak.harness.executors import make_backend
-from fedleak.harness.matrix import Cell, check_images, check_names
-from fedleak.harness.matrix_config import MatrixConfig, load_matrix, with_preset
-from fedleak.harness.matrix_results import write_matrix_outputs
-from fedleak.harness.plugins import load_plugins
-from fedleak.harness.provenance import command
-from fedleak.harness.run_folder import check_matrix_folder
-from fedleak.harness.progress import MatrixProgress
+from fedleak.harness.matrix.cell_store import CellStore
+from fedleak.harness.matrix.cell_worker import WorkerSetup
+from fedleak.harness.matrix.executors import make_backend
+from fedleak.harness.matrix.cells import Cell, check_images, check_names
+from fedleak.harness.matrix.config import MatrixConfig, load_matrix, with_preset
+from fedleak.harness.matrix.results import write_matrix_outputs
+from fedleak.harness.run.plugins import load_plugins
+from fedleak.harness.run.provenance import command
+from fedleak.harness.run.folder import check_matrix_folder
+from fedleak.harness.matrix.progress import MatrixProgress
 from fedleak.core.errors import StorageError
 from fedleak.core.io import check_writable
-from fedleak.harness.scheduler import ScheduleResult, run_tasks
-from fedleak.harness.utility_task import UtilityTask
-from fedleak.harness.matrix_plan import MatrixPlan, plan_matrix
-from fedleak.harness.verdict import Verdict
+from fedleak.harness.matrix.scheduler import ScheduleResult, run_tasks
+from fedleak.harness.matrix.utility_task import UtilityTask
+from fedleak.harness.matrix.plan import MatrixPlan, plan_matrix
+from fedleak.harness.verdict.judge import Verdict
 
 
 @dataclass
@@ -37,7 +37,7 @@ class MatrixRun:
     results: pd.DataFrame = field(repr=False)
     report: tuple[Path, Path] | None = None  # (report.md, report.html) once written
     not_applicable: list[str] = field(default_factory=list)  # pairs left out by the components' declarations
-    verdicts: list[Verdict] = field(default_factory=list)    # one per context and defense setting (harness.verdict)
+    verdicts: list[Verdict] = field(default_factory=list)    # one per context and defense setting (harness.verdict.judge)
     plan: MatrixPlan | None = field(default=None, repr=False)
     stale: str | None = None                                  # stored results other code computed (not reused)
 
@@ -80,7 +80,7 @@ def run_matrix(matrix: MatrixConfig, output: str | Path, executor: str = "local"
                existing: str = "same") -> MatrixRun:
     """`not_applicable`: pairs left out before the matrix was built (evaluate-defense's), listed with
     those the expansion leaves out. `existing`: what to do with a folder that holds a different matrix's
-    results (harness.run_folder): "same" refuses, "resume" adds this matrix to it, "overwrite" replaces it."""
+    results (harness.run.folder): "same" refuses, "resume" adds this matrix to it, "overwrite" replaces it."""
     output = Path(output)
     check_writable(output)
     plan = plan_matrix(matrix)

@@ -41,14 +41,14 @@ def _positive(name: str, value: int) -> None:
 def cmd_prior_train(args) -> int:
     import torch
 
-    from fedleak.harness.logs import progress_enabled
+    from fedleak.harness.run.logs import progress_enabled
 
     from fedleak.attacks.generators.quality import evaluate_prior
     from fedleak.attacks.generators.store import save_prior
     from fedleak.attacks.generators.training import TrainConfig, train_dcgan
     from fedleak.data.datasets import load_dataset
-    from fedleak.harness.provenance import versions
-    from fedleak.harness.runner import resolve_device
+    from fedleak.harness.run.provenance import versions
+    from fedleak.harness.run.runner import resolve_device
 
     for name in ("epochs", "width", "latent_dim"):
         _positive(name.replace("_", "-"), getattr(args, name))

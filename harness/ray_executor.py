@@ -9,7 +9,7 @@ import contextlib
 import os
 
 from fedleak.core.errors import ConfigError
-from fedleak.harness.cell_worker import CellOutcome, WorkerSetup, run_task
+from fedleak.harness.matrix.cell_worker import CellOutcome, WorkerSetup, run_task
 
 
 @contextlib.contextmanager

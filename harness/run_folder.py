@@ -188,7 +188,7 @@ def _read_record(path: Path):
 def _stored_matrix(record) -> dict | None:
     """The stored matrix's config, read back through the config parser (so fields a newer fedleak
     added compare at their defaults); None when it does not read as a matrix."""
-    from fedleak.harness.matrix_config import matrix_from_dict
+    from fedleak.harness.matrix.config import matrix_from_dict
     try:
         return matrix_identity(matrix_from_dict(record["matrix"]))
     except (FedleakError, KeyError, TypeError):

@@ -12,9 +12,9 @@ from fedleak.core.errors import ConfigError
 from fedleak.core.io import check_writable
 from fedleak.data.datasets import load_dataset
 from fedleak.defenses import build_defense
-from fedleak.harness.config import RunConfig
-from fedleak.harness.provenance import row_provenance
-from fedleak.harness.results import ResultLog, RunResult, attack_and_score
+from fedleak.harness.run.config import RunConfig
+from fedleak.harness.run.provenance import row_provenance
+from fedleak.harness.run.results import ResultLog, RunResult, attack_and_score
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.knowledge import knowledge_flags
 

@@ -1,16 +1,16 @@
 """Claim → compute → store, for every task not stored yet, with as many in flight as the backend
 has slots. Tasks another live run holds are waited for rather than computed twice; tasks stored
 by anyone (this run, an earlier one, a concurrent one) count as done. Tasks that depend on
-others' results (the budget check, harness.budget_check) come from `follow_up`, asked after every
+others' results (the budget check, harness.matrix.budget_check) come from `follow_up`, asked after every
 finished task and once more before the run ends; they go ahead of what is still pending."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from fedleak.harness.cell_store import CellStore
-from fedleak.harness.cell_worker import CellOutcome
-from fedleak.harness.progress import MatrixProgress
+from fedleak.harness.matrix.cell_store import CellStore
+from fedleak.harness.matrix.cell_worker import CellOutcome
+from fedleak.harness.matrix.progress import MatrixProgress
 
 POLL_S = 2.0
 

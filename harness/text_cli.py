@@ -1,4 +1,4 @@
-"""`fedleak text-matrix`: the text matrix (harness/text_matrix.py) with its verdicts and report; with
+"""`fedleak text-matrix`: the text matrix (harness/text/matrix.py) with its verdicts and report; with
 `--defense MODULE:CLASS` a user's defense joins the shipped ones (evaluate-defense for text)."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def is_text_matrix(spec) -> bool:
     """Whether `fedleak matrix SPEC` names a text matrix (its threat models are text-*): `fedleak matrix text`."""
     from fedleak.core.errors import FedleakError
     from fedleak.core.io import read_toml
-    from fedleak.harness.config import resolve_preset
+    from fedleak.harness.run.config import resolve_preset
     try:
         table = read_toml(resolve_preset(spec, "matrix"), "a matrix config")
     except FedleakError:
@@ -35,7 +35,7 @@ def is_text_matrix(spec) -> bool:
 def cmd_matrix_text(args) -> int:
     """`fedleak matrix text [--preset ci] [--gate] [--output DIR]`: the text matrix through the matrix command."""
     from fedleak.core.errors import ConfigError
-    from fedleak.harness.config import resolve_preset
+    from fedleak.harness.run.config import resolve_preset
     if getattr(args, "baseline", None):
         raise ConfigError("--baseline: the text matrix has no baseline comparison yet (docs/text.md)")
     args.config = str(resolve_preset(args.config, "matrix"))
@@ -47,7 +47,7 @@ def cmd_matrix_text(args) -> int:
 def cmd_evaluate_text(args) -> int:
     """`fedleak evaluate-defense MODULE:CLASS --matrix text`: the user's defense joins the text matrix, gated
     alone (the shipped defenses are reference rows, not gated)."""
-    from fedleak.harness.config import resolve_preset
+    from fedleak.harness.run.config import resolve_preset
     args.config = str(resolve_preset(args.matrix, "matrix"))
     args.output = args.output or None
     return cmd_text_matrix(args, evaluate=True)
@@ -61,12 +61,12 @@ def cmd_text_matrix(args, evaluate: bool = False) -> int:
     import torch
     from fedleak.core.errors import ConfigError
     from fedleak.core.io import atomic_write, check_writable
-    from fedleak.harness.cli import parse_set_items
-    from fedleak.harness.text_matrix import Entry, load_text_matrix, run_text_matrix, text_verdicts
+    from fedleak.harness.cli.main import parse_set_items
+    from fedleak.harness.text.matrix import Entry, load_text_matrix, run_text_matrix, text_verdicts
     from fedleak.reports.text_report import write_text_report
     extra, plugins = None, {}
     if args.defense:
-        from fedleak.harness.plugins import load_plugin
+        from fedleak.harness.run.plugins import load_plugin
         cls = load_plugin(args.defense)
         options = parse_set_items(args.option, "--option")
         cls.from_options(options, "defense.options")  # --option values, checked before anything runs
@@ -117,7 +117,7 @@ def write_text_ci_outputs(out: Path, verdicts: list, failed: list[dict], matrix,
     """summary.json and junit.xml of a gated text run, by the image run's views (reports.ci): one verdict
     record per (threat model, B, defense setting), the failed cells with whether the gate counts them."""
     from fedleak.core.io import atomic_write, json_bytes
-    from fedleak.harness.provenance import fedleak_commit, fedleak_version
+    from fedleak.harness.run.provenance import fedleak_commit, fedleak_version
     from fedleak.reports.ci import junit_xml, summary_document
     records = []
     for v in verdicts:

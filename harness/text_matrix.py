@@ -1,7 +1,7 @@
 """The text matrix: every text attack against every update-level defense, per threat model and batch size,
 beside the same attacks without a defense, and one verdict per (threat model, B, defense setting).
 
-Verdicts: harness.verdict.compute_text_verdicts, the image verdict's logic over private sequences (the
+Verdicts: harness.verdict.judge.compute_text_verdicts, the image verdict's logic over private sequences (the
 most exposed sequence, the share recovered, the positive control, failed cells as gaps; docs/text.md).
 Rows (one per private sequence and attack) are kept in `rows.csv`; the report is a view of them.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fedleak.core.errors import ConfigError
 from fedleak.core.io import read_toml
-from fedleak.harness.text_run import TextRun, run_text
+from fedleak.harness.text.run import TextRun, run_text
 
 PRESET = Path(__file__).parent / "presets" / "matrix-text.toml"
 _KEYS = {"seed", "seq_len", "batch_sizes", "batches", "max_rougeL", "threat_models", "attacks", "defenses", "presets"}
@@ -112,7 +112,7 @@ def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses
     `defenses`: defense name -> a class (a user's plugin) built with the entry's options instead of the
     registry's. A cell that raises (a defense's share, the threat model) is a failed cell: recorded with
     its error, counted by the verdict, never dropped and never the end of the matrix."""
-    from fedleak.harness.text_run import shipped_lm
+    from fedleak.harness.text.run import shipped_lm
     data, model = shipped_lm()
     rows, failed = [], []
     for tm in matrix.threat_models:
@@ -153,8 +153,8 @@ def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses
 
 
 def text_verdicts(rows: list[dict], matrix: TextMatrix, failed: list[dict] | None = None, gated_defenses=None) -> list:
-    """The verdicts of the matrix's rows: harness.verdict's logic (worst sequence, share recovered, positive
+    """The verdicts of the matrix's rows: harness.verdict.judge's logic (worst sequence, share recovered, positive
     control, failed cells), judged on ROUGE-L against `max_rougeL` over the most exposed sequence."""
-    from fedleak.harness.verdict import compute_text_verdicts
+    from fedleak.harness.verdict.judge import compute_text_verdicts
     from fedleak.metrics.record import METRICS
     return compute_text_verdicts(rows, [(METRICS["rougeL"], matrix.max_rougeL)], "worst", gated_defenses, failed)

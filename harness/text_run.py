@@ -1,7 +1,7 @@
 """One text attack run: the shipped LM (models.text, pretrained and cached), a client's private batches of
 held-out sentences (data.text), a text threat model with a defense's `share`, a text attack, and one
 row per private sequence with its scores (metrics.text) and provenance. The text matrix
-(harness/text_matrix.py) and tools/text_table.py are loops over this."""
+(harness/text/matrix.py) and tools/text_table.py are loops over this."""
 from __future__ import annotations
 
 import copy

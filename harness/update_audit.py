@@ -3,12 +3,12 @@
 saved to disk: threat_models.update_files). Needs no `flwr`.
 
     ClientUpdate -> threat_models.flower_observation -> Observation (+ AttackerKnowledge from the hooks)
-      -> attack -> scores, when the auditor has the client's images -> rows (harness.results)
+      -> attack -> scores, when the auditor has the client's images -> rows (harness.run.results)
 
 The auditor's hooks are names in a module (docs/flower.md): `build_model()`, `normalisation()`,
 `private_data(partition_id, num_partitions)` (ground truth, for scoring), optionally
 `local_training()`, `auxiliary_data()`, `IMAGE_SHAPE`; a hook that declares a `run_config`
-parameter is given the app's run config. Attack seeds follow `harness.runner` (seed·7919 + batch
+parameter is given the app's run config. Attack seeds follow `harness.run.runner` (seed·7919 + batch
 number, the client's partition as the batch number when it is known, else the update's number),
 so the same update attacked live or from disk gives the same reconstruction."""
 from __future__ import annotations
@@ -25,8 +25,8 @@ from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import digest
 from fedleak.core.options import check_integer, check_size
 from fedleak.defenses.base import NoDefense
-from fedleak.harness.plugins import import_user_module
-from fedleak.harness.results import ResultLog, RunResult, attack_and_score
+from fedleak.harness.run.plugins import import_user_module
+from fedleak.harness.run.results import ResultLog, RunResult, attack_and_score
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models import build_threat_model, check_applies
 from fedleak.threat_models.flower_observation import SHARES, explained_by, observation_from_update
@@ -134,10 +134,10 @@ def plan_attack(hooks: Hooks, settings: AttackSettings) -> AttackPlan:
 
 def attack_updates(updates: list, hooks: Hooks, settings: AttackSettings, out: Path, provenance: dict,
                    image_shape: tuple[int, ...] | None = None, progress: bool = False) -> UpdatesAuditResult:
-    """Attack every update in turn through the runner's scoring path (harness.results), writing rows
+    """Attack every update in turn through the runner's scoring path (harness.run.results), writing rows
     and images after each (nothing finished is lost)."""
-    from fedleak.harness.provenance import row_provenance
-    from fedleak.harness.runner import resolve_device
+    from fedleak.harness.run.provenance import row_provenance
+    from fedleak.harness.run.runner import resolve_device
     plan = plan_attack(hooks, settings)
     flags, training, attack, budget, threat, scored = (plan.flags, plan.training, plan.attack, plan.budget, plan.threat,
                                                        plan.scored)
@@ -216,7 +216,7 @@ def settings_digest(settings: AttackSettings, provenance: dict) -> str:
 
 
 def import_attribute(spec: str, what: str):
-    """The object named "package.module:attribute" (the user's module: harness.plugins.import_user_module)."""
+    """The object named "package.module:attribute" (the user's module: harness.run.plugins.import_user_module)."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not attribute:
         raise ConfigError(f"{what} {spec!r}: expected 'package.module:attribute'")
@@ -248,7 +248,7 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
     check_writable(out)
     config = {}
     if app is not None:
-        from fedleak.harness.flower_app import load_app
+        from fedleak.harness.flower.app import load_app
         loaded = load_app(app, run_config)
         loaded.make_importable()
         config, hooks = loaded.run_config, hooks or loaded.hooks
@@ -272,9 +272,9 @@ def run_updates_audit(directory: str, settings: AttackSettings, output: str, mod
                   "dataset": auditor.value("DATASET", "saved-updates"), "model": auditor.value("MODEL"),
                   "victim_state": "saved", "updates_directory": str(directory)}
     if ladder:
-        from fedleak.harness.ladder import plan_ladder, run_ladder
+        from fedleak.harness.flower.ladder import plan_ladder, run_ladder
         plan_ladder(auditor, settings)
-    from fedleak.harness.run_folder import check_run_folder
+    from fedleak.harness.run.folder import check_run_folder
     check_run_folder(out, settings_digest(settings, provenance), overwrite, "audit-updates")
     updates = select_rounds(load_updates(directory), settings.rounds)
     result = attack_updates(updates, auditor, settings, out, provenance, image_shape, progress)

@@ -1,4 +1,4 @@
-"""What a defense setting costs (harness.utility.measure_utility: accuracy next to the undefended
+"""What a defense setting costs (harness.matrix.utility.measure_utility: accuracy next to the undefended
 run, bytes sent, ε where the defense is DP), stored like a matrix cell, so the report's
 privacy-utility view reads stored numbers and a resumed matrix never measures twice.
 
@@ -12,8 +12,8 @@ from typing import ClassVar
 
 from fedleak.core.components import UPDATE, applicability
 from fedleak.core.io import digest, json_bytes
-from fedleak.harness.config import DataConfig, DefenseConfig, RunConfig
-from fedleak.harness.matrix import cell_key, code_of
+from fedleak.harness.run.config import DataConfig, DefenseConfig, RunConfig
+from fedleak.harness.matrix.cells import cell_key, code_of
 
 UTILITY_FILE = "utility.json"
 
@@ -24,7 +24,7 @@ class UtilityTask:
     config: RunConfig   # dataset, victim and defense; the attack fields play no part
     labels: dict
     options: dict
-    code: dict = field(default_factory=dict)  # what computes it (harness.matrix.code_of); part of the key
+    code: dict = field(default_factory=dict)  # what computes it (harness.matrix.cells.code_of); part of the key
     files: ClassVar[tuple[str, ...]] = (UTILITY_FILE,)
 
     def describe(self) -> str:
@@ -79,7 +79,7 @@ def measurable(defense: str) -> bool:
 def measure(config: RunConfig, options: dict) -> dict:
     from fedleak.defenses import build_defense
     from fedleak.data.datasets import load_dataset
-    from fedleak.harness.utility import measure_utility
+    from fedleak.harness.matrix.utility import measure_utility
     data = load_dataset(config.data.name, root=config.data.root, **config.data.options)
     defense = build_defense(config.defense.name, **config.defense.options)
     return _numbers(measure_utility(data, config.victim, defense, **options))

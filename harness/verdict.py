@@ -14,7 +14,7 @@ on that image (AutoAttack's per-sample worst case). A verdict reports, over its 
 * `psnr`, `ssim`, `lpips`: the median of each image's best, `psnr_interval` a 95% percentile
   bootstrap interval of that median (`BOOTSTRAP` resamples, fixed seed: the same rows give the
   same interval);
-* `label_baseline_psnr`: what the label alone gives (harness/checks.py, attacks/label_only.py) for the
+* `label_baseline_psnr`: what the label alone gives (harness/matrix/checks.py, attacks/label_only.py) for the
   label the winning attack used; `psnr_over_label`: each image's best PSNR above the baseline of its
   own attack's label (so "the label leaked" and "the image leaked" are different findings), median
   and interval; `label_accuracy`: how often the attacks got the label;
@@ -29,7 +29,7 @@ on that image (AutoAttack's per-sample worst case). A verdict reports, over its 
   of the same context recovers (None: no undefended run there). A gated verdict "holds" only where it is 1:
   a failure of the attacks says something about the defense only where the same attacks succeed without it;
 * `converged`: the budget check (every attack row of the verdict that can change it, on the images where it
-  can, again at `budget_factor`× iterations and restarts: harness.budget_check) raised the gated statistic by
+  can, again at `budget_factor`× iterations and restarts: harness.matrix.budget_check) raised the gated statistic by
   at most `budget_tolerance` dB; None: not checked, or every rerun attack was `iteration_free` (its rows came
   back identical: more budget cannot change them);
 * `gate`: "pass" / "fail" / "" (not gated), the `statistic`, the gated `values` and `reasons`."""
@@ -81,7 +81,7 @@ def compute_verdicts(results: pd.DataFrame, checks: list[dict] | None = None, bu
                      gate=None, failed: list[dict] | None = None) -> list[Verdict]:
     """One verdict per (context, defense setting) of `results`, in the rows' order. `checks`: the
     data-dependence records; `budget`: the budget check's rows; `gate`: a GateConfig or None;
-    `failed`: the failed tasks (harness.matrix_results.failures), whose gaps a gated verdict names."""
+    `failed`: the failed tasks (harness.matrix.results.failures), whose gaps a gated verdict names."""
     if results.empty:
         return []
     failed = [f for f in failed or () if not f.get("not_applicable")
@@ -118,7 +118,7 @@ def _belongs(labels: dict, context: dict, defense_label: str) -> bool:
 def gaps(frame: pd.DataFrame, failed: list[dict]) -> list[str]:
     """What an evaluator attack did not do against this defense setting: its cells that failed, the images it
     failed on, and the adaptive rows whose replay could not run the defense's own `share` (it raised or sent
-    what the attacker cannot use, harness.results.replay_path). Each is a reason a verdict cannot hold."""
+    what the attacker cannot use, harness.run.results.replay_path). Each is a reason a verdict cannot hold."""
     out = []
     for f in failed:
         labels = f.get("labels", {})
@@ -141,7 +141,7 @@ def gaps(frame: pd.DataFrame, failed: list[dict]) -> list[str]:
 
 def _controls(groups) -> dict[tuple, set[int]]:
     """Per context, the images the undefended run recovers (the positive control's evidence)."""
-    from fedleak.harness.matrix import UNDEFENDED
+    from fedleak.harness.matrix.cells import UNDEFENDED
     out: dict[tuple, set[int]] = {}
     for keys, frame in groups:
         if str(frame["defense"].iloc[0]) != UNDEFENDED:
@@ -155,7 +155,7 @@ def _controls(groups) -> dict[tuple, set[int]]:
 
 def gated(defense: str, defense_label: str, gate) -> bool:
     """Whether the gate judges this defense setting (its `defenses`, else every one but none)."""
-    from fedleak.harness.matrix import UNDEFENDED
+    from fedleak.harness.matrix.cells import UNDEFENDED
     if gate is None or not gate.enabled:
         return False
     if gate.defenses:
@@ -323,7 +323,7 @@ def _budget_check(frame: pd.DataFrame, per_image: pd.DataFrame, rerun: pd.DataFr
         before = frame[(frame["attack_label"] == attack) & (frame["adaptive"] == adaptive)]
         old = before.set_index(keys)[["psnr", "mse"]].sort_index()
         new = rows.set_index(keys)[["psnr", "mse"]].sort_index()
-        # a rerun covers only the images where the row could change the verdict (harness.budget_check)
+        # a rerun covers only the images where the row could change the verdict (harness.matrix.budget_check)
         if len(before) and new.index.isin(old.index).all() and old.loc[new.index].equals(new):
             free.append(name)
         rises[name] = rise_with(rows)
@@ -335,7 +335,7 @@ def _budget_check(frame: pd.DataFrame, per_image: pd.DataFrame, rerun: pd.DataFr
 
 
 def _privacy(frame: pd.DataFrame) -> dict:
-    """The attacked update's DP accounting, where rows carry it (harness.runner.round_privacy)."""
+    """The attacked update's DP accounting, where rows carry it (harness.run.runner.round_privacy)."""
     if "epsilon_round" not in frame or frame["epsilon_round"].isna().all():
         return {}
     row = frame.dropna(subset=["epsilon_round"]).iloc[0]
@@ -438,7 +438,7 @@ def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ text (issue 23)
-# The same verdict over text rows (harness.text_run: one row per private sequence and attack). The unit of
+# The same verdict over text rows (harness.text.run: one row per private sequence and attack). The unit of
 # harm is one private sequence (batch, sequence: the same private sentences under every defense of a
 # context, each batch drawn with the run's seed); per sequence the attacker's best over attacks of each
 # metric record (metrics.record.TEXT_REPORTED, direction from the record); a verdict's figures are the most

@@ -31,7 +31,7 @@ def _cells(v: dict) -> list[str]:
 
 
 def write_text_report(verdicts: list[dict], out: Path, title: str, max_rougeL: float) -> tuple[Path, Path]:
-    """`verdicts`: reports.verdicts.TextVerdict records as dicts (harness.verdict.compute_text_verdicts)."""
+    """`verdicts`: reports.verdicts.TextVerdict records as dicts (harness.verdict.judge.compute_text_verdicts)."""
     head = ["threat model", "B", "defense", "verdict", "worst ROUGE-L", "worst exact", "recovered", "control",
             "best attack", "errors", "why"]
     md = [f"# {md_text(title)}", "",

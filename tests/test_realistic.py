@@ -177,7 +177,7 @@ def test_ig_with_fedleak_options_reports_the_full_matching_loss(lenet_victim):
 
 
 def test_budget_by_convergence_says_what_stopped_it(lenet_victim):
-    from fedleak.harness.results import attack_and_score
+    from fedleak.harness.run.results import attack_and_score
     x, y = lenet_victim.data.victims([3])
     threat = THREAT_MODELS.get("fedsgd")(None)
     observe = lambda: threat.observe(lenet_victim, x, y, NoDefense(), knowledge_flags("informed"))
@@ -194,7 +194,7 @@ def test_budget_by_convergence_says_what_stopped_it(lenet_victim):
 
 def _ladder_hooks(training):
     from fedleak.data.datasets import load_dataset
-    from fedleak.harness.update_audit import Hooks
+    from fedleak.harness.flower.update_audit import Hooks
     data = load_dataset("digits")
     x, y = data.victims([0, 1, 2, 3])
     torch.manual_seed(0)
@@ -205,7 +205,7 @@ def _ladder_hooks(training):
 
 
 def test_simulated_update_is_the_client_retrained_from_what_it_received():
-    from fedleak.harness.ladder import simulated_update
+    from fedleak.harness.flower.ladder import simulated_update
     from fedleak.threat_models.update_files import ClientUpdate
     training = LocalTraining(lr=0.1, epochs=2, batch_size=2, momentum=0.9, shuffle=True)
     hooks, model, x, y = _ladder_hooks(training)
@@ -222,8 +222,8 @@ def test_simulated_update_is_the_client_retrained_from_what_it_received():
 
 
 def test_ladder_runs_the_same_attack_from_one_image_one_step_to_the_apps_update(tmp_path):
-    from fedleak.harness.ladder import ladder_rungs, run_ladder, simulated_update
-    from fedleak.harness.update_audit import AttackSettings
+    from fedleak.harness.flower.ladder import ladder_rungs, run_ladder, simulated_update
+    from fedleak.harness.flower.update_audit import AttackSettings
     from fedleak.threat_models.update_files import ClientUpdate
     training = LocalTraining(lr=0.1, epochs=2, batch_size=2, momentum=0.9, shuffle=True)
     assert [r[0] for r in ladder_rungs(training, 4)] == ["1 image, 1 step", "4 images, 1 step",
@@ -269,8 +269,8 @@ def local_training():
 
 
 def test_audit_updates_ladder_flag_writes_the_table_and_refuses_without_ground_truth(tmp_path, monkeypatch):
-    from fedleak.harness.cli import main
-    from fedleak.harness.ladder import simulated_update
+    from fedleak.harness.cli.main import main
+    from fedleak.harness.flower.ladder import simulated_update
     from fedleak.threat_models.update_files import ClientUpdate, save_update
     (tmp_path / "ladder_hooks.py").write_text(HOOKS)
     truth = "\ndef private_data(p, n):\n    return load_dataset('digits').victims([0, 1, 2, 3])\n"
@@ -300,7 +300,7 @@ def _small_realistic(**changes):
     """The shipped realistic matrix cut to one context (digits, the quickstart CNN untrained), IG only,
     none and dp (sigma=1), at the smoke budget."""
     import dataclasses
-    from fedleak.harness.matrix_config import load_matrix
+    from fedleak.harness.matrix.config import load_matrix
     matrix = load_matrix("realistic")
     small = dataclasses.replace(
         matrix, preset="smoke", datasets=[d for d in matrix.datasets if d.name == "digits"],
@@ -312,8 +312,8 @@ def _small_realistic(**changes):
 
 
 def test_the_realistic_preset_is_shipped_with_the_settings_the_issue_names():
-    from fedleak.harness.config import shipped_presets
-    from fedleak.harness.matrix_config import load_matrix
+    from fedleak.harness.run.config import shipped_presets
+    from fedleak.harness.matrix.config import load_matrix
     assert "realistic" in shipped_presets("matrix")
     matrix = load_matrix("realistic")
     assert {d.name for d in matrix.datasets} == {"photos", "digits"} and matrix.images.batch_size == 8
@@ -329,8 +329,8 @@ def test_the_realistic_preset_is_shipped_with_the_settings_the_issue_names():
 
 def test_matrix_ladder_adds_the_easier_rungs_undefended_for_multi_step_fedavg_only():
     import dataclasses
-    from fedleak.harness.matrix_plan import plan_matrix
-    from fedleak.harness.matrix_run import prepare_matrix
+    from fedleak.harness.matrix.plan import plan_matrix
+    from fedleak.harness.matrix.run import prepare_matrix
     plan = plan_matrix(prepare_matrix(_small_realistic()))
     rungs = sorted((c.labels["ladder_rung"], c.labels["ladder_label"], c.config.data.batch_size,
                     c.config.threat_model.local_batch_size, c.config.defense.name) for c in plan.ladder)
@@ -343,8 +343,8 @@ def test_matrix_ladder_adds_the_easier_rungs_undefended_for_multi_step_fedavg_on
     cells = [t for t in plan.tasks() if t.key in {c.key for c in plan.cells}]
     defended = [c.config.defense.name != "none" for c in cells]
     assert defended == sorted(defended) and not defended[0]
-    from fedleak.harness.ladder import matrix_ladder_cells
-    from fedleak.harness.matrix import expand
+    from fedleak.harness.flower.ladder import matrix_ladder_cells
+    from fedleak.harness.matrix.cells import expand
     assert matrix_ladder_cells(_small_realistic(ladder=False), []) == []
     assert [c.key for c in expand(_small_realistic(ladder=False))] == [c.key for c in plan.cells]
     (threat,) = _small_realistic().threat_models
@@ -359,7 +359,7 @@ def test_the_realistic_preset_at_smoke_budget_runs_and_says_inconclusive_where_t
     iterations of IG: nothing is rebuilt undefended, so dp's verdict is INCONCLUSIVE for that reason, never holds;
     the ladder's rows and table are written beside the results."""
     import pandas as pd
-    from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+    from fedleak.harness.matrix.run import prepare_matrix, run_matrix
     run = run_matrix(prepare_matrix(_small_realistic()), tmp_path, workers=0, progress=False)
     assert not run.schedule.failed
     (dp,) = [v for v in run.verdicts if v.defense_label == "dp (sigma=1)"]
@@ -375,8 +375,8 @@ def test_the_realistic_preset_at_smoke_budget_runs_and_says_inconclusive_where_t
 def test_audit_updates_rounds_attacks_only_the_rounds_asked_and_names_the_recorded_ones(tmp_path, monkeypatch, capsys):
     """--rounds: an audit after k rounds of FedAvg attacks round k's updates, not every round before it."""
     import pandas as pd
-    from fedleak.harness.cli import main
-    from fedleak.harness.ladder import simulated_update
+    from fedleak.harness.cli.main import main
+    from fedleak.harness.flower.ladder import simulated_update
     from fedleak.threat_models.update_files import ClientUpdate, save_update
     truth = "\ndef private_data(p, n):\n    return load_dataset('digits').victims([0, 1, 2, 3])\n"
     (tmp_path / "rounds_truth.py").write_text(HOOKS + truth)

@@ -190,7 +190,7 @@ def _frame_rows(rows):
 
 
 def _judge(rows, failed=None):
-    from fedleak.harness.verdict import compute_text_verdicts
+    from fedleak.harness.verdict.judge import compute_text_verdicts
     from fedleak.metrics.record import METRICS
     return {v.defense_label: v for v in compute_text_verdicts(_frame_rows(rows), [(METRICS["rougeL"], 0.5)], "worst",
                                                               failed=failed)}
@@ -225,7 +225,7 @@ def test_text_verdicts_are_the_image_verdicts_logic_over_sequences():
 
 
 def test_recovered_sequence_is_exact_or_rougeL_from_0_9():
-    from fedleak.harness.verdict import recovered_sequence
+    from fedleak.harness.verdict.judge import recovered_sequence
     assert recovered_sequence(1.0, 0.0) and recovered_sequence(0.0, 0.9) and not recovered_sequence(0.0, 0.89)
     assert not recovered_sequence(float("nan"), float("nan"))
 
@@ -261,7 +261,7 @@ def tiny_text(monkeypatch, tmp_path):
     """The text matrix on a tiny random-init LM (the shipped one takes minutes to pretrain), and a user's
     defense in a folder of their own (the working directory)."""
     from fedleak.data.text import load_text
-    import fedleak.harness.text_run as text_run
+    import fedleak.harness.text.run as text_run
     data = load_text(512)
     model = build_lm(TextLMSpec(vocab_size=data.vocab_size, width=64, layers=2, heads=4, context=32), seed=0)
     monkeypatch.setattr(text_run, "shipped_lm", lambda *a, **k: (data, model))
@@ -286,7 +286,7 @@ def _ci_files(folder):
 
 
 def test_matrix_text_gate_and_evaluate_defense_agree_with_their_files(tiny_text, tmp_path, capsys):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     pytest.importorskip("junitparser")
     # the shipped defenses under the gate: dp (sigma = 1) holds against DAGER, whose control recovers both sequences
     status = main(["matrix", str(tiny_text), "--preset", "ci", "--gate", "--output", str(tmp_path / "m")])
@@ -311,7 +311,7 @@ def test_matrix_text_gate_and_evaluate_defense_agree_with_their_files(tiny_text,
 
 
 def test_text_matrix_config_errors_name_the_key(tmp_path):
-    from fedleak.harness.text_matrix import load_text_matrix
+    from fedleak.harness.text.matrix import load_text_matrix
     shipped = load_text_matrix(preset="ci")
     assert shipped.defenses[0].name == "none" and {d.name for d in shipped.defenses} >= {"dp", "prune", "quantize", "sketch"}
     bad = tmp_path / "m.toml"
@@ -326,7 +326,7 @@ def test_text_matrix_config_errors_name_the_key(tmp_path):
 
 
 def test_fedleak_matrix_text_is_the_text_matrix():
-    from fedleak.harness.text_cli import is_text_matrix
+    from fedleak.harness.cli.text import is_text_matrix
     assert is_text_matrix("text") and not is_text_matrix("ci") and not is_text_matrix("no-such-matrix")
 
 
