@@ -29,7 +29,7 @@ class Budget:
 
 @dataclass(frozen=True)
 class PresetBudget:
-    """An attack's own budget under one budget preset (smoke | ci | paper, harness.matrix_config);
+    """An attack's own budget under one budget preset (smoke | ci | paper, harness.matrix.config);
     None leaves that value to the matrix config or the preset's default."""
     iterations: int | None = None
     restarts: int | None = None

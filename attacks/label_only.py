@@ -11,7 +11,7 @@ digit of the right class" and "the attack rebuilt this digit" are different find
 * `draws` images of the class from the dataset's shipped generative prior (attacks/generators), where
   one exists for the dataset and fits its shape: what GGL/GIFD produce when the update carries nothing.
 
-harness/checks.py scores them against each victim; the baseline of a (victim, class) pair is, per
+harness/matrix/checks.py scores them against each victim; the baseline of a (victim, class) pair is, per
 metric, the better of the class mean's score and the median draw's (what such an attacker gets
 without a lucky draw)."""
 from __future__ import annotations

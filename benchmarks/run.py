@@ -16,7 +16,7 @@ Figures (targets from the performance issue; docs/performance.md discusses them)
 * PSNR at equal iterations: after the timed runs, and at a longer budget over several images.
 * R restarts as one batch vs R x one restart, ConvNet and ResNet-18 (fedleak alone; target < 0.5).
 * PSNR/SSIM of 256 images vs scikit-image's per-image loop (and LPIPS batched vs per image).
-* Peak RSS of one IG cell (ConvNet, B=1) run through harness.runner in a fresh process.
+* Peak RSS of one IG cell (ConvNet, B=1) run through harness.run.runner in a fresh process.
 """
 from __future__ import annotations
 
@@ -226,8 +226,8 @@ import json, sys, tempfile
 sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads({threads})
-from fedleak.harness.config import load_config
-from fedleak.harness.runner import run_attack
+from fedleak.harness.run.config import load_config
+from fedleak.harness.run.runner import run_attack
 with tempfile.TemporaryDirectory() as out:
     config = load_config(None, {{"data.name": "photos", "data.num_victims": 1, "data.batch_size": 1,
                                  "victim.model": "convnet", "threat_model.knowledge": "informed",

@@ -1,6 +1,6 @@
 """What fedleak writes to a console, and when: live progress bars only where a person watches a
 terminal; in a log file or a CI log (not a terminal) no carriage-return frames and no colour codes,
-since both turn a log into one unreadable line. The application (harness.logs) sets the level."""
+since both turn a log into one unreadable line. The application (harness.run.logs) sets the level."""
 from __future__ import annotations
 
 import re

@@ -1,6 +1,6 @@
 """Digests of the code that produces a result, so a stored result is never reused by other code.
 
-A stored matrix cell (harness.cell_store), a utility measurement and a victim trained with a defense
+A stored matrix cell (harness.matrix.cell_store), a utility measurement and a victim trained with a defense
 are keyed by their config; that alone let an edited plugin reuse cells its old code computed (a
 defense changed to send the raw update still printed "holds", issue #12). Their keys therefore also
 cover:

@@ -59,7 +59,7 @@ SSIM = Metric("ssim", "SSIM", True, (0.0, 1.0), 3)
 LPIPS = Metric("lpips", "LPIPS", False, (0.0, 0.8), 3)
 MSE = Metric("mse", "MSE", False, None, 4)
 
-# PSNR above what the label alone gives (harness/checks.py): per row, the row's PSNR minus the label
+# PSNR above what the label alone gives (harness/matrix/checks.py): per row, the row's PSNR minus the label
 # baseline of the label its attack used; "the image leaked", not "the label leaked" (docs/verdict.md)
 PSNR_OVER_LABEL = Metric("psnr_over_label", "PSNR above the label baseline (dB)", True, (-5.0, 25.0), 2)
 

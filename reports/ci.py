@@ -3,7 +3,7 @@ this module, summary.schema.json; docs/ci.md), junit.xml (one test case per gate
 carrying its numbers) and a Markdown step summary (GitHub's $GITHUB_STEP_SUMMARY).
 
 A pure view: the verdict records, cell records and provenance are computed by the harness
-(harness.ci_outputs) and passed in; the same inputs give the same bytes (no timestamps)."""
+(harness.matrix.ci_outputs) and passed in; the same inputs give the same bytes (no timestamps)."""
 from __future__ import annotations
 
 import json
@@ -24,7 +24,7 @@ def schema() -> dict:
 def summary_document(run: dict, gate: dict | None, verdicts: list[dict], cells: list[dict],
                      failed: list[dict]) -> dict:
     """`run`: name, preset, output, fedleak {version, commit}; `gate`: thresholds, statistic,
-    defenses, description (None: not gated); `verdicts`: harness.gate.verdict_records; `cells`: per
+    defenses, description (None: not gated); `verdicts`: harness.verdict.gate.verdict_records; `cells`: per
     cell figures and provenance; `failed`: tasks whose last attempt failed (failures.json)."""
     gated = [v for v in verdicts if v.get("gated")]
     failures = [v for v in gated if v.get("gate") == "fail"]

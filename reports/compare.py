@@ -1,4 +1,4 @@
-"""The comparison of two runs (harness.compare) as a document: a verdict line, the regressions, the
+"""The comparison of two runs (harness.verdict.compare) as a document: a verdict line, the regressions, the
 cells one run lacks, and every cell's before → after (Δ) per metric; a pure view."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The leakage ladder as a table (harness/ladder.py): one line per rung, easiest first, so the reader sees
+"""The leakage ladder as a table (harness/flower/ladder.py): one line per rung, easiest first, so the reader sees
 where rebuilding stops. A pure view of the ladder's rows."""
 from __future__ import annotations
 

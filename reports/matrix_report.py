@@ -1,5 +1,5 @@
 """The report of a matrix: report.md (+ PNGs beside it) and report.html (self-contained).
-A pure view: the application (fedleak.harness.matrix_results.report_matrix_folder) reads the stored
+A pure view: the application (fedleak.harness.matrix.results.report_matrix_folder) reads the stored
 results and judges the gate, then hands both here; the same inputs give the same bytes."""
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Aggregations of merged matrix results (harness.matrix_results): pure functions of the rows.
+"""Aggregations of merged matrix results (harness.matrix.results): pure functions of the rows.
 
 Leakage reads "the attacker's best": higher PSNR/SSIM and lower LPIPS mean more was rebuilt.
 Within one context (dataset, model, victim state, threat model, knowledge), an image is attacked
 by every attack, mode and seed; "best per cell" takes the strongest attack row's median, "best
 per image" takes, for each image, the strongest result any attack got on it (the per-sample worst
 case of AutoAttack), then the median over images. What a defense setting buys, with its checks, is
-its verdict (harness.verdict, reports.verdicts), not a table here."""
+its verdict (harness.verdict.judge, reports.verdicts), not a table here."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The verdict record (one per context and defense setting; computed by harness.verdict from stored
+"""The verdict record (one per context and defense setting; computed by harness.verdict.judge from stored
 rows) and its views: the table the matrix report, `fedleak matrix` and `evaluate-defense` show.
 
 A view only formats: every number comes from the record, so the screen, the report, the gate and
@@ -50,7 +50,7 @@ class Verdict:
 
     status: str = ""                      # one word (STATUSES); "" where not gated and not degenerate
     # the unit of harm is one person's data: the most leaked image (each image's best; LPIPS: the lowest)
-    # and how many images were recovered (harness.verdict.recovered), before the median above
+    # and how many images were recovered (harness.verdict.judge.recovered), before the median above
     worst_psnr: float = math.nan
     worst_ssim: float = math.nan
     worst_lpips: float = math.nan

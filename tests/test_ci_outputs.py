@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from junitparser import Error, Failure, JUnitXml
 
-from fedleak.harness.cli import main
+from fedleak.harness.cli.main import main
 from test_matrix import smoke_matrix, write_toml
 
 WEAK, STRONG = "random-k-noise (keep=1, noise=0)", "prune (ratio=0.01)"
@@ -103,7 +103,7 @@ def test_a_gated_cell_that_did_not_run_is_a_junit_error(gated_run, tmp_path, mon
     strong = next(p for p in (copy / "cells").iterdir()  # the attack's cell, not its data-dependence check
                   if (p / "images.pt").exists() and STRONG in (p / "cell.json").read_text())
     shutil.rmtree(strong)  # this cell runs again, and crashes
-    monkeypatch.setattr("fedleak.harness.matrix.Cell.run", crash)
+    monkeypatch.setattr("fedleak.harness.matrix.cells.Cell.run", crash)
     assert main(["matrix", str(config), "--gate", "--workers", "0", "-q", "--output", str(copy)]) == 1
     suite = next(iter(JUnitXml.fromfile(str(copy / "junit.xml"))))
     assert suite.errors == 1
@@ -209,7 +209,7 @@ def test_documented_job_runs_commands_that_exist():
     from pathlib import Path
 
     import yaml
-    from fedleak.harness.cli import build_parser
+    from fedleak.harness.cli.main import build_parser
     text = (Path(__file__).resolve().parents[1] / "docs" / "ci.md").read_text()
     workflow = yaml.safe_load(text.split("```yaml", 1)[1].split("```", 1)[0])
     steps = workflow["jobs"]["leakage"]["steps"]
@@ -229,8 +229,8 @@ def test_evaluate_defense_writes_the_same_files_and_gates(tmp_path, capsys, monk
     from fedleak.reports.ci import schema
     from test_matrix import PLUGIN, REPO, _stub_utility
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
-    monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg"])
+    monkeypatch.setattr("fedleak.harness.matrix.utility.measure_utility", _stub_utility)
+    monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: ["idlg"])
     base = write_toml(tmp_path / "base.toml", smoke_matrix(
         plugins=[], images={"indices": [2]}, victims=[{"model": "lenet"}],
         attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 6}}}], defenses=[{"name": "none"}],

@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from fedleak.harness.cli import main
+from fedleak.harness.cli.main import main
 
 FAST = ["--iterations", "2", "--victims", "1", "--quiet"]
 
@@ -115,7 +115,7 @@ def test_sizes_are_checked_before_anything_is_allocated(capsys, tmp_path, args, 
 
 def test_matrix_sizes_are_checked_on_load(tmp_path):
     from fedleak.core.errors import ConfigError
-    from fedleak.harness.matrix_config import matrix_from_dict
+    from fedleak.harness.matrix.config import matrix_from_dict
     base = {"attacks": [{"name": "idlg"}], "defenses": [{"name": "none"}]}
     with pytest.raises(ConfigError, match=r"seeds\[1\]: must be in \[0, 4,294,967,295\]"):
         matrix_from_dict({**base, "seeds": [0, 2**70]})

@@ -1,6 +1,6 @@
 import pytest
 
-from fedleak.harness.config import RunConfig, config_from_dict, load_config
+from fedleak.harness.run.config import RunConfig, config_from_dict, load_config
 from fedleak.core.errors import ConfigError
 
 
@@ -11,7 +11,7 @@ def write(tmp_path, text):
 
 
 def test_presets_load_and_are_typed():
-    from fedleak.harness.config import SHIPPED as PRESETS
+    from fedleak.harness.run.config import SHIPPED as PRESETS
     for preset in PRESETS.glob("demo-*.toml"):
         config = load_config(preset)
         assert isinstance(config, RunConfig)

@@ -24,8 +24,8 @@ from fedleak.attacks.base import Attack, Budget, Reconstruction
 from fedleak.core.components import KINDS
 from fedleak.core.errors import ConfigError
 from fedleak.defenses import DEFENSES, NoDefense
-from fedleak.harness.matrix_config import PRESETS
-from fedleak.harness.plugins import load_plugin
+from fedleak.harness.matrix.config import PRESETS
+from fedleak.harness.run.plugins import load_plugin
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models import THREAT_MODELS, not_applicable
 from fedleak.threat_models.knowledge import knowledge_flags

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedleak.harness.cli import build_parser, main
+from fedleak.harness.cli.main import build_parser, main
 from procfs import ctrl_c_delivered
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,11 +26,11 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO.parent)}
 
 # the demo command as `make demo` runs it, its two presets cut to a few iterations of one image
 TINY_DEMO = ("import sys\n"
-             "import fedleak.harness.config as config\n"
+             "import fedleak.harness.run.config as config\n"
              "load = config.load_config\n"
              "config.load_config = lambda name, overrides=None: load(name, {**(overrides or {}),\n"
              "    'attack.iterations': 3, 'attack.restarts': 1, 'data.num_victims': 1})\n"
-             "from fedleak.harness.cli import main\n"
+             "from fedleak.harness.cli.main import main\n"
              "sys.exit(main(['demo', '--output', sys.argv[1], *sys.argv[2:]]))\n")
 
 
@@ -125,7 +125,7 @@ def test_quiet_prints_results_only(tmp_path, capfd):
 
 
 def test_rows_carry_provenance(tmp_path):
-    from fedleak.harness.provenance import LIBRARIES
+    from fedleak.harness.run.provenance import LIBRARIES
     argv = ["attack", "--attack", "idlg", "--model", "mlp", "--set", "victim.options.width=8", "--iterations", "2",
             "--victims", "1", "-q", "--output", str(tmp_path / "out")]
     assert main(argv) == 0
@@ -241,7 +241,7 @@ def test_after_a_full_disk_the_same_matrix_command_goes_on(tmp_path, capsys, mon
     matrix.json yet) is taken up by the same command, its finished cells kept; the message says so."""
     import errno
 
-    import fedleak.harness.matrix_results as matrix_results
+    import fedleak.harness.matrix.results as matrix_results
     from fedleak.core.errors import StorageError
     from test_matrix import smoke_matrix, write_toml
     config = write_toml(tmp_path / "m.toml", smoke_matrix(images={"indices": [1]}, defenses=[{"name": "none"}]))

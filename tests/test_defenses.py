@@ -1,5 +1,5 @@
 """Defenses dp, sketch, prune, quantize: what is sent, what the server decodes, what the adaptive
-attacker simulates, what it costs (harness/utility.py), and bad options."""
+attacker simulates, what it costs (harness/matrix/utility.py), and bad options."""
 import math
 
 import pytest
@@ -262,7 +262,7 @@ def test_adaptive_sketch_attack_beats_the_non_adaptive_one(lenet_victim):
 # ---------------------------------------------------------------- utility
 
 def test_measure_utility_reports_accuracy_bytes_epsilon_and_caches(digits):
-    from fedleak.harness.utility import measure_utility
+    from fedleak.harness.matrix.utility import measure_utility
     from fedleak.core.io import cache_dir
     from fedleak.threat_models.victim import VictimSpec
     spec = VictimSpec(model="mlp", options={"width": 16, "depth": 1}, clients=2, local_batch_size=200, local_lr=0.1)

@@ -163,8 +163,8 @@ def test_flower_arrays_map_onto_parameters_by_name_or_order_and_buffers_stay_out
 
 def test_core_package_and_cli_run_without_flower(tmp_path):
     script = ("import sys; sys.modules['flwr'] = None\n"  # as if Flower were not installed
-              "import fedleak.harness.runner, fedleak.threat_models, fedleak.attacks, fedleak.defenses, fedleak.harness.flower_audit\n"
-              "from fedleak.harness.cli import main\n"
+              "import fedleak.harness.run.runner, fedleak.threat_models, fedleak.attacks, fedleak.defenses, fedleak.harness.flower.audit\n"
+              "from fedleak.harness.cli.main import main\n"
               f"sys.exit(main(['audit-flower', '--quiet', '--output', {str(tmp_path)!r}]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 2, done.stderr
@@ -172,7 +172,7 @@ def test_core_package_and_cli_run_without_flower(tmp_path):
 
 
 def test_audit_flower_refuses_hyperparameters_it_was_not_told(tmp_path, monkeypatch, capsys):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     (tmp_path / "bare_hooks.py").write_text(
         "from fedleak.examples.flower_app.task import build_model, private_data, normalisation\nNUM_CLIENTS = 3\n")
     monkeypatch.chdir(tmp_path)
@@ -190,7 +190,7 @@ def audited(tmp_path_factory):
     from flwr.serverapp import Grid, ServerApp
 
     from fedleak.examples.flower_app import server_app as example, task
-    from fedleak.harness.flower_audit import FlowerAudit, run_flower_audit
+    from fedleak.harness.flower.audit import FlowerAudit, run_flower_audit
 
     recorder = RecordingStrategy(example.make_strategy())
     app = ServerApp()
@@ -259,8 +259,8 @@ def test_audit_of_the_first_round_matches_fedleaks_own_fedavg_run(audited, tmp_p
     """Same images, weights, local training, attack and seed: the Flower client's update is
     fedleak's simulated one, so the attack scores the same."""
     from fedleak.examples.flower_app import task
-    from fedleak.harness.config import config_from_dict
-    from fedleak.harness.runner import run_attack
+    from fedleak.harness.run.config import config_from_dict
+    from fedleak.harness.run.runner import run_attack
     from fedleak.threat_models.flower_observation import observation_from_update
     result, _ = audited
     config = config_from_dict({
@@ -313,7 +313,7 @@ QUICKSTART_CLIENTS = 2
 
 
 def test_app_folder_and_run_config_are_read_as_flwr_run_reads_them(tmp_path):
-    from fedleak.harness.flower_app import load_app, parse_run_config
+    from fedleak.harness.flower.app import load_app, parse_run_config
     app = load_app(QUICKSTART, 'batch-size=2 learning-rate=0.05 images-per-client=4')
     assert (app.server_app, app.client_app) == ("digitsapp.server_app:app", "digitsapp.client_app:app")
     assert app.run_config == {"num-server-rounds": 3, "fraction-evaluate": 0.5, "local-epochs": 1, "learning-rate": 0.05,
@@ -332,7 +332,7 @@ def test_app_folder_and_run_config_are_read_as_flwr_run_reads_them(tmp_path):
 
 
 def test_missing_hooks_are_named_one_line_each_before_any_simulation(tmp_path, monkeypatch, capsys):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     (tmp_path / "half_hooks.py").write_text("def private_data(partition_id, num_partitions):\n    return None\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     code = main(["audit-flower", str(QUICKSTART), "--hooks", "half_hooks", "--quiet", "--output", str(tmp_path / "out")])
@@ -348,7 +348,7 @@ def test_missing_hooks_are_named_one_line_each_before_any_simulation(tmp_path, m
 def quickstart(tmp_path_factory):
     """The quickstart-style app audited as a user would, unmodified: its folder, a run config, the
     auditor's hooks next to it; every recorded update saved for the offline audit too."""
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     base = tmp_path_factory.mktemp("quickstart")
     code = main(["audit-flower", str(QUICKSTART), "--hooks", "fedleak_hooks", "--run-config", QUICKSTART_CONFIG,
                  "--clients", str(QUICKSTART_CLIENTS), "--iterations", str(ITERATIONS // 4), "--save-updates",
@@ -378,7 +378,7 @@ def test_quickstart_app_is_audited_unmodified_and_every_clients_images_are_score
 
 @pytest.mark.slow
 def test_saved_updates_audited_offline_equal_the_live_audit(quickstart, tmp_path):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     from fedleak.threat_models.update_files import load_updates
     base, live = quickstart
     saved = load_updates(base / "saved")
@@ -397,7 +397,7 @@ def test_saved_updates_audited_offline_equal_the_live_audit(quickstart, tmp_path
 
 @pytest.mark.slow
 def test_saved_updates_without_ground_truth_give_reconstructions_and_losses_only(quickstart, tmp_path, capsys):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     base, _ = quickstart
     code = main(["audit-updates", str(base / "saved"), "--model", "digitsapp.task:Net", "--mean", "0.5", "--std", "0.5",
                  "--image-shape", "1,28,28", "--lr", "0.1", "--local-batch-size", "2", "--momentum", "0.9", "--shuffle",

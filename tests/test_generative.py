@@ -153,8 +153,8 @@ def test_training_a_tiny_prior_round_trips_through_a_safe_checkpoint(tmp_path, d
 
 
 def test_prior_commands_are_wired_into_the_cli(tmp_path):
-    from fedleak.harness.cli import build_parser
-    from fedleak.harness.prior_cli import cmd_prior_eval, cmd_prior_train
+    from fedleak.harness.cli.main import build_parser
+    from fedleak.harness.cli.prior import cmd_prior_eval, cmd_prior_train
     args = build_parser().parse_args(["prior", "train", "--dataset", "digits", "--epochs", "3", "--output", str(tmp_path / "p.pt")])
     assert args.func is cmd_prior_train and args.epochs == 3
     assert build_parser().parse_args(["prior", "eval"]).func is cmd_prior_eval

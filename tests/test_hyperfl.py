@@ -11,9 +11,9 @@ from fedleak.attacks.base import Budget
 from fedleak.attacks.hyperfl_leak import HyperFLLeak, data_part, leak_target, leaked_trunk_features
 from fedleak.attacks.hyperfl_replay import factored_cosine_distance, factored_phase
 from fedleak.defenses import NoDefense, build_defense
-from fedleak.harness.config import config_from_dict
+from fedleak.harness.run.config import config_from_dict
 from fedleak.core.errors import ConfigError
-from fedleak.harness.runner import run_attack
+from fedleak.harness.run.runner import run_attack
 from fedleak.threat_models import build_threat_model
 from fedleak.threat_models.hyperfl import (ClientState, HyperFL, HyperFLProtocol, client_round, hypernetwork_phase,
                                    initial_client_state, train_head)

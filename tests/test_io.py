@@ -151,8 +151,8 @@ def test_tampered_image_in_an_image_folder_is_one_line(tmp_path, marker):
 
 
 def test_tampered_config_file_is_one_line(tmp_path, marker):
-    from fedleak.harness.config import load_config
-    from fedleak.harness.matrix_config import load_matrix
+    from fedleak.harness.run.config import load_config
+    from fedleak.harness.matrix.config import load_matrix
     for load in (load_config, load_matrix):
         with pytest.raises(ConfigError) as error:
             load(plant(tmp_path / f"{load.__name__}.toml", marker))
@@ -245,7 +245,7 @@ def test_tampered_protocol_cache_is_rebuilt(marker, caplog, kind):
 
 def test_tampered_utility_cache_is_rebuilt(digits, marker, caplog):
     from fedleak.defenses import build_defense
-    from fedleak.harness.utility import _cache_key, measure_utility
+    from fedleak.harness.matrix.utility import _cache_key, measure_utility
     from fedleak.threat_models.victim import VictimSpec
     spec = VictimSpec(model="mlp", options={"width": 8, "depth": 1}, rounds=1, clients=2, local_batch_size=500, seed=12)
     defense = build_defense("prune", ratio=0.5)
@@ -260,8 +260,8 @@ def test_tampered_utility_cache_is_rebuilt(digits, marker, caplog):
 
 # --------------------------------------------------------------------------- stored matrix cells
 def _one_cell_matrix(**extra):
-    from fedleak.harness.matrix_config import matrix_from_dict
-    from fedleak.harness.matrix_run import prepare_matrix
+    from fedleak.harness.matrix.config import matrix_from_dict
+    from fedleak.harness.matrix.run import prepare_matrix
     table = {"preset": "smoke", "images": {"indices": [1]}, "victims": [{"model": "mlp", "options": {"width": 16, "depth": 1}}],
              "attacks": [{"name": "idlg"}], "defenses": [{"name": "none"}], "utility": {"enabled": False}, **extra}
     return prepare_matrix(matrix_from_dict(table))
@@ -269,7 +269,7 @@ def _one_cell_matrix(**extra):
 
 @pytest.mark.parametrize("name", ["results.parquet", "images.pt", "cell.json"])
 def test_tampered_stored_cell_is_computed_again_once(tmp_path, marker, caplog, name):
-    from fedleak.harness.matrix_run import run_matrix
+    from fedleak.harness.matrix.run import run_matrix
     matrix, out = _one_cell_matrix(), tmp_path / "m"
     first = run_matrix(matrix, out, workers=0, progress=False)
     # the attack's cell; the label baseline and the data-dependence check are cells of their own
@@ -290,8 +290,8 @@ def test_a_well_formed_but_edited_cell_is_computed_again_and_never_merged(tmp_pa
     was merged into the results and verdicts."""
     import pandas as pd
     from fedleak.core.errors import DataError
-    from fedleak.harness.cell_store import CellStore
-    from fedleak.harness.matrix_run import run_matrix
+    from fedleak.harness.matrix.cell_store import CellStore
+    from fedleak.harness.matrix.run import run_matrix
     matrix, out = _one_cell_matrix(), tmp_path / "m"
     first = run_matrix(matrix, out, workers=0, progress=False)
     (key,) = [k for k in first.schedule.computed if (out / "cells" / k / "images.pt").exists()]
@@ -308,8 +308,8 @@ def test_a_well_formed_but_edited_cell_is_computed_again_and_never_merged(tmp_pa
 
 
 def test_tampered_stored_utility_is_measured_again(tmp_path, marker, caplog, monkeypatch):
-    from fedleak.harness.matrix_run import run_matrix
-    monkeypatch.setattr("fedleak.harness.utility.measure_utility",
+    from fedleak.harness.matrix.run import run_matrix
+    monkeypatch.setattr("fedleak.harness.matrix.utility.measure_utility",
                         lambda data, spec, defense, **_: {"accuracy": 0.5, "accuracy_baseline": 0.9, "bytes_sent": 10})
     matrix = _one_cell_matrix(utility={"options": {"rounds": 1}})
     first = run_matrix(matrix, tmp_path / "m", workers=0, progress=False)
@@ -320,7 +320,7 @@ def test_tampered_stored_utility_is_measured_again(tmp_path, marker, caplog, mon
 
 
 def test_tampered_failure_note_is_ignored(tmp_path, marker):
-    from fedleak.harness.cell_store import CellStore
+    from fedleak.harness.matrix.cell_store import CellStore
     store = CellStore(tmp_path)
     store.prepare()
     plant(store.error_path("abc"), marker)
@@ -330,7 +330,7 @@ def test_tampered_failure_note_is_ignored(tmp_path, marker):
 # --------------------------------------------------------------------------- a matrix folder, reported
 @pytest.fixture(scope="module")
 def matrix_folder(tmp_path_factory):
-    from fedleak.harness.matrix_run import run_matrix
+    from fedleak.harness.matrix.run import run_matrix
     tmp = tmp_path_factory.mktemp("reported")
     run_matrix(_one_cell_matrix(), tmp / "m", workers=0, progress=False)
     return tmp / "m"
@@ -340,7 +340,7 @@ def matrix_folder(tmp_path_factory):
 def test_report_of_a_tampered_matrix_folder_is_one_line(matrix_folder, tmp_path, marker, capsys, name):
     import shutil
 
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     folder = tmp_path / "copy"
     shutil.copytree(matrix_folder, folder)
     target = next(folder.glob(name)) if "*" in name else folder / name
@@ -352,7 +352,7 @@ def test_report_of_a_tampered_matrix_folder_is_one_line(matrix_folder, tmp_path,
 
 
 def test_results_csv_is_read_without_pickle(matrix_folder, tmp_path, marker):
-    from fedleak.harness.results import read_results
+    from fedleak.harness.run.results import read_results
     assert len(read_results(matrix_folder / "results.csv")) == 1
     with pytest.raises(UnreadableFileError) as error:
         read_results(plant(tmp_path / "results.csv", marker))
@@ -360,7 +360,7 @@ def test_results_csv_is_read_without_pickle(matrix_folder, tmp_path, marker):
 
 
 def test_report_into_an_existing_file_is_one_line(matrix_folder, tmp_path, capsys):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     existing = tmp_path / "report.txt"
     existing.write_text("mine")
     assert main(["report", str(matrix_folder), "--output", str(existing)]) == 2
@@ -415,7 +415,7 @@ def test_full_disk_keeps_the_old_file_and_leaves_no_temporary(tmp_path, disk_ful
 
 
 def test_full_disk_during_an_attack_run_is_one_line(tmp_path, disk_full, capsys):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     out = tmp_path / "run"
     disk_full(out)
     assert main(["attack", "--attack", "idlg", "--model", "mlp", "--iterations", "1", "--victims", "1", "--quiet",
@@ -426,7 +426,7 @@ def test_full_disk_during_an_attack_run_is_one_line(tmp_path, disk_full, capsys)
 
 
 def test_full_disk_during_a_matrix_is_one_line(tmp_path, disk_full, capsys):
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     config = tmp_path / "m.toml"
     config.write_text('preset = "smoke"\nimages = { indices = [1] }\nutility = { enabled = false }\n'
                       '[[victims]]\nmodel = "mlp"\noptions = { width = 16, depth = 1 }\n'

@@ -9,7 +9,7 @@ import torch
 
 from fedleak.core.errors import ConfigError
 from fedleak.defenses import NoDefense
-from fedleak.harness.config import config_from_dict
+from fedleak.harness.run.config import config_from_dict
 from fedleak.models.architectures import build_model
 from fedleak.models.functional import LocalTraining, local_update, loss_gradient, shuffled_orders
 from fedleak.threat_models import THREAT_MODELS, build_threat_model

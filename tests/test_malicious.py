@@ -12,7 +12,7 @@ from fedleak.attacks.objective import GradientMatcher
 from fedleak.core.errors import ConfigError, DataError
 from fedleak.defenses import NoDefense, build_defense
 from fedleak.defenses.base import ReceivedModel
-from fedleak.harness.config import config_from_dict
+from fedleak.harness.run.config import config_from_dict
 from fedleak.metrics.image import match_to_ground_truth, psnr
 from fedleak.models.functional import LocalTraining, batch_loss
 from fedleak.threat_models import THREAT_MODELS, build_threat_model, check_applies
@@ -226,7 +226,7 @@ def test_the_model_check_flags_no_honest_model_across_ten_fedavg_rounds(digits, 
 def test_robbing_the_fed_from_the_command_line_records_the_threat_model(tmp_path):
     """The issue's command, on a small MLP to keep it quick (the body does not matter to the read-out):
     no --threat-model needed."""
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     import pandas as pd
     for clients in (1, 4):
         out = tmp_path / f"n{clients}"
@@ -242,9 +242,9 @@ def test_robbing_the_fed_from_the_command_line_records_the_threat_model(tmp_path
 
 
 def test_the_malicious_preset_reports_false_positives_and_detections(tmp_path):
-    from fedleak.harness.matrix_config import load_matrix
-    from fedleak.harness.matrix_run import prepare_matrix, run_matrix
-    from fedleak.harness.matrix_results import report_matrix_folder
+    from fedleak.harness.matrix.config import load_matrix
+    from fedleak.harness.matrix.run import prepare_matrix, run_matrix
+    from fedleak.harness.matrix.results import report_matrix_folder
     from fedleak.reports.matrix_tables import model_check_table
     import pandas as pd
     matrix = load_matrix("malicious")

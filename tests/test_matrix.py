@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedleak.harness.cli import main
+from fedleak.harness.cli.main import main
 from procfs import children, ctrl_c_delivered, listening_addresses, loopback
 from fedleak.core.errors import ConfigError
 from fedleak.core.fingerprint import package_digest
-from fedleak.harness.matrix import cell_key, expand, expansion
-from fedleak.harness.matrix_config import BudgetConfig, matrix_from_dict
-from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+from fedleak.harness.matrix.cells import cell_key, expand, expansion
+from fedleak.harness.matrix.config import BudgetConfig, matrix_from_dict
+from fedleak.harness.matrix.run import prepare_matrix, run_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "fedleak.examples.my_defense:RandomKNoise"
@@ -242,7 +242,7 @@ def test_interrupted_run_resumes(tmp_path, how):
         files = {p.name for p in (out / "cells" / key).iterdir()}
         assert {"results.parquet", "images.pt"} <= files or files & {"check.json", "baseline.json"}, files
 
-    from fedleak.harness.cell_store import CellStore
+    from fedleak.harness.matrix.cell_store import CellStore
     store = CellStore(out)
     claims = [store.claim(p.stem) for p in (out / ".locks").glob("*.lock")]
     assert all(claims), "a dead run still holds a claim"
@@ -258,7 +258,7 @@ def test_interrupted_run_resumes(tmp_path, how):
 
 
 def test_cell_store_claims_are_exclusive_and_first_commit_wins(tmp_path):
-    from fedleak.harness.cell_store import CellStore
+    from fedleak.harness.matrix.cell_store import CellStore
     one, two = CellStore(tmp_path), CellStore(tmp_path)  # as two runs would open it
     one.prepare()
     claim = one.claim("abc")
@@ -301,8 +301,8 @@ def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monk
     # vfl: neither the plugin (gradients and updates) nor idlg/ig apply there, so it adds no cell, only a line
     base = smoke_matrix(plugins=[], images={"indices": [1]}, defenses=[{"name": "none"}, {"name": "prune"}],
                         utility={"options": {"rounds": 1}}, threat_models=[{"name": "fedsgd"}, {"name": "vfl"}])
-    monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
-    monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
+    monkeypatch.setattr("fedleak.harness.matrix.utility.measure_utility", _stub_utility)
+    monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
     config = write_toml(tmp_path / "base.toml", base)
     status = main(["evaluate-defense", PLUGIN, "--option", "keep=0.1", "--matrix", str(config), "--preset", "smoke",
                    "--workers", "0", "--quiet", "--output", str(tmp_path / "eval")])
@@ -350,8 +350,8 @@ def test_an_unreachable_ray_address_fails_in_seconds(tmp_path):
 
 def test_local_ray_instance_listens_on_loopback_only():
     pytest.importorskip("ray", reason="ray not installed (pip install 'fedleak[ray]'; make test installs it)")
-    from fedleak.harness.cell_worker import WorkerSetup
-    from fedleak.harness.ray_executor import RayBackend
+    from fedleak.harness.matrix.cell_worker import WorkerSetup
+    from fedleak.harness.matrix.ray_executor import RayBackend
     backend = RayBackend(WorkerSetup(), 1, None)
     try:
         listening = listening_addresses(os.getpid())
@@ -444,7 +444,7 @@ def test_share_that_sends_the_wrong_tensors_names_the_defense_and_the_shapes(tmp
 
 
 def test_plugin_interface_is_checked(tmp_path, monkeypatch):
-    from fedleak.harness.plugins import load_plugin
+    from fedleak.harness.run.plugins import load_plugin
     (tmp_path / "broken_defenses.py").write_text(
         "from fedleak.defenses.base import Defense\n"
         "class Nameless(Defense):\n    pass\n"

@@ -177,7 +177,7 @@ def test_ig_with_fedleak_options_reports_the_full_matching_loss(lenet_victim):
 
 
 def test_budget_by_convergence_says_what_stopped_it(lenet_victim):
-    from fedleak.harness.results import attack_and_score
+    from fedleak.harness.run.results import attack_and_score
     x, y = lenet_victim.data.victims([3])
     threat = THREAT_MODELS.get("fedsgd")(None)
     observe = lambda: threat.observe(lenet_victim, x, y, NoDefense(), knowledge_flags("informed"))
@@ -194,7 +194,7 @@ def test_budget_by_convergence_says_what_stopped_it(lenet_victim):
 
 def _ladder_hooks(training):
     from fedleak.data.datasets import load_dataset
-    from fedleak.harness.update_audit import Hooks
+    from fedleak.harness.flower.update_audit import Hooks
     data = load_dataset("digits")
     x, y = data.victims([0, 1, 2, 3])
     torch.manual_seed(0)
@@ -205,7 +205,7 @@ def _ladder_hooks(training):
 
 
 def test_simulated_update_is_the_client_retrained_from_what_it_received():
-    from fedleak.harness.ladder import simulated_update
+    from fedleak.harness.flower.ladder import simulated_update
     from fedleak.threat_models.update_files import ClientUpdate
     training = LocalTraining(lr=0.1, epochs=2, batch_size=2, momentum=0.9, shuffle=True)
     hooks, model, x, y = _ladder_hooks(training)
@@ -222,8 +222,8 @@ def test_simulated_update_is_the_client_retrained_from_what_it_received():
 
 
 def test_ladder_runs_the_same_attack_from_one_image_one_step_to_the_apps_update(tmp_path):
-    from fedleak.harness.ladder import ladder_rungs, run_ladder, simulated_update
-    from fedleak.harness.update_audit import AttackSettings
+    from fedleak.harness.flower.ladder import ladder_rungs, run_ladder, simulated_update
+    from fedleak.harness.flower.update_audit import AttackSettings
     from fedleak.threat_models.update_files import ClientUpdate
     training = LocalTraining(lr=0.1, epochs=2, batch_size=2, momentum=0.9, shuffle=True)
     assert [r[0] for r in ladder_rungs(training, 4)] == ["1 image, 1 step", "4 images, 1 step",
@@ -266,8 +266,8 @@ def local_training():
 
 
 def test_audit_updates_ladder_flag_writes_the_table_and_refuses_without_ground_truth(tmp_path, monkeypatch):
-    from fedleak.harness.cli import main
-    from fedleak.harness.ladder import simulated_update
+    from fedleak.harness.cli.main import main
+    from fedleak.harness.flower.ladder import simulated_update
     from fedleak.threat_models.update_files import ClientUpdate, save_update
     (tmp_path / "ladder_hooks.py").write_text(HOOKS)
     truth = "\ndef private_data(p, n):\n    return load_dataset('digits').victims([0, 1, 2, 3])\n"

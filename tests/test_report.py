@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedleak.harness.cli import main
-from fedleak.harness.matrix_config import matrix_from_dict
-from fedleak.harness.matrix_run import prepare_matrix, run_matrix
-from fedleak.harness.matrix_results import report_matrix_folder as write_matrix_report
+from fedleak.harness.cli.main import main
+from fedleak.harness.matrix.config import matrix_from_dict
+from fedleak.harness.matrix.run import prepare_matrix, run_matrix
+from fedleak.harness.matrix.results import report_matrix_folder as write_matrix_report
 from test_matrix import smoke_matrix
 
 
 def _stub_utility(data, victim_spec, defense, rounds=None, **_):
-    """Stands in for harness.utility's FedAvg training: accuracy falls with the defense's strength,
+    """Stands in for harness.matrix.utility's FedAvg training: accuracy falls with the defense's strength,
     and one setting has an ε, so the privacy-utility view has something of everything to show."""
     params = defense.describe()
     return {"accuracy": 0.9 - 0.3 * (1 - params.get("keep", 1.0)) - 0.1 * params.get("ratio", 0.0),
@@ -33,7 +33,7 @@ MATRIX = smoke_matrix(
 def matrix_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix") / "out"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
+        patch.setattr("fedleak.harness.matrix.utility.measure_utility", _stub_utility)
         run = run_matrix(prepare_matrix(matrix_from_dict(MATRIX)), out, workers=0, progress=False)
     assert not run.schedule.failed
     return out

@@ -17,8 +17,8 @@ def documented_columns() -> set[str]:
 
 
 def test_every_matrix_column_is_documented(tmp_path):
-    from fedleak.harness.matrix_config import matrix_from_dict
-    from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+    from fedleak.harness.matrix.config import matrix_from_dict
+    from fedleak.harness.matrix.run import prepare_matrix, run_matrix
     from test_matrix import smoke_matrix
     run_matrix(prepare_matrix(matrix_from_dict(smoke_matrix(images={"indices": [1]}, defenses=[{"name": "none"}]))),
                tmp_path / "m", workers=0, progress=False)

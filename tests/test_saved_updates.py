@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedleak.harness.cli import main
+from fedleak.harness.cli.main import main
 from fedleak.threat_models.update_files import ClientUpdate, load_updates, save_update
 
 
@@ -81,7 +81,7 @@ def test_a_saved_update_of_no_examples_is_one_line(tmp_path, capsys):
 
 def test_save_updates_into_another_runs_updates_refuses_before_the_simulation(tmp_path, capsys, monkeypatch):
     """Issue 19 defect 2: --save-updates into a folder of another run's updates mixed the two runs."""
-    import fedleak.harness.flower_audit as flower_audit
+    import fedleak.harness.flower.audit as flower_audit
 
     def simulated(*args, **kwargs):
         raise AssertionError("the simulation ran")

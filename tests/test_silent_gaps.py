@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from junitparser import JUnitXml
 
-from fedleak.harness.cli import main
-from fedleak.harness.matrix_config import GateConfig
-from fedleak.harness.verdict import compute_verdicts
+from fedleak.harness.cli.main import main
+from fedleak.harness.matrix.config import GateConfig
+from fedleak.harness.verdict.judge import compute_verdicts
 from test_matrix import _stub_utility, smoke_matrix, write_toml
 from test_verdict import check, rows
 
@@ -153,14 +153,14 @@ def project(tmp_path, monkeypatch):
     sys.modules.pop(MODULE, None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("fedleak.harness.utility.measure_utility", _stub_utility)
+    monkeypatch.setattr("fedleak.harness.matrix.utility.measure_utility", _stub_utility)
     return tmp_path
 
 
 def evaluate(project, defense: str, attacks: list[str], monkeypatch, gate: dict | None = None):
     """`evaluate-defense MODULE:defense --preset smoke --gate` on one image of a tiny LeNet; (exit, summary,
     junit suite, printed)."""
-    monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: attacks)
+    monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: attacks)
     table = smoke_matrix(plugins=[], images={"indices": [2]}, victims=[{"model": "lenet"}],
                          attacks=[{"name": a, "budgets": {"smoke": {"iterations": 4}}} for a in attacks],
                          defenses=[{"name": "none"}], utility={"enabled": False})
@@ -222,10 +222,10 @@ def test_a_crashed_cell_in_a_gated_matrix_makes_its_verdict_inconclusive(project
 
 
 def test_one_failed_batch_fails_its_images_not_the_run(project, tmp_path):
-    from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig
+    from fedleak.harness.run.config import AttackConfig, DataConfig, DefenseConfig, RunConfig
     from fedleak.threat_models.victim import VictimSpec
-    from fedleak.harness.plugins import load_plugin
-    from fedleak.harness.runner import run_attack
+    from fedleak.harness.run.plugins import load_plugin
+    from fedleak.harness.run.runner import run_attack
     load_plugin(f"{MODULE}:FailsSecondBatch").calls = 0
     config = RunConfig(data=DataConfig(name="digits", victims=[0, 1, 2, 3], num_victims=4, batch_size=2),
                        victim=VictimSpec(model="lenet"), defense=DefenseConfig("none", {}),
@@ -245,9 +245,9 @@ def test_one_failed_batch_fails_its_images_not_the_run(project, tmp_path):
 def test_analytic_fc_fails_only_the_image_whose_layer_is_zero(project, tmp_path):
     """A defense that sends nothing for one of two images (as a model check refusing the round does):
     analytic-fc fails that image, with the reason, and scores the other."""
-    from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig
-    from fedleak.harness.plugins import load_plugin
-    from fedleak.harness.runner import run_attack
+    from fedleak.harness.run.config import AttackConfig, DataConfig, DefenseConfig, RunConfig
+    from fedleak.harness.run.plugins import load_plugin
+    from fedleak.harness.run.runner import run_attack
     from fedleak.threat_models.victim import VictimSpec
     load_plugin(f"{MODULE}:ZeroEvenLabels")
     config = RunConfig(data=DataConfig(name="digits", victims=[0, 2], num_victims=2, batch_size=1),  # labels 1, 8
@@ -292,9 +292,9 @@ def test_eot_counts_only_where_the_defenses_own_share_ran():
 
 # ------------------------------------------------------------------------------------ passthrough
 def test_a_false_passthrough_is_caught_and_attacked_adaptively(project):
-    from fedleak.harness.matrix import expand
-    from fedleak.harness.matrix_config import matrix_from_dict
-    from fedleak.harness.plugins import load_plugins
+    from fedleak.harness.matrix.cells import expand
+    from fedleak.harness.matrix.config import matrix_from_dict
+    from fedleak.harness.run.plugins import load_plugins
     load_plugins([f"{MODULE}:FalsePassthrough", f"{MODULE}:TruePassthrough"])
     matrix = matrix_from_dict(smoke_matrix(plugins=[], attacks=[{"name": "ig"}, {"name": "defense-loop"}],
                                            defenses=[{"name": "gaps-false-passthrough"},
@@ -302,7 +302,7 @@ def test_a_false_passthrough_is_caught_and_attacked_adaptively(project):
     modes = {(c.labels["defense_label"], c.labels["attack_label"], c.labels["adaptive"]) for c in expand(matrix)}
     assert ("gaps-false-passthrough", "ig", True) in modes and ("gaps-false-passthrough", "defense-loop", True) in modes
     assert ("gaps-true-passthrough", "ig", True) not in modes
-    from fedleak.harness.matrix import false_passthroughs
+    from fedleak.harness.matrix.cells import false_passthroughs
     notes = false_passthroughs(matrix)
     assert any("gaps-false-passthrough" in n and "declares passthrough" in n and "does not return its input" in n for n in notes)
     assert len(notes) == 1
@@ -310,7 +310,7 @@ def test_a_false_passthrough_is_caught_and_attacked_adaptively(project):
 
 # ------------------------------------------------------------------------------------ randomised
 def test_noise_keyed_to_a_private_seed_is_randomised(project):
-    from fedleak.harness.plugins import load_plugin
+    from fedleak.harness.run.plugins import load_plugin
     from test_verdict import _dependence
     load_plugin(f"{MODULE}:PrivateNoise")
     assert _dependence(defense="gaps-private-noise", options={"sigma": 0.1})["randomised"]
@@ -321,9 +321,9 @@ def test_noise_keyed_to_a_private_seed_is_randomised(project):
 def test_the_replay_runs_prepare_model_on_a_copy_of_the_configured_defense(project, tmp_path):
     """A defense whose share needs its prepare_model (client state): the rebuilt copy raised, and the
     defense-loop attacked the noisy observation; the client's pipeline on a deep copy replays it."""
-    from fedleak.harness.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
-    from fedleak.harness.plugins import load_plugin
-    from fedleak.harness.runner import run_attack
+    from fedleak.harness.run.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
+    from fedleak.harness.run.plugins import load_plugin
+    from fedleak.harness.run.runner import run_attack
     from fedleak.threat_models.victim import VictimSpec
     load_plugin(f"{MODULE}:Prepared")
     config = RunConfig(data=DataConfig(name="digits", victims=[2], num_victims=1, batch_size=1),

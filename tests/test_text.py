@@ -167,7 +167,7 @@ def _row(defense, attack, batch, sequence, rougeL, exact=0.0, error=None, text="
 
 
 def test_text_verdicts_take_each_persons_best_attack_and_need_the_control():
-    from fedleak.harness.text_matrix import text_verdicts
+    from fedleak.harness.text.matrix import text_verdicts
     rows = [_row("none", "dager", 0, 0, 1.0, 1.0), _row("none", "tag", 0, 0, 0.2),
             # under dp: dager fails on sequence 0, tag rebuilds sequence 1: the worst case is tag's 0.6
             _row("dp", "dager", 0, 0, 0.1), _row("dp", "tag", 0, 0, 0.3),
@@ -184,7 +184,7 @@ def test_text_verdicts_take_each_persons_best_attack_and_need_the_control():
 
 def test_text_report_escapes_private_text(tmp_path):
     from dataclasses import asdict
-    from fedleak.harness.text_matrix import text_verdicts
+    from fedleak.harness.text.matrix import text_verdicts
     from fedleak.reports.text_report import write_text_report
     rows = [_row("none", "dager", 0, 0, 1.0, 1.0, text="<script>alert(1)</script> | x")]
     md, page = write_text_report([asdict(v) for v in text_verdicts(rows, 0.5)], tmp_path, "t", 0.5)
@@ -193,7 +193,7 @@ def test_text_report_escapes_private_text(tmp_path):
 
 
 def test_text_matrix_config_errors_name_the_key(tmp_path):
-    from fedleak.harness.text_matrix import load_text_matrix
+    from fedleak.harness.text.matrix import load_text_matrix
     shipped = load_text_matrix(preset="ci")
     assert shipped.defenses[0].name == "none" and {d.name for d in shipped.defenses} >= {"dp", "prune", "quantize", "sketch"}
     bad = tmp_path / "m.toml"
@@ -208,7 +208,7 @@ def test_text_matrix_config_errors_name_the_key(tmp_path):
 
 
 def test_fedleak_matrix_text_is_the_text_matrix():
-    from fedleak.harness.text_cli import is_text_matrix
+    from fedleak.harness.cli.text import is_text_matrix
     assert is_text_matrix("text") and not is_text_matrix("ci") and not is_text_matrix("no-such-matrix")
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fedleak.harness.matrix_config import GateConfig
-from fedleak.harness.verdict import bootstrap_interval, compute_verdicts
+from fedleak.harness.matrix.config import GateConfig
+from fedleak.harness.verdict.judge import bootstrap_interval, compute_verdicts
 
 CONTEXT = {"dataset": "digits", "model": "mlp", "victim_state": "untrained", "threat_model": "fedsgd",
            "knowledge_preset": "informed"}
@@ -145,9 +145,9 @@ def test_not_gated_defenses_are_reported_not_judged():
 
 # ------------------------------------------------------------------------------ data dependence
 def _dependence(threat="fedsgd", defense="none", options=None, rounds=0, plugins=()):
-    from fedleak.harness.checks import data_dependence
-    from fedleak.harness.config import DefenseConfig, RunConfig, ThreatModelConfig
-    from fedleak.harness.plugins import load_plugins
+    from fedleak.harness.matrix.checks import data_dependence
+    from fedleak.harness.run.config import DefenseConfig, RunConfig, ThreatModelConfig
+    from fedleak.harness.run.plugins import load_plugins
     from fedleak.threat_models.victim import VictimSpec
     load_plugins(plugins)
     config = RunConfig(victim=VictimSpec(model="mlp", options={"width": 16}, rounds=rounds),
@@ -211,8 +211,8 @@ def test_unreproducible_noise_is_judged_by_its_mean(zero_plugins):
 
 # ------------------------------------------------------------------------------ label baseline
 def test_label_baseline_scores_every_class_and_the_true_one_best():
-    from fedleak.harness.checks import label_baseline
-    from fedleak.harness.config import RunConfig
+    from fedleak.harness.matrix.checks import label_baseline
+    from fedleak.harness.run.config import RunConfig
     result = label_baseline(RunConfig(device="cpu"), (0, 1, 2))
     assert result["classes"] == 10 and "draws of the shipped 'digits' prior" in result["source"]
     for true, per_class in zip(result["true_label"], result["baseline"]):
@@ -256,7 +256,7 @@ class Editable(Defense):
 def test_an_edited_plugin_is_attacked_again(tmp_path, capsys, monkeypatch):
     """Issue #12: a defense changed to send the raw update, rerun into the same folder, must not
     reuse the cells its old code computed (it printed "holds")."""
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     from test_matrix import smoke_matrix, write_toml
     module = tmp_path / "editable_defense.py"
     module.write_text(PLUGIN_SOURCE.format(body="[torch.zeros_like(u) for u in update]"))
@@ -288,7 +288,7 @@ def _pythonpath() -> str:
 
 # ------------------------------------------------------------------------- defense capabilities
 def test_evaluate_defense_never_puts_a_gradient_defense_on_embeddings_and_says_so(tmp_path):
-    from fedleak.harness.evaluate_defense import evaluation_matrix
+    from fedleak.harness.matrix.evaluate_defense import evaluation_matrix
     from test_matrix import PLUGIN, smoke_matrix, write_toml
     base = write_toml(tmp_path / "base.toml", smoke_matrix(
         plugins=[], threat_models=[{"name": "fedsgd"}, {"name": "vfl"}],

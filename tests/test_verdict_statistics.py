@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedleak.harness.matrix_config import GateConfig
-from fedleak.harness.verdict import compute_verdicts
+from fedleak.harness.matrix.config import GateConfig
+from fedleak.harness.verdict.judge import compute_verdicts
 
 CONTEXT = {"dataset": "digits", "model": "mlp", "victim_state": "untrained", "threat_model": "fedsgd",
            "knowledge_preset": "informed"}
@@ -49,7 +49,7 @@ def recovered_control(n: int) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ "recovered", once
 def test_recovered_needs_30_db_and_10_above_the_label_or_ssim_09():
-    from fedleak.harness.verdict import RECOVERED_OVER_LABEL, RECOVERED_PSNR, RECOVERED_SSIM, recovered
+    from fedleak.harness.verdict.judge import RECOVERED_OVER_LABEL, RECOVERED_PSNR, RECOVERED_SSIM, recovered
     assert (RECOVERED_PSNR, RECOVERED_OVER_LABEL, RECOVERED_SSIM) == (30.0, 10.0, 0.9)
     assert recovered(35.0, 0.5, 20.0)
     assert not recovered(35.0, 0.5, 5.0)          # 35 dB, yet the label alone gives 30: not the image
@@ -78,14 +78,14 @@ def test_a_median_no_longer_hides_three_images_rebuilt_exactly():
 
 
 def test_evaluate_defense_and_the_ci_preset_gate_the_worst_image():
-    from fedleak.harness.evaluate_defense import DEFAULT_GATE
-    from fedleak.harness.matrix_config import load_matrix
+    from fedleak.harness.matrix.evaluate_defense import DEFAULT_GATE
+    from fedleak.harness.matrix.config import load_matrix
     assert DEFAULT_GATE.statistic == "worst"
     assert load_matrix("ci").gate.statistic == "worst"
 
 
 def test_the_headline_reads_worst_image_and_share_before_the_median():
-    from fedleak.harness.evaluate_defense import headline
+    from fedleak.harness.matrix.evaluate_defense import headline
     psnr = [97.0, 97.0, 97.0, 9.0, 9.0, 9.0, 9.0, 9.0]
     v = verdict_of(pd.concat([recovered_control(8), rows("d", "a", False, psnr)], ignore_index=True), [check()])
     line = headline(v)
@@ -121,8 +121,8 @@ def test_holds_needs_the_undefended_run_to_recover_those_images():
 
 def test_an_undefended_context_where_no_attack_succeeds_makes_every_verdict_inconclusive(tmp_path):
     """A real matrix: IG with one iteration recovers nothing, with or without a defense."""
-    from fedleak.harness.matrix_config import matrix_from_dict
-    from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+    from fedleak.harness.matrix.config import matrix_from_dict
+    from fedleak.harness.matrix.run import prepare_matrix, run_matrix
     from test_matrix import smoke_matrix
     matrix = prepare_matrix(matrix_from_dict(smoke_matrix(
         plugins=[], images={"indices": [0, 1]}, attacks=[{"name": "ig", "adaptive": [False],
@@ -178,9 +178,9 @@ def raw_for_some(tmp_path, monkeypatch):
 
 
 def test_the_data_dependence_check_reads_every_attacked_image(raw_for_some):
-    from fedleak.harness.checks import data_dependence
-    from fedleak.harness.config import DefenseConfig, RunConfig
-    from fedleak.harness.plugins import load_plugins
+    from fedleak.harness.matrix.checks import data_dependence
+    from fedleak.harness.run.config import DefenseConfig, RunConfig
+    from fedleak.harness.run.plugins import load_plugins
     from fedleak.threat_models.victim import VictimSpec
     load_plugins([raw_for_some])
     config = RunConfig(victim=VictimSpec(model="mlp", options={"width": 16}), defense=DefenseConfig("raw-for-some"),
@@ -195,9 +195,9 @@ def test_the_data_dependence_check_reads_every_attacked_image(raw_for_some):
 def test_a_defense_that_sends_a_few_images_raw_and_the_rest_as_zeros_leaks(tmp_path, capsys, monkeypatch, raw_for_some):
     """The issue's measured case through the user's command: evaluate-defense (no [gate]: its default)."""
     import json
-    from fedleak.harness.cli import main
+    from fedleak.harness.cli.main import main
     from test_matrix import smoke_matrix, write_toml
-    monkeypatch.setattr("fedleak.harness.evaluate_defense.registered_attacks", lambda: ["idlg"])
+    monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: ["idlg"])
     base = write_toml(tmp_path / "base.toml", smoke_matrix(
         plugins=[], images={"indices": [0, 1, 2, 3]}, attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 20}}}],
         defenses=[{"name": "none"}]))
@@ -234,9 +234,9 @@ def test_the_budget_check_reads_every_attack_row_and_names_iteration_free_ones()
 
 
 def test_the_budget_check_reruns_every_finished_cell_of_a_gated_verdict():
-    from fedleak.harness.budget_check import BudgetCheck
-    from fedleak.harness.matrix import expand
-    from fedleak.harness.matrix_config import matrix_from_dict
+    from fedleak.harness.matrix.budget_check import BudgetCheck
+    from fedleak.harness.matrix.cells import expand
+    from fedleak.harness.matrix.config import matrix_from_dict
     from test_matrix import smoke_matrix
     matrix = matrix_from_dict(smoke_matrix(plugins=[], attacks=[{"name": "idlg"}, {"name": "ig"}, {"name": "analytic-fc"}],
                                            defenses=[{"name": "none"}, {"name": "prune"}],
@@ -251,9 +251,9 @@ def test_the_budget_check_reruns_every_finished_cell_of_a_gated_verdict():
 
 
 def test_a_verdict_that_already_leaks_gets_no_budget_check():
-    from fedleak.harness.budget_check import BudgetCheck
-    from fedleak.harness.matrix import expand
-    from fedleak.harness.matrix_config import matrix_from_dict
+    from fedleak.harness.matrix.budget_check import BudgetCheck
+    from fedleak.harness.matrix.cells import expand
+    from fedleak.harness.matrix.config import matrix_from_dict
     from test_matrix import smoke_matrix
 
     class Done:
@@ -276,10 +276,10 @@ def test_a_verdict_that_already_leaks_gets_no_budget_check():
 
 # -------------------------------------------------------------------------------- one seed per image
 def test_every_image_gets_its_own_round_seed_and_keeps_it_in_any_cell():
-    from fedleak.harness.config import DataConfig, RunConfig
-    from fedleak.harness.matrix import expand
-    from fedleak.harness.matrix_config import matrix_from_dict
-    from fedleak.harness.runner import batch_seeds
+    from fedleak.harness.run.config import DataConfig, RunConfig
+    from fedleak.harness.matrix.cells import expand
+    from fedleak.harness.matrix.config import matrix_from_dict
+    from fedleak.harness.run.runner import batch_seeds
     from test_matrix import smoke_matrix
     (cell,) = [c for c in expand(matrix_from_dict(smoke_matrix(plugins=[], defenses=[{"name": "none"}])))]
     assert cell.config.data.batch_seed == "image"
@@ -301,8 +301,8 @@ def test_every_image_gets_its_own_round_seed_and_keeps_it_in_any_cell():
 
 
 def test_a_matrix_run_records_one_round_seed_per_image(tmp_path):
-    from fedleak.harness.matrix_config import matrix_from_dict
-    from fedleak.harness.matrix_run import prepare_matrix, run_matrix
+    from fedleak.harness.matrix.config import matrix_from_dict
+    from fedleak.harness.matrix.run import prepare_matrix, run_matrix
     from test_matrix import smoke_matrix
     matrix = prepare_matrix(matrix_from_dict(smoke_matrix(
         plugins=[], images={"indices": [1, 2, 3]}, attacks=[{"name": "idlg", "adaptive": [False]}],
@@ -314,9 +314,9 @@ def test_a_matrix_run_records_one_round_seed_per_image(tmp_path):
 
 # ------------------------------------------------------------------------- the strongest attacks shipped
 def test_the_ci_preset_runs_defense_loop_with_lbfgs_and_adam_and_declares_every_budget():
-    from fedleak.harness.evaluate_defense import evaluation_matrix
-    from fedleak.harness.matrix import expand
-    from fedleak.harness.matrix_config import PRESETS, load_matrix
+    from fedleak.harness.matrix.evaluate_defense import evaluation_matrix
+    from fedleak.harness.matrix.cells import expand
+    from fedleak.harness.matrix.config import PRESETS, load_matrix
     base = load_matrix("ci")
     loops = [a for a in base.attacks if a.name == "defense-loop"]
     assert {a.options.get("optimizer", "adam") for a in loops} == {"adam", "lbfgs"}

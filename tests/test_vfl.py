@@ -9,10 +9,10 @@ from fedleak.attacks.base import Budget
 from fedleak.attacks.embedding_inversion import EmbeddingDecoder, EmbeddingInversion
 from fedleak.defenses import NoDefense, build_defense
 from fedleak.defenses.hashing import HashCodec, class_codes
-from fedleak.harness.config import config_from_dict
+from fedleak.harness.run.config import config_from_dict
 from fedleak.core.errors import ConfigError
 from fedleak.metrics.image import psnr
-from fedleak.harness.runner import run_attack
+from fedleak.harness.run.runner import run_attack
 from fedleak.threat_models import build_threat_model
 from fedleak.threat_models.knowledge import knowledge_flags
 from fedleak.models.functional import LocalTraining

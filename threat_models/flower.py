@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedleak.threat_models.update_files import ClientUpdate, save_update
 
-# Reply content the audit's client wrapper adds in simulation (harness/flower_simulation.py):
+# Reply content the audit's client wrapper adds in simulation (harness/flower/simulation.py):
 # which data partition a node ran. RecordingGrid removes it before the ServerApp sees the reply.
 PARTITION_RECORD = "fedleak-audit"
 

@@ -45,8 +45,8 @@ MODELS = {"lenet": {"model": "lenet"}, "convnet": {"model": "convnet", "options"
 
 
 def run_matrix(args) -> pd.DataFrame:
-    from fedleak.harness.config import config_from_dict
-    from fedleak.harness.runner import run_attack
+    from fedleak.harness.run.config import config_from_dict
+    from fedleak.harness.run.runner import run_attack
     frames = []
     for defense in args.defenses:
         for label in args.attacks:

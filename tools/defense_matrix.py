@@ -2,7 +2,7 @@
 Inverting Gradients (or DLG) with and without knowledge of the defense (adaptive: `KnowledgeFlags.defense`
 on, the attack matches `observation.shared` through `Defense.simulate`; non-adaptive: off, it
 matches the server's decoding), median PSNR / SSIM / LPIPS over held-out victims (FedSGD, B=1,
-known labels), next to what the defense costs (harness/utility.py): accuracy after R FedAvg
+known labels), next to what the defense costs (harness/matrix/utility.py): accuracy after R FedAvg
 rounds with vs without it, upload bytes per client per round, ε where it is DP.
 
 Every reconstruction is also scored on one common yardstick, the adaptive objective (distance in
@@ -14,7 +14,7 @@ be told apart as an optimisation failure (better yardstick, worse image) or a mo
     python tools/defense_matrix.py --attack dlg --iterations 40 --only dp quantize --output runs/defense-matrix-dlg
 
 Rows are appended to <output>/rows.csv after every (defense, path) cell, and finished cells are
-skipped on a rerun, so an interrupted matrix resumes; utility results are cached by harness/utility.py."""
+skipped on a rerun, so an interrupted matrix resumes; utility results are cached by harness/matrix/utility.py."""
 from __future__ import annotations
 
 import argparse
@@ -30,7 +30,7 @@ from fedleak.attacks.objective import GradientMatcher
 from fedleak.defenses import build_defense
 from fedleak.data.datasets import load_dataset
 from fedleak.metrics.image import score_images
-from fedleak.harness.utility import measure_utility
+from fedleak.harness.matrix.utility import measure_utility
 from fedleak.threat_models import THREAT_MODELS
 from fedleak.threat_models.victim import VictimSpec, build_victim
 

@@ -1,7 +1,7 @@
 """GradInversion (Yin et al., CVPR 2021) against plain Inverting Gradients at several batch sizes on
 ResNet-18 (docs/attacks.md): both attacks on the same batches, with the same budget and the same
 knowledge (statistics_informed: true labels and the client batch's BN statistics, which IG ignores).
-Every setting is one `fedleak attack` run (harness.runner.run_attack), written under
+Every setting is one `fedleak attack` run (harness.run.runner.run_attack), written under
 --output/<attack>-B<batch>/, and the table is printed as Markdown: per setting, the median PSNR over
 the batch's images and the share at >= 20 dB.
 
@@ -21,8 +21,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from fedleak.harness.config import config_from_dict  # noqa: E402
-from fedleak.harness.runner import run_attack  # noqa: E402
+from fedleak.harness.run.config import config_from_dict  # noqa: E402
+from fedleak.harness.run.runner import run_attack  # noqa: E402
 
 
 def setting(attack: str, batch: int, args) -> dict:

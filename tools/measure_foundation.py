@@ -14,9 +14,9 @@ import torch
 
 from fedleak.attacks.labels import infer_labels
 from fedleak.defenses import NoDefense
-from fedleak.harness.config import load_config
+from fedleak.harness.run.config import load_config
 from fedleak.data.datasets import load_dataset
-from fedleak.harness.runner import run_attack
+from fedleak.harness.run.runner import run_attack
 from fedleak.metrics.labels import multiset_label_accuracy
 from fedleak.threat_models import THREAT_MODELS
 from fedleak.threat_models.knowledge import knowledge_flags

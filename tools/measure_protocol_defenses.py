@@ -10,7 +10,7 @@ HashVFL (Qiu et al., TIFS 2024): two parties (left/right 28×14 halves), the ser
 left party's message; none vs hashing at --bits; white-box inversion and auxiliary-data decoder;
 utility = main-task accuracy.
 
-Every row goes through harness.runner.run_attack (same metrics, matching, provenance as any
+Every row goes through harness.run.runner.run_attack (same metrics, matching, provenance as any
 run); per-run folders and summary.md/summary.csv land in --output.
 
     python tools/measure_protocol_defenses.py --output runs/protocol-defenses            # both parts
@@ -28,8 +28,8 @@ torch.set_num_threads(1)
 
 import pandas as pd  # noqa: E402
 
-from fedleak.harness.config import config_from_dict  # noqa: E402
-from fedleak.harness.runner import run_attack  # noqa: E402
+from fedleak.harness.run.config import config_from_dict  # noqa: E402
+from fedleak.harness.run.runner import run_attack  # noqa: E402
 
 # the HyperFL paper's schedule (methods.md §9) except the number of rounds
 HYPERFL_VICTIM = {"clients": 10, "local_lr": 0.02, "local_batch_size": 50}

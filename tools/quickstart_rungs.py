@@ -17,7 +17,7 @@ from digitsapp import task  # noqa: E402
 
 from fedleak.attacks import Budget, build_attack  # noqa: E402
 from fedleak.defenses import NoDefense  # noqa: E402
-from fedleak.harness.ladder import simulated_update  # noqa: E402
+from fedleak.harness.flower.ladder import simulated_update  # noqa: E402
 from fedleak.metrics.image import match_to_ground_truth, psnr  # noqa: E402
 from fedleak.models.functional import LocalTraining  # noqa: E402
 from fedleak.threat_models import build_threat_model  # noqa: E402

@@ -1,7 +1,7 @@
 """Leakage against the number N of clients whose updates secure aggregation sums (docs/attacks.md):
 the honest server's Inverting Gradients under `secagg`, and the malicious server's attacks
 (imprint, trap-weights, loki) under `malicious`, each for N in --clients. Every setting is one
-`fedleak attack` run (harness.runner.run_attack), written under --output/<attack>-<N>/, and the
+`fedleak attack` run (harness.run.runner.run_attack), written under --output/<attack>-<N>/, and the
 table is printed as Markdown: per setting, the attacked client's images recovered at >= 40 dB and
 their median PSNR.
 
@@ -23,8 +23,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from fedleak.harness.config import config_from_dict  # noqa: E402
-from fedleak.harness.runner import run_attack  # noqa: E402
+from fedleak.harness.run.config import config_from_dict  # noqa: E402
+from fedleak.harness.run.runner import run_attack  # noqa: E402
 
 MALICIOUS = ("imprint", "trap-weights", "loki")
 

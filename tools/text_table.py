@@ -1,4 +1,4 @@
-"""The measured tables of docs/text.md: DAGER and TAG against the shipped LM (harness.text_run).
+"""The measured tables of docs/text.md: DAGER and TAG against the shipped LM (harness.text.run).
 
     PYTHONPATH=... python tools/text_table.py batch     # DAGER, full FedSGD, B = 1, 2, 4, 8 at L = 16
     PYTHONPATH=... python tools/text_table.py falloff   # DAGER, B x (L-1) up to and past the width d = 128
@@ -21,7 +21,7 @@ import torch
 
 
 def settings(experiment: str, batches: int, tag_iterations: int, shapes=None):
-    from fedleak.harness.text_run import TextRun
+    from fedleak.harness.text.run import TextRun
     if shapes:
         return [TextRun(batch_size=B, seq_len=L, batches=batches) for B, L in shapes]
     if experiment == "batch":
@@ -51,7 +51,7 @@ def main(argv=None):
     parser.add_argument("--shapes", default="", help="falloff only: BxL,BxL,... instead of the shipped list")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from fedleak.harness.text_run import run_text, shipped_lm
+    from fedleak.harness.text.run import run_text, shipped_lm
     data, model = shipped_lm()
     rows, table = [], []
     shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",") if item]
