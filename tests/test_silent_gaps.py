@@ -12,7 +12,7 @@ import pytest
 from junitparser import JUnitXml
 
 from fedleak.harness.cli.main import main
-from fedleak.harness.matrix.config import GateConfig
+from fedleak.harness.verdict.gate import GateConfig
 from fedleak.harness.verdict.judge import compute_verdicts
 from test_matrix import _stub_utility, smoke_matrix, write_toml
 from test_verdict import check, rows

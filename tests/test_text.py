@@ -9,7 +9,7 @@ pytest.importorskip("tokenizers", reason="the text tokenizer needs the 'text' ex
 pytest.importorskip("rouge_score", reason="the text scores need the 'text' extra (rouge-score)")
 
 from fedleak.attacks.dager import first_layer_inputs, LayerSpan  # noqa: E402
-from fedleak.attacks.text_base import build_text_attack  # noqa: E402
+from fedleak.attacks.text import build_text_attack  # noqa: E402
 from fedleak.core.errors import ConfigError  # noqa: E402
 from fedleak.defenses.base import NoDefense  # noqa: E402
 from fedleak.metrics.text import rouge, score_text, match_sequences  # noqa: E402

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedleak.core.errors import ConfigError
 from fedleak.harness.run.logs import progress_enabled
+from fedleak.harness.cli.common import figure_flags, figure_options
 from fedleak.harness.matrix.config import PRESETS
 
 DEFAULT_MATRIX = "ci"
@@ -53,17 +54,6 @@ def add_commands(sub) -> None:
                                                               "and summary.json are written either way)")
     _executor_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate_defense)
-
-
-def figure_flags(parser) -> None:
-    parser.add_argument("--format", default="png", metavar="png,pdf,svg",
-                        help="figure files besides the PNG the pages show: any of png, pdf, svg (default png)")
-    parser.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100; 300 for print)")
-
-
-def figure_options(args):
-    from fedleak.reports.document import FigureOptions
-    return FigureOptions(tuple(f.strip().lower() for f in args.format.split(",") if f.strip()), args.dpi)
 
 
 def _tolerance_flags(parser) -> None:
@@ -151,6 +141,45 @@ def print_verdicts(run, only: str | None = None) -> None:
     print()
 
 
+def print_verdict(run, name: str) -> None:
+    """The verdict tables of `name` (next to none's), then one line: the most alarming status of its
+    gated verdicts (reports.verdicts.STATUSES) and why."""
+    from fedleak.harness.verdict.gate import describe_gate
+    from fedleak.reports.verdicts import headline
+    from fedleak.reports.verdicts import STATUSES
+    mine = [v for v in run.verdicts if v.defense == name]
+    if not mine:
+        print(f"\nverdict: FAILED: no attack on '{name}' finished; see the failures below")
+        return
+    print_verdicts(run, only=name)
+    gate = run.matrix.gate
+    judged = [v for v in mine if v.status]
+    worst = min(judged, key=lambda v: STATUSES.index(v.status)) if judged else None
+    rows = sum(v.attacks for v in mine)
+    where = lambda v: f"{v.context['threat_model']}"  # noqa: E731
+    if worst is None or worst.status == "holds":
+        best = max(mine, key=lambda v: v.worst_psnr)
+        print(f"verdict: holds against {rows} attack rows (attack × mode) in {len(mine)} context"
+              f"{'s' if len(mine) > 1 else ''}: {describe_gate(gate)}; {headline(best)}; strongest: {best.best_attack} "
+              f"({where(best)}).")
+    elif worst.status == "DEGENERATE":
+        print(f"verdict: DEGENERATE ({where(worst)}): what '{name}' sends does not depend on the client's data and the "
+              f"attacks recovered no image, so they measured nothing ({headline(worst)}); see its accuracy: a defense "
+              "that sends nothing of the data also trains nothing.")
+    else:
+        print(f"verdict: {worst.status} ({where(worst)}): {headline(worst)}; {'; '.join(worst.reasons)}; strongest: "
+              f"{worst.best_attack}.")
+    from fedleak.harness.matrix.ci_outputs import not_applicable_keys
+    by_key = {c.key: c for c in run.cells}
+    not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {run.schedule.failed[k].error}"
+                             for k in not_applicable_keys(run) if k in by_key})
+    not_applicable += [line for line in run.not_applicable if line.startswith(f"defense '{name}' ")]
+    if not_applicable:
+        print("not applicable here:")
+        for line in not_applicable:
+            print(f"  {line}")
+
+
 def missing_verdicts(run) -> list[str]:
     """Gated defense settings that have no verdict at all (every cell failed): the gate fails closed."""
     from fedleak.harness.verdict.judge import gated
@@ -211,8 +240,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate_defense(args) -> int:
-    from fedleak.harness.cli.main import parse_set_items
-    from fedleak.harness.matrix.evaluate_defense import evaluation_matrix, print_verdict
+    from fedleak.harness.cli.common import parse_set_items
+    from fedleak.harness.matrix.evaluate_defense import evaluation_matrix
     matrix, name, skipped = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"),
                                               args.preset, args.attack_builtins)
     run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args, skipped)

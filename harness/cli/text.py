@@ -47,7 +47,7 @@ def cmd_text_matrix(args) -> int:
     import pandas as pd
     import torch
     from fedleak.core.io import atomic_write, check_writable
-    from fedleak.harness.cli.main import parse_set_items
+    from fedleak.harness.cli.common import parse_set_items
     from fedleak.harness.text.matrix import Entry, load_text_matrix, run_text_matrix, text_verdicts
     from fedleak.reports.text_report import write_text_report
     extra = None

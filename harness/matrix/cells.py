@@ -24,8 +24,7 @@ from fedleak.core.errors import ConfigError, UnknownNameError
 from fedleak.core.io import digest
 from fedleak.harness.run.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.harness.matrix.config import MatrixConfig
-
-UNDEFENDED = "none"  # the baseline
+from fedleak.harness.verdict.judge import UNDEFENDED  # the baseline
 
 
 @dataclass(frozen=True)

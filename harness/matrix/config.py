@@ -26,15 +26,14 @@ import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedleak.metrics.record import GATED, Metric
 from fedleak.core.io import read_toml
 from fedleak.core.options import LIMITS, check_size, from_dict
 from fedleak.core.errors import ConfigError
 from fedleak.harness.run.config import LocalTrainingOptions
+from fedleak.harness.verdict.gate import GATE_STATISTICS, GateConfig
 from fedleak.threat_models.victim import VictimSpec
 
 PRESETS = ("smoke", "ci", "paper")
-GATE_STATISTICS = ("worst", "median", "mean")
 
 
 @dataclass(frozen=True)
@@ -139,33 +138,6 @@ class DefenseSetting:
     options: dict
     label: str
     threat_models: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Thresholds on each gated verdict (harness.verdict.judge: one per context and defense setting, each
-    image's strongest attack): absolute (`max_psnr`, `max_ssim`, `min_lpips`) or above what the label
-    alone gives (`max_psnr_over_label`, dB above the label baseline). A gated verdict also fails on
-    fewer than `min_images` images, on a degenerate observation, and when the strongest attack at
-    `budget_factor`× iterations and restarts raises its leakage by more than `budget_tolerance` dB."""
-    max_psnr: float | None = None
-    max_ssim: float | None = None
-    min_lpips: float | None = None
-    max_psnr_over_label: float | None = None
-    statistic: str = "worst"            # over a verdict's images: worst (most leaked) | median | mean
-    defenses: list[str] = field(default_factory=list)  # names or setting labels gated; empty: all but none
-    min_images: int = 8
-    budget_factor: int = 4              # the budget check: iterations and restarts × this; 1 turns it off
-    budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
-
-    def limits(self) -> list[tuple[Metric, float]]:
-        """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
-        more, min_<m> where a smaller one does."""
-        return [(m, getattr(self, m.gate_key)) for m in GATED if getattr(self, m.gate_key) is not None]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.limits())
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def load_text_matrix(path: str | Path | None = None, preset: str | None = None, 
 
 def applicable(attack: str, threat_model: str) -> str | None:
     """Why `attack` does not run on `threat_model` (its kind), or None."""
-    from fedleak.attacks.text_base import build_text_attack
+    from fedleak.attacks.text import build_text_attack
     from fedleak.threat_models.text import TEXT_THREAT_MODELS
     kind = TEXT_THREAT_MODELS.get(threat_model).kind
     runs_on = build_text_attack(attack).applies_to

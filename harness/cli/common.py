@@ -1,0 +1,36 @@
+"""What the subcommands share: KEY=VALUE options, the figure flags, the one-line summary of a run."""
+from __future__ import annotations
+
+
+def parse_set_items(items: list[str], flag: str) -> dict:
+    """KEY=VALUE strings -> {KEY: VALUE parsed as TOML}."""
+    import tomllib
+    from fedleak.core.errors import ConfigError
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = text  # bare strings need no quotes
+    return values
+
+
+def figure_flags(parser) -> None:
+    parser.add_argument("--format", default="png", metavar="png,pdf,svg",
+                        help="figure files besides the PNG the pages show: any of png, pdf, svg (default png)")
+    parser.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100; 300 for print)")
+
+
+def figure_options(args):
+    from fedleak.reports.document import FigureOptions
+    return FigureOptions(tuple(f.strip().lower() for f in args.format.split(",") if f.strip()), args.dpi)
+
+
+def print_summary(result) -> None:
+    f = result.rows
+    print(f"  median PSNR {f['psnr'].median():.2f} dB, SSIM {f['ssim'].median():.3f}, LPIPS {f['lpips'].median():.3f}, "
+          f"label accuracy {f['label_correct'].mean():.0%}  ->  {result.directory / 'report.md'}", flush=True)
+
