@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(LOCK)
 # The main job: DLG and IG against held-out digits, then the attack x defense matrix (ci preset).
 demo: $(STAMP)
 	$(BIN)/fedleak demo
-	$(BIN)/fedleak matrix ci --preset ci --output runs/matrix-ci
+	$(BIN)/fedleak matrix ci --budget ci --output runs/matrix-ci
 
 test: $(STAMP)
 	tools/install_test_deps.sh $(BIN)/python

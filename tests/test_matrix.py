@@ -304,7 +304,7 @@ def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monk
     monkeypatch.setattr("fedleak.harness.matrix.utility.measure_utility", _stub_utility)
     monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
     config = write_toml(tmp_path / "base.toml", base)
-    status = main(["evaluate-defense", PLUGIN, "--option", "keep=0.1", "--matrix", str(config), "--preset", "smoke",
+    status = main(["evaluate-defense", PLUGIN, "--option", "keep=0.1", "--matrix", str(config), "--budget", "smoke",
                    "--workers", "0", "--quiet", "--output", str(tmp_path / "eval")])
     printed = capsys.readouterr().out
     assert status == 0, printed

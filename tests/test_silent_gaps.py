@@ -158,7 +158,7 @@ def project(tmp_path, monkeypatch):
 
 
 def evaluate(project, defense: str, attacks: list[str], monkeypatch, gate: dict | None = None):
-    """`evaluate-defense MODULE:defense --preset smoke --gate` on one image of a tiny LeNet; (exit, summary,
+    """`evaluate-defense MODULE:defense --budget smoke --gate` on one image of a tiny LeNet; (exit, summary,
     junit suite, printed)."""
     monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: attacks)
     table = smoke_matrix(plugins=[], images={"indices": [2]}, victims=[{"model": "lenet"}],
@@ -168,7 +168,7 @@ def evaluate(project, defense: str, attacks: list[str], monkeypatch, gate: dict 
         table["gate"] = gate
     base = write_toml(project / "base.toml", table)
     out = project / f"eval-{defense}"
-    status = main(["evaluate-defense", f"{MODULE}:{defense}", "--matrix", str(base), "--preset", "smoke",
+    status = main(["evaluate-defense", f"{MODULE}:{defense}", "--matrix", str(base), "--budget", "smoke",
                    "--workers", "0", "-q", "--output", str(out), "--gate"])
     summary = json.loads((out / "summary.json").read_text())
     suite = next(iter(JUnitXml.fromfile(str(out / "junit.xml"))))

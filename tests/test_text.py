@@ -203,7 +203,7 @@ def test_text_matrix_config_errors_name_the_key(tmp_path):
     bad.write_text('threat_models = [{ name = "text-fedsgd" }]\nattacks = [{ name = "dager", opts = {} }]\n')
     with pytest.raises(ConfigError, match=r"attacks\[0\]"):
         load_text_matrix(bad)
-    with pytest.raises(ConfigError, match="--preset"):
+    with pytest.raises(ConfigError, match="--budget"):
         load_text_matrix(preset="nightly")
 
 

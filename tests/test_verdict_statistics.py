@@ -201,7 +201,7 @@ def test_a_defense_that_sends_a_few_images_raw_and_the_rest_as_zeros_leaks(tmp_p
     base = write_toml(tmp_path / "base.toml", smoke_matrix(
         plugins=[], images={"indices": [0, 1, 2, 3]}, attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 20}}}],
         defenses=[{"name": "none"}]))
-    status = main(["evaluate-defense", raw_for_some, "--matrix", str(base), "--preset", "smoke", "--workers", "0",
+    status = main(["evaluate-defense", raw_for_some, "--matrix", str(base), "--budget", "smoke", "--workers", "0",
                    "--quiet", "--output", str(tmp_path / "eval")])
     printed = capsys.readouterr().out
     assert status == 0, printed

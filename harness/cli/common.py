@@ -1,6 +1,11 @@
 """What the subcommands share: KEY=VALUE options, the figure flags, the one-line summary of a run."""
 from __future__ import annotations
 
+import argparse
+import sys
+
+from fedleak.harness.matrix.config import PRESETS as BUDGETS  # smoke | ci | paper
+
 
 def parse_set_items(items: list[str], flag: str) -> dict:
     """KEY=VALUE strings -> {KEY: VALUE parsed as TOML}."""
@@ -34,3 +39,18 @@ def print_summary(result) -> None:
     print(f"  median PSNR {f['psnr'].median():.2f} dB, SSIM {f['ssim'].median():.3f}, LPIPS {f['lpips'].median():.3f}, "
           f"label accuracy {f['label_correct'].mean():.0%}  ->  {result.directory / 'report.md'}", flush=True)
 
+
+class _DeprecatedPreset(argparse.Action):
+    """`--preset`, the budget flag's old name: still read for one release, with a warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"fedleak: {option_string} is deprecated and goes in the next release; use --budget {values}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def budget_flags(parser, help: str, default: str | None = None) -> None:
+    """`--budget smoke|ci|paper`: how much effort each attack gets (the matrix config's `preset`, each
+    attack's `budgets`); `--preset` is its deprecated alias, hidden from the help."""
+    parser.add_argument("--budget", choices=BUDGETS, default=default, help=help)
+    parser.add_argument("--preset", dest="budget", choices=BUDGETS, default=argparse.SUPPRESS, action=_DeprecatedPreset,
+                        help=argparse.SUPPRESS)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from fedleak.core.errors import ConfigError
 from fedleak.harness.run.logs import progress_enabled
-from fedleak.harness.cli.common import figure_flags, figure_options
-from fedleak.harness.matrix.config import PRESETS
+from fedleak.harness.cli.common import budget_flags, figure_flags, figure_options
 
 DEFAULT_MATRIX = "ci"
 
@@ -16,7 +15,7 @@ DEFAULT_MATRIX = "ci"
 def add_commands(sub) -> None:
     matrix = sub.add_parser("matrix", help="run an attack × defense matrix (resumable) and write results + report")
     matrix.add_argument("config", help="a matrix TOML file, or a shipped matrix by name (`ci`; `fedleak list presets`)")
-    matrix.add_argument("--preset", choices=PRESETS, help="budget preset (default: the config's `preset`)")
+    budget_flags(matrix, "attack budget: smoke | ci | paper (default: the config's `preset`)")
     matrix.add_argument("--gate", action="store_true", help="exit 1 when a defended cell breaks the config's [gate]")
     matrix.add_argument("--output", help="results folder (default runs/<config name>); rerun to resume")
     matrix.add_argument("--baseline", metavar="DIR", help="a stored run to compare this one with (as `fedleak compare "
@@ -44,7 +43,7 @@ def add_commands(sub) -> None:
     evaluate.add_argument("defense", metavar="MODULE:CLASS", help="import path of a fedleak.defenses.base.Defense subclass")
     evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                           help="an option of your defense's __init__ (value parsed as TOML)")
-    evaluate.add_argument("--preset", choices=PRESETS, default="ci")
+    budget_flags(evaluate, "attack budget: smoke | ci | paper (default ci)", default="ci")
     evaluate.add_argument("--matrix", default=DEFAULT_MATRIX, help="the matrix your defense joins: a TOML file or a "
                                                                        "shipped matrix by name (default: ci)")
     evaluate.add_argument("--attack-builtins", action="store_true",
@@ -85,7 +84,7 @@ def cmd_matrix(args) -> int:
     from fedleak.harness.verdict.gate import describe_gate, failures_table, gate_failures
     from fedleak.reports.document import table_text
     from fedleak.harness.matrix.run import prepare_matrix
-    matrix = prepare_matrix(args.config, args.preset)
+    matrix = prepare_matrix(args.config, args.budget)
     if args.gate and not matrix.gate.enabled:
         raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
     from fedleak.harness.run.config import resolve_preset
@@ -243,7 +242,7 @@ def cmd_evaluate_defense(args) -> int:
     from fedleak.harness.cli.common import parse_set_items
     from fedleak.harness.matrix.evaluate_defense import evaluation_matrix
     matrix, name, skipped = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"),
-                                              args.preset, args.attack_builtins)
+                                              args.budget, args.attack_builtins)
     run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args, skipped)
     if run is None:
         return 130

@@ -6,12 +6,14 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from fedleak.harness.cli.common import budget_flags
+
 
 def add_command(sub) -> None:
     p = sub.add_parser("text-matrix", help="DAGER and TAG against the shipped text LM under every update defense "
                                            "(full FedSGD and LoRA), with verdicts and a report")
     p.add_argument("--config", help="a text matrix TOML (default: the shipped matrix-text.toml)")
-    p.add_argument("--preset", choices=("smoke", "ci", "paper"), help="the budget preset of the config")
+    budget_flags(p, "attack budget: smoke | ci | paper (default: the config's `preset`)")
     p.add_argument("--defense", metavar="MODULE:CLASS", help="your Defense subclass, evaluated beside the shipped ones")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option of your defense")
     p.add_argument("--output", default="runs/text-matrix")
@@ -32,7 +34,7 @@ def is_text_matrix(spec) -> bool:
 
 
 def cmd_matrix_text(args) -> int:
-    """`fedleak matrix text [--preset ci] [--output DIR]`: the text matrix through the matrix command."""
+    """`fedleak matrix text [--budget ci] [--output DIR]`: the text matrix through the matrix command."""
     from fedleak.core.errors import ConfigError
     from fedleak.harness.run.config import resolve_preset
     if getattr(args, "gate", False) or getattr(args, "baseline", None):
@@ -55,7 +57,7 @@ def cmd_text_matrix(args) -> int:
         from fedleak.harness.run.plugins import load_plugin
         cls = load_plugin(args.defense)
         extra = Entry(cls.name, parse_set_items(args.option, "--option"))
-    matrix = load_text_matrix(args.config, args.preset, extra)
+    matrix = load_text_matrix(args.config, args.budget, extra)
     # the text LM is small: one thread beats several on shared cores (pretraining: 0.17 s a step
     # against 0.5-1.3 s with two threads on the 2-core test machine)
     torch.set_num_threads(1)

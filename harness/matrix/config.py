@@ -1,6 +1,6 @@
 """Typed attack × defense matrix configuration, loaded from TOML and validated on load.
 
-    preset          default budget preset: smoke | ci | paper (the CLI's --preset wins)
+    preset          default budget preset: smoke | ci | paper (the CLI's --budget wins)
     seeds           attack seeds; every seed is one more independent attempt per image
     plugins         "package.module:Class" defenses/attacks to import and register first
     [images]        held-out victim indices (or the preset's count from 0) and batch size B
@@ -265,7 +265,7 @@ def with_preset(config: MatrixConfig, preset: str | None) -> MatrixConfig:
     if preset is None:
         return config
     if preset not in PRESETS:
-        raise ConfigError(f"--preset: expected one of {', '.join(PRESETS)}, got '{preset}'")
+        raise ConfigError(f"--budget: expected one of {', '.join(PRESETS)}, got '{preset}'")
     return replace(config, preset=preset)
 
 

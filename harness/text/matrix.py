@@ -67,7 +67,7 @@ def load_text_matrix(path: str | Path | None = None, preset: str | None = None, 
     presets = table.pop("presets", {})
     if preset is not None:
         if preset not in presets:
-            raise ConfigError(f"--preset: '{preset}' is not one of {', '.join(sorted(presets)) or 'none'}")
+            raise ConfigError(f"--budget: '{preset}' is not one of {', '.join(sorted(presets)) or 'none'}")
         bad = set(presets[preset]) - _KEYS
         if bad:
             raise ConfigError(f"presets.{preset}: unknown key '{sorted(bad)[0]}'")
