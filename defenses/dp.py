@@ -93,7 +93,7 @@ class DPOptions:
 
 class DifferentialPrivacy(Defense):
     """`sigma` is the noise multiplier in use (calibrated from `target_epsilon` when that is set);
-    `privacy_unit` tells harness/matrix/utility.py how to count mechanisms."""
+    `privacy_unit` tells harness/utility.py how to count mechanisms."""
     name = "dp"
     options_class = DPOptions
 
