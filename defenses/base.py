@@ -66,6 +66,9 @@ class Defense(Component):
     # True for a defense that sends the update as it is (none; hyperfl, where the protocol is the
     # protection): an adaptive attacker has nothing more to know, so a matrix attacks it in one mode
     passthrough: bool = False
+    # What a DP guarantee protects, for the accountant (`privacy`): "user" (one mechanism per round on
+    # the whole update), "example" (one per local step, as DP-SGD); None: the defense claims no DP.
+    privacy_unit: str | None = None
 
     def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
         """The tensors the client sends and the metadata the server legitimately receives."""
@@ -104,6 +107,20 @@ class Defense(Component):
 
     def privacy(self, steps: int, sampling_rate: float) -> dict | None:
         """{"epsilon": ..., "delta": ...} from a standard accountant, where the defense is DP."""
+        return None
+
+    # --- vertical FL (threat_models/vfl.py): what a defense may change about the parties' messages ---
+    def embedding_width(self, width: int) -> int:
+        """The width of each party's message, given the protocol's `embedding_width`."""
+        return width
+
+    def codec(self, width: int) -> torch.nn.Module | None:
+        """A module on each party's bottom output (a hash code, e.g.), trained with the victim; None:
+        the message is the embedding itself."""
+        return None
+
+    def training_loss(self, sent: list[torch.Tensor], labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+        """A term added to the VFL victim's training loss (e.g. hashing's code consistency); None: none."""
         return None
 
 
