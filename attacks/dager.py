@@ -135,7 +135,7 @@ def second_layer_inputs(model, ids: torch.Tensor) -> torch.Tensor:
     return t.h[1].ln_1(hidden)
 
 
-@TEXT_ATTACKS.register("dager")
+@TEXT_ATTACKS.register
 class Dager(TextAttack):
     name = "dager"
     options_class = DagerOptions

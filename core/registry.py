@@ -13,8 +13,17 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str, factory: Callable[..., T] | None = None):
-        """Register directly, or use as a decorator: ``@REG.register("name")``."""
+    def register(self, name: str | Callable[..., T], factory: Callable[..., T] | None = None):
+        """A component class under its own `name` attribute (the name is written once, in the class):
+        ``REG.register(MyAttack)``, or as a bare decorator ``@REG.register``. A plain factory (a model,
+        a dataset loader) is named here: ``REG.register("name", factory)`` or ``@REG.register("name")``."""
+        if not isinstance(name, str):
+            component, name = name, getattr(name, "name", None)
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{self.kind} {component!r}: a component registers under its class attribute `name`; "
+                                 "give it one, or pass the name")
+            factory = component
+
         def add(f):
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' registered twice")

@@ -167,3 +167,30 @@ def test_scripts_sit_above_the_package():
                    for target in raw_imports(name, path, modules)
                    if target.split(".")[0] in ("tools", "benchmarks") or target.split(".")[0] in scripts)
     assert not wrong, wrong
+
+
+def test_a_component_registers_under_its_own_name():
+    """The name is written once, in the class: `register(cls)` reads `cls.name`; every built-in
+    component is registered under its class's name; a class without one is refused."""
+    from fedleak.attacks import ATTACKS
+    from fedleak.core.registry import Registry
+    from fedleak.defenses import DEFENSES
+    from fedleak.threat_models import THREAT_MODELS
+
+    class Thing:
+        name = "thing"
+
+    registry = Registry("thing")
+    assert registry.register(Thing) is Thing and registry.get("thing") is Thing
+    assert registry.register(type("Other", (), {"name": "other"})).name == "other"
+    try:
+        registry.register(type("Nameless", (), {}))
+    except ValueError as e:
+        assert "class attribute `name`" in str(e)
+    else:
+        raise AssertionError("a class without a name was registered")
+    for components in (ATTACKS, DEFENSES, THREAT_MODELS):
+        for name in components.names():
+            assert components.get(name).name == name
+    for package in ("attacks", "defenses", "threat_models"):
+        assert '.register("' not in (ROOT / package / "__init__.py").read_text(), package
