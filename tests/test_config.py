@@ -61,3 +61,16 @@ def test_digest_ignores_output_but_not_seed():
     a = config_from_dict({}, {"output": "x"})
     assert a.digest() == config_from_dict({}, {"output": "y"}).digest()
     assert a.digest() != config_from_dict({}, {"seed": 1}).digest()
+
+
+def test_local_training_options_are_local_training_under_config_names():
+    """One source of truth for the client's loop: the threat model's config keys are LocalTraining's
+    fields (same order and defaults; batch_size spelled local_batch_size), and they build it back."""
+    import dataclasses
+    from fedleak.harness.run.config import LocalTrainingOptions, ThreatModelConfig
+    from fedleak.models.functional import LocalTraining
+    mine = [(f.name, f.default) for f in dataclasses.fields(LocalTrainingOptions)]
+    theirs = [("local_batch_size" if f.name == "batch_size" else f.name, f.default) for f in dataclasses.fields(LocalTraining)]
+    assert mine == theirs
+    config = ThreatModelConfig("fedavg", lr=0.05, local_batch_size=2, optimizer="adam")
+    assert config.local_training() == LocalTraining(lr=0.05, batch_size=2, optimizer="adam")
