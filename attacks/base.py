@@ -29,10 +29,25 @@ class Budget:
 
 @dataclass(frozen=True)
 class PresetBudget:
-    """An attack's own budget under one budget preset (smoke | ci | paper, harness.matrix.config);
-    None leaves that value to the matrix config or the preset's default."""
+    """A budget under one budget preset (smoke | ci | paper): an attack's own (`Attack.budgets`, the
+    published one under paper) or a matrix config's (`[budgets.<preset>]`, an attack entry's `budgets`;
+    only these set `images`, victims per context when `[images].indices` is empty). None leaves a value
+    to the next, more general level (harness.matrix.config.MatrixConfig.budget); the resolved numbers an
+    attack runs with are a `Budget`."""
     iterations: int | None = None
     restarts: int | None = None
+    images: int | None = None
+
+    def __post_init__(self):
+        for key in ("iterations", "restarts", "images"):
+            if getattr(self, key) is not None:
+                check_size(key, getattr(self, key), key)
+
+    def over(self, base: "PresetBudget") -> "PresetBudget":
+        """This budget's values, `base`'s where this one leaves them open."""
+        return PresetBudget(*(mine if mine is not None else theirs
+                              for mine, theirs in zip((self.iterations, self.restarts, self.images),
+                                                      (base.iterations, base.restarts, base.images))))
 
 
 @dataclass

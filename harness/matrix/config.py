@@ -26,6 +26,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from fedleak.attacks.base import PresetBudget
 from fedleak.core.io import read_toml
 from fedleak.core.options import LIMITS, check_size, from_dict
 from fedleak.core.errors import ConfigError
@@ -36,38 +37,20 @@ from fedleak.threat_models.victim import VictimSpec
 PRESETS = ("smoke", "ci", "paper")
 
 
-@dataclass(frozen=True)
-class BudgetConfig:
-    """Attack effort per cell; None leaves the value to the next, more general level."""
-    iterations: int | None = None
-    restarts: int | None = None
-    images: int | None = None   # victims per (dataset, victim, threat model) when [images].indices is empty
-
-    def __post_init__(self):
-        for key in ("iterations", "restarts", "images"):
-            if getattr(self, key) is not None:
-                check_size(key, getattr(self, key), key)
-
-    def over(self, base: "BudgetConfig") -> "BudgetConfig":
-        return BudgetConfig(*(mine if mine is not None else theirs
-                              for mine, theirs in zip((self.iterations, self.restarts, self.images),
-                                                      (base.iterations, base.restarts, base.images))))
-
-
 # smoke: the whole pipeline in seconds (tests); ci: CPU job in minutes; paper: GPU, published budgets.
 DEFAULT_BUDGETS = {
-    "smoke": BudgetConfig(iterations=2, restarts=1, images=1),
-    "ci": BudgetConfig(iterations=100, restarts=1, images=4),
-    "paper": BudgetConfig(iterations=1000, restarts=1, images=16),
+    "smoke": PresetBudget(iterations=2, restarts=1, images=1),
+    "ci": PresetBudget(iterations=100, restarts=1, images=4),
+    "paper": PresetBudget(iterations=1000, restarts=1, images=16),
 }
 
 
 @dataclass(frozen=True)
 class PresetBudgets:
     """Budget per preset, for one attack or (as the matrix's own) for every attack; None: the default."""
-    smoke: BudgetConfig | None = None
-    ci: BudgetConfig | None = None
-    paper: BudgetConfig | None = None
+    smoke: PresetBudget | None = None
+    ci: PresetBudget | None = None
+    paper: PresetBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +145,7 @@ class MatrixConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     utility: UtilityConfig = field(default_factory=UtilityConfig)
 
-    def budget(self, attack: AttackEntry, preset: str) -> BudgetConfig:
+    def budget(self, attack: AttackEntry, preset: str) -> PresetBudget:
         """Most specific first: the entry's own preset budget, the matrix's, the one the attack
         class declares (`Attack.budgets`: the published one under paper), then the defaults."""
         chain = [getattr(attack.budgets, preset), getattr(self.budgets, preset), declared_budget(attack.name, preset)]
@@ -176,11 +159,11 @@ class MatrixConfig:
         return [s for entry in self.defenses if utility_only or not entry.utility_only for s in entry.settings()]
 
 
-def declared_budget(attack: str, preset: str) -> BudgetConfig | None:
+def declared_budget(attack: str, preset: str) -> PresetBudget | None:
     """The budget a registered attack declares for `preset` (None: unregistered or none declared)."""
     from fedleak.attacks import ATTACKS
     own = ATTACKS.get(attack).budgets.get(preset) if attack in ATTACKS else None
-    return None if own is None else BudgetConfig(own.iterations, own.restarts)
+    return own
 
 
 def load_matrix(path: str | Path) -> MatrixConfig:
