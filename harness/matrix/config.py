@@ -31,7 +31,7 @@ from fedleak.core.io import read_toml
 from fedleak.core.options import LIMITS, check_size, from_dict
 from fedleak.core.errors import ConfigError
 from fedleak.harness.run.config import LocalTrainingOptions
-from fedleak.harness.verdict.gate import GATE_STATISTICS, GateConfig
+from fedleak.harness.verdict.gate import GateConfig
 from fedleak.threat_models.victim import VictimSpec
 
 PRESETS = ("smoke", "ci", "paper")
@@ -227,13 +227,6 @@ def validate(config: MatrixConfig) -> MatrixConfig:
         if name not in known:
             raise ConfigError(f"gate.defenses[{i}]: '{name}' is neither a defense name nor a setting label of this "
                               f"matrix; settings: {', '.join(labels)}")
-    if config.gate.statistic not in GATE_STATISTICS:
-        raise ConfigError(f"gate.statistic: expected one of {', '.join(GATE_STATISTICS)}, got '{config.gate.statistic}'")
-    if config.gate.min_images < 1 or config.gate.budget_factor < 1:
-        key = "min_images" if config.gate.min_images < 1 else "budget_factor"
-        raise ConfigError(f"gate.{key}: must be >= 1, got {getattr(config.gate, key)}")
-    if not (config.gate.budget_tolerance >= 0):
-        raise ConfigError(f"gate.budget_tolerance: must be finite and >= 0, got {config.gate.budget_tolerance}")
     for preset in PRESETS:
         for where, budget in [(f"budgets.{preset}", getattr(config.budgets, preset))] + [
                 (f"attacks[{i}].budgets.{preset}", getattr(a.budgets, preset)) for i, a in enumerate(config.attacks)]:

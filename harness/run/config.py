@@ -96,7 +96,7 @@ class RunConfig:
         """Hash of everything that determines the results (not where they are written)."""
         return digest({k: v for k, v in self.to_dict().items() if k not in ("output", "device")}, 12)
 
-    def validate(self) -> "RunConfig":
+    def __post_init__(self):
         # sizes first, before any list of victims is built or anything allocated (core.options.LIMITS)
         check_size("seed", self.seed, "seed", low=0)
         Budget(self.attack.iterations, self.attack.restarts)
@@ -114,6 +114,9 @@ class RunConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device: expected auto|cpu|cuda, got '{self.device}'")
         self.threat_model.local_training()  # its one-line errors at load, not mid-run
+
+    def validate(self) -> "RunConfig":
+        """The config itself: its checks run when it is built (__post_init__, as every options class's)."""
         return self
 
 
@@ -150,7 +153,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 def config_from_dict(table: dict, overrides: dict | None = None) -> RunConfig:
     table = merge_tables(table, nest_dotted(overrides or {}))
-    return from_dict(RunConfig, with_default_threat_model(table), "").validate()
+    return from_dict(RunConfig, with_default_threat_model(table), "")
 
 
 def with_default_threat_model(table: dict) -> dict:

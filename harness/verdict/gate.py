@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from fedleak.harness.verdict.judge import UNDEFENDED
+from fedleak.core.options import OptionError
 from fedleak.metrics.record import GATED, Metric
 from fedleak.reports.verdicts import Verdict
 
@@ -36,6 +37,15 @@ class GateConfig:
     min_images: int = 8
     budget_factor: int = 4              # the budget check: iterations and restarts × this; 1 turns it off
     budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
+
+    def __post_init__(self):
+        if self.statistic not in GATE_STATISTICS:
+            raise OptionError("statistic", f"expected one of {', '.join(GATE_STATISTICS)}, got '{self.statistic}'")
+        if self.min_images < 1 or self.budget_factor < 1:
+            key = "min_images" if self.min_images < 1 else "budget_factor"
+            raise OptionError(key, f"must be >= 1, got {getattr(self, key)}")
+        if not (self.budget_tolerance >= 0):
+            raise OptionError("budget_tolerance", f"must be finite and >= 0, got {self.budget_tolerance}")
 
     def limits(self) -> list[tuple[Metric, float]]:
         """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
