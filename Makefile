@@ -26,6 +26,7 @@ test: $(STAMP)
 	tools/install_test_deps.sh $(BIN)/python
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/python tools/typecheck.py
 	$(BIN)/python -m pytest
 
 # Speed/memory figures side by side with breaching 0.1.2 and scikit-image (docs/performance.md).
