@@ -8,7 +8,7 @@ folder left out), not by key; each pair's stored files are compared value by val
 row by row, the JSON files field by field. Where both runs finished, the merged files (results,
 verdicts, utility, checks, budget check) are compared the same way, paired by position after sorting
 on the columns that remain. A cell only one run holds is listed (a run cut short holds fewer).
-Exit 0 when nothing differs."""
+Exit 0 when nothing differs (with --partial, cells only one run holds do not count)."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,7 @@ class Tally:
         self.rows = 0
         self.values = 0
         self.differences: list[str] = []
+        self.unpaired: list[str] = []
 
     def frame(self, where: str, before: pd.DataFrame, after: pd.DataFrame, sort: bool = False) -> None:
         columns = [c for c in before.columns if c not in IGNORED]
@@ -121,9 +122,9 @@ def compare(before: Path, after: Path) -> Tally:
     tally = Tally()
     mine, theirs = _cells(before), _cells(after)
     for identity in sorted(set(mine) - set(theirs)):
-        tally.differences.append(f"only before: cell {mine[identity].name}")
+        tally.unpaired.append(f"only before: cell {mine[identity].name}")
     for identity in sorted(set(theirs) - set(mine)):
-        tally.differences.append(f"only after: cell {theirs[identity].name}")
+        tally.unpaired.append(f"only after: cell {theirs[identity].name}")
     paired = sorted(set(mine) & set(theirs))
     for identity in paired:
         a, b = mine[identity], theirs[identity]
@@ -156,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument("--partial", action="store_true", help="a run cut short: cells only one run holds are listed, "
+                                                                 "not failures")
     args = parser.parse_args(argv)
     tally = compare(args.before, args.after)
-    print(f"rows/records compared: {tally.rows}, values compared: {tally.values}, differences: {len(tally.differences)}")
-    for line in tally.differences[:50]:
+    print(f"rows/records compared: {tally.rows}, values compared: {tally.values}, differences: {len(tally.differences)}, "
+          f"cells in one run only: {len(tally.unpaired)}")
+    for line in tally.differences[:50] + tally.unpaired[:20]:
         print(f"  {line}")
-    return 1 if tally.differences else 0
+    return 1 if tally.differences or (tally.unpaired and not args.partial) else 0
 
 
 if __name__ == "__main__":
