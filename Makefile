@@ -20,12 +20,13 @@ $(STAMP): pyproject.toml $(LOCK)
 # The main job: DLG and IG against held-out digits, then the attack x defense matrix (ci preset).
 demo: $(STAMP)
 	$(BIN)/fedleak demo
-	$(BIN)/fedleak matrix ci --preset ci --output runs/matrix-ci
+	$(BIN)/fedleak matrix ci --budget ci --output runs/matrix-ci
 
 test: $(STAMP)
 	tools/install_test_deps.sh $(BIN)/python
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/python tools/typecheck.py
 	$(BIN)/python -m pytest
 
 # Speed/memory figures side by side with breaching 0.1.2 and scikit-image (docs/performance.md).

@@ -1,4 +1,5 @@
-"""Attacks, registered by name. A new attack is one file plus one line below."""
+"""Attacks, registered by name. A new attack is one file plus one line below
+(its class attribute `name` is the name it registers under)."""
 from fedleak.core.registry import Registry
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
 from fedleak.attacks.dlg import DLG, IDLG
@@ -19,25 +20,25 @@ from fedleak.attacks.loki import Loki
 from fedleak.attacks.gradinversion import GradInversion
 
 ATTACKS: Registry[Attack] = Registry("attack")
-ATTACKS.register("dlg", DLG)
-ATTACKS.register("idlg", IDLG)
-ATTACKS.register("ig", InvertingGradients)
-ATTACKS.register("hyperfl-leak", HyperFLLeak)
-ATTACKS.register("embedding-inversion", EmbeddingInversion)
-ATTACKS.register("embedding-decoder", EmbeddingDecoder)
-ATTACKS.register("ggl", GGL)
-ATTACKS.register("gifd", GIFD)
-ATTACKS.register("dia", DropoutInversion)
-ATTACKS.register("dia-oracle", DropoutInversionOracle)
-ATTACKS.register("order-invariant", OrderInvariant)
-ATTACKS.register("defense-loop", DefenseLoop)
-ATTACKS.register("analytic-fc", AnalyticFC)
-ATTACKS.register("layer-subset", LayerSubset)
-ATTACKS.register("learn-to-invert", LearnToInvert)
-ATTACKS.register("imprint", Imprint)
-ATTACKS.register("trap-weights", TrapWeights)
-ATTACKS.register("loki", Loki)
-ATTACKS.register("gradinversion", GradInversion)
+ATTACKS.register(DLG)
+ATTACKS.register(IDLG)
+ATTACKS.register(InvertingGradients)
+ATTACKS.register(HyperFLLeak)
+ATTACKS.register(EmbeddingInversion)
+ATTACKS.register(EmbeddingDecoder)
+ATTACKS.register(GGL)
+ATTACKS.register(GIFD)
+ATTACKS.register(DropoutInversion)
+ATTACKS.register(DropoutInversionOracle)
+ATTACKS.register(OrderInvariant)
+ATTACKS.register(DefenseLoop)
+ATTACKS.register(AnalyticFC)
+ATTACKS.register(LayerSubset)
+ATTACKS.register(LearnToInvert)
+ATTACKS.register(Imprint)
+ATTACKS.register(TrapWeights)
+ATTACKS.register(Loki)
+ATTACKS.register(GradInversion)
 
 
 def build_attack(name: str, **options) -> Attack:

@@ -32,8 +32,8 @@ import torch
 from torch.func import functional_call
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction
-from fedleak.attacks.defense_loop import (DISTANCE_NAMES, DefenseLoopConfig, ShareMatcher, build_replay, decoded_update,
-                                          labels_for, provisional_labels)
+from fedleak.attacks.share_matching import (DISTANCE_NAMES, DefenseLoopConfig, ShareMatcher, build_replay, decoded_update,
+                                            labels_for, provisional_labels)
 from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import total_variation
 from fedleak.core.errors import ConfigError, NotApplicableError

@@ -3,6 +3,7 @@ model architecture, the attacker's knowledge, a budget — and returns a Reconst
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,7 @@ class Budget:
     iterations: int = 1000
     restarts: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             check_size("attack.iterations", self.iterations, "iterations")
             check_size("attack.restarts", self.restarts, "restarts")
@@ -29,10 +30,25 @@ class Budget:
 
 @dataclass(frozen=True)
 class PresetBudget:
-    """An attack's own budget under one budget preset (smoke | ci | paper, harness.matrix.config);
-    None leaves that value to the matrix config or the preset's default."""
+    """A budget under one budget preset (smoke | ci | paper): an attack's own (`Attack.budgets`, the
+    published one under paper) or a matrix config's (`[budgets.<preset>]`, an attack entry's `budgets`;
+    only these set `images`, victims per context when `[images].indices` is empty). None leaves a value
+    to the next, more general level (harness.matrix.config.MatrixConfig.budget); the resolved numbers an
+    attack runs with are a `Budget`."""
     iterations: int | None = None
     restarts: int | None = None
+    images: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "restarts", "images"):
+            if getattr(self, key) is not None:
+                check_size(key, getattr(self, key), key)
+
+    def over(self, base: "PresetBudget") -> "PresetBudget":
+        """This budget's values, `base`'s where this one leaves them open."""
+        return PresetBudget(*(mine if mine is not None else theirs
+                              for mine, theirs in zip((self.iterations, self.restarts, self.images),
+                                                      (base.iterations, base.restarts, base.images))))
 
 
 @dataclass
@@ -42,7 +58,7 @@ class Reconstruction:
     loss_trace: list[float]           # objective of the chosen restart per iteration
     gradient_loss: float              # final matching loss of the chosen restart (no regulariser)
     restart_losses: list[float] = field(default_factory=list)
-    extras: dict = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Attack(Component, ABC):
@@ -51,7 +67,7 @@ class Attack(Component, ABC):
     pairs it only with threat models that share one of them). `budgets`: its own budget per
     budget preset, the published one under "paper"; a matrix config may override either. `max_images`:
     the largest batch it rebuilds (an analytic attack on one example: 1); beyond it, a ConfigError."""
-    name: str
+    name: ClassVar[str]
     section = "attack"
     applies_to: tuple[str, ...] = (GRADIENT, UPDATE)
     budgets: dict[str, PresetBudget] = {}
@@ -63,7 +79,7 @@ class Attack(Component, ABC):
     # under a threat model whose server may do so (ThreatModel.server_crafts_model)
     crafts_model: bool = False
 
-    def craft(self, victim, round):
+    def craft(self, victim: Any, round: Any) -> Any:
         """What the server sends this round instead of `victim`'s global model: a
         threat_models.malicious.CraftedVictim (`round`: threat_models.malicious.ServerRound)."""
         raise NotImplementedError(f"attack '{self.name}' crafts no model")

@@ -163,7 +163,7 @@ def second_layer_inputs(model, ids: torch.Tensor, chunk: int = 2048) -> torch.Te
     return torch.cat(out)
 
 
-@TEXT_ATTACKS.register("dager")
+@TEXT_ATTACKS.register
 class Dager(TextAttack):
     name = "dager"
     options_class = DagerOptions

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from fedleak.attacks.base import Attack, Budget, PresetBudget, require_knowledge
-from fedleak.attacks.defense_loop import build_replay, check_search, decoded_update, labels_for, provisional_labels
+from fedleak.attacks.share_matching import build_replay, check_search, decoded_update, labels_for, provisional_labels
 from fedleak.attacks.inverting_gradients import search_images
 from fedleak.attacks.objective import GradientMatcher
 from fedleak.core.options import check_integer, check_number
@@ -75,7 +75,7 @@ def layer_fidelity(replay, observation, probes: list[list[torch.Tensor]], param_
 
 def auxiliary_probes(observation, model, knowledge, labels: torch.Tensor, count: int, seed: int) -> list[list[torch.Tensor]]:
     """Probe updates at auxiliary images (with their labels) when the attacker has them, else at random images."""
-    from fedleak.attacks.defense_loop import probe_updates
+    from fedleak.attacks.share_matching import probe_updates
     if knowledge.auxiliary_images is None:
         return probe_updates(observation, model, knowledge, labels, seed, count)
     matcher = GradientMatcher(observation, model, dataclasses.replace(knowledge, defense=None))

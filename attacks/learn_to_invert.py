@@ -37,7 +37,7 @@ import torch
 
 from fedleak.attacks.analytic_fc import leading_direction
 from fedleak.attacks.base import Attack, Budget, PresetBudget, Reconstruction, require_knowledge
-from fedleak.attacks.defense_loop import ShareMatcher, build_replay, labels_for, provisional_labels
+from fedleak.attacks.share_matching import ShareMatcher, build_replay, labels_for, provisional_labels
 from fedleak.attacks.defense_replay import ShareFailed, _private_draw
 from fedleak.core.errors import ConfigError, NotApplicableError, UnreadableFileError
 from fedleak.core.io import digest, load_tensors, save_tensors

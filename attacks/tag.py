@@ -59,7 +59,7 @@ def soft_lm_loss(model, probs: torch.Tensor) -> torch.Tensor:
     return -(probs[:, 1:] * logp).sum(-1).mean()
 
 
-@TEXT_ATTACKS.register("tag")
+@TEXT_ATTACKS.register
 class Tag(TextAttack):
     name = "tag"
     options_class = TagOptions

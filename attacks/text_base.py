@@ -40,12 +40,6 @@ class TextAttack(Component):
         raise NotImplementedError
 
 
-def build_text_attack(name: str, **options) -> TextAttack:
-    import fedleak.attacks.dager  # noqa: F401 - the text attacks register on import
-    import fedleak.attacks.tag  # noqa: F401 - tag and lamp
-    return TEXT_ATTACKS.get(name).from_options(options, "attack.options")
-
-
 def transformer_of(model: torch.nn.Module):
     """The GPT2Model inside a GPT2LMHeadModel, peft-wrapped or not."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import inspect
 import typing
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from fedleak.core.errors import ConfigError
 from fedleak.core.options import OptionError, describe_options, from_dict, option_values
@@ -28,6 +28,7 @@ UPDATE = "update"                            # FedAvg: θ_K − θ_0 after local
 EMBEDDING = "embedding"                      # vertical FL: one party's messages (embeddings or codes)
 HYPERNETWORK_UPDATE = "hypernetwork-update"  # HyperFL: Δφ of the hypernetwork, nothing of the model
 KINDS = (GRADIENT, UPDATE, EMBEDDING, HYPERNETWORK_UPDATE)
+C = TypeVar("C", bound="Component")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Component:
     section: ClassVar[str] = ""                    # its run-config table: "defense", "attack", "threat_model"
     options_class: ClassVar[type | None] = None    # None: derived from the keyword arguments of __init__
 
-    def __init__(self, options=None, **values):
+    def __init__(self, options: Any = None, **values: Any) -> None:
         """`options` (an instance of the options class) or the options as keywords, checked like
         a config table (`Prune(ratio=0.2)`)."""
         declared = self.options_type()
@@ -52,7 +53,7 @@ class Component:
 
     @classmethod
     def options_type(cls) -> type:
-        return cls.options_class if cls.options_class is not None else signature_options(cls)
+        return cls.options_class if cls.options_class is not None else signature_options(typing.cast(Any, cls))
 
     @classmethod
     def declares_options(cls) -> bool:
@@ -60,13 +61,14 @@ class Component:
         return cls.options_class is not None or _init_of(cls) is Component.__init__
 
     @classmethod
-    def from_options(cls, table: dict, where: str, *args):
+    def from_options(cls: type[C], table: dict[str, Any], where: str, *args: Any) -> C:
         """The component configured by `table` (errors name `where.<key>`); `args` go first to
         the constructor (a threat model's local training)."""
-        options = from_dict(cls.options_type(), table, where)
+        options: Any = from_dict(cls.options_type(), table, where)
         try:
             if cls.declares_options():
-                return cls(*args, options)
+                made: C = typing.cast(Any, cls)(*args, options)  # a threat model takes its training first
+                return made
             instance = cls(*args, **option_values(options))
         except OptionError as e:
             raise e.under(where) from None
@@ -74,13 +76,13 @@ class Component:
             instance.options = options  # the values it was built with, for describe() and equality
         return instance
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """The options as a config table (recorded with every result row); rebuilds this component."""
         options = getattr(self, "options", None)
         return describe_options(options) if dataclasses.is_dataclass(options) else {}
 
 
-def applicability(component, kind: str) -> str | None:
+def applicability(component: Any, kind: str) -> str | None:
     """None when `component` (a defense or attack, class or instance) applies to observations of
     `kind`; otherwise the one-line reason it does not."""
     applies = tuple(getattr(component, "applies_to", ()))
@@ -90,12 +92,12 @@ def applicability(component, kind: str) -> str | None:
     return f"{component.section} '{component.name}' {verb} {', '.join(applies) or 'nothing'}, not {kind}"
 
 
-def _init_of(cls):
+def _init_of(cls: type) -> Any:
     return next(c.__dict__["__init__"] for c in cls.__mro__ if "__init__" in c.__dict__)
 
 
 @functools.cache
-def signature_options(cls) -> type:
+def signature_options(cls: type) -> type:
     """A frozen dataclass of the keyword arguments of `cls.__init__`, typed by their annotations
     (an unannotated one takes any value: the class checks it), for classes without options_class."""
     init = _init_of(cls)
@@ -113,7 +115,9 @@ def signature_options(cls) -> type:
             raise ConfigError(f"{cls.__module__}.{cls.__qualname__}: __init__ needs '{parameter.name}'; "
                               "give every option a default")
         default = parameter.default
-        spec = dataclasses.field(default_factory=lambda d=default: type(d)(d)) \
-            if isinstance(default, (list, dict, set)) else dataclasses.field(default=default)
+        def fresh(d: Any = default) -> Any:  # a new list/dict/set per instance, as a default_factory
+            return type(d)(d)
+        spec = dataclasses.field(default_factory=fresh) if isinstance(default, (list, dict, set)) \
+            else dataclasses.field(default=default)
         fields.append((parameter.name, hints.get(parameter.name, typing.Any), spec))
     return dataclasses.make_dataclass(f"{cls.__name__}Options", fields, frozen=True)

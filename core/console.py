@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable
+from typing import IO, Any
 
 # CSI sequences (colours, cursor moves) and the two-byte escapes
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
 
 
-def is_terminal(stream=None) -> bool:
+def is_terminal(stream: IO[str] | None = None) -> bool:
     stream = sys.stderr if stream is None else stream
     try:
         return bool(stream.isatty())
@@ -18,7 +20,7 @@ def is_terminal(stream=None) -> bool:
         return False
 
 
-def progress_bar(iterable=None, *, desc: str, enabled: bool, **options):
+def progress_bar(iterable: Iterable[Any] | None = None, *, desc: str, enabled: bool, **options: Any) -> Any:
     """A tqdm bar over `iterable` when `enabled` and stderr is a terminal; otherwise the plain
     iteration behind tqdm's interface (set_postfix does nothing)."""
     from tqdm.auto import tqdm

@@ -1,4 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line and exits non-zero."""
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class FedleakError(Exception):
@@ -6,12 +9,12 @@ class FedleakError(Exception):
 
 
 class UnknownNameError(FedleakError, KeyError):
-    def __init__(self, kind: str, name: str, known):
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
         self.kind, self.name, self.known = kind, name, sorted(known)
         super().__init__(f"unknown {kind} '{name}'; known: {', '.join(self.known)}")
 
     def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
+        return str(self.args[0])
 
 
 class ConfigError(FedleakError, ValueError):

@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root is the `fedleak` package
 # what the package is made of (pyproject.toml: packages and package-data); nothing else changes a result
@@ -56,7 +57,7 @@ def module_digest(cls: type) -> str:
     return digest.hexdigest()[:16] if found else ""
 
 
-def _source_file(module) -> Path | None:
+def _source_file(module: ModuleType | None) -> Path | None:
     try:
         path = inspect.getsourcefile(module) if module is not None else None
     except TypeError:  # a built-in module

@@ -35,7 +35,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEDLEAK_CACHE", Path.home() / ".cache" / "fedleak"))
 
 
-def digest(value, length: int = 16) -> str:
+def digest(value: Any, length: int = 16) -> str:
     """The first `length` hex digits of the sha256 of `value` as canonical JSON (sorted keys;
     anything JSON lacks as its str): cache keys and config hashes."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
@@ -43,11 +43,11 @@ def digest(value, length: int = 16) -> str:
 
 # ----------------------------------------------------------------------------- writing
 
-def json_bytes(value, indent: int | None = 1) -> bytes:
+def json_bytes(value: Any, indent: int | None = 1) -> bytes:
     return (json.dumps(value, sort_keys=True, indent=indent, default=str) + "\n").encode()
 
 
-def tensor_bytes(value) -> bytes:
+def tensor_bytes(value: Any) -> bytes:
     import torch
     buffer = io.BytesIO()
     torch.save(value, buffer)
@@ -78,11 +78,11 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
-def write_json(path: str | Path, value, indent: int | None = 1) -> Path:
+def write_json(path: str | Path, value: Any, indent: int | None = 1) -> Path:
     return atomic_write(path, json_bytes(value, indent))
 
 
-def save_tensors(path: str | Path, value) -> Path:
+def save_tensors(path: str | Path, value: Any) -> Path:
     """Tensors and plain containers only, so `load_tensors` reads them back without unpickling code."""
     return atomic_write(path, tensor_bytes(value))
 
@@ -109,7 +109,7 @@ def check_writable(out: Path, flag: str = "output") -> None:
 
 # ----------------------------------------------------------------------------- reading
 
-def read_toml(path: str | Path, what: str) -> dict:
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """A TOML file as a table; a missing file or a syntax error is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
@@ -122,7 +122,7 @@ def read_toml(path: str | Path, what: str) -> dict:
         raise ConfigError(f"{path}: cannot read {what}: {e.strerror}") from None
 
 
-def read_json(path: str | Path, what: str):
+def read_json(path: str | Path, what: str) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_bytes())
@@ -130,7 +130,7 @@ def read_json(path: str | Path, what: str):
         raise UnreadableFileError(f"{path}: cannot read {what}: {_first_line(e)}") from None
 
 
-def load_tensors(path: str | Path, what: str, map_location=None):
+def load_tensors(path: str | Path, what: str, map_location: Any = None) -> Any:
     """A file written by `save_tensors` (or any tensors-only torch file). weights_only: a file that
     holds anything but tensors and plain containers is refused, never unpickled."""
     import torch
@@ -146,7 +146,7 @@ def load_tensors(path: str | Path, what: str, map_location=None):
         raise UnreadableFileError(f"{path}: cannot read {what}: {type(e).__name__}: {_first_line(e)}") from None
 
 
-def read_frame(path: str | Path, what: str):
+def read_frame(path: str | Path, what: str) -> Any:
     """A results table: Parquet (pyarrow; no pickle) or CSV."""
     import pandas as pd
     path = Path(path)
@@ -156,7 +156,7 @@ def read_frame(path: str | Path, what: str):
         raise UnreadableFileError(f"{path}: cannot read {what}: {type(e).__name__}: {_first_line(e)}") from None
 
 
-def read_npz(path: str | Path, what: str) -> dict:
+def read_npz(path: str | Path, what: str) -> dict[str, Any]:
     """A NumPy .npz as {name: array}. allow_pickle=False: an object array (which NumPy pickles) is
     refused, never unpickled."""
     import numpy as np
@@ -182,20 +182,20 @@ def _plain_globals() -> dict[tuple[str, str], Any]:
 
 
 class _PlainUnpickler(pickle.Unpickler):
-    allowed: dict = {}
+    allowed: dict[tuple[str, str], Any] = {}
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         try:
             return self.allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"it names {module}.{name}, which plain data never does "
                                          "(refused, not run)") from None
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("it holds a persistent reference (refused)")
 
 
-def read_plain_pickle(path: str | Path, what: str, encoding: str = "latin1"):
+def read_plain_pickle(path: str | Path, what: str, encoding: str = "latin1") -> Any:
     """A pickle of plain values only: dict, list, tuple, str, bytes, numbers, numpy arrays (not
     of dtype object). Anything else, e.g. an object whose `__reduce__` would run code, is refused
     before it is called. encoding latin1 reads Python 2 pickles (CIFAR's) as numpy does."""
@@ -229,7 +229,7 @@ def _first_line(e: BaseException) -> str:
 # ----------------------------------------------------------------------------- caches
 
 def cached(path: Path, build: Callable[[], Any], load: Callable[[Path], Any], save: Callable[[Path, Any], Any],
-           problem: Callable[[Any], str | None] | None = None):
+           problem: Callable[[Any], str | None] | None = None) -> Any:
     """`load(path)` when it reads and `problem(value)` finds nothing wrong; otherwise `build()`,
     stored with `save`. A corrupt or foreign entry is said once and replaced, so a rerun never
     trips over it again."""
@@ -249,7 +249,7 @@ def cached(path: Path, build: Callable[[], Any], load: Callable[[Path], Any], sa
     return value
 
 
-def _non_finite(value, where: str = "") -> str | None:
+def _non_finite(value: Any, where: str = "") -> str | None:
     """Where a cached value holds a NaN or Inf tensor, or None."""
     import torch
     if isinstance(value, torch.Tensor):
@@ -264,9 +264,9 @@ def _non_finite(value, where: str = "") -> str | None:
     return None
 
 
-def cached_tensors(path: Path, build: Callable[[], Any], what: str, problem=None):
+def cached_tensors(path: Path, build: Callable[[], Any], what: str, problem: Callable[[Any], str | None] | None = None) -> Any:
     return cached(path, build, lambda p: load_tensors(p, what), save_tensors, problem)
 
 
-def cached_json(path: Path, build: Callable[[], Any], what: str, problem=None):
+def cached_json(path: Path, build: Callable[[], Any], what: str, problem: Callable[[Any], str | None] | None = None) -> Any:
     return cached(path, build, lambda p: read_json(p, what), write_json, problem)

@@ -12,8 +12,12 @@ import math
 import numbers
 import types
 import typing
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from fedleak.core.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class OptionError(ConfigError):
@@ -27,8 +31,8 @@ class OptionError(ConfigError):
         return OptionError(f"{where}.{self.key}" if where else self.key, self.message)
 
 
-def nest_dotted(overrides: dict) -> dict:
-    nested: dict = {}
+def nest_dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         target = nested
@@ -38,20 +42,20 @@ def nest_dotted(overrides: dict) -> dict:
     return nested
 
 
-def merge_tables(base: dict, extra: dict) -> dict:
+def merge_tables(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for k, v in extra.items():
         merged[k] = merge_tables(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
     return merged
 
 
-def from_dict(cls, table: dict, where: str):
+def from_dict(cls: type[T], table: dict[str, Any], where: str) -> T:
     """Build dataclass `cls` from a TOML table, checking every key, its type and (in the dataclass's
     own `__post_init__`) its value; every error is one ConfigError naming the full key."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where or 'config'}: expected a table, got {type(table).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
     values = {}
     for key, value in table.items():
         path = f"{where}.{key}" if where else key
@@ -73,18 +77,18 @@ def from_dict(cls, table: dict, where: str):
     return options
 
 
-def option_values(options) -> dict:
+def option_values(options: Any) -> dict[str, Any]:
     """The fields of an options dataclass as they are (no copies: an option may hold an object)."""
     return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 
-def describe_options(options) -> dict:
+def describe_options(options: Any) -> dict[str, Any]:
     """An options dataclass as a TOML-shaped table: `from_dict` rebuilds an equal one from it
     (tuples become lists; an object option is recorded by its own `describe()`)."""
     return {name: _plain(value) for name, value in option_values(options).items()}
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return describe_options(value)
     if isinstance(value, (list, tuple)):
@@ -96,7 +100,7 @@ def _plain(value):
     return value
 
 
-def _check_finite(value, path: str) -> None:
+def _check_finite(value: Any, path: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{path}: must be finite, got {value}")
     if isinstance(value, (list, tuple)):
@@ -104,9 +108,9 @@ def _check_finite(value, path: str) -> None:
             _check_finite(item, f"{path}[{i}]")
 
 
-def _coerce(hint, value, path):
+def _coerce(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, path)
+        return from_dict(typing.cast(Any, hint), value, path)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(hint):
@@ -154,11 +158,12 @@ def _coerce(hint, value, path):
 
 # ---- value checks for __post_init__: each raises OptionError(key, ...) ----------------------------
 
-def check_number(key: str, value, *, low: float | None = None, high: float | None = None,
+def check_number(key: str, value: Any, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False, infinite: bool = False) -> float:
     """A real number in [low, high] (open at either end when asked); finite unless `infinite`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise OptionError(key, f"must be a number, got {value!r}")
+    value = typing.cast(float, value)  # a numbers.Real: compares with floats
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if math.isnan(value) or too_low or too_high or (not infinite and not math.isfinite(value)):
@@ -175,7 +180,7 @@ def check_number(key: str, value, *, low: float | None = None, high: float | Non
     return float(value)
 
 
-def check_integer(key: str, value, *, low: int | None = None) -> int:
+def check_integer(key: str, value: Any, *, low: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise OptionError(key, f"must be an integer, got {value!r}")
     if low is not None and value < low:
@@ -190,22 +195,23 @@ def check_integer(key: str, value, *, low: int | None = None) -> int:
 LIMITS = {"iterations": 10_000_000, "restarts": 1_000, "images": 1_000_000, "seed": 2**32 - 1}
 
 
-def check_size(key: str, value, what: str, low: int = 1) -> int:
+def check_size(key: str, value: Any, what: str, low: int = 1) -> int:
     """An integer in [low, LIMITS[what]], the bound stated in the error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise OptionError(key, f"must be an integer, got {value!r}")
+    value = typing.cast(int, value)  # a numbers.Integral
     if not low <= value <= LIMITS[what]:
         raise OptionError(key, f"must be in [{low}, {LIMITS[what]:,}], got {value:,}")
     return int(value)
 
 
-def check_choice(key: str, value, allowed) -> str:
+def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> str:
     if value not in allowed:
         raise OptionError(key, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
-    return value
+    return typing.cast(str, value)
 
 
-def check_bool(key: str, value) -> bool:
+def check_bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(key, f"must be true or false, got {value!r}")
     return value

@@ -1,7 +1,7 @@
 """A name -> factory map with a clear error for an unknown name (one per kind of component)."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from fedleak.core.errors import UnknownNameError
 
@@ -9,16 +9,28 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str, factory: Callable[..., T] | None = None):
-        """Register directly, or use as a decorator: ``@REG.register("name")``."""
-        def add(f):
-            if name in self._items:
-                raise ValueError(f"{self.kind} '{name}' registered twice")
-            self._items[name] = f
+    def register(self, name: str | Callable[..., T], factory: Callable[..., T] | None = None) -> Any:
+        """A component class under its own `name` attribute (the name is written once, in the class):
+        ``REG.register(MyAttack)``, or as a bare decorator ``@REG.register``. A plain factory (a model,
+        a dataset loader) is named here: ``REG.register("name", factory)`` or ``@REG.register("name")``."""
+        if not isinstance(name, str):
+            component: Callable[..., T] = name
+            declared = getattr(component, "name", None)
+            if not isinstance(declared, str) or not declared:
+                raise ValueError(f"{self.kind} {component!r}: a component registers under its class attribute `name`; "
+                                 "give it one, or pass the name")
+            key, factory = declared, component
+        else:
+            key = name
+
+        def add(f: Callable[..., T]) -> Callable[..., T]:
+            if key in self._items:
+                raise ValueError(f"{self.kind} '{key}' registered twice")
+            self._items[key] = f
             return f
         return add(factory) if factory is not None else add
 
@@ -28,7 +40,7 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(self.kind, name, self._items) from None
 
-    def create(self, name: str, *args, **kwargs) -> T:
+    def create(self, name: str, *args: Any, **kwargs: Any) -> T:
         return self.get(name)(*args, **kwargs)
 
     def names(self) -> list[str]:

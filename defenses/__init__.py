@@ -1,4 +1,5 @@
-"""Defenses, registered by name. A new defense is one file plus one line below."""
+"""Defenses, registered by name. A new defense is one file plus one line below
+(its class attribute `name` is the name it registers under)."""
 from fedleak.core.registry import Registry
 from fedleak.defenses.base import Defense, NoDefense, ShareContext
 from fedleak.defenses.hyperfl import HyperFLDefense
@@ -11,15 +12,15 @@ from fedleak.defenses.quantize import RandomizedQuantization
 from fedleak.defenses.sketch import Sketch
 
 DEFENSES: Registry[Defense] = Registry("defense")
-DEFENSES.register("none", NoDefense)
-DEFENSES.register("hyperfl", HyperFLDefense)
-DEFENSES.register("hashing", Hashing)
-DEFENSES.register("dropout", DropoutDefense)
-DEFENSES.register("dp", DifferentialPrivacy)
-DEFENSES.register("sketch", Sketch)
-DEFENSES.register("prune", Prune)
-DEFENSES.register("quantize", RandomizedQuantization)
-DEFENSES.register("model-check", ModelCheck)
+DEFENSES.register(NoDefense)
+DEFENSES.register(HyperFLDefense)
+DEFENSES.register(Hashing)
+DEFENSES.register(DropoutDefense)
+DEFENSES.register(DifferentialPrivacy)
+DEFENSES.register(Sketch)
+DEFENSES.register(Prune)
+DEFENSES.register(RandomizedQuantization)
+DEFENSES.register(ModelCheck)
 
 
 def build_defense(name: str, **options) -> Defense:

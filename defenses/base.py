@@ -10,7 +10,7 @@ defenses that change the model (dropout) override `prepare_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -38,7 +38,8 @@ class ReceivedModel:
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
     prescribed: torch.nn.Module               # the architecture the client's code defines
-    previous: Callable[[], tuple[dict, dict] | None]  # last round's (params, buffers); None in round 0
+    # last round's (params, buffers); None in round 0
+    previous: Callable[[], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None]
     images: torch.Tensor | None = None        # the client's batch, normalised
 
 
@@ -50,7 +51,7 @@ class ModelVerdict:
     reasons: tuple[str, ...] = field(default_factory=tuple)
     refuse: bool = False
 
-    def as_public(self) -> dict:
+    def as_public(self) -> dict[str, Any]:
         """The record the server sees: a client that refuses a round is visible to it."""
         return {"flagged": self.flagged, "refused": self.refuse, "reasons": list(self.reasons)}
 
@@ -66,17 +67,20 @@ class Defense(Component):
     # True for a defense that sends the update as it is (none; hyperfl, where the protocol is the
     # protection): an adaptive attacker has nothing more to know, so a matrix attacks it in one mode
     passthrough: bool = False
+    # What a DP guarantee protects, for the accountant (`privacy`): "user" (one mechanism per round on
+    # the whole update), "example" (one per local step, as DP-SGD); None: the defense claims no DP.
+    privacy_unit: str | None = None
 
-    def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
+    def share(self, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict[str, Any]]:
         """The tensors the client sends and the metadata the server legitimately receives."""
         return [u.detach().clone() for u in update], {}
 
-    def simulate(self, trial: list[torch.Tensor], observation) -> list[torch.Tensor]:
+    def simulate(self, trial: list[torch.Tensor], observation: Any) -> list[torch.Tensor]:
         """Differentiable stand-in for `share` used inside the adaptive attack's objective:
         maps a trial update into the space of `observation.shared`."""
         return trial
 
-    def decode(self, shared: list[torch.Tensor], public: dict) -> list[torch.Tensor]:
+    def decode(self, shared: list[torch.Tensor], public: dict[str, Any]) -> list[torch.Tensor]:
         """The server's estimate of the update from what was sent (e.g. de-sketching with Rᵀ)."""
         return shared
 
@@ -102,12 +106,26 @@ class Defense(Component):
         """Upload size of one client per round, assuming float32 dense tensors unless overridden."""
         return 4 * sum(t.numel() for t in update)
 
-    def privacy(self, steps: int, sampling_rate: float) -> dict | None:
+    def privacy(self, steps: int, sampling_rate: float) -> dict[str, Any] | None:
         """{"epsilon": ..., "delta": ...} from a standard accountant, where the defense is DP."""
         return None
 
+    # --- vertical FL (threat_models/vfl.py): what a defense may change about the parties' messages ---
+    def embedding_width(self, width: int) -> int:
+        """The width of each party's message, given the protocol's `embedding_width`."""
+        return width
 
-def share_update(defense: Defense, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict]:
+    def codec(self, width: int) -> torch.nn.Module | None:
+        """A module on each party's bottom output (a hash code, e.g.), trained with the victim; None:
+        the message is the embedding itself."""
+        return None
+
+    def training_loss(self, sent: list[torch.Tensor], labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+        """A term added to the VFL victim's training loss (e.g. hashing's code consistency); None: none."""
+        return None
+
+
+def share_update(defense: Defense, update: list[torch.Tensor], context: ShareContext) -> tuple[list[torch.Tensor], dict[str, Any]]:
     """`defense.share`, checked: a plugin that returns anything but (shared tensors, public dict)
     is named in one line here, not found later as a bare unpacking error in a threat model."""
     result = defense.share(update, context)
@@ -122,7 +140,8 @@ def share_update(defense: Defense, update: list[torch.Tensor], context: ShareCon
                       f"of public metadata; it returned {got}")
 
 
-def _check_shapes(where: str, update: list[torch.Tensor], sent, public: dict, defense: Defense) -> None:
+def _check_shapes(where: str, update: list[torch.Tensor], sent: list[torch.Tensor], public: dict[str, Any],
+                  defense: Defense) -> None:
     """One tensor per parameter, each of its shape: as sent, or as the server decodes it (a sketch
     sends other shapes, and its decode() gives them back). Otherwise the attack would pair the wrong
     tensors, or silently fewer of them (zip), deep inside the objective. One exception: a different
@@ -135,7 +154,8 @@ def _check_shapes(where: str, update: list[torch.Tensor], sent, public: dict, de
     got = [tuple(t.shape) for t in decoded]
     repacked = len(decoded) != len(update) and sum(t.numel() for t in decoded) == sum(u.numel() for u in update)
     if got != expected and not repacked:
-        shown = lambda shapes: ", ".join(map(str, shapes[:4])) + (f" ... ({len(shapes)} tensors)" if len(shapes) > 4 else "")
+        def shown(shapes: list[tuple[int, ...]]) -> str:
+            return ", ".join(map(str, shapes[:4])) + (f" ... ({len(shapes)} tensors)" if len(shapes) > 4 else "")
         raise ConfigError(f"{where}: share() must send one tensor per parameter, of the update's shapes (or ones its "
                           f"decode() maps back to them): expected {len(expected)} tensors {shown(expected)}, "
                           f"got {len(got)} {shown(got)}")

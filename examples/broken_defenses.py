@@ -16,7 +16,7 @@ nothing from knowing the defense. Their true leakage is known by construction:
 | `ConstantOutput` | sends zeros | nothing: the label baseline at most |
 | `IndependentNoise` | sends private noise, independent of the update | nothing: the label baseline at most |
 
-    fedleak evaluate-defense fedleak.examples.broken_defenses:PublicSeedNoise --preset ci
+    fedleak evaluate-defense fedleak.examples.broken_defenses:PublicSeedNoise --budget ci
 
 `tests/test_adaptive_attacks.py` checks fedleak's attacks against each of them; the full-size figures
 are in docs/attacks.md (`tools/adaptive_battery.py`)."""

@@ -7,7 +7,7 @@ the same thing for every layer and model).
 
 Evaluate it against every attack, non-adaptive and adaptive, next to the built-in defenses:
 
-    fedleak evaluate-defense fedleak.examples.my_defense:RandomKNoise --preset ci
+    fedleak evaluate-defense fedleak.examples.my_defense:RandomKNoise --budget ci
 
 The interface it implements is documented in docs/plugins.md. What the adaptive attacker gets:
 the zero pattern is visible in what was sent, and `keep` is public, so `simulate` masks a trial

@@ -230,3 +230,14 @@ def _number(value) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "∞"
     return f"{value:.3g}"
+
+
+def headline(v) -> str:
+    """The verdict's numbers in the order they matter: the worst image, the share recovered, then the median."""
+    over = "" if math.isnan(v.worst_psnr_over_label) else f" ({v.worst_psnr_over_label:+.1f} dB above its label)"
+    return (f"worst image {v.worst_psnr:.1f} dB{over}, {v.recovered} of {v.n_images} images recovered, "
+            f"median {v.psnr:.1f} dB {_fixed_interval(v.psnr_interval)}")
+
+
+def _fixed_interval(interval) -> str:
+    return f"[{interval[0]:.1f}, {interval[1]:.1f}]"

@@ -228,7 +228,7 @@ def test_a_share_that_fails_mid_attack_falls_back_and_says_so(mlp):
 
 
 def replay_of(mlp, defense):
-    from fedleak.attacks.defense_loop import probe_updates
+    from fedleak.attacks.share_matching import probe_updates
     observation, knowledge, _, y = observe(mlp, defense, 0)
     return DefenseReplay(defense, observation, probe_updates(observation, mlp.model, knowledge, y, 0)), observation
 

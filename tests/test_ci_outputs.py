@@ -237,7 +237,7 @@ def test_evaluate_defense_writes_the_same_files_and_gates(tmp_path, capsys, monk
         utility={"options": {"rounds": 1}}))
     out = tmp_path / "eval"
     argv = ["evaluate-defense", PLUGIN, "--option", "keep=1.0", "--option", "noise=0.0", "--matrix", str(base),
-            "--preset", "smoke", "--workers", "0", "-q", "--output", str(out)]
+            "--budget", "smoke", "--workers", "0", "-q", "--output", str(out)]
     assert main(argv) == 0  # without --gate the verdict is printed, not an exit status
     assert main([*argv, "--gate"]) == 1
     document = json.loads((out / "summary.json").read_text())

@@ -121,3 +121,22 @@ def test_matrix_sizes_are_checked_on_load(tmp_path):
         matrix_from_dict({**base, "seeds": [0, 2**70]})
     with pytest.raises(ConfigError, match=r"budgets.ci.restarts: must be in \[1, 1,000\]"):
         matrix_from_dict({**base, "budgets": {"ci": {"restarts": 10**12}}})
+
+
+@pytest.mark.parametrize("command", [["matrix", "ci"], ["evaluate-defense", "pkg.mod:Defense"], ["text-matrix"]])
+def test_budget_flag_and_its_deprecated_alias(capsys, command):
+    """One word for the attack budget: `--budget`; `--preset` still sets it for one release, says so on
+    stderr, and is hidden from the help."""
+    from fedleak.harness.cli.main import build_parser
+    parser = build_parser()
+    assert parser.parse_args([*command, "--budget", "paper"]).budget == "paper"
+    capsys.readouterr()
+    assert parser.parse_args([*command, "--preset", "smoke"]).budget == "smoke"
+    err = capsys.readouterr().err
+    assert "--preset is deprecated" in err and "use --budget smoke" in err
+    default = parser.parse_args(command).budget
+    assert default == ("ci" if command[0] == "evaluate-defense" else None)
+    sub = parser._subparsers._group_actions[0].choices[command[0]]
+    assert "--budget" in sub.format_help() and "--preset" not in sub.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, "--budget", "huge"])

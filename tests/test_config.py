@@ -61,3 +61,34 @@ def test_digest_ignores_output_but_not_seed():
     a = config_from_dict({}, {"output": "x"})
     assert a.digest() == config_from_dict({}, {"output": "y"}).digest()
     assert a.digest() != config_from_dict({}, {"seed": 1}).digest()
+
+
+def test_local_training_options_are_local_training_under_config_names():
+    """One source of truth for the client's loop: the threat model's config keys are LocalTraining's
+    fields (same order and defaults; batch_size spelled local_batch_size), and they build it back."""
+    import dataclasses
+    from fedleak.harness.run.config import LocalTrainingOptions, ThreatModelConfig
+    from fedleak.models.functional import LocalTraining
+    mine = [(f.name, f.default) for f in dataclasses.fields(LocalTrainingOptions)]
+    theirs = [("local_batch_size" if f.name == "batch_size" else f.name, f.default) for f in dataclasses.fields(LocalTraining)]
+    assert mine == theirs
+    config = ThreatModelConfig("fedavg", lr=0.05, local_batch_size=2, optimizer="adam")
+    assert config.local_training() == LocalTraining(lr=0.05, batch_size=2, optimizer="adam")
+
+
+def test_the_harness_configs_check_themselves_when_built():
+    """One convention, as every options class: the checks are the dataclass's __post_init__, so a
+    RunConfig or GateConfig built in code is checked as one loaded from TOML."""
+    from dataclasses import replace
+    from fedleak.core.errors import ConfigError
+    from fedleak.harness.run.config import DataConfig, RunConfig
+    from fedleak.harness.verdict.gate import GateConfig
+    with pytest.raises(ConfigError, match="data.batch_size: must be >= 1"):
+        RunConfig(data=DataConfig(batch_size=0))
+    with pytest.raises(ConfigError, match="device: expected auto"):
+        replace(RunConfig(), device="tpu")
+    with pytest.raises(ConfigError, match="statistic: expected one of worst, median, mean"):
+        GateConfig(statistic="best")
+    with pytest.raises(ConfigError, match="gate.min_images: must be >= 1"):
+        from fedleak.harness.matrix.config import matrix_from_dict
+        matrix_from_dict({"attacks": [{"name": "dlg"}], "defenses": [{"name": "none"}], "gate": {"min_images": 0}})

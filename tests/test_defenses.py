@@ -308,3 +308,24 @@ def test_bad_options_raise_one_line_config_errors(name, options, word):
 def test_sketch_larger_than_the_update_is_refused():
     with pytest.raises(ConfigError, match="size 1000 exceeds"):
         build_defense("sketch", size=1000).share(update(), context())
+
+
+def test_what_a_defense_may_offer_is_declared_on_defense():
+    """privacy_unit and the vertical-FL hooks are part of Defense with one default each (the runner, the
+    utility measurement and the VFL victim read them directly, no getattr with defaults of their own)."""
+    import inspect
+    from fedleak.defenses.base import Defense, NoDefense
+    from fedleak.harness.matrix import utility
+    from fedleak.harness.run import runner
+    from fedleak.threat_models import vfl_victim
+    plain = NoDefense()
+    assert plain.privacy_unit is None and plain.embedding_width(16) == 16
+    assert plain.codec(16) is None and plain.training_loss([torch.zeros(2, 16)], torch.zeros(2, dtype=torch.long), 10) is None
+    assert {build_defense("dp", mode="update").privacy_unit, build_defense("dp", mode="dpsgd").privacy_unit} == {"user", "example"}
+    hashing = build_defense("hashing")
+    assert hashing.codec(hashing.embedding_width(64)) is not None
+    for module in (utility, runner, vfl_victim):
+        source = inspect.getsource(module)
+        for name in ("privacy_unit", "codec", "training_loss", "embedding_width"):
+            assert f'getattr(defense, "{name}"' not in source and f'hasattr(defense, "{name}"' not in source
+    assert "privacy_unit" in Defense.__dict__

@@ -15,8 +15,9 @@ from fedleak.harness.run.config import config_from_dict
 from fedleak.core.errors import ConfigError
 from fedleak.harness.run.runner import run_attack
 from fedleak.threat_models import build_threat_model
-from fedleak.threat_models.hyperfl import (ClientState, HyperFL, HyperFLProtocol, client_round, hypernetwork_phase,
-                                   initial_client_state, train_head)
+from fedleak.threat_models.hyperfl import HyperFL
+from fedleak.threat_models.hyperfl_protocol import (ClientState, HyperFLProtocol, client_round, hypernetwork_phase,
+                                                    initial_client_state, train_head)
 from fedleak.threat_models.hypernetwork import PHI_PREFIX, build_hyperfl_net
 from fedleak.threat_models.knowledge import knowledge_flags
 from fedleak.models.functional import LocalTraining

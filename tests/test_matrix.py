@@ -18,7 +18,8 @@ from procfs import children, ctrl_c_delivered, listening_addresses, loopback
 from fedleak.core.errors import ConfigError
 from fedleak.core.fingerprint import package_digest
 from fedleak.harness.matrix.cells import cell_key, expand, expansion
-from fedleak.harness.matrix.config import BudgetConfig, matrix_from_dict
+from fedleak.attacks.base import PresetBudget
+from fedleak.harness.matrix.config import matrix_from_dict
 from fedleak.harness.matrix.run import prepare_matrix, run_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_budget_precedence_and_presets():
     assert matrix.budget(ig, "paper").restarts == 8
     assert matrix.budget(ig, "smoke").iterations == 2         # the preset default
     bare = matrix_from_dict(smoke_matrix(attacks=[{"name": "dlg"}, {"name": "ig", "budgets": {"ci": {"restarts": 2}}}]))
-    assert bare.budget(bare.attacks[0], "ci") == BudgetConfig(iterations=10, restarts=1, images=4)  # DLG's own
+    assert bare.budget(bare.attacks[0], "ci") == PresetBudget(iterations=10, restarts=1, images=4)  # DLG's own
     assert (bare.budget(bare.attacks[1], "ci").iterations, bare.budget(bare.attacks[1], "ci").restarts) == (200, 2)
     matrix = replace(matrix, images=replace(matrix.images, indices=[]), preset="ci")
     (cell,) = expand(replace(matrix, defenses=matrix.defenses[:1], attacks=[ig]))
@@ -304,7 +305,7 @@ def test_evaluate_defense_runs_every_attack_in_both_modes(tmp_path, capsys, monk
     monkeypatch.setattr("fedleak.harness.matrix.utility.measure_utility", _stub_utility)
     monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: ["idlg", "ig"])
     config = write_toml(tmp_path / "base.toml", base)
-    status = main(["evaluate-defense", PLUGIN, "--option", "keep=0.1", "--matrix", str(config), "--preset", "smoke",
+    status = main(["evaluate-defense", PLUGIN, "--option", "keep=0.1", "--matrix", str(config), "--budget", "smoke",
                    "--workers", "0", "--quiet", "--output", str(tmp_path / "eval")])
     printed = capsys.readouterr().out
     assert status == 0, printed

@@ -343,7 +343,7 @@ def test_matrix_ladder_adds_the_easier_rungs_undefended_for_multi_step_fedavg_on
     cells = [t for t in plan.tasks() if t.key in {c.key for c in plan.cells}]
     defended = [c.config.defense.name != "none" for c in cells]
     assert defended == sorted(defended) and not defended[0]
-    from fedleak.harness.flower.ladder import matrix_ladder_cells
+    from fedleak.harness.matrix.ladder import matrix_ladder_cells
     from fedleak.harness.matrix.cells import expand
     assert matrix_ladder_cells(_small_realistic(ladder=False), []) == []
     assert [c.key for c in expand(_small_realistic(ladder=False))] == [c.key for c in plan.cells]

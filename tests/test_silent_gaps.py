@@ -12,7 +12,7 @@ import pytest
 from junitparser import JUnitXml
 
 from fedleak.harness.cli.main import main
-from fedleak.harness.matrix.config import GateConfig
+from fedleak.harness.verdict.gate import GateConfig
 from fedleak.harness.verdict.judge import compute_verdicts
 from test_matrix import _stub_utility, smoke_matrix, write_toml
 from test_verdict import check, rows
@@ -158,7 +158,7 @@ def project(tmp_path, monkeypatch):
 
 
 def evaluate(project, defense: str, attacks: list[str], monkeypatch, gate: dict | None = None):
-    """`evaluate-defense MODULE:defense --preset smoke --gate` on one image of a tiny LeNet; (exit, summary,
+    """`evaluate-defense MODULE:defense --budget smoke --gate` on one image of a tiny LeNet; (exit, summary,
     junit suite, printed)."""
     monkeypatch.setattr("fedleak.harness.matrix.evaluate_defense.registered_attacks", lambda: attacks)
     table = smoke_matrix(plugins=[], images={"indices": [2]}, victims=[{"model": "lenet"}],
@@ -168,7 +168,7 @@ def evaluate(project, defense: str, attacks: list[str], monkeypatch, gate: dict 
         table["gate"] = gate
     base = write_toml(project / "base.toml", table)
     out = project / f"eval-{defense}"
-    status = main(["evaluate-defense", f"{MODULE}:{defense}", "--matrix", str(base), "--preset", "smoke",
+    status = main(["evaluate-defense", f"{MODULE}:{defense}", "--matrix", str(base), "--budget", "smoke",
                    "--workers", "0", "-q", "--output", str(out), "--gate"])
     summary = json.loads((out / "summary.json").read_text())
     suite = next(iter(JUnitXml.fromfile(str(out / "junit.xml"))))
@@ -229,14 +229,14 @@ def test_one_failed_batch_fails_its_images_not_the_run(project, tmp_path):
     load_plugin(f"{MODULE}:FailsSecondBatch").calls = 0
     config = RunConfig(data=DataConfig(name="digits", victims=[0, 1, 2, 3], num_victims=4, batch_size=2),
                        victim=VictimSpec(model="lenet"), defense=DefenseConfig("none", {}),
-                       attack=AttackConfig("gaps-second-batch", 1, 1, {}), output=str(tmp_path / "run")).validate()
+                       attack=AttackConfig("gaps-second-batch", 1, 1, {}), output=str(tmp_path / "run"))
     frame = run_attack(config, report=False).rows
     assert list(frame["image_error"] != "") == [False, False, True, True]
     assert frame["psnr"].iloc[:2].notna().all() and frame["psnr"].iloc[2:].isna().all()
     assert "this batch's layer is zero" in frame["image_error"].iloc[2]
     one_batch = RunConfig(data=DataConfig(name="digits", victims=[0, 1], num_victims=2, batch_size=2),
                           victim=VictimSpec(model="lenet"), defense=DefenseConfig("none", {}),
-                          attack=AttackConfig("gaps-second-batch", 1, 1, {}), output=str(tmp_path / "one")).validate()
+                          attack=AttackConfig("gaps-second-batch", 1, 1, {}), output=str(tmp_path / "one"))
     load_plugin(f"{MODULE}:FailsSecondBatch").calls = 1  # its only batch fails: the run fails, as a cell would
     with pytest.raises(RuntimeError, match="layer is zero"):
         run_attack(one_batch, report=False)
@@ -252,7 +252,7 @@ def test_analytic_fc_fails_only_the_image_whose_layer_is_zero(project, tmp_path)
     load_plugin(f"{MODULE}:ZeroEvenLabels")
     config = RunConfig(data=DataConfig(name="digits", victims=[0, 2], num_victims=2, batch_size=1),  # labels 1, 8
                        victim=VictimSpec(model="lenet"), defense=DefenseConfig("gaps-zero-even", {}),
-                       attack=AttackConfig("analytic-fc", 2, 1, {}), output=str(tmp_path / "run")).validate()
+                       attack=AttackConfig("analytic-fc", 2, 1, {}), output=str(tmp_path / "run"))
     frame = run_attack(config, report=False).rows
     assert frame["image_error"].iloc[0] == "" and frame["psnr"].iloc[0] > 0
     assert "gradient was shared non-zero" in frame["image_error"].iloc[1] and pd.isna(frame["psnr"].iloc[1])
@@ -331,7 +331,7 @@ def test_the_replay_runs_prepare_model_on_a_copy_of_the_configured_defense(proje
                        defense=DefenseConfig("gaps-prepared", {"sigma": 1.0}),
                        threat_model=ThreatModelConfig(knowledge={"preset": "informed", "defense": True}),
                        attack=AttackConfig("defense-loop", 3, 1, {"optimizer": "lbfgs"}),
-                       output=str(tmp_path / "r"), device="cpu").validate()
+                       output=str(tmp_path / "r"), device="cpu")
     frame = run_attack(config, report=False).rows
     assert frame["defense_replay"].iloc[0] == "share", frame["defense_replay_note"].iloc[0]
     # measured: 18.9 dB; the rebuilt copy (share raised, the noisy observation matched as it is) 5.1 dB

@@ -9,7 +9,7 @@ pytest.importorskip("tokenizers", reason="the text tokenizer needs the 'text' ex
 pytest.importorskip("rouge_score", reason="the text scores need the 'text' extra (rouge-score)")
 
 from fedleak.attacks.dager import first_layer_inputs, LayerSpan  # noqa: E402
-from fedleak.attacks.text_base import build_text_attack  # noqa: E402
+from fedleak.attacks.text import build_text_attack  # noqa: E402
 from fedleak.core.errors import ConfigError  # noqa: E402
 from fedleak.defenses.base import NoDefense  # noqa: E402
 from fedleak.metrics.text import rouge, score_text, match_sequences  # noqa: E402
@@ -289,7 +289,7 @@ def test_matrix_text_gate_and_evaluate_defense_agree_with_their_files(tiny_text,
     from fedleak.harness.cli.main import main
     pytest.importorskip("junitparser")
     # the shipped defenses under the gate: dp (sigma = 1) holds against DAGER, whose control recovers both sequences
-    status = main(["matrix", str(tiny_text), "--preset", "ci", "--gate", "--output", str(tmp_path / "m")])
+    status = main(["matrix", str(tiny_text), "--budget", "ci", "--gate", "--output", str(tmp_path / "m")])
     summary, failures, errors = _ci_files(tmp_path / "m")
     dp = next(v for v in summary["verdicts"] if v["defense"] == "dp")
     assert dp["status"] == "holds" and dp["control_recovered"] == 1.0 and summary["gate"]["passed"]
@@ -321,7 +321,7 @@ def test_text_matrix_config_errors_name_the_key(tmp_path):
     bad.write_text('threat_models = [{ name = "text-fedsgd" }]\nattacks = [{ name = "dager", opts = {} }]\n')
     with pytest.raises(ConfigError, match=r"attacks\[0\]"):
         load_text_matrix(bad)
-    with pytest.raises(ConfigError, match="--preset"):
+    with pytest.raises(ConfigError, match="--budget"):
         load_text_matrix(preset="nightly")
 
 

@@ -77,7 +77,7 @@ def fedleak(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess
 @pytest.mark.slow
 def test_evaluate_defense_from_a_project_with_its_own_attacks_package(tmp_path):
     folder = user_project(tmp_path / "project")
-    done = fedleak(folder, "evaluate-defense", "shields.blur:Blur", "--matrix", "matrix.toml", "--preset", "smoke",
+    done = fedleak(folder, "evaluate-defense", "shields.blur:Blur", "--matrix", "matrix.toml", "--budget", "smoke",
                    "--workers", "2", "--quiet", "--output", "out")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "BrokenProcessPool" not in done.stderr

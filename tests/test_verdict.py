@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fedleak.harness.matrix.config import GateConfig
+from fedleak.harness.verdict.gate import GateConfig
 from fedleak.harness.verdict.judge import bootstrap_interval, compute_verdicts
 
 CONTEXT = {"dataset": "digits", "model": "mlp", "victim_state": "untrained", "threat_model": "fedsgd",

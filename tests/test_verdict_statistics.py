@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedleak.harness.matrix.config import GateConfig
+from fedleak.harness.verdict.gate import GateConfig
 from fedleak.harness.verdict.judge import compute_verdicts
 
 CONTEXT = {"dataset": "digits", "model": "mlp", "victim_state": "untrained", "threat_model": "fedsgd",
@@ -79,14 +79,14 @@ def test_a_median_no_longer_hides_three_images_rebuilt_exactly():
 
 
 def test_evaluate_defense_and_the_ci_preset_gate_the_worst_image():
-    from fedleak.harness.matrix.evaluate_defense import DEFAULT_GATE
+    from fedleak.harness.verdict.gate import DEFAULT_GATE
     from fedleak.harness.matrix.config import load_matrix
     assert DEFAULT_GATE.statistic == "worst"
     assert load_matrix("ci").gate.statistic == "worst"
 
 
 def test_the_headline_reads_worst_image_and_share_before_the_median():
-    from fedleak.harness.matrix.evaluate_defense import headline
+    from fedleak.reports.verdicts import headline
     psnr = [97.0, 97.0, 97.0, 9.0, 9.0, 9.0, 9.0, 9.0]
     v = verdict_of(pd.concat([recovered_control(8), rows("d", "a", False, psnr)], ignore_index=True), [check()])
     line = headline(v)
@@ -202,7 +202,7 @@ def test_a_defense_that_sends_a_few_images_raw_and_the_rest_as_zeros_leaks(tmp_p
     base = write_toml(tmp_path / "base.toml", smoke_matrix(
         plugins=[], images={"indices": [0, 1, 2, 3]}, attacks=[{"name": "idlg", "budgets": {"smoke": {"iterations": 20}}}],
         defenses=[{"name": "none"}]))
-    status = main(["evaluate-defense", raw_for_some, "--matrix", str(base), "--preset", "smoke", "--workers", "0",
+    status = main(["evaluate-defense", raw_for_some, "--matrix", str(base), "--budget", "smoke", "--workers", "0",
                    "--quiet", "--output", str(tmp_path / "eval")])
     printed = capsys.readouterr().out
     assert status == 0, printed

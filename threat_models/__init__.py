@@ -9,12 +9,12 @@ from fedleak.threat_models.secure_aggregation import SecureAggregation
 from fedleak.threat_models.vfl import VFL
 
 THREAT_MODELS: Registry[ThreatModel] = Registry("threat model")
-THREAT_MODELS.register("fedsgd", FedSGD)
-THREAT_MODELS.register("fedavg", FedAvg)
-THREAT_MODELS.register("hyperfl", HyperFL)
-THREAT_MODELS.register("vfl", VFL)
-THREAT_MODELS.register("secagg", SecureAggregation)
-THREAT_MODELS.register("malicious", MaliciousServer)
+THREAT_MODELS.register(FedSGD)
+THREAT_MODELS.register(FedAvg)
+THREAT_MODELS.register(HyperFL)
+THREAT_MODELS.register(VFL)
+THREAT_MODELS.register(SecureAggregation)
+THREAT_MODELS.register(MaliciousServer)
 
 
 def build_threat_model(name: str, training, defense=None, **options) -> ThreatModel:

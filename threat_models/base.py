@@ -6,8 +6,10 @@ victim batch -> true client update -> defense.share -> Observation (+ AttackerKn
 from __future__ import annotations
 
 import copy
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import asdict
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -23,6 +25,7 @@ from fedleak.threat_models.observation import Observation
 # loop (another process, thread count or convolution algorithm) stays many orders of magnitude under it,
 # a wrong optimiser or batch order far above (docs/flower.md)
 REPLAY_EXACT_BELOW = 1e-6
+Params = dict[str, torch.Tensor]  # parameters or buffers by name
 
 
 class ThreatModel(Component, ABC):
@@ -30,8 +33,8 @@ class ThreatModel(Component, ABC):
     declare it in their `applies_to` run under this threat model. Protocol options (the
     threat_model.options table) are the fields of `options_class`; the local hyperparameters are
     `training`. Capability flags tell an attack what it may assume of `replay`."""
-    name: str
-    kind: str
+    name: ClassVar[str]
+    kind: ClassVar[str]
     section = "threat_model"
     options_class = NoOptions
     # replay runs the victim model itself on (params, buffers), so any module computing the same
@@ -45,22 +48,24 @@ class ThreatModel(Component, ABC):
     # runs LocalTraining's optimiser, order and BN-mode options (only fedavg); elsewhere they are refused
     local_optimizer: bool = False
 
-    def __init__(self, training: LocalTraining | None = None, options=None, **values):
+    def __init__(self, training: LocalTraining | None = None, options: Any = None, **values: Any) -> None:
         super().__init__(options, **values)
-        self.training = training or LocalTraining()
+        self.training: LocalTraining = training or LocalTraining()
         if not self.local_optimizer:
             _refuse_local_options(self.training, self.name)
 
     @abstractmethod
-    def client_update(self, model, params, buffers, x, y, defense: Defense, seed: int = 0) -> list[torch.Tensor]:
+    def client_update(self, model: torch.nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor, defense: Defense,
+                      seed: int = 0) -> list[torch.Tensor]:
         """The client's true update (before the defense shapes what is sent); `seed` draws whatever
         the client draws at random (a shuffling client's mini-batch order)."""
 
     @abstractmethod
-    def replay(self, model, params, buffers, x, y, knowledge: AttackerKnowledge) -> list[torch.Tensor]:
+    def replay(self, model: torch.nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+               knowledge: AttackerKnowledge) -> list[torch.Tensor]:
         """The attacker's differentiable model of `client_update` for trial inputs x (normalised)."""
 
-    def observe(self, victim, x: torch.Tensor, y: torch.Tensor, defense: Defense, flags: KnowledgeFlags,
+    def observe(self, victim: Any, x: torch.Tensor, y: torch.Tensor, defense: Defense, flags: KnowledgeFlags,
                 seed: int = 0, client_id: int = 0, round: int = 0) -> tuple[Observation, AttackerKnowledge]:
         """`victim` is what the server sent the attacked client (`sent_model`)."""
         x_norm = victim.normalise(x)
@@ -72,7 +77,8 @@ class ThreatModel(Component, ABC):
                                   x.shape[0], client_id, round, public, decoded, seed)
         return observation, self.knowledge(victim, x_norm, y, defense, flags, configured)
 
-    def client_round(self, victim, x_norm, y, defense: Defense, context: ShareContext):
+    def client_round(self, victim: Any, x_norm: torch.Tensor, y: torch.Tensor, defense: Defense,
+                     context: ShareContext) -> tuple[list[torch.Tensor], dict[str, Any], list[torch.Tensor]]:
         """One client's round on the model it received: (what it sends, the public metadata, the
         server's decoding). A defense's model check runs first; a model it refuses is not trained
         on, and the client sends zeros (it drops out of the round)."""
@@ -89,12 +95,12 @@ class ThreatModel(Component, ABC):
             public["model_check"] = verdict.as_public()
         return shared, public, defense.decode(shared, public)
 
-    def sent_model(self, victim, attack, batch_size: int, flags: KnowledgeFlags, seed: int = 0):
+    def sent_model(self, victim: Any, attack: Any, batch_size: int, flags: KnowledgeFlags, seed: int = 0) -> Any:
         """What the server sends this round: the global model (`victim`) unless the protocol lets
         the server craft it (`server_crafts_model`) and the attack does (threat_models.malicious)."""
         return victim
 
-    def build_victim(self, spec, data, defense: Defense, progress: bool = False):
+    def build_victim(self, spec: Any, data: Any, defense: Defense, progress: bool = False) -> Any:
         """The victim as this protocol trains it (FedAvg rounds here; HyperFL and VFL differ)."""
         from fedleak.threat_models.victim import build_victim
         return build_victim(spec, data, progress=progress)
@@ -109,14 +115,14 @@ class ThreatModel(Component, ABC):
         scored against (all of it here; one party's columns in vertical FL)."""
         return x
 
-    def knowledge(self, victim, x_norm, y, defense: Defense, flags: KnowledgeFlags,
+    def knowledge(self, victim: Any, x_norm: torch.Tensor, y: torch.Tensor, defense: Defense, flags: KnowledgeFlags,
                   configured: Defense | None = None) -> AttackerKnowledge:
         """`configured`: the defense as it was when the round began (configured_copy), what an attacker who
         knows the defense knows of it; default `defense` itself (after the round)."""
         data = victim.data
         local_training = told_training(self.training, flags)
         return AttackerKnowledge(
-            flags=flags, num_images=x_norm.shape[0], image_shape=tuple(x_norm.shape[1:]),
+            flags=flags, num_images=x_norm.shape[0], image_shape=typing.cast(tuple[int, int, int], tuple(x_norm.shape[1:])),
             num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
             labels=y.clone() if flags.labels else None,
             local_training=local_training, threat_model=self.attacker_view(local_training),
@@ -127,7 +133,8 @@ class ThreatModel(Component, ABC):
             dropout_masks=_recorded_dropout_masks(defense) if flags.dropout_masks else None,
         )
 
-    def replay_error(self, model, params, buffers, x_norm, y, knowledge: AttackerKnowledge,
+    def replay_error(self, model: torch.nn.Module, params: Params, buffers: Params, x_norm: torch.Tensor, y: torch.Tensor,
+                     knowledge: AttackerKnowledge,
                      update: list[torch.Tensor] | None = None, seed: int = 0) -> float | None:
         """How far the attacker's model of the client is from the client: 1 − cos (in float64)
         between `update` — by default the client's own update of (x_norm, y) without any defense,
@@ -141,10 +148,10 @@ class ThreatModel(Component, ABC):
         hyperparameters only where the knowledge grants them (None otherwise). `replay` reads
         the hyperparameters from the knowledge, never from `training`."""
         view = copy.copy(self)
-        view.training = local_training
+        view.training = local_training  # type: ignore[assignment]  # None: the attacker was not told them
         return view
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """name, local training and protocol options: `THREAT_MODELS.get(name).from_options(
         options, where, LocalTraining(**training))` rebuilds it."""
         return {"name": self.name, "training": None if self.training is None else asdict(self.training),
@@ -156,14 +163,18 @@ class FedSGD(ThreatModel):
     name, kind = "fedsgd", GRADIENT
     replays_plain_model = replay_is_loss_gradient = True
 
-    def client_update(self, model, params, buffers, x, y, defense, seed=0):
+    def client_update(self, model: torch.nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor, defense: Defense,
+                      seed: int = 0) -> list[torch.Tensor]:
         step = defense.gradient_fn()
         return step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y)
 
-    def replay_error(self, model, params, buffers, x_norm, y, knowledge, update=None, seed=0):
+    def replay_error(self, model: torch.nn.Module, params: Params, buffers: Params, x_norm: torch.Tensor, y: torch.Tensor,
+                     knowledge: AttackerKnowledge,
+                     update: list[torch.Tensor] | None = None, seed: int = 0) -> float | None:
         return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
 
-    def replay(self, model, params, buffers, x, y, knowledge):
+    def replay(self, model: torch.nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+               knowledge: AttackerKnowledge) -> list[torch.Tensor]:
         step = _replay_step(knowledge)
         return step(model, params, buffers, x, y) if step else loss_gradient(model, params, buffers, x, y, create_graph=True)
 
@@ -180,14 +191,16 @@ class FedAvg(ThreatModel):
     replays_plain_model = True
     local_optimizer = True
 
-    def client_update(self, model, params, buffers, x, y, defense, seed=0):
+    def client_update(self, model: torch.nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor, defense: Defense,
+                      seed: int = 0) -> list[torch.Tensor]:
         return local_update(model, params, buffers, x, y, self.training, gradient_fn=defense.gradient_fn(),
                             orders=shuffled_orders(x.shape[0], self.training, seed))
 
     def local_steps(self, num_examples: int) -> int:
         return self.training.steps(num_examples)
 
-    def replay(self, model, params, buffers, x, y, knowledge, orders: list[torch.Tensor] | None = None):
+    def replay(self, model: torch.nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+               knowledge: AttackerKnowledge, orders: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """`orders`: per epoch, which trial inputs the client visits in which order (an order-free
         attack's own copy of the images for every epoch); default: the stored order every epoch."""
         step = _replay_step(knowledge)
@@ -197,11 +210,14 @@ class FedAvg(ThreatModel):
         return local_update(model, params, buffers, x, y, knowledge.local_training, create_graph=True, gradient_fn=step,
                             orders=orders)
 
-    def replay_error(self, model, params, buffers, x_norm, y, knowledge, update=None, seed=0):
+    def replay_error(self, model: torch.nn.Module, params: Params, buffers: Params, x_norm: torch.Tensor, y: torch.Tensor,
+                     knowledge: AttackerKnowledge,
+                     update: list[torch.Tensor] | None = None, seed: int = 0) -> float | None:
         return _replay_error(self, model, params, buffers, x_norm, y, knowledge, update, seed)
 
 
-def _replay_error(threat: ThreatModel, model, params, buffers, x_norm, y, knowledge, update, seed) -> float:
+def _replay_error(threat: ThreatModel, model: torch.nn.Module, params: Params, buffers: Params, x_norm: torch.Tensor, y: torch.Tensor,
+                  knowledge: AttackerKnowledge, update: list[torch.Tensor] | None, seed: int) -> float:
     from dataclasses import replace
     if update is None:
         update = threat.client_update(model, params, buffers, x_norm, y, NoDefense(), seed=seed)
@@ -210,7 +226,7 @@ def _replay_error(threat: ThreatModel, model, params, buffers, x_norm, y, knowle
     told = [t.detach().double() for t in told]
     update = [u.detach().double() for u in update]
     dot = sum((a * b).sum() for a, b in zip(told, update))
-    norms = torch.sqrt(sum(a.pow(2).sum() for a in told) * sum(b.pow(2).sum() for b in update))
+    norms = torch.sqrt(typing.cast(torch.Tensor, sum(a.pow(2).sum() for a in told) * sum(b.pow(2).sum() for b in update)))
     return float(1 - dot / norms) if norms > 0 else 1.0
 
 
@@ -235,9 +251,9 @@ def _refuse_local_options(training: LocalTraining, threat_model: str) -> None:
                               f"loop; its options need threat model 'fedavg'")
 
 
-def _replay_step(knowledge: AttackerKnowledge):
+def _replay_step(knowledge: AttackerKnowledge) -> Callable[..., list[torch.Tensor]] | None:
     """The known defense's noiseless per-step gradient (DP-SGD's per-example clipping), or None."""
-    return knowledge.defense.replay_gradient_fn() if knowledge.defense is not None else None
+    return typing.cast(Defense, knowledge.defense).replay_gradient_fn() if knowledge.defense is not None else None
 
 
 def _recorded_dropout_masks(defense: Defense) -> list[list[torch.Tensor]]:
@@ -246,11 +262,12 @@ def _recorded_dropout_masks(defense: Defense) -> list[list[torch.Tensor]]:
     return recorded_masks(defense)
 
 
-def batch_norm_statistics(model, params, buffers, x) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batch_norm_statistics(model: torch.nn.Module, params: Params, buffers: Params,
+                          x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-BN-layer (mean, var) of the client's batch: what a statistics-informed attacker gets."""
     stats = []
 
-    def record(module, inputs, output):
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         x = inputs[0].detach()
         stats.append((x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)))
     hooks = [m.register_forward_hook(record)

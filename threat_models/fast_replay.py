@@ -98,7 +98,8 @@ class _Conv2d(torch.autograd.Function):
         tape = active_tape()
         if _needed(ctx, 1):
             if tape is not None and tape.takes_conv(go, weight, groups):
-                tape.records.append(ConvWeightGradient(tape.name(weight), x, go, weight.detach(), ctx.conf))
+                tape.records.append(ConvWeightGradient(tape.name(weight), x, go, weight.detach(), ctx.conf,
+                                                         _conv2d, _Conv2dWeightGrad.apply))
                 gw = stand_in(weight)
             else:
                 gw = _Conv2dWeightGrad.apply(x, go, weight.detach(), stride, padding, dilation, groups)

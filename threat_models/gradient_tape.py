@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -66,19 +67,22 @@ class ConvWeightGradient:
     go: torch.Tensor
     weight: torch.Tensor    # detached: its shape, dtype and layout
     conf: tuple             # stride, padding, dilation, groups
+    # the replay's own convolution and weight-gradient functions (threat_models.fast_replay, which
+    # records this and imports this module): the terms are built from the same differentiable pieces
+    conv: Callable
+    weight_grad: Callable
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name,)
 
     def terms(self, targets: dict, conv_targets: dict, restarts: int):
-        from fedleak.threat_models.fast_replay import _conv2d, _Conv2dWeightGrad  # the replay module imports this one
         stride, padding, dilation, groups = self.conf
         if groups != 1 or not implicit_is_cheaper(self.go, self.weight, restarts):
-            g = torch.stack([_Conv2dWeightGrad.apply(x, go, self.weight, stride, padding, dilation, groups)
+            g = torch.stack([self.weight_grad(x, go, self.weight, stride, padding, dilation, groups)
                              for x, go in zip(self.x.chunk(restarts), self.go.chunk(restarts))])
             return _matched(g, targets[self.name])
-        out = _conv2d(self.x, conv_targets[self.name], None, stride=stride, padding=padding, dilation=dilation,
+        out = self.conv(self.x, conv_targets[self.name], None, stride=stride, padding=padding, dilation=dilation,
                       groups=groups)
         dot = _per_restart(widened(out) * widened(self.go), restarts).flatten(1).sum(1)
         cols = _per_restart(F.unfold(widened(self.x), self.weight.shape[2:], dilation, padding, stride), restarts)

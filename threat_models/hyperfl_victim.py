@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from fedleak.defenses.base import NoDefense
 from fedleak.threat_models.cache import cached
-from fedleak.threat_models.hyperfl import ClientState, HyperFLProtocol, client_round, initial_client_state
+from fedleak.threat_models.hyperfl_protocol import ClientState, HyperFLProtocol, client_round, initial_client_state
 from fedleak.threat_models.hypernetwork import build_hyperfl_net
 from fedleak.models.functional import LocalTraining
 from fedleak.threat_models.victim import Victim

@@ -64,7 +64,7 @@ class TextThreatModel(Component):
         return obs, client
 
 
-@TEXT_THREAT_MODELS.register("text-fedsgd")
+@TEXT_THREAT_MODELS.register
 class TextFedSGD(TextThreatModel):
     name = "text-fedsgd"
     options_class = NoOptions
@@ -82,7 +82,7 @@ class LoRAOptions:
         check_number("adapter_scale", self.adapter_scale, low=0)
 
 
-@TEXT_THREAT_MODELS.register("text-lora")
+@TEXT_THREAT_MODELS.register
 class TextLoRA(TextThreatModel):
     name = "text-lora"
     options_class = LoRAOptions
@@ -113,7 +113,7 @@ class FedAvgTextOptions:
         check_number("lr", self.lr, low=0, low_open=True)
 
 
-@TEXT_THREAT_MODELS.register("text-fedavg")
+@TEXT_THREAT_MODELS.register
 class TextFedAvg(TextThreatModel):
     name = "text-fedavg"
     kind = UPDATE

@@ -65,7 +65,8 @@ class VFLNet(nn.Module):
         self.in_shape, self.num_classes, self.width = tuple(in_shape), num_classes, width
         self.columns = split_columns(w, split)
         self.bottoms = nn.ModuleList([BottomCNN((c, h, b - a), width) for a, b in self.columns])
-        self.codecs = nn.ModuleList([(codec_factory or (lambda _: PlainCodec()))(width) for _ in self.columns])
+        # codec_factory(width) -> a module, or None for the plain embedding (Defense.codec)
+        self.codecs = nn.ModuleList([_codec(codec_factory, width) for _ in self.columns])
         self.top = nn.Sequential(nn.Linear(len(self.columns) * width, 16), nn.ReLU(), nn.Linear(16, num_classes))
 
     def party_slice(self, x: torch.Tensor, party: int) -> torch.Tensor:
@@ -83,3 +84,8 @@ class VFLNet(nn.Module):
             return e
         codec = self.codecs[party]
         return codec(e) if stage == "sent" else codec.pre(e)
+
+
+def _codec(factory, width: int) -> nn.Module:
+    made = None if factory is None else factory(width)
+    return PlainCodec() if made is None else made

@@ -26,11 +26,10 @@ class VFLVictim(Victim):
 
 
 def build_vfl_victim(spec, data, protocol, defense, progress: bool = False) -> VFLVictim:
-    width = defense.embedding_width(protocol.embedding_width) if hasattr(defense, "embedding_width") else protocol.embedding_width
-    codec = getattr(defense, "codec", None)
+    width = defense.embedding_width(protocol.embedding_width)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(spec.seed)
-        net = VFLNet(data.shape, data.num_classes, protocol.split, width, codec)
+        net = VFLNet(data.shape, data.num_classes, protocol.split, width, defense.codec)
     recipe = {"seed": spec.seed, "data": data.name, "n": len(data.train_images), "protocol": asdict(protocol),
               "defense": defense.name, "defense_params": defense.describe(), "v": 1}
     state = cached("vfl-victims", recipe, lambda: _train(net, data, protocol, defense, spec.seed, progress),
@@ -43,7 +42,6 @@ def _train(net: VFLNet, data, protocol, defense, seed: int, progress: bool) -> d
     normalise = Victim(net, {}, {}, data, None).normalise
     optimiser = torch.optim.Adam(net.parameters(), lr=protocol.train_lr, weight_decay=protocol.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    extra = getattr(defense, "training_loss", None)
     n = len(data.train_images)
     net.train()
     for _ in progress_bar(range(protocol.train_epochs), desc="victim VFL", enabled=progress, leave=True):
@@ -55,8 +53,9 @@ def _train(net: VFLNet, data, protocol, defense, seed: int, progress: bool) -> d
             x, y = normalise(data.train_images[batch]), data.train_labels[batch]
             sent = [net.message(net.party_slice(x, p), p) for p in range(len(net.columns))]
             loss = F.cross_entropy(net.top(torch.cat(sent, dim=1)), y)
+            extra = defense.training_loss(sent, y, data.num_classes)
             if extra is not None:
-                loss = loss + extra(sent, y, data.num_classes)
+                loss = loss + extra
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -3,7 +3,7 @@
 
     # one empty folder per defense, e.g.
     mkdir /tmp/bat/sign-only && cd /tmp/bat/sign-only && \
-        /usr/bin/time -v -o time.txt fedleak evaluate-defense fedleak.examples.broken_defenses:SignOnly --preset ci
+        /usr/bin/time -v -o time.txt fedleak evaluate-defense fedleak.examples.broken_defenses:SignOnly --budget ci
     python tools/battery_table.py /tmp/bat/*/runs/evaluate-*          # markdown on stdout
 
 Per evaluated defense (its own rows only, FedSGD): per image the best PSNR of the old attacks (every attack but

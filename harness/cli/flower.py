@@ -80,7 +80,7 @@ def _add_attack_arguments(parser, knowledge_default: str | None) -> None:
 
 
 def _settings(args, knowledge):
-    from fedleak.harness.cli.main import parse_set_items
+    from fedleak.harness.cli.common import parse_set_items
     from fedleak.harness.flower.update_audit import AttackSettings
     options = {field: getattr(args, flag) for flag, (field, _, _) in TRAINING_FLAGS.items() if getattr(args, flag) is not None}
     options.update({flag: True for flag in TRAINING_SWITCHES if getattr(args, flag)})
@@ -130,7 +130,7 @@ def cmd_audit_flower(args) -> int:
 def cmd_audit_updates(args) -> int:
     from fedleak.core.errors import ConfigError
     from fedleak.harness.run.logs import progress_enabled
-    from fedleak.harness.flower.update_audit import run_updates_audit
+    from fedleak.harness.flower.audit import run_updates_audit
     if (args.mean is None) != (args.std is None):
         raise ConfigError("--mean and --std: give both (the clients' normalisation) or neither")
     result = run_updates_audit(args.directory, _settings(args, args.knowledge), args.output, model=args.model, hooks=args.hooks,
@@ -143,7 +143,7 @@ def cmd_audit_updates(args) -> int:
 
 
 def _print(result) -> None:
-    from fedleak.harness.cli.main import print_summary
+    from fedleak.harness.cli.common import print_summary
     if not result.scored:
         for (rnd, node), r in result.rows.groupby(["round", "client_id"])[["gradient_loss"]].first().iterrows():
             print(f"  round {rnd} node {node}: matching loss {r['gradient_loss']:.4f} (no ground truth, no scores)")

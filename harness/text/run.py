@@ -48,7 +48,7 @@ def run_seq_len_limit(model) -> int:
 
 def run_text(run: TextRun, data=None, model=None, defense=None) -> list[dict]:
     """Rows, one per private sequence of each batch. `defense`: an instance (a user's), else built from the run."""
-    from fedleak.attacks.text_base import build_text_attack
+    from fedleak.attacks.text import build_text_attack
     from fedleak.defenses import build_defense
     from fedleak.metrics.text import score_text
     from fedleak.threat_models.text import build_text_threat_model

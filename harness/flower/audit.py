@@ -9,7 +9,7 @@ The auditor's hooks (docs/flower.md, examples/flower_app/task.py) are names in a
 ServerApp's and ClientApp's code is run as it is, and the hooks give what the wire does not carry."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -18,7 +18,7 @@ from fedleak.core.io import check_writable, digest
 from fedleak.harness.run.plugins import import_user_module
 from fedleak.harness.flower.ladder import plan_ladder, run_ladder
 from fedleak.harness.flower.update_audit import AttackSettings, Hooks, UpdatesAuditResult, attack_updates, import_attribute, \
-    plan_attack, select_rounds
+    plan_attack, select_rounds, settings_digest
 
 EXAMPLE = "fedleak.examples.flower_app"
 
@@ -121,3 +121,52 @@ def _name(component) -> str | None:
     if isinstance(component, ModuleType):
         return component.__name__
     return f"{type(component).__module__}.{type(component).__qualname__}"
+
+
+def run_updates_audit(directory: str, settings: AttackSettings, output: str, model: str | None = None,
+                      hooks: str | None = None, app: str | None = None, run_config: str | None = None,
+                      normalisation: tuple | None = None, image_shape: tuple[int, ...] | None = None,
+                      progress: bool = False, ladder: bool = False, overwrite: bool = False) -> UpdatesAuditResult:
+    """`fedleak audit-updates DIR`: attack saved client updates offline, no simulation. The model
+    comes from `model` ("module:factory") or the hooks' build_model; the run config, where hooks
+    take one, from the app folder as audit-flower reads it."""
+    from fedleak.core.io import check_writable
+    from fedleak.threat_models.update_files import load_updates
+    out = Path(output)
+    check_writable(out)
+    config = {}
+    if app is not None:
+        from fedleak.harness.flower.app import load_app
+        loaded = load_app(app, run_config)
+        loaded.make_importable()
+        config, hooks = loaded.run_config, hooks or loaded.hooks
+    elif run_config:
+        raise ConfigError("--run-config needs --app APP_DIR (the app whose [tool.flwr.app.config] it overrides)")
+    overrides = {}
+    if model is not None:
+        overrides["build_model"] = import_attribute(model, "--model")
+    if normalisation is not None:
+        overrides["normalisation"] = lambda: normalisation
+    auditor = Hooks(None if hooks is None else import_user_module(hooks, "hooks"), config, overrides)
+    if not auditor.has("build_model"):
+        raise ConfigError("--model: name the model's factory (module:function) or give hooks with build_model()")
+    if not auditor.has("normalisation"):
+        raise ConfigError("normalisation: pass --mean and --std, or give hooks with normalisation()")
+    if settings.knowledge is None:
+        settings = replace(settings, knowledge="informed" if auditor.has("private_data") else "parameter_aware")
+    plan_attack(auditor, settings)  # before reading every file
+    provenance = {"config": {"updates": str(directory), "model": model, "hooks": hooks, "app": app, "run_config": run_config,
+                             **asdict(settings)},
+                  "dataset": auditor.value("DATASET", "saved-updates"), "model": auditor.value("MODEL"),
+                  "victim_state": "saved", "updates_directory": str(directory)}
+    if ladder:
+        plan_ladder(auditor, settings)
+    from fedleak.harness.run.folder import check_run_folder
+    check_run_folder(out, settings_digest(settings, provenance), overwrite, "audit-updates")
+    updates = select_rounds(load_updates(directory), settings.rounds)
+    result = attack_updates(updates, auditor, settings, out, provenance, image_shape, progress)
+    from fedleak.reports.flower_report import write_flower_report
+    write_flower_report(result)
+    if ladder:
+        run_ladder(updates, auditor, settings, out, provenance, progress, app_rows=result.rows)
+    return result

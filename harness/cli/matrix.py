@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fedleak.core.errors import ConfigError
 from fedleak.harness.run.logs import progress_enabled
-from fedleak.harness.matrix.config import PRESETS
+from fedleak.harness.cli.common import budget_flags, figure_flags, figure_options
 
 DEFAULT_MATRIX = "ci"
 
@@ -15,7 +15,7 @@ DEFAULT_MATRIX = "ci"
 def add_commands(sub) -> None:
     matrix = sub.add_parser("matrix", help="run an attack × defense matrix (resumable) and write results + report")
     matrix.add_argument("config", help="a matrix TOML file, or a shipped matrix by name (`ci`; `fedleak list presets`)")
-    matrix.add_argument("--preset", choices=PRESETS, help="budget preset (default: the config's `preset`)")
+    budget_flags(matrix, "attack budget: smoke | ci | paper (default: the config's `preset`)")
     matrix.add_argument("--gate", action="store_true", help="exit 1 when a defended cell breaks the config's [gate]")
     matrix.add_argument("--output", help="results folder (default runs/<config name>); rerun to resume")
     matrix.add_argument("--baseline", metavar="DIR", help="a stored run to compare this one with (as `fedleak compare "
@@ -43,7 +43,7 @@ def add_commands(sub) -> None:
     evaluate.add_argument("defense", metavar="MODULE:CLASS", help="import path of a fedleak.defenses.base.Defense subclass")
     evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                           help="an option of your defense's __init__ (value parsed as TOML)")
-    evaluate.add_argument("--preset", choices=PRESETS, default="ci")
+    budget_flags(evaluate, "attack budget: smoke | ci | paper (default ci)", default="ci")
     evaluate.add_argument("--matrix", default=DEFAULT_MATRIX, help="the matrix your defense joins: a TOML file or a "
                                                                        "shipped matrix by name (default: ci)")
     evaluate.add_argument("--attack-builtins", action="store_true",
@@ -53,17 +53,6 @@ def add_commands(sub) -> None:
                                                               "and summary.json are written either way)")
     _executor_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate_defense)
-
-
-def figure_flags(parser) -> None:
-    parser.add_argument("--format", default="png", metavar="png,pdf,svg",
-                        help="figure files besides the PNG the pages show: any of png, pdf, svg (default png)")
-    parser.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100; 300 for print)")
-
-
-def figure_options(args):
-    from fedleak.reports.document import FigureOptions
-    return FigureOptions(tuple(f.strip().lower() for f in args.format.split(",") if f.strip()), args.dpi)
 
 
 def _tolerance_flags(parser) -> None:
@@ -95,7 +84,7 @@ def cmd_matrix(args) -> int:
     from fedleak.harness.verdict.gate import describe_gate, failures_table, gate_failures
     from fedleak.reports.document import table_text
     from fedleak.harness.matrix.run import prepare_matrix
-    matrix = prepare_matrix(args.config, args.preset)
+    matrix = prepare_matrix(args.config, args.budget)
     if args.gate and not matrix.gate.enabled:
         raise ConfigError(f"--gate: {args.config} has no [gate] thresholds (max_psnr, max_ssim, min_lpips)")
     from fedleak.harness.run.config import resolve_preset
@@ -149,6 +138,45 @@ def print_verdicts(run, only: str | None = None) -> None:
         print(f"\n{context_title(context)}: verdict per defense setting (each image's strongest attack)")
         print(table_text(verdict_table(verdicts, utility), indent="  "))
     print()
+
+
+def print_verdict(run, name: str) -> None:
+    """The verdict tables of `name` (next to none's), then one line: the most alarming status of its
+    gated verdicts (reports.verdicts.STATUSES) and why."""
+    from fedleak.harness.verdict.gate import describe_gate
+    from fedleak.reports.verdicts import headline
+    from fedleak.reports.verdicts import STATUSES
+    mine = [v for v in run.verdicts if v.defense == name]
+    if not mine:
+        print(f"\nverdict: FAILED: no attack on '{name}' finished; see the failures below")
+        return
+    print_verdicts(run, only=name)
+    gate = run.matrix.gate
+    judged = [v for v in mine if v.status]
+    worst = min(judged, key=lambda v: STATUSES.index(v.status)) if judged else None
+    rows = sum(v.attacks for v in mine)
+    where = lambda v: f"{v.context['threat_model']}"  # noqa: E731
+    if worst is None or worst.status == "holds":
+        best = max(mine, key=lambda v: v.worst_psnr)
+        print(f"verdict: holds against {rows} attack rows (attack × mode) in {len(mine)} context"
+              f"{'s' if len(mine) > 1 else ''}: {describe_gate(gate)}; {headline(best)}; strongest: {best.best_attack} "
+              f"({where(best)}).")
+    elif worst.status == "DEGENERATE":
+        print(f"verdict: DEGENERATE ({where(worst)}): what '{name}' sends does not depend on the client's data and the "
+              f"attacks recovered no image, so they measured nothing ({headline(worst)}); see its accuracy: a defense "
+              "that sends nothing of the data also trains nothing.")
+    else:
+        print(f"verdict: {worst.status} ({where(worst)}): {headline(worst)}; {'; '.join(worst.reasons)}; strongest: "
+              f"{worst.best_attack}.")
+    from fedleak.harness.matrix.ci_outputs import not_applicable_keys
+    by_key = {c.key: c for c in run.cells}
+    not_applicable = sorted({f"{by_key[k].labels['attack_label']}: {run.schedule.failed[k].error}"
+                             for k in not_applicable_keys(run) if k in by_key})
+    not_applicable += [line for line in run.not_applicable if line.startswith(f"defense '{name}' ")]
+    if not_applicable:
+        print("not applicable here:")
+        for line in not_applicable:
+            print(f"  {line}")
 
 
 def missing_verdicts(run) -> list[str]:
@@ -214,10 +242,10 @@ def cmd_evaluate_defense(args) -> int:
     from fedleak.harness.cli.text import cmd_evaluate_text, is_text_matrix
     if is_text_matrix(args.matrix):
         return cmd_evaluate_text(args)  # `--matrix text`: the text matrix, the defense gated alone
-    from fedleak.harness.cli.main import parse_set_items
-    from fedleak.harness.matrix.evaluate_defense import evaluation_matrix, print_verdict
+    from fedleak.harness.cli.common import parse_set_items
+    from fedleak.harness.matrix.evaluate_defense import evaluation_matrix
     matrix, name, skipped = evaluation_matrix(args.matrix, args.defense, parse_set_items(args.option, "--option"),
-                                              args.preset, args.attack_builtins)
+                                              args.budget, args.attack_builtins)
     run = _run(matrix, Path(args.output or Path("runs") / f"evaluate-{name}"), args, skipped)
     if run is None:
         return 130

@@ -6,12 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+from fedleak.harness.cli.common import budget_flags
+
 
 def add_command(sub) -> None:
     p = sub.add_parser("text-matrix", help="DAGER and TAG against the shipped text LM under every update defense "
                                            "(full FedSGD and LoRA), with verdicts and a report")
     p.add_argument("--config", help="a text matrix TOML (default: the shipped matrix-text.toml)")
-    p.add_argument("--preset", choices=("smoke", "ci", "paper"), help="the budget preset of the config")
+    budget_flags(p, "attack budget: smoke | ci | paper (default: the config's `preset`)")
     p.add_argument("--defense", metavar="MODULE:CLASS", help="your Defense subclass, evaluated beside the shipped ones")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option of your defense")
     p.add_argument("--gate", action="store_true", help="exit 1 unless every gated verdict holds (summary.json, junit.xml)")
@@ -33,7 +35,7 @@ def is_text_matrix(spec) -> bool:
 
 
 def cmd_matrix_text(args) -> int:
-    """`fedleak matrix text [--preset ci] [--gate] [--output DIR]`: the text matrix through the matrix command."""
+    """`fedleak matrix text [--budget ci] [--gate] [--output DIR]`: the text matrix through the matrix command."""
     from fedleak.core.errors import ConfigError
     from fedleak.harness.run.config import resolve_preset
     if getattr(args, "baseline", None):
@@ -61,7 +63,7 @@ def cmd_text_matrix(args, evaluate: bool = False) -> int:
     import torch
     from fedleak.core.errors import ConfigError
     from fedleak.core.io import atomic_write, check_writable
-    from fedleak.harness.cli.main import parse_set_items
+    from fedleak.harness.cli.common import parse_set_items
     from fedleak.harness.text.matrix import Entry, load_text_matrix, run_text_matrix, text_verdicts
     from fedleak.reports.text_report import write_text_report
     extra, plugins = None, {}
@@ -74,7 +76,7 @@ def cmd_text_matrix(args, evaluate: bool = False) -> int:
             raise ConfigError(f"defense '{cls.name}' applies to {', '.join(cls.applies_to)}; the text matrix's threat "
                               "models share 'gradient' (text-fedsgd, text-lora)")
         extra, plugins = Entry(cls.name, options), {cls.name: cls}
-    matrix = load_text_matrix(args.config, args.preset, extra)
+    matrix = load_text_matrix(args.config, args.budget, extra)
     gated_defenses = [extra.name] if evaluate and extra is not None else None
     gate = bool(getattr(args, "gate", False))
     # the text LM is small: one thread beats several on shared cores (pretraining: 0.17 s a step
@@ -105,7 +107,7 @@ def cmd_text_matrix(args, evaluate: bool = False) -> int:
         return 0
     document = write_text_ci_outputs(out, verdicts, failed, matrix, gated_defenses,
                                      f"evaluate-{extra.name}" if evaluate and extra else Path(args.config).stem,
-                                     args.preset or "ci")
+                                     args.budget or "ci")
     summary = document["gate"]
     print(f"gate {'passed' if summary['passed'] else 'FAILED'}: {summary['failed_verdicts']} of {summary['gated_verdicts']} "
           f"gated verdicts fail (ROUGE-L of the most exposed sequence < {matrix.max_rougeL:g}, positive control)"

@@ -17,7 +17,7 @@ from fedleak.harness.matrix.config import MatrixConfig, load_matrix, with_preset
 from fedleak.harness.matrix.results import write_matrix_outputs
 from fedleak.harness.run.plugins import load_plugins
 from fedleak.harness.run.provenance import command
-from fedleak.harness.run.folder import check_matrix_folder
+from fedleak.harness.matrix.folder import check_matrix_folder
 from fedleak.harness.matrix.progress import MatrixProgress
 from fedleak.core.errors import StorageError
 from fedleak.core.io import check_writable

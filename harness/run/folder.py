@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 import shutil
 from pathlib import Path
 
@@ -102,38 +101,9 @@ def claim_folder(out: Path, owner: Owner, mode: str = "same", differs=None, flag
                               "identity": owner.identity, **owner.extra})
 
 
-def check_matrix_folder(out: Path, matrix, cells: list[str], mode: str = "same", command: str = "matrix") -> None:
-    """claim_folder for a matrix: `cells`, the keys of this matrix's cells."""
-    from fedleak.core.io import digest
-    identity = matrix_identity(matrix)
-
-    def differs(record) -> str | None:
-        changed = _differences(_stored_matrix(record), matrix)
-        stored_cells = record.get("cells")
-        lost = [k for k in stored_cells if k not in set(cells)] if isinstance(stored_cells, list) else ["?"]
-        if changed and lost:
-            return f"holds a different matrix ({changed}; {len(lost)} of its cells are not in this one)"
-        return None
-
-    claim_folder(out, Owner(command, "matrix", digest(identity, 12), {"matrix": _as_json(matrix), "cells": list(cells)}),
-                 mode, differs)
-
-
 def check_run_folder(out: Path, config_hash: str, overwrite: bool = False, command: str = "attack") -> None:
     """claim_folder for a single run (attack, demo, audit-flower, audit-updates)."""
     claim_folder(out, Owner(command, "run", config_hash), "overwrite" if overwrite else "same")
-
-
-def matrix_identity(matrix) -> dict:
-    """The matrix as it is compared: its config as JSON, the gate left out."""
-    table = _as_json(matrix)
-    table.pop("gate", None)
-    return table
-
-
-def _as_json(matrix) -> dict:
-    """The matrix's config as plain JSON values (what the folder's record stores)."""
-    return json.loads(json.dumps(dataclasses.asdict(matrix), default=str))
 
 
 def _always(name: str) -> bool:
@@ -183,24 +153,6 @@ def _read_record(path: Path):
         return read_json(path, "matrix record")
     except FedleakError:
         return None
-
-
-def _stored_matrix(record) -> dict | None:
-    """The stored matrix's config, read back through the config parser (so fields a newer fedleak
-    added compare at their defaults); None when it does not read as a matrix."""
-    from fedleak.harness.matrix.config import matrix_from_dict
-    try:
-        return matrix_identity(matrix_from_dict(record["matrix"]))
-    except (FedleakError, KeyError, TypeError):
-        return None
-
-
-def _differences(stored: dict | None, matrix) -> str:
-    if stored is None:
-        return "its matrix record does not read as a matrix"
-    mine = matrix_identity(matrix)
-    keys = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
-    return ", ".join(keys) + (" differ" if len(keys) > 1 else " differs") if keys else ""
 
 
 def _remove(out: Path, patterns: tuple[str, ...]) -> None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from fedleak.harness.matrix.budget_check import BudgetCheck
 from fedleak.harness.matrix.checks import DataDependenceTask, LabelBaselineTask, baseline_keys, check_tasks
-from fedleak.harness.matrix.cells import UNDEFENDED, Cell, expansion
+from fedleak.harness.matrix.cells import Cell, expansion
+from fedleak.harness.verdict.judge import UNDEFENDED
 from fedleak.harness.matrix.config import MatrixConfig
 from fedleak.harness.matrix.utility_task import UtilityTask, utility_tasks
 from fedleak.harness.verdict.judge import gated
@@ -52,7 +53,7 @@ def plan_matrix(matrix: MatrixConfig, rows_of=None) -> MatrixPlan:
     dependence, baselines = check_tasks(cells)
     if rows_of is None:
         rows_of = _read_against(baselines)
-    from fedleak.harness.flower.ladder import matrix_ladder_cells
+    from fedleak.harness.matrix.ladder import matrix_ladder_cells
     return MatrixPlan(matrix, cells, utility, dependence, baselines, not_applicable,
                       BudgetCheck(cells, matrix.gate, rows_of), matrix_ladder_cells(matrix, cells))
 

@@ -39,29 +39,22 @@ class DataConfig:
         return list(self.victims) if self.victims is not None else list(range(self.num_victims))
 
 
-@dataclass(frozen=True, kw_only=True)
-class LocalTrainingOptions:
-    """The clients' local training (models.functional.LocalTraining), as config keys of a threat model.
-    Keyword-only, so that a threat model's own fields stay first (`ThreatModelConfig("fedavg")`)."""
-    lr: float = 0.1                    # fedavg: local learning rate
-    epochs: int = 1                    # fedavg: local epochs
-    local_batch_size: int | None = None  # fedavg: mini-batch size (None = full batch)
-    optimizer: str = "sgd"             # fedavg: sgd | adam | adamw
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    shuffle: bool = False              # fedavg: a new mini-batch order every epoch, known to the client only
-    drop_last: bool = False
-    train_mode: bool = False           # fedavg: BatchNorm on the mini-batch's statistics
+def _local_training_options() -> type:
+    """The clients' local training as config keys of a threat model: the fields of
+    models.functional.LocalTraining (one source of truth: defaults, order and checks), with
+    `batch_size` spelled `local_batch_size` (beside the matrix's own batch size B). Keyword-only, so
+    that a threat model's own fields stay first (`ThreatModelConfig("fedavg")`)."""
+    renamed = {"batch_size": "local_batch_size"}
 
     def local_training(self) -> LocalTraining:
-        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(LocalTrainingOptions)}
-        options["batch_size"] = options.pop("local_batch_size")
-        return LocalTraining(**options)
+        return LocalTraining(**{f.name: getattr(self, renamed.get(f.name, f.name)) for f in dataclasses.fields(LocalTraining)})
+
+    fields = [(renamed.get(f.name, f.name), f.type, field(default=f.default)) for f in dataclasses.fields(LocalTraining)]
+    return dataclasses.make_dataclass("LocalTrainingOptions", fields, frozen=True, kw_only=True, namespace={
+        "local_training": local_training, "__doc__": _local_training_options.__doc__, "__module__": __name__})
+
+
+LocalTrainingOptions = _local_training_options()
 
 
 @dataclass(frozen=True)
@@ -103,7 +96,7 @@ class RunConfig:
         """Hash of everything that determines the results (not where they are written)."""
         return digest({k: v for k, v in self.to_dict().items() if k not in ("output", "device")}, 12)
 
-    def validate(self) -> "RunConfig":
+    def __post_init__(self):
         # sizes first, before any list of victims is built or anything allocated (core.options.LIMITS)
         check_size("seed", self.seed, "seed", low=0)
         Budget(self.attack.iterations, self.attack.restarts)
@@ -121,10 +114,13 @@ class RunConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device: expected auto|cpu|cuda, got '{self.device}'")
         self.threat_model.local_training()  # its one-line errors at load, not mid-run
+
+    def validate(self) -> "RunConfig":
+        """The config itself: its checks run when it is built (__post_init__, as every options class's)."""
         return self
 
 
-SHIPPED = Path(__file__).parent / "presets"
+SHIPPED = Path(__file__).parent.parent / "presets"
 MATRIX_PREFIX = "matrix-"
 
 
@@ -157,7 +153,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 def config_from_dict(table: dict, overrides: dict | None = None) -> RunConfig:
     table = merge_tables(table, nest_dotted(overrides or {}))
-    return from_dict(RunConfig, with_default_threat_model(table), "").validate()
+    return from_dict(RunConfig, with_default_threat_model(table), "")
 
 
 def with_default_threat_model(table: dict) -> dict:

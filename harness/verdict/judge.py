@@ -47,6 +47,7 @@ from fedleak.reports.verdicts import Verdict
 
 # a threat model's options are part of its context: secure aggregation over 1 and over 4 clients
 # are two settings with verdicts of their own
+UNDEFENDED = "none"  # the positive control every defense is judged against
 CONTEXT = ("dataset", "model", "victim_state", "threat_model", "threat_model_params", "knowledge_preset")
 CHECK_CONTEXT = ("dataset", "model", "victim_state", "threat_model", "threat_model_params")
 BOOTSTRAP = 2000
@@ -141,7 +142,6 @@ def gaps(frame: pd.DataFrame, failed: list[dict]) -> list[str]:
 
 def _controls(groups) -> dict[tuple, set[int]]:
     """Per context, the images the undefended run recovers (the positive control's evidence)."""
-    from fedleak.harness.matrix.cells import UNDEFENDED
     out: dict[tuple, set[int]] = {}
     for keys, frame in groups:
         if str(frame["defense"].iloc[0]) != UNDEFENDED:
@@ -155,7 +155,6 @@ def _controls(groups) -> dict[tuple, set[int]]:
 
 def gated(defense: str, defense_label: str, gate) -> bool:
     """Whether the gate judges this defense setting (its `defenses`, else every one but none)."""
-    from fedleak.harness.matrix.cells import UNDEFENDED
     if gate is None or not gate.enabled:
         return False
     if gate.defenses:

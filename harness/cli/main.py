@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fedleak.core.errors import FedleakError
 from fedleak.harness.run.logs import log, progress_enabled
-from fedleak.harness.cli.matrix import figure_options
+from fedleak.harness.cli.common import figure_options, parse_set_items, print_summary
 
 # flag -> dotted config key; flags override the config file
 ATTACK_FLAGS = {"attack": "attack.name", "iterations": "attack.iterations", "restarts": "attack.restarts",
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fedleak import __version__
     from fedleak.harness.run.logs import add_verbosity
-    from fedleak.harness.cli.matrix import figure_flags
+    from fedleak.harness.cli.common import figure_flags
     from fedleak.harness.run.provenance import fedleak_commit
     parser = argparse.ArgumentParser(prog="fedleak", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fedleak {__version__}" + (
@@ -88,22 +88,6 @@ def parse_overrides(args) -> dict:
     overrides = {key: getattr(args, flag) for flag, key in ATTACK_FLAGS.items() if getattr(args, flag) is not None}
     overrides.update(parse_set_items(args.set, "--set"))
     return overrides
-
-
-def parse_set_items(items: list[str], flag: str) -> dict:
-    """KEY=VALUE strings -> {KEY: VALUE parsed as TOML}."""
-    import tomllib
-    from fedleak.core.errors import ConfigError
-    values = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
-        try:
-            values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            values[key.strip()] = text  # bare strings need no quotes
-    return values
 
 
 def cmd_attack(args) -> int:
@@ -172,12 +156,6 @@ def cmd_list(args) -> int:
         print(f"matrix presets (fedleak matrix NAME): {', '.join(shipped_presets('matrix'))}")
         print(f"run presets (fedleak attack --config NAME): {', '.join(shipped_presets('run'))}")
     return 0
-
-
-def print_summary(result) -> None:
-    f = result.rows
-    print(f"  median PSNR {f['psnr'].median():.2f} dB, SSIM {f['ssim'].median():.3f}, LPIPS {f['lpips'].median():.3f}, "
-          f"label accuracy {f['label_correct'].mean():.0%}  ->  {result.directory / 'report.md'}", flush=True)
 
 
 if __name__ == "__main__":

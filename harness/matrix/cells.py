@@ -24,8 +24,7 @@ from fedleak.core.errors import ConfigError, UnknownNameError
 from fedleak.core.io import digest
 from fedleak.harness.run.config import AttackConfig, DataConfig, DefenseConfig, RunConfig, ThreatModelConfig
 from fedleak.harness.matrix.config import MatrixConfig
-
-UNDEFENDED = "none"  # the baseline
+from fedleak.harness.verdict.judge import UNDEFENDED  # the baseline
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def expansion(matrix: MatrixConfig) -> tuple[list[Cell], list[str]]:
                                                   "options": dict(threat.options)}),
                 defense=DefenseConfig(defense.name, dict(defense.options)),
                 attack=AttackConfig(attack.name, budget.iterations, budget.restarts, dict(attack.options)),
-                seed=seed, device=matrix.device).validate()
+                seed=seed, device=matrix.device)
             code = code_of(attack=attack.name, defense=defense.name)
             key = cell_key(config.digest(), code)
             labels = {"attack_label": attack.display, "adaptive": adaptive, "defense_label": defense.label,

@@ -1,6 +1,6 @@
 """Typed attack × defense matrix configuration, loaded from TOML and validated on load.
 
-    preset          default budget preset: smoke | ci | paper (the CLI's --preset wins)
+    preset          default budget preset: smoke | ci | paper (the CLI's --budget wins)
     seeds           attack seeds; every seed is one more independent attempt per image
     plugins         "package.module:Class" defenses/attacks to import and register first
     [images]        held-out victim indices (or the preset's count from 0) and batch size B
@@ -16,7 +16,7 @@
     [budgets.<preset>]  iterations / restarts / images for every attack under that preset
     [gate]          leakage thresholds that `fedleak matrix --gate` enforces on defended cells
     [utility]       whether and how to measure each defense setting's accuracy
-    ladder          true: also each multi-step FedAvg context's easier settings, undefended (harness/flower/ladder.py)
+    ladder          true: also each multi-step FedAvg context's easier settings, undefended (harness/matrix/ladder.py)
 
 Errors name the key (`defenses[2].sweep.noise: expected a list`), like harness.run.config.
 """
@@ -27,49 +27,31 @@ import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedleak.metrics.record import GATED, Metric
+from fedleak.attacks.base import PresetBudget
 from fedleak.core.io import read_toml
 from fedleak.core.options import LIMITS, check_size, from_dict
 from fedleak.core.errors import ConfigError
 from fedleak.harness.run.config import LocalTrainingOptions
+from fedleak.harness.verdict.gate import GateConfig
 from fedleak.threat_models.victim import VictimSpec
 
 PRESETS = ("smoke", "ci", "paper")
-GATE_STATISTICS = ("worst", "median", "mean")
-
-
-@dataclass(frozen=True)
-class BudgetConfig:
-    """Attack effort per cell; None leaves the value to the next, more general level."""
-    iterations: int | None = None
-    restarts: int | None = None
-    images: int | None = None   # victims per (dataset, victim, threat model) when [images].indices is empty
-
-    def __post_init__(self):
-        for key in ("iterations", "restarts", "images"):
-            if getattr(self, key) is not None:
-                check_size(key, getattr(self, key), key)
-
-    def over(self, base: "BudgetConfig") -> "BudgetConfig":
-        return BudgetConfig(*(mine if mine is not None else theirs
-                              for mine, theirs in zip((self.iterations, self.restarts, self.images),
-                                                      (base.iterations, base.restarts, base.images))))
 
 
 # smoke: the whole pipeline in seconds (tests); ci: CPU job in minutes; paper: GPU, published budgets.
 DEFAULT_BUDGETS = {
-    "smoke": BudgetConfig(iterations=2, restarts=1, images=1),
-    "ci": BudgetConfig(iterations=100, restarts=1, images=4),
-    "paper": BudgetConfig(iterations=1000, restarts=1, images=16),
+    "smoke": PresetBudget(iterations=2, restarts=1, images=1),
+    "ci": PresetBudget(iterations=100, restarts=1, images=4),
+    "paper": PresetBudget(iterations=1000, restarts=1, images=16),
 }
 
 
 @dataclass(frozen=True)
 class PresetBudgets:
     """Budget per preset, for one attack or (as the matrix's own) for every attack; None: the default."""
-    smoke: BudgetConfig | None = None
-    ci: BudgetConfig | None = None
-    paper: BudgetConfig | None = None
+    smoke: PresetBudget | None = None
+    ci: PresetBudget | None = None
+    paper: PresetBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -143,37 +125,6 @@ class DefenseSetting:
 
 
 @dataclass(frozen=True)
-class GateConfig:
-    """Thresholds on each gated verdict (harness.verdict.judge: one per context and defense setting, each
-    image's strongest attack): absolute (`max_psnr`, `max_ssim`, `min_lpips`) or above what the label
-    alone gives (`max_psnr_over_label`, dB above the label baseline). A gated verdict also fails on
-    fewer than `min_images` images, on a degenerate observation, and when the attack rows within
-    `budget_margin` dB of the gated statistic, at `budget_factor`× iterations and restarts, raise it by more
-    than `budget_tolerance` dB."""
-    max_psnr: float | None = None
-    max_ssim: float | None = None
-    min_lpips: float | None = None
-    max_psnr_over_label: float | None = None
-    statistic: str = "worst"            # over a verdict's images: worst (most leaked) | median | mean
-    defenses: list[str] = field(default_factory=list)  # names or setting labels gated; empty: all but none
-    min_images: int = 8
-    budget_factor: int = 2              # the budget check: iterations and restarts × this; 1 turns it off
-    budget_tolerance: float = 1.0       # dB the budget check may add before a verdict is unconverged
-    # the budget check reruns a row on an image where it is within this many dB of the gated statistic
-    # (harness.matrix.budget_check); inf: every row on every image
-    budget_margin: float = 6.0
-
-    def limits(self) -> list[tuple[Metric, float]]:
-        """(metric record, threshold) for every threshold set: max_<m> where a larger value leaks
-        more, min_<m> where a smaller one does."""
-        return [(m, getattr(self, m.gate_key)) for m in GATED if getattr(self, m.gate_key) is not None]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.limits())
-
-
-@dataclass(frozen=True)
 class UtilityConfig:
     enabled: bool = True
     options: dict = field(default_factory=dict)  # harness.matrix.utility.measure_utility options, e.g. rounds
@@ -194,10 +145,10 @@ class MatrixConfig:
     budgets: PresetBudgets = field(default_factory=PresetBudgets)
     gate: GateConfig = field(default_factory=GateConfig)
     utility: UtilityConfig = field(default_factory=UtilityConfig)
-    # the leakage ladder (harness/flower/ladder.py): each multi-step FedAvg context's easier settings, undefended
+    # the leakage ladder (harness/matrix/ladder.py): each multi-step FedAvg context's easier settings, undefended
     ladder: bool = False
 
-    def budget(self, attack: AttackEntry, preset: str) -> BudgetConfig:
+    def budget(self, attack: AttackEntry, preset: str) -> PresetBudget:
         """Most specific first: the entry's own preset budget, the matrix's, the one the attack
         class declares (`Attack.budgets`: the published one under paper), then the defaults."""
         chain = [getattr(attack.budgets, preset), getattr(self.budgets, preset), declared_budget(attack.name, preset)]
@@ -211,11 +162,11 @@ class MatrixConfig:
         return [s for entry in self.defenses if utility_only or not entry.utility_only for s in entry.settings()]
 
 
-def declared_budget(attack: str, preset: str) -> BudgetConfig | None:
+def declared_budget(attack: str, preset: str) -> PresetBudget | None:
     """The budget a registered attack declares for `preset` (None: unregistered or none declared)."""
     from fedleak.attacks import ATTACKS
     own = ATTACKS.get(attack).budgets.get(preset) if attack in ATTACKS else None
-    return None if own is None else BudgetConfig(own.iterations, own.restarts)
+    return own
 
 
 def load_matrix(path: str | Path) -> MatrixConfig:
@@ -279,15 +230,6 @@ def validate(config: MatrixConfig) -> MatrixConfig:
         if name not in known:
             raise ConfigError(f"gate.defenses[{i}]: '{name}' is neither a defense name nor a setting label of this "
                               f"matrix; settings: {', '.join(labels)}")
-    if config.gate.statistic not in GATE_STATISTICS:
-        raise ConfigError(f"gate.statistic: expected one of {', '.join(GATE_STATISTICS)}, got '{config.gate.statistic}'")
-    if config.gate.min_images < 1 or config.gate.budget_factor < 1:
-        key = "min_images" if config.gate.min_images < 1 else "budget_factor"
-        raise ConfigError(f"gate.{key}: must be >= 1, got {getattr(config.gate, key)}")
-    if not (config.gate.budget_tolerance >= 0):
-        raise ConfigError(f"gate.budget_tolerance: must be finite and >= 0, got {config.gate.budget_tolerance}")
-    if not (config.gate.budget_margin >= 0):
-        raise ConfigError(f"gate.budget_margin: must be >= 0 dB (inf: rerun every row), got {config.gate.budget_margin}")
     for preset in PRESETS:
         for where, budget in [(f"budgets.{preset}", getattr(config.budgets, preset))] + [
                 (f"attacks[{i}].budgets.{preset}", getattr(a.budgets, preset)) for i, a in enumerate(config.attacks)]:
@@ -302,7 +244,7 @@ def with_preset(config: MatrixConfig, preset: str | None) -> MatrixConfig:
     if preset is None:
         return config
     if preset not in PRESETS:
-        raise ConfigError(f"--preset: expected one of {', '.join(PRESETS)}, got '{preset}'")
+        raise ConfigError(f"--budget: expected one of {', '.join(PRESETS)}, got '{preset}'")
     return replace(config, preset=preset)
 
 

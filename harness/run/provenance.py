@@ -38,7 +38,7 @@ def fedleak_version() -> str:
 def fedleak_commit() -> str:
     """The git commit of the checkout fedleak runs from (with "+dirty" for uncommitted changes to
     it); "" when it is an installed package, not a checkout."""
-    root = Path(__file__).resolve().parents[1]  # the repository root is the package
+    root = Path(__file__).resolve().parents[2]  # the repository root is the package
     try:
         top = _git(root, "rev-parse", "--show-toplevel")
         if Path(top).resolve() != root:  # a package installed inside somebody else's repository

@@ -109,7 +109,7 @@ def round_privacy(defense, threat, batch_size: int) -> dict:
     """ε of the attacked update itself (a DP defense; else NaN): user level, one mechanism; example
     level, the local steps of this round on its B images; no amplification by sampling, since the
     server holds this very update (docs/privacy.md)."""
-    unit = getattr(defense, "privacy_unit", None)
+    unit = defense.privacy_unit
     privacy = defense.privacy(1 if unit == "user" else threat.local_steps(batch_size), 1.0) if unit else None
     if privacy is None:
         return {"epsilon_round": float("nan")}

@@ -14,7 +14,7 @@ from fedleak.core.errors import ConfigError
 from fedleak.core.io import read_toml
 from fedleak.harness.text.run import TextRun, run_text
 
-PRESET = Path(__file__).parent / "presets" / "matrix-text.toml"
+PRESET = Path(__file__).parent.parent / "presets" / "matrix-text.toml"
 _KEYS = {"seed", "seq_len", "batch_sizes", "batches", "max_rougeL", "threat_models", "attacks", "defenses", "presets"}
 
 
@@ -61,7 +61,7 @@ def load_text_matrix(path: str | Path | None = None, preset: str | None = None, 
     presets = table.pop("presets", {})
     if preset is not None:
         if preset not in presets:
-            raise ConfigError(f"--preset: '{preset}' is not one of {', '.join(sorted(presets)) or 'none'}")
+            raise ConfigError(f"--budget: '{preset}' is not one of {', '.join(sorted(presets)) or 'none'}")
         bad = set(presets[preset]) - _KEYS
         if bad:
             raise ConfigError(f"presets.{preset}: unknown key '{sorted(bad)[0]}'")
@@ -89,7 +89,7 @@ def load_text_matrix(path: str | Path | None = None, preset: str | None = None, 
 
 def applicable(attack: str, threat_model: str) -> str | None:
     """Why `attack` does not run on `threat_model` (its kind), or None."""
-    from fedleak.attacks.text_base import build_text_attack
+    from fedleak.attacks.text import build_text_attack
     from fedleak.threat_models.text import TEXT_THREAT_MODELS
     kind = TEXT_THREAT_MODELS.get(threat_model).kind
     runs_on = build_text_attack(attack).applies_to
@@ -99,7 +99,7 @@ def applicable(attack: str, threat_model: str) -> str | None:
 def _modes(attacks, defense: Entry):
     """Every attack non-adaptive, and adaptive (it gets a copy of the defense) against every defense but none
     where it has an adaptive mode: the evaluator builds the adaptive attack, the defense's author does not."""
-    from fedleak.attacks.text_base import build_text_attack
+    from fedleak.attacks.text import build_text_attack
     for attack in attacks:
         yield attack, False
         if defense.name != "none" and build_text_attack(attack.name, **attack.options).adaptive:

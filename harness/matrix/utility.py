@@ -117,7 +117,7 @@ def _client_costs(spec, data, shard, training, defenses: list[Defense], repeats:
 
 
 def _accounting(defense: Defense, spec: VictimSpec, shards, training: LocalTraining) -> tuple[int, float]:
-    if getattr(defense, "privacy_unit", "example") == "user":
+    if defense.privacy_unit == "user":
         return spec.rounds, 1.0
     smallest = min(len(s) for s in shards)
     steps = spec.rounds * max(training.steps(len(s)) for s in shards)

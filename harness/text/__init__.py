@@ -1,0 +1,1 @@
+"""Text victims: one text run and the text matrix (docs/text.md)."""

@@ -1,0 +1,2 @@
+"""What counts as a pass: verdicts from stored rows, the CI gate, and run-to-run comparison
+(docs/verdict.md)."""
