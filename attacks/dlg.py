@@ -79,7 +79,10 @@ class DLG(Attack):
         def closure():
             optimiser.zero_grad()
             loss = matcher(x, labels())
-            loss.backward()
+            # a share that ignores its input (zeros, the client's own noise) leaves no path from the
+            # trial to the loss: its gradient is zero, L-BFGS stops at once, and the flat loss says so
+            if loss.requires_grad:
+                loss.backward()
             return loss
 
         trace, best_loss = [], float("inf")

@@ -1,8 +1,13 @@
+import atexit
 import os
+import shutil
 import tempfile
 
-# Hermetic cache: trained victims and utility results of a test session never leak into ~/.cache.
-os.environ.setdefault("FEDLEAK_CACHE", tempfile.mkdtemp(prefix="fedleak-test-cache-"))
+# Hermetic cache: trained victims and utility results of a test session never leak into ~/.cache,
+# and the folder goes when the session does (subprocesses that share it have finished by then).
+if "FEDLEAK_CACHE" not in os.environ:
+    os.environ["FEDLEAK_CACHE"] = tempfile.mkdtemp(prefix="fedleak-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FEDLEAK_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -144,6 +144,16 @@ def test_defense_loop_with_lbfgs_inverts_a_rotated_update(mlp):
     assert psnr(result.images, x).item() > 40
 
 
+
+@pytest.mark.parametrize("defense", [broken.ConstantOutput, broken.IndependentNoise])
+def test_defense_loop_with_lbfgs_runs_where_the_replay_carries_no_gradient(mlp, defense):
+    """A share that ignores its input (zeros, the client's own noise) leaves the matching loss with no
+    path to the trial image: the L-BFGS search must report a flat loss, not crash, so the battery
+    scores these defenses instead of booking a failed cell."""
+    observation, knowledge, x, _ = observe(mlp, defense(), 0)
+    result = build_attack("defense-loop", optimizer="lbfgs").reconstruct(observation, mlp.model, knowledge, Budget(3))
+    assert result.images.shape == x.shape and len(set(result.loss_trace)) == 1
+
 # ------------------------------------------------------------------ what each piece needs and says
 
 def test_adaptive_attacks_declare_the_knowledge_they_need(mlp):

@@ -331,6 +331,26 @@ def test_app_folder_and_run_config_are_read_as_flwr_run_reads_them(tmp_path):
         load_app(tmp_path)
 
 
+def test_two_apps_with_modules_of_the_same_name_each_import_their_own(tmp_path, monkeypatch):
+    """Two app folders both shipping `fedleak_hooks` and a package `app`: after the first is imported,
+    making the second importable hands back the second's modules, as a fresh `flwr run` would."""
+    import importlib
+    from fedleak.harness.flower.app import load_app
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        (folder / "app").mkdir(parents=True)
+        (folder / "app" / "__init__.py").write_text(f"WHO = {name!r}\n")
+        (folder / "fedleak_hooks.py").write_text(f"WHO = {name!r}\n")
+        (folder / "pyproject.toml").write_text('[tool.flwr.app.components]\nserverapp = "app:s"\nclientapp = "app:c"\n')
+    seen = []
+    for name in ("one", "two", "one"):
+        load_app(tmp_path / name).make_importable()
+        seen.append((importlib.import_module("fedleak_hooks").WHO, importlib.import_module("app").WHO))
+    assert seen == [("one", "one"), ("two", "two"), ("one", "one")]
+
+
 def test_missing_hooks_are_named_one_line_each_before_any_simulation(tmp_path, monkeypatch, capsys):
     from fedleak.harness.cli.main import main
     (tmp_path / "half_hooks.py").write_text("def private_data(partition_id, num_partitions):\n    return None\n")

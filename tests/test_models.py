@@ -23,6 +23,7 @@ SMALL = {
     "resnet18": {"width": 4},
     "mlp": {"width": 16, "depth": 2},
     "vit": {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 16},
+    "quickstart-cnn": {},  # Flower's quickstart Net at its own size: it has no width option
 }
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 
@@ -203,6 +204,8 @@ def test_bad_shape_raises_data_error():
         build_model("vit", 10, (3, 30, 30))
     with pytest.raises(DataError, match="convnet"):
         build_model("convnet", 10, (3, 8, 8), width=4)
+    with pytest.raises(DataError, match="quickstart-cnn.*12, 12.*>= 14"):
+        build_model("quickstart-cnn", 10, (3, 12, 12))
 
 
 def test_unknown_name_and_option():

@@ -31,6 +31,7 @@ REFERENCE = {
     "none": ("none", 100.0),
     "dp (clip=1.0, mode=update, sigma=0.01)": ("dp σ = 0.01", 22.2),
     "dp (clip=1.0, mode=update, sigma=0.1)": ("dp σ = 0.1", 11.9),
+    "dp (clip=1.0, mode=update, sigma=1.0)": ("dp σ = 1", None),
     "prune (ratio=0.01)": ("prune (top 1%)", 26.6),
     "quantize": ("quantize (RQM)", 34.6),
     "public-rotation": ("public rotation", 100.0),

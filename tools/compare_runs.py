@@ -27,6 +27,11 @@ IDENTITY = {"cell", "key", "output", "command", "fedleak_commit", "code", "diges
 IGNORED = TIMING | IDENTITY
 
 
+def _ignored(name: str) -> bool:
+    # every "*_key" (utility_key, victim keys) is a digest that covers the code, like "key"
+    return name in IGNORED or name.endswith("_key")
+
+
 def _clean(value):
     """A stored value with what may differ removed: JSON text parsed, ignored keys dropped."""
     if isinstance(value, str) and value[:1] in "{[":
@@ -35,7 +40,7 @@ def _clean(value):
         except ValueError:
             return value
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items() if k not in IGNORED}
+        return {k: _clean(v) for k, v in value.items() if not _ignored(k)}
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
@@ -64,9 +69,9 @@ class Tally:
         self.unpaired: list[str] = []
 
     def frame(self, where: str, before: pd.DataFrame, after: pd.DataFrame, sort: bool = False) -> None:
-        columns = [c for c in before.columns if c not in IGNORED]
-        if set(columns) != {c for c in after.columns if c not in IGNORED}:
-            self.differences.append(f"{where}: columns differ: {sorted(set(columns) ^ set(after.columns) - IGNORED)}")
+        columns = [c for c in before.columns if not _ignored(c)]
+        if set(columns) != {c for c in after.columns if not _ignored(c)}:
+            self.differences.append(f"{where}: columns differ: {sorted(set(columns) ^ {c for c in after.columns if not _ignored(c)})}")
             return
         if len(before) != len(after):
             self.differences.append(f"{where}: {len(before)} rows before, {len(after)} after")

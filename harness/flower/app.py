@@ -10,6 +10,7 @@
 name="x" flag=true`); like Flower, a key the app's config does not have is an error."""
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 import tomllib
@@ -33,10 +34,25 @@ class FlowerApp:
     hooks: str | None = None             # [tool.fedleak] hooks
 
     def make_importable(self) -> None:
-        """As `flwr run` does: the app's packages import from its folder."""
-        folder = str(self.directory.resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+        """As `flwr run` does: the app's packages import from its folder. `flwr run` starts a fresh
+        process; here an earlier audit in the same process may have imported another app's module of
+        the same name (two apps' `fedleak_hooks`, two `flwr new` apps' `myapp`), and Python would hand
+        back that one. So this folder goes first on sys.path and every cached module it shadows is dropped."""
+        folder = self.directory.resolve()
+        if str(folder) in sys.path:
+            sys.path.remove(str(folder))
+        sys.path.insert(0, str(folder))
+        own = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+        for name in list(sys.modules):
+            top = name.partition(".")[0]
+            if top in own and not _defined_in(sys.modules[name], folder):
+                del sys.modules[name]
+        importlib.invalidate_caches()
+
+
+def _defined_in(module: object, folder: Path) -> bool:
+    where = getattr(module, "__file__", None)
+    return where is not None and Path(where).resolve().is_relative_to(folder)
 
 
 def load_app(directory: str | Path, overrides: str | list[str] | None = None) -> FlowerApp:

@@ -115,10 +115,6 @@ class RunConfig:
             raise ConfigError(f"device: expected auto|cpu|cuda, got '{self.device}'")
         self.threat_model.local_training()  # its one-line errors at load, not mid-run
 
-    def validate(self) -> "RunConfig":
-        """The config itself: its checks run when it is built (__post_init__, as every options class's)."""
-        return self
-
 
 SHIPPED = Path(__file__).parent.parent / "presets"
 MATRIX_PREFIX = "matrix-"
