@@ -43,6 +43,7 @@ from fedleak.attacks.text_base import TEXT_ATTACKS, TextAttack, TextReconstructi
 from fedleak.core.components import GRADIENT, UPDATE
 from fedleak.core.errors import ConfigError
 from fedleak.core.options import check_choice, check_integer, check_number
+from fedleak.models.text import is_encoder
 from fedleak.threat_models.observation import Observation
 
 
@@ -60,9 +61,12 @@ class DagerOptions:
     complete_tol: float = 1e-9  # relative squared residual below which the chosen sequences explain both layers' gradients
     max_per_position: int = 256  # candidate tokens kept per position (the nearest): bounds work once the span is full
     last_token: str = "auto"    # gradient | fit | model | auto (gradient where the embedding gradient is shared, else fit)
+    # tau_first and tau_second on the BERT classifier: its untrained gradients are weak beside float32 rounding,
+    # true inputs sit up to 7e-3 from the span, inputs of a wrong token or sequence >= 0.28 (B <= 4, docs/text.md)
+    tau_encoder: float = 3e-2
 
     def __post_init__(self):
-        for key in ("rank_tol", "tau_first", "tau_second", "complete_tol"):
+        for key in ("rank_tol", "tau_first", "tau_second", "complete_tol", "tau_encoder"):
             check_number(key, getattr(self, key), low=0, low_open=True)
         for key in ("beam", "max_per_position"):
             check_integer(key, getattr(self, key), low=1)
@@ -90,28 +94,38 @@ def span_distance(basis: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class LayerSpan:
     """The span test of one layer's attention projection: full (c_attn.weight) or LoRA (A and B)."""
 
-    def __init__(self, observation: Observation, layer: int, rank_tol: float, max_rank: int):
+    def __init__(self, observation: Observation, layer: int, rank_tol: float, max_rank: int, model=None):
         self.tests: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (basis, map applied to z first)
         self.gradients: list[torch.Tensor] = []  # each test's gradient (in_dim x anything), unit Frobenius norm
-        prefix = f"h.{layer}.attn.c_attn"
-        full = observed(observation, f"{prefix}.weight")
-        grad_a = observed(observation, f"{prefix}.lora_A.default.weight")
-        grad_b = observed(observation, f"{prefix}.lora_B.default.weight")
+        encoder = model is not None and is_encoder(model)
+        # BERT: query and value gradients of a layer below the last are Σ_i dy_i x_i^T over every position. The
+        # key's is not: softmax's scores sum to one, so Σ_j dk_j = 0 per sequence and the key gradient spans
+        # x_j minus their mean only (measured: rank B (L − 1), true tokens 0.6 from it). The last layer feeds the
+        # pooler through position 0 alone: its query sees x_0, its keys and values one mix Σ_j a_0j x_j per
+        # sequence, so it has no per-token span at all. nn.Linear stores (out, in), GPT-2's Conv1D (in, out).
+        if encoder and layer >= encoder_of(model).config.num_hidden_layers - 1:
+            raise ConfigError(f"attack 'dager': layer {layer} is the classifier's last: its gradient mixes the tokens")
+        prefixes = [f"encoder.layer.{layer}.attention.self.{n}" for n in ("query", "value")] if encoder \
+            else [f"h.{layer}.attn.c_attn"]
         laid_out = []
-        if full is not None and full.dim() == 2 and "lora" not in _name_of(observation, f"{prefix}.weight"):
-            laid_out.append((full, None))  # Conv1D: (in, out) = X^T dY
-        if grad_a is not None and grad_a.abs().max() > 0:
-            laid_out.append((grad_a.T, None))  # (r, in) = Σ a_i x_i^T
-        if grad_b is not None:
-            a = next(v for k, v in observation.global_params.items() if k.endswith(f"{prefix}.lora_A.default.weight"))
-            laid_out.append((grad_b.T, a.double()))  # (out, r) = Σ dy_i (A x_i)^T
+        for prefix in prefixes:
+            full = observed(observation, f"{prefix}.weight")
+            grad_a = observed(observation, f"{prefix}.lora_A.default.weight")
+            grad_b = observed(observation, f"{prefix}.lora_B.default.weight")
+            if full is not None and full.dim() == 2 and "lora" not in _name_of(observation, f"{prefix}.weight"):
+                laid_out.append((full.T if encoder else full, None))  # (in, out) = X^T dY
+            if grad_a is not None and grad_a.abs().max() > 0:
+                laid_out.append((grad_a.T, None))  # (r, in) = Σ a_i x_i^T
+            if grad_b is not None:
+                a = next(v for k, v in observation.global_params.items() if k.endswith(f"{prefix}.lora_A.default.weight"))
+                laid_out.append((grad_b.T, a.double()))  # (out, r) = Σ dy_i (A x_i)^T
         for grad, a in laid_out:
             self.tests.append((input_basis(grad, rank_tol, max_rank), a))
             grad = grad.double()
             self.gradients.append(grad / grad.norm().clamp_min(1e-300))
         if not self.tests:
             raise ConfigError(f"attack 'dager': the update holds no gradient of layer {layer}'s attention projection "
-                              f"('{prefix}.weight' or its LoRA adapters)")
+                              f"('{prefixes[0]}.weight' or its LoRA adapters)")
         self.rank = max(b.shape[1] for b, _ in self.tests)
         # a span of (nearly) the whole space passes every token: LayerNorm's outputs can fill d − 1
         # dimensions at most when its bias is zero, so d − 1 counts as full
@@ -145,7 +159,14 @@ def _name_of(observation: Observation, suffix: str) -> str:
 
 @torch.no_grad()
 def first_layer_inputs(model, positions: int) -> torch.Tensor:
-    """(positions, V, d): LN_1 of block 0 applied to wte[v] + wpe[p], as GPT-2 computes c_attn's input."""
+    """(positions, V, d): the input of block 0's attention projections for every (position, token): GPT-2's
+    LN_1(wte[v] + wpe[p]); BERT's embedding LayerNorm(word[v] + position[p] + token_type[0]) (post-LN: the
+    embeddings' output is the first layer's input; one token type, as the client's batches have)."""
+    if is_encoder(model):
+        e = encoder_of(model).embeddings
+        emb = (e.word_embeddings.weight[None, :, :] + e.position_embeddings.weight[:positions, None, :]
+               + e.token_type_embeddings.weight[0])
+        return e.LayerNorm(emb)
     t = transformer_of(model)
     emb = t.wte.weight[None, :, :] + t.wpe.weight[:positions, None, :]
     return t.h[0].ln_1(emb)
@@ -153,14 +174,26 @@ def first_layer_inputs(model, positions: int) -> torch.Tensor:
 
 @torch.no_grad()
 def second_layer_inputs(model, ids: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """(n, L, d): block 1's LN_1 of block 0's output, the input of h.1's c_attn; `chunk` sequences at a time
-    (a wide beam extends ~20k prefixes a position: all at once held 4.8 GB)."""
-    t = transformer_of(model)
+    """(n, L, d): the input of block 1's attention projections (GPT-2: block 1's LN_1 of block 0's output;
+    BERT: block 0's output); `chunk` sequences at a time (a wide beam extends ~20k prefixes a position: all
+    at once held 4.8 GB)."""
     out = []
+    if is_encoder(model):
+        e = encoder_of(model)
+        for part in ids.split(chunk):
+            out.append(e(input_ids=part, output_hidden_states=True).hidden_states[1])
+        return torch.cat(out)
+    t = transformer_of(model)
     for part in ids.split(chunk):
         hidden = t(input_ids=part, output_hidden_states=True).hidden_states[1]
         out.append(t.h[1].ln_1(hidden))
     return torch.cat(out)
+
+
+def encoder_of(model):
+    """The BertModel inside a BertForSequenceClassification, peft-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.bert
 
 
 @TEXT_ATTACKS.register
@@ -186,9 +219,14 @@ class Dager(TextAttack):
             rec.extras["defense_replay"] = "decoded update, noise-robust span test"
             return rec
         B, L = observation.num_examples, seq_len
-        seen = L - 1  # positions whose input gets a gradient (the last has no loss term)
+        encoder = is_encoder(model)
+        # positions whose input gets a gradient: the LM's last has no loss term; the classifier's pooler
+        # reads position 0 of the last layer, which attends to every position
+        seen = L if encoder else L - 1
         max_rank = B * seen
-        first = LayerSpan(observation, 0, o.rank_tol, max_rank)
+        first = LayerSpan(observation, 0, o.rank_tol, max_rank, model)
+        if encoder:  # max: the noise-robust replay's thresholds (1e300) stay
+            o = dataclasses.replace(o, tau_first=max(o.tau_first, o.tau_encoder), tau_second=max(o.tau_second, o.tau_encoder))
         # token sets per position (Sec. 5.1): distance of every (position, token) to the first layer's span
         dist = first.distance(first_layer_inputs(model, seen))            # (seen, V)
         sets = []
@@ -200,7 +238,7 @@ class Dager(TextAttack):
                   "min_distance_per_position": [float(dist[p].min()) for p in range(seen)]}
         extras["span_full"] = first.full
         try:
-            second = LayerSpan(observation, 1, o.rank_tol, max_rank)
+            second = LayerSpan(observation, 1, o.rank_tol, max_rank, model)
         except ConfigError:
             second = None
         if second is None or first.full:
@@ -208,6 +246,11 @@ class Dager(TextAttack):
             # with: the nearest token at every position (right for B = 1 unless a token repeats)
             prefixes = torch.stack([s[:1] for s in sets], dim=1).expand(B, seen)
             extras["assembly"] = "nearest"
+        elif encoder:
+            prefixes, unexplained = self._assemble_encoder(model, sets, first, second, B, seed, o.tau_second)
+            extras["assembly"] = "second-layer span, coordinate search"
+            extras["second_layer_rank"] = second.rank
+            extras["unexplained"] = unexplained
         else:
             prefixes, unexplained = self._assemble(model, sets, first, second, B, o.beam)
             if unexplained > o.complete_tol and o.retry_beam > o.beam:
@@ -216,6 +259,9 @@ class Dager(TextAttack):
             extras["assembly"] = "second-layer span"
             extras["second_layer_rank"] = second.rank
             extras["unexplained"] = unexplained
+        if encoder:
+            extras["last_token"] = "span"  # every position is in the span: nothing left to read elsewhere
+            return TextReconstruction(prefixes, extras)
         last, how = self._last_tokens(observation, model, prefixes)
         extras["last_token"] = how
         return TextReconstruction(torch.cat([prefixes, last[:, None]], dim=1), extras)
@@ -258,6 +304,74 @@ class Dager(TextAttack):
         if not decisive:
             return prefixes[:B], 0.0  # 0: nothing to retry for, the choice cannot tell
         return self._choose(model, prefixes, first, second, B)
+
+    def _assemble_encoder(self, model, sets, first: LayerSpan, second: LayerSpan, B: int, seed: int,
+                          tau: float) -> tuple[torch.Tensor, float]:
+        """B sequences for a bidirectional encoder, whose second-layer input at a position depends on the whole
+        sequence, so no prefix can be tested on its own (the decoder's left-to-right beam does not apply).
+        A true sequence is a choice of one token from each position's set whose every second-layer input lies
+        in the second layer's span; a wrong token moves its own position's input off it, and the others' as far
+        as attention mixes the sequence (little at BERT's random initialisation: a sequence that is half one
+        true sequence and half another sat 0.01-0.02 from the span, the true ones 0.007; docs/text.md). So from a
+        start (one token of each set) a coordinate search replaces one position at a time by the token of its
+        set that brings the sequence's inputs nearest the span (summed over positions), until nothing changes;
+        starts cycle through the sets (start i takes the i-th nearest token at every position), then random
+        choices, until B distinct sequences pass (tau_second) or the starts run out (4 B + max set size).
+        Of those found, B are chosen by what they explain of both layers' gradients (`_choose`). A local search,
+        not an exhaustive one over the product of the sets: it can stop at a mixture, which the final check
+        (`unexplained`) then shows."""
+        L = len(sets)
+        g = torch.Generator().manual_seed(seed)
+
+        def score(candidates):
+            return second.distance(second_layer_inputs(model, candidates)).sum(-1)   # (K, L) -> (K,)
+
+        def search(seq):
+            best = float(score(seq[None])[0])
+            for _ in range(4 * L):
+                changed = False
+                for p in range(L):
+                    if sets[p].numel() < 2:
+                        continue
+                    trial = seq[None].repeat(sets[p].numel(), 1)
+                    trial[:, p] = sets[p]
+                    values = score(trial)
+                    i = int(values.argmin())
+                    if float(values[i]) < best - 1e-12 and int(trial[i, p]) != int(seq[p]):
+                        seq, best, changed = trial[i].clone(), float(values[i]), True
+                if not changed:
+                    break
+            return seq
+
+        widest = max(int(s.numel()) for s in sets)
+        found: dict[tuple, torch.Tensor] = {}
+        passing = 0
+        for start in range(4 * B + widest):
+            if start < widest:
+                seq = torch.stack([s[start % s.numel()] for s in sets])
+            else:
+                seq = torch.stack([s[torch.randint(s.numel(), (1,), generator=g)[0]] for s in sets])
+            seq = search(seq)
+            found.setdefault(tuple(seq.tolist()), seq)
+            candidates = torch.stack(list(found.values()))
+            worst = second.distance(second_layer_inputs(model, candidates)).max(-1).values
+            passing = int((worst < tau).sum())
+            if passing >= B and start + 1 >= widest:
+                break
+        candidates = candidates[torch.argsort(worst)]
+        if candidates.shape[0] < B:
+            candidates = torch.cat([candidates, candidates[:1].expand(B - candidates.shape[0], -1)])
+        decisive = B * L < min(b.shape[0] for b, _ in first.tests + second.tests) - 1
+        if not decisive or candidates.shape[0] == B:
+            return candidates[:B], 0.0 if not decisive else self._unexplained(model, candidates[:B], first, second)
+        return self._choose(model, candidates, first, second, B)
+
+    @staticmethod
+    def _unexplained(model, chosen: torch.Tensor, first: LayerSpan, second: LayerSpan) -> float:
+        positions = chosen.shape[1]
+        x1 = first_layer_inputs(model, positions)[torch.arange(positions)[None, :], chosen]
+        x2 = second_layer_inputs(model, chosen)
+        return first.unexplained(x1.reshape(-1, x1.shape[-1])) + second.unexplained(x2.reshape(-1, x2.shape[-1]))
 
     @staticmethod
     def _choose(model, candidates: torch.Tensor, first: LayerSpan, second: LayerSpan, B: int) -> tuple[torch.Tensor, float]:

@@ -73,6 +73,9 @@ class Tag(TextAttack):
         differentiable, the attacker's own private draws) and is compared with what the client sent, as the
         image defense-loop attack does; without it, with the server's decoding of what was sent."""
         self.check_observation(observation)
+        from fedleak.models.text import is_encoder
+        if is_encoder(model):  # its relaxation is the causal LM's (soft inputs are their own shifted targets)
+            raise ConfigError(f"attack '{self.name}': runs on the causal LM (model = \"gpt2\") only, not on the BERT classifier")
         o = self.options
         named = dict(model.named_parameters())
         missing = [n for n in observation.param_names if n not in named]

@@ -13,7 +13,7 @@ its JSON (core.io: a tampered entry is rebuilt, never executed). Nothing is down
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -22,6 +22,9 @@ from fedleak.core.errors import ConfigError, DataError
 from fedleak.core.io import cache_dir, cached_json, digest
 
 HELD_OUT_EVERY = 5
+# the classifier's label: which of TOPIC_GROUPS contiguous groups of the (alphabetically sorted) held-out
+# help pages a sentence comes from, a coarse topic label every sentence honestly has
+TOPIC_GROUPS = 4
 END_OF_TEXT = "<|endoftext|>"
 
 
@@ -69,6 +72,7 @@ class TextData:
     victim_ids: list[list[int]]    # one token list per held-out sentence
     vocab_size: int
     corpus_digest: str
+    victim_labels: list[int] = field(default_factory=list)  # per held-out sentence: its page's topic group
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -76,15 +80,24 @@ class TextData:
     def private_batch(self, batch_size: int, seq_len: int, seed: int = 0) -> torch.Tensor:
         """(B, L) token ids: the first `seq_len` tokens of B distinct held-out sentences at least that
         long, drawn with `seed` (a client's private batch)."""
-        pool = [s[:seq_len] for s in self.victim_ids if len(s) >= seq_len]
+        return self.private_labelled_batch(batch_size, seq_len, seed)[0]
+
+    def private_labelled_batch(self, batch_size: int, seq_len: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same batch as `private_batch` and (B,) topic-group labels (TOPIC_GROUPS classes)."""
+        labels = self.victim_labels or [0] * len(self.victim_ids)
+        pool: dict[tuple, int] = {}
         # distinct sequences: a repeated sentence would let "exact recovery" count one sequence twice
-        pool = [list(t) for t in dict.fromkeys(tuple(s) for s in pool)]
+        for s, y in zip(self.victim_ids, labels):
+            if len(s) >= seq_len:
+                pool.setdefault(tuple(s[:seq_len]), y)
         if batch_size > len(pool):
             raise ConfigError(f"dataset 'text': {batch_size} sequences of {seq_len} tokens asked for, "
                               f"the held-out split has {len(pool)}")
+        seqs, ys = list(pool), list(pool.values())
         g = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(pool), generator=g)[:batch_size]
-        return torch.tensor([pool[int(i)] for i in pick], dtype=torch.long)
+        pick = torch.randperm(len(seqs), generator=g)[:batch_size]
+        return (torch.tensor([list(seqs[int(i)]) for i in pick], dtype=torch.long),
+                torch.tensor([ys[int(i)] for i in pick], dtype=torch.long))
 
 
 @lru_cache(maxsize=4)
@@ -114,5 +127,10 @@ def load_text(vocab_size: int = 2048) -> TextData:
         stream.append(eot)
     # boilerplate ("Changed in version 3.8: ...") recurs across pages: a private sentence the
     # training text holds verbatim would measure memory, so it is left out
-    victims = [tok.encode(s).ids for text in held for s in sentences(text) if not any(s in t for t in train)]
-    return TextData(tok, torch.tensor(stream, dtype=torch.long), victims, tok.get_vocab_size(), corpus)
+    victims, labels = [], []
+    for page, text in enumerate(held):
+        for s in sentences(text):
+            if not any(s in t for t in train):
+                victims.append(tok.encode(s).ids)
+                labels.append(page * TOPIC_GROUPS // len(held))
+    return TextData(tok, torch.tensor(stream, dtype=torch.long), victims, tok.get_vocab_size(), corpus, labels)

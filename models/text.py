@@ -127,3 +127,119 @@ def pretrained_lm(data, spec: TextLMSpec | None = None, budget: Pretraining | No
     model.load_state_dict(entry["state"])
     model.final_loss = float(entry["final_loss"])
     return model.eval()
+
+
+@dataclass(frozen=True)
+class TextClassifierSpec:
+    """The encoder victim: a BERT-architecture sequence classifier (post-LN encoder, learned absolute
+    positions, one token type) over the shipped tokenizer's vocabulary, read at position 0 (the pooler)."""
+    vocab_size: int = 2048
+    width: int = 128
+    layers: int = 3           # the last layer reaches the pooler through position 0 only: DAGER's second-layer
+    heads: int = 4            # test needs a layer below it (attacks/dager.py)
+    context: int = 64
+    num_labels: int = 4
+
+    def __post_init__(self):
+        for key in ("vocab_size", "width", "layers", "heads", "context"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.num_labels < 2:
+            raise ConfigError(f"model.num_labels: must be >= 2, got {self.num_labels}")
+        if self.width % self.heads:
+            raise ConfigError(f"model.width: must be a multiple of model.heads ({self.heads}), got {self.width}")
+
+
+def build_classifier(spec: TextClassifierSpec, seed: int = 0):
+    """A randomly initialised BertForSequenceClassification of `spec` (float32, eval mode, no dropout)."""
+    from transformers import BertConfig, BertForSequenceClassification
+    config = BertConfig(vocab_size=spec.vocab_size, hidden_size=spec.width, num_hidden_layers=spec.layers,
+                        num_attention_heads=spec.heads, intermediate_size=4 * spec.width,
+                        max_position_embeddings=spec.context, type_vocab_size=1, num_labels=spec.num_labels,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config).eval()
+
+
+def is_encoder(model) -> bool:
+    """Whether `model` (peft-wrapped or not) is the BERT classifier rather than the causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "model_type", "") == "bert"
+
+
+def text_loss(model, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The client's loss: the LM's next-token loss, or the classifier's mean cross-entropy on `labels`."""
+    if is_encoder(model):
+        if labels is None:
+            raise ConfigError("text batch: the BERT classifier's loss needs the batch's labels")
+        return model(input_ids=ids, labels=labels).loss
+    return lm_loss(model, ids)
+
+
+def _mlm_steps(model, train_ids: torch.Tensor, budget: Pretraining, mask_id: int) -> float:
+    """BERT's masked-LM objective on random windows: 15 % of positions are predicted, their input replaced by
+    `mask_id` (the tokenizer's only special token stands for [MASK])."""
+    g = torch.Generator().manual_seed(budget.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / budget.steps)))
+    model.train()
+    last = float("nan")
+    for _ in range(budget.steps):
+        start = torch.randint(0, len(train_ids) - budget.seq_len - 1, (budget.batch_size,), generator=g)
+        batch = torch.stack([train_ids[s:s + budget.seq_len] for s in start.tolist()])
+        masked = torch.rand(batch.shape, generator=g) < 0.15
+        loss = model(input_ids=batch.masked_fill(masked, mask_id), labels=batch.masked_fill(~masked, -100)).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        last = loss.item()
+    model.eval()
+    return last
+
+
+CLASSIFIER_PRETRAINING = Pretraining(steps=300, batch_size=16, seq_len=32, lr=3e-3)
+
+
+def pretrained_classifier(data, spec: TextClassifierSpec | None = None, budget: Pretraining | None = None):
+    """The shipped encoder classifier: `spec`'s encoder pretrained with masked-LM on `data`'s train split
+    (`budget`, default CLASSIFIER_PRETRAINING: well under a minute on one core), cached like the LM; the
+    pooler and the classification head stay at their random initialisation (the client fine-tunes them).
+    Pretraining matters to DAGER: at BERT's initialisation (std 0.02) attention adds almost nothing to the
+    residual stream, so a layer's input barely depends on the rest of the sequence and sequences cannot be
+    told apart from mixtures of the batch's tokens (docs/text.md)."""
+    from transformers import BertForMaskedLM
+    spec = spec or TextClassifierSpec(vocab_size=data.vocab_size)
+    budget = budget or CLASSIFIER_PRETRAINING
+    if spec.vocab_size != data.vocab_size:
+        raise ConfigError(f"model.vocab_size: {spec.vocab_size} differs from the tokenizer's {data.vocab_size}")
+    if budget.seq_len > spec.context:
+        raise ConfigError(f"pretraining seq_len {budget.seq_len} exceeds the model's context {spec.context}")
+    key = digest([asdict(spec), asdict(budget), data.corpus_digest, "bert-mlm-v1"])
+    path = cache_dir() / "text" / f"bert-{key}.pt"
+    model = build_classifier(spec, seed=budget.seed)
+    expected = {k: v.shape for k, v in model.bert.state_dict().items() if not k.startswith("pooler.")}
+
+    def build():
+        torch.manual_seed(budget.seed)
+        mlm = BertForMaskedLM(build_classifier(spec, seed=budget.seed).config)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            loss = _mlm_steps(mlm, data.train_ids, budget, mask_id=0)
+        finally:
+            torch.set_num_threads(threads)
+        return {"state": {k: v.detach().clone() for k, v in mlm.bert.state_dict().items()}, "final_loss": torch.tensor(loss)}
+
+    def problem(value):
+        state = value.get("state") if isinstance(value, dict) else None
+        if not isinstance(state, dict) or {k: getattr(v, "shape", None) for k, v in state.items()} != expected:
+            return "not this model's weights"
+        return None
+
+    entry = cached_tensors(path, build, "a pretrained text classifier", problem)
+    model.bert.load_state_dict(entry["state"], strict=False)
+    model.final_loss = float(entry["final_loss"])
+    return model.eval()

@@ -391,3 +391,69 @@ def test_lamps_discrete_step_undoes_a_swap_the_gradient_rules_out():
         return sum(((a - b) ** 2).sum() for a, b in zip(grads, target)) / norm
     changed = lamp._discrete_step(client, params, z, distance, torch.Generator().manual_seed(0))
     assert changed == 1 and torch.equal(z.detach().argmax(-1), ids)
+
+
+def tiny_bert(width=64, layers=3, seed=0):
+    from fedleak.models.text import TextClassifierSpec, build_classifier
+    return build_classifier(TextClassifierSpec(vocab_size=VOCAB, width=width, layers=layers, heads=4, context=32,
+                                               num_labels=4), seed=seed)
+
+
+@pytest.mark.parametrize("B", [1, 2])
+def test_dager_recovers_a_batch_exactly_from_the_bert_classifiers_gradient(B):
+    model, ids = tiny_bert(), batch(B, 8, seed=B)
+    labels = torch.arange(B) % 4
+    obs, client = build_text_threat_model("text-fedsgd").observe(model, ids, NoDefense(), labels=labels)
+    rec = build_text_attack("dager").reconstruct(obs, client, 8)
+    assert rec.extras["last_token"] == "span"    # every position is in the encoder's span
+    assert sorted(map(tuple, rec.ids.tolist())) == sorted(map(tuple, ids.tolist()))
+    assert rec.extras["unexplained"] < 1e-9
+
+
+def test_the_bert_classifiers_last_layer_is_no_span_and_its_loss_needs_labels():
+    model, ids = tiny_bert(layers=2), batch(1, 8)
+    obs, client = build_text_threat_model("text-fedsgd").observe(model, ids, NoDefense(), labels=torch.tensor([1]))
+    with pytest.raises(ConfigError, match="last"):
+        LayerSpan(obs, 1, 1e-7, 8, client)
+    with pytest.raises(ConfigError, match="labels"):
+        build_text_threat_model("text-fedsgd").observe(model, ids, NoDefense())
+
+
+def test_lora_on_the_bert_classifier_targets_query_key_value_and_dager_reads_it():
+    model, ids = tiny_bert(), batch(2, 8, seed=2)
+    obs, client = build_text_threat_model("text-lora", rank=32).observe(model, ids, NoDefense(), labels=torch.tensor([2, 0]))
+    assert obs.param_names and all("lora_" in n for n in obs.param_names)
+    assert {n.split(".")[-4] for n in obs.param_names} == {"query", "key", "value"}
+    rec = build_text_attack("dager").reconstruct(obs, client, 8)   # r = 32 >= B x L = 16: the span holds the batch
+    assert sorted(map(tuple, rec.ids.tolist())) == sorted(map(tuple, ids.tolist()))
+
+
+def test_the_text_victim_option_is_checked_with_the_key_named(tmp_path):
+    from fedleak.harness.text.matrix import load_text_matrix
+    from fedleak.harness.text.run import TextRun
+    with pytest.raises(ConfigError, match=r"^text run: model: expected one of gpt2, bert, bert-mlm, got 'bart'$"):
+        TextRun(model="bart")
+    path = tmp_path / "m.toml"
+    path.write_text('model = "roberta"\nthreat_models = [{ name = "text-fedsgd" }]\nattacks = [{ name = "dager" }]\n')
+    with pytest.raises(ConfigError, match=r"^model: expected one of"):
+        load_text_matrix(path)
+    path.write_text('model = "bert"\nthreat_models = [{ name = "text-fedsgd" }]\nattacks = [{ name = "dager" }]\n')
+    assert load_text_matrix(path).model == "bert"
+
+
+def test_tag_says_it_runs_on_the_causal_lm_only():
+    model, ids = tiny_bert(), batch(1, 4)
+    obs, client = build_text_threat_model("text-fedsgd").observe(model, ids, NoDefense(), labels=torch.tensor([0]))
+    with pytest.raises(ConfigError, match="causal LM"):
+        build_text_attack("tag", iterations=1).reconstruct(obs, client, 4)
+
+
+def test_private_labels_are_the_topic_group_of_each_sentence():
+    from fedleak.data.text import TOPIC_GROUPS, load_text
+    data = load_text(2048)
+    ids, labels = data.private_labelled_batch(4, 8, seed=3)
+    assert torch.equal(ids, data.private_batch(4, 8, seed=3))
+    for seq, y in zip(ids.tolist(), labels.tolist()):
+        owners = {lab for s, lab in zip(data.victim_ids, data.victim_labels) if s[:8] == seq}
+        assert y in owners and 0 <= y < TOPIC_GROUPS
+    assert len(set(data.victim_labels)) == TOPIC_GROUPS

@@ -2,7 +2,8 @@
 
 * `text-fedsgd`: the gradient of the mean next-token loss of its batch of B sequences, every
   parameter (full fine-tuning).
-* `text-lora`: LoRA adapters (peft) on the attention projections `c_attn`, the base model frozen;
+* `text-lora`: LoRA adapters (peft) on the attention projections (`c_attn`; BERT's query, key, value),
+  the base model frozen;
   the client shares the adapters' gradient only (kind "gradient"), as DP-LoRA-style systems do.
   Round 0 of standard LoRA has B = 0 (peft's init), so the A gradient is zero and only the B
   gradient carries the batch; `adapter_scale` > 0 draws B ~ N(0, scale^2) to stand for a later round.
@@ -25,7 +26,7 @@ from fedleak.core.errors import ConfigError
 from fedleak.core.options import check_integer, check_number
 from fedleak.core.registry import Registry
 from fedleak.defenses.base import Defense, ShareContext, share_update
-from fedleak.models.text import lm_loss
+from fedleak.models.text import is_encoder, text_loss
 from fedleak.threat_models.observation import Observation
 
 TEXT_THREAT_MODELS: Registry[type] = Registry("text threat model")
@@ -42,19 +43,20 @@ class TextThreatModel(Component):
     def trainable(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
-    def client_update(self, model: torch.nn.Module, ids: torch.Tensor) -> list[torch.Tensor]:
+    def client_update(self, model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         params = [p for _, p in self.trainable(model)]
-        return [g.detach() for g in torch.autograd.grad(lm_loss(model, ids), params)]
+        return [g.detach() for g in torch.autograd.grad(text_loss(model, ids, labels), params)]
 
     def observe(self, model: torch.nn.Module, ids: torch.Tensor, defense: Defense, seed: int = 0,
-                client_id: int = 0, round: int = 0) -> tuple[Observation, torch.nn.Module]:
-        """(what the server holds, the client model it sent: the attacker's white box)."""
+                client_id: int = 0, round: int = 0, labels: torch.Tensor | None = None) -> tuple[Observation, torch.nn.Module]:
+        """(what the server holds, the client model it sent: the attacker's white box). `labels`: the
+        classifier's (B,) labels (models.text.text_loss), None for the LM."""
         if ids.dim() != 2:
             raise ConfigError(f"text batch: expected (B, L) token ids, got shape {tuple(ids.shape)}")
         client = self.client_model(model)
         names = [n for n, _ in self.trainable(client)]
         sent = {n: p.detach().clone() for n, p in client.named_parameters()}
-        update = self.client_update(client, ids)
+        update = self.client_update(client, ids, labels)
         context = ShareContext(names, ids.shape[0], client_id, round, seed)
         shared, public = share_update(defense, update, context)
         public = {**public, "bytes_sent": defense.bytes_sent(shared)}
@@ -91,8 +93,10 @@ class TextLoRA(TextThreatModel):
         from peft import LoraConfig, get_peft_model
         o = self.options
         torch.manual_seed(o.seed)  # A's init: the server's (public) adapter initialisation
-        config = LoraConfig(r=o.rank, lora_alpha=o.alpha, target_modules=["c_attn"], fan_in_fan_out=True,
-                            lora_dropout=0.0, bias="none")
+        # BERT's attention projections are three nn.Linear (query, key, value), GPT-2's one Conv1D
+        targets = dict(target_modules=["query", "key", "value"]) if is_encoder(model) else \
+            dict(target_modules=["c_attn"], fan_in_fan_out=True)
+        config = LoraConfig(r=o.rank, lora_alpha=o.alpha, lora_dropout=0.0, bias="none", **targets)
         peft_model = get_peft_model(copy.deepcopy(model), config)
         if o.adapter_scale > 0:
             g = torch.Generator().manual_seed(o.seed + 1)
@@ -119,11 +123,11 @@ class TextFedAvg(TextThreatModel):
     kind = UPDATE
     options_class = FedAvgTextOptions
 
-    def client_update(self, model, ids):
+    def client_update(self, model, ids, labels=None):
         params = [p for _, p in self.trainable(model)]
         start = [p.detach().clone() for p in params]
         for _ in range(self.options.steps):
-            grads = torch.autograd.grad(lm_loss(model, ids), params)
+            grads = torch.autograd.grad(text_loss(model, ids, labels), params)
             with torch.no_grad():
                 for p, g in zip(params, grads):
                     p -= self.options.lr * g

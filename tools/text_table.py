@@ -5,6 +5,7 @@
     PYTHONPATH=... python tools/text_table.py lora      # DAGER on LoRA adapter gradients, ranks 8..128
     PYTHONPATH=... python tools/text_table.py tag       # TAG and LAMP beside DAGER at B = 1 and 4
     PYTHONPATH=... python tools/text_table.py defenses  # DAGER under dp / prune / quantize / sketch
+    --model bert | bert-mlm: the same runs against the BERT classifier (harness.text.run.TEXT_MODELS)
 
 Each prints a Markdown table (one row per setting: means over every private sequence of `--batches`
 batches) and writes the rows to --out as CSV.
@@ -12,6 +13,7 @@ batches) and writes the rows to --out as CSV.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -49,13 +51,15 @@ def main(argv=None):
     parser.add_argument("--tag-iterations", type=int, default=300)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--shapes", default="", help="falloff only: BxL,BxL,... instead of the shipped list")
+    parser.add_argument("--model", default="gpt2", help="the victim: gpt2 (default), bert, bert-mlm")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from fedleak.harness.text.run import run_text, shipped_lm
-    data, model = shipped_lm()
+    data, model = shipped_lm(model=args.model)
     rows, table = [], []
     shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",") if item]
     for run in settings(args.experiment, args.batches, args.tag_iterations, shapes if args.experiment == "falloff" else None):
+        run = dataclasses.replace(run, model=args.model)
         start = time.perf_counter()
         got = pd.DataFrame(run_text(run, data, model))
         rows.append(got)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from fedleak.core.errors import ConfigError
 from fedleak.core.io import read_toml
-from fedleak.harness.text.run import TextRun, run_text
+from fedleak.harness.text.run import TextRun, check_text_model, run_text
 
 PRESET = Path(__file__).parent.parent / "presets" / "matrix-text.toml"
-_KEYS = {"seed", "seq_len", "batch_sizes", "batches", "max_rougeL", "threat_models", "attacks", "defenses", "presets"}
+_KEYS = {"seed", "seq_len", "batch_sizes", "batches", "max_rougeL", "threat_models", "attacks", "defenses", "presets", "model"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class TextMatrix:
     batches: int = 2
     seed: int = 0
     max_rougeL: float = 0.5
+    model: str = "gpt2"       # the victim (harness.text.run.TEXT_MODELS)
 
 
 def _entries(value, key: str) -> tuple[Entry, ...]:
@@ -83,8 +84,10 @@ def load_text_matrix(path: str | Path | None = None, preset: str | None = None, 
     limit = table.get("max_rougeL", 0.5)
     if not isinstance(limit, (int, float)) or not 0 < limit <= 1:
         raise ConfigError(f"max_rougeL: expected a number in (0, 1], got {limit!r}")
+    model = table.get("model", "gpt2")
+    check_text_model(model, "model")
     return TextMatrix(_entries(table.get("threat_models"), "threat_models"), _entries(table.get("attacks"), "attacks"),
-                      defenses, tuple(sizes), ints["seq_len"], ints["batches"], ints["seed"], float(limit))
+                      defenses, tuple(sizes), ints["seq_len"], ints["batches"], ints["seed"], float(limit), model)
 
 
 def applicable(attack: str, threat_model: str) -> str | None:
@@ -113,7 +116,7 @@ def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses
     registry's. A cell that raises (a defense's share, the threat model) is a failed cell: recorded with
     its error, counted by the verdict, never dropped and never the end of the matrix."""
     from fedleak.harness.text.run import shipped_lm
-    data, model = shipped_lm()
+    data, model = shipped_lm(model=matrix.model)
     rows, failed = [], []
     for tm in matrix.threat_models:
         for B in matrix.batch_sizes:
@@ -122,7 +125,7 @@ def run_text_matrix(matrix: TextMatrix, progress=None, checkpoint=None, defenses
                     if applicable(attack.name, tm.name):
                         continue
                     run = TextRun(attack.name, attack.options, tm.name, tm.options, defense.name, defense.options,
-                                  B, matrix.seq_len, matrix.batches, matrix.seed, adaptive=adaptive)
+                                  B, matrix.seq_len, matrix.batches, matrix.seed, adaptive=adaptive, model=matrix.model)
                     labels = {"threat_model_label": tm.label(), "batch_size": B, "defense_label": defense.label(),
                               "attack_label": attack.label() + (" (adaptive)" if adaptive else "")}
                     names = {"defense": defense.name}

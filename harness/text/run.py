@@ -27,23 +27,42 @@ class TextRun:
     seed: int = 0
     vocab_size: int = 2048
     adaptive: bool = False    # the attacker knows the defense: the attack gets a copy of it (TextAttack.adaptive)
+    model: str = "gpt2"       # the victim: one of TEXT_MODELS
 
     def __post_init__(self):
+        check_text_model(self.model, "text run: model")
         if self.batch_size < 1 or self.batches < 1:
             raise ConfigError(f"text run: batch_size and batches must be >= 1, got {self.batch_size}, {self.batches}")
         if self.seq_len < 2:
             raise ConfigError(f"text run: seq_len must be >= 2 (a next-token loss needs two tokens), got {self.seq_len}")
 
 
-def shipped_lm(vocab_size: int = 2048, progress: bool = False):
+# the text victims (docs/text.md): the pretrained GPT-2-architecture LM; the BERT-architecture topic classifier
+# at its random initialisation ("bert") or with its encoder pretrained by masked-LM ("bert-mlm")
+TEXT_MODELS = ("gpt2", "bert", "bert-mlm")
+
+
+def check_text_model(value, key: str) -> None:
+    if value not in TEXT_MODELS:
+        raise ConfigError(f"{key}: expected one of {', '.join(TEXT_MODELS)}, got {value!r}")
+
+
+def shipped_lm(vocab_size: int = 2048, progress: bool = False, model: str = "gpt2"):
+    """(the text data, the victim `model` of TEXT_MODELS), trained or read from the cache."""
     from fedleak.data.text import load_text
-    from fedleak.models.text import TextLMSpec, pretrained_lm
+    from fedleak.models.text import TextClassifierSpec, TextLMSpec, build_classifier, pretrained_classifier, pretrained_lm
+    check_text_model(model, "model")
     data = load_text(vocab_size)
+    if model == "bert":
+        return data, build_classifier(TextClassifierSpec(vocab_size=data.vocab_size))
+    if model == "bert-mlm":
+        return data, pretrained_classifier(data, TextClassifierSpec(vocab_size=data.vocab_size))
     return data, pretrained_lm(data, TextLMSpec(vocab_size=data.vocab_size), progress=progress)
 
 
 def run_seq_len_limit(model) -> int:
-    return model.config.n_positions
+    config = model.config
+    return getattr(config, "n_positions", None) or config.max_position_embeddings
 
 
 def run_text(run: TextRun, data=None, model=None, defense=None) -> list[dict]:
@@ -53,7 +72,7 @@ def run_text(run: TextRun, data=None, model=None, defense=None) -> list[dict]:
     from fedleak.metrics.text import score_text
     from fedleak.threat_models.text import build_text_threat_model
     if data is None or model is None:
-        data, model = shipped_lm(run.vocab_size)
+        data, model = shipped_lm(run.vocab_size, model=run.model)
     if run.seq_len > run_seq_len_limit(model):
         raise ConfigError(f"text run: seq_len {run.seq_len} exceeds the model's context {run_seq_len_limit(model)}")
     threat = build_text_threat_model(run.threat_model, **run.threat_model_options)
@@ -63,8 +82,9 @@ def run_text(run: TextRun, data=None, model=None, defense=None) -> list[dict]:
         raise ConfigError(f"defense '{defense.name}' does not apply to '{threat.kind}' ({run.threat_model})")
     rows = []
     for b in range(run.batches):
-        ids = data.private_batch(run.batch_size, run.seq_len, seed=run.seed + b)
-        obs, client = threat.observe(model, ids, defense, seed=run.seed + b, client_id=b)
+        # labels: the classifier's topic groups (data.text.TOPIC_GROUPS); the LM's loss does not read them
+        ids, labels = data.private_labelled_batch(run.batch_size, run.seq_len, seed=run.seed + b)
+        obs, client = threat.observe(model, ids, defense, seed=run.seed + b, client_id=b, labels=labels)
         start = time.perf_counter()
         error = None
         try:
