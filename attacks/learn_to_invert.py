@@ -116,8 +116,10 @@ class LearnToInvert(Attack):
         trained = _MEMORY.get(key) or (_load(key) if c.cache else None)
         cached = trained is not None
         if trained is None:
-            # seeded by the key, not the attack's seed: the inverter a cell reuses is the one it would train
-            trained = _train(replay, observation, model, knowledge, sketch, c, budget, mix("learn-to-invert", key) % 2 ** 31,
+            # seeded by what it is trained on, not the attack's seed: the inverter a cell reuses is the one it
+            # would train; and not by the code (the key's source digest), so a comment edit changes no figure
+            trained = _train(replay, observation, model, knowledge, sketch, c, budget,
+                             mix("learn-to-invert", _key(replay, observation, knowledge, c, budget, dependent, code=False)) % 2 ** 31,
                              progress)
             if c.cache:
                 _store(key, trained)
@@ -274,10 +276,12 @@ def _client_sample(replay, threat, model, observation, params, x, y, draw: int) 
     return result[0] if isinstance(result, tuple) else result
 
 
-def _key(replay, observation, knowledge, c, budget, dependent: bool) -> str:
+def _key(replay, observation, knowledge, c, budget, dependent: bool, code: bool = True) -> str:
+    """The cache key of the inverter (`code`: the defense's module source and path in it, so an edited
+    defense retrains) or, without the code, the seed of its training."""
     cls = type(replay.defense)
     try:
-        source = inspect.getsource(sys.modules[cls.__module__])
+        source = inspect.getsource(sys.modules[cls.__module__]) if code else ""
     except (OSError, TypeError, KeyError):
         source = cls.__qualname__
     public = {k: v for k, v in _describe(replay.defense).items() if k not in replay.private}
@@ -287,7 +291,8 @@ def _key(replay, observation, knowledge, c, budget, dependent: bool) -> str:
     for name in sorted(observation.buffers):
         weights.update(observation.buffers[name].detach().cpu().numpy().tobytes())
     aux = knowledge.auxiliary_images
-    blob = {"v": VERSION, "defense": f"{cls.__module__}.{cls.__qualname__}", "source": digest(source, 64),
+    blob = {"v": VERSION, "defense": f"{cls.__module__}.{cls.__qualname__}" if code else cls.__qualname__,
+            "source": digest(source, 64),
             "public": public, "weights": weights.hexdigest(), "threat": observation.threat_model,
             "training": dataclasses.asdict(knowledge.local_training) if knowledge.local_training else None,
             "shape": knowledge.image_shape, "classes": knowledge.num_classes, "mean": knowledge.mean, "std": knowledge.std,

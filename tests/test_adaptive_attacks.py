@@ -106,6 +106,22 @@ def test_the_old_adaptive_attack_is_fooled_where_the_new_ones_are_not(mlp):
     assert scores[0] < 20 and scores[1] > 40, scores
 
 
+
+def test_learn_to_invert_retrains_on_edited_code_to_the_same_inverter(mlp, monkeypatch):
+    """The cache key covers the defense's source (an edited defense is not read with a stale inverter); the
+    training seed does not, so a comment added to the defense's module changes no figure."""
+    import inspect
+    from fedleak.attacks import learn_to_invert
+    monkeypatch.setattr(learn_to_invert, "_MEMORY", {})
+    attack = build_attack("learn-to-invert", samples=100, hidden=32, cache=False)
+    observation, knowledge, _, _ = observe(mlp, broken.TwoBitRounding(), 0)
+    first = attack.reconstruct(observation, mlp.model, knowledge, Budget(20))
+    source = inspect.getsource
+    monkeypatch.setattr(learn_to_invert.inspect, "getsource", lambda module: source(module) + "\n# a comment\n")
+    second = attack.reconstruct(observation, mlp.model, knowledge, Budget(20))
+    assert first.extras["cached"] is False and second.extras["cached"] is False  # another key: trained again
+    assert torch.equal(first.images, second.images)
+
 def test_learn_to_invert_trains_once_and_reads_the_defense(mlp, tmp_path, monkeypatch):
     from fedleak.attacks import learn_to_invert
     monkeypatch.setenv("FEDLEAK_CACHE", str(tmp_path))
