@@ -64,8 +64,10 @@ def lm_loss(model, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, labels=ids).loss
 
 
-def pretrain(model, train_ids: torch.Tensor, budget: Pretraining, progress: bool = False):
-    """AdamW with a cosine schedule on random windows of the train stream."""
+def pretrain(model, train_ids: torch.Tensor, budget: Pretraining, progress: bool = False, loss_fn=None):
+    """AdamW with a cosine schedule on random windows of the train stream; `loss_fn(model, batch, generator)`
+    is the objective (default: the LM's next-token loss)."""
+    loss_fn = loss_fn or (lambda m, batch, _: lm_loss(m, batch))
     g = torch.Generator().manual_seed(budget.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / budget.steps)))
@@ -74,19 +76,19 @@ def pretrain(model, train_ids: torch.Tensor, budget: Pretraining, progress: bool
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small runs faster on one thread than on shared cores
     try:
-        last = _steps(model, train_ids, budget, g, opt, sched, progress)
+        last = _steps(model, train_ids, budget, g, opt, sched, progress, loss_fn)
     finally:
         torch.set_num_threads(threads)
     model.eval()
     return last
 
 
-def _steps(model, train_ids, budget, g, opt, sched, progress):
+def _steps(model, train_ids, budget, g, opt, sched, progress, loss_fn):
     last = float("nan")
     for step in range(budget.steps):
         start = torch.randint(0, len(train_ids) - budget.seq_len - 1, (budget.batch_size,), generator=g)
         batch = torch.stack([train_ids[s:s + budget.seq_len] for s in start.tolist()])
-        loss = lm_loss(model, batch)
+        loss = loss_fn(model, batch, g)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -98,14 +100,28 @@ def _steps(model, train_ids, budget, g, opt, sched, progress):
     return last
 
 
-def pretrained_lm(data, spec: TextLMSpec | None = None, budget: Pretraining | None = None, progress: bool = False):
-    """The shipped LM: `spec` pretrained on `data`'s train split, cached by (spec, budget, corpus)."""
-    spec = spec or TextLMSpec(vocab_size=data.vocab_size)
-    budget = budget or Pretraining()
+def _check_fits(data, spec, budget: Pretraining) -> None:
     if spec.vocab_size != data.vocab_size:
         raise ConfigError(f"model.vocab_size: {spec.vocab_size} differs from the tokenizer's {data.vocab_size}")
     if budget.seq_len > spec.context:
         raise ConfigError(f"pretraining seq_len {budget.seq_len} exceeds the model's context {spec.context}")
+
+
+def _weights_of(expected: dict):
+    """A cache entry's check: a state dict of exactly these names and shapes (anything else is rebuilt)."""
+    def problem(value):
+        state = value.get("state") if isinstance(value, dict) else None
+        if not isinstance(state, dict) or {k: getattr(v, "shape", None) for k, v in state.items()} != expected:
+            return "not this model's weights"
+        return None
+    return problem
+
+
+def pretrained_lm(data, spec: TextLMSpec | None = None, budget: Pretraining | None = None, progress: bool = False):
+    """The shipped LM: `spec` pretrained on `data`'s train split, cached by (spec, budget, corpus)."""
+    spec = spec or TextLMSpec(vocab_size=data.vocab_size)
+    budget = budget or Pretraining()
+    _check_fits(data, spec, budget)
     key = digest([asdict(spec), asdict(budget), data.corpus_digest, "gpt2-v1"])
     path = cache_dir() / "text" / f"lm-{key}.pt"
     model = build_lm(spec, seed=budget.seed)
@@ -117,13 +133,7 @@ def pretrained_lm(data, spec: TextLMSpec | None = None, budget: Pretraining | No
         return {"state": {k: v.detach().clone() for k, v in model_.state_dict().items()},
                 "final_loss": torch.tensor(loss)}
 
-    def problem(value):
-        state = value.get("state") if isinstance(value, dict) else None
-        if not isinstance(state, dict) or {k: getattr(v, "shape", None) for k, v in state.items()} != expected:
-            return "not this model's weights"
-        return None
-
-    entry = cached_tensors(path, build, "a pretrained text LM", problem)
+    entry = cached_tensors(path, build, "a pretrained text LM", _weights_of(expected))
     model.load_state_dict(entry["state"])
     model.final_loss = float(entry["final_loss"])
     return model.eval()
@@ -177,27 +187,13 @@ def text_loss(model, ids: torch.Tensor, labels: torch.Tensor | None = None) -> t
     return lm_loss(model, ids)
 
 
-def _mlm_steps(model, train_ids: torch.Tensor, budget: Pretraining, mask_id: int) -> float:
-    """BERT's masked-LM objective on random windows: 15 % of positions are predicted, their input replaced by
-    `mask_id` (the tokenizer's only special token stands for [MASK])."""
-    g = torch.Generator().manual_seed(budget.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / budget.steps)))
-    model.train()
-    last = float("nan")
-    for _ in range(budget.steps):
-        start = torch.randint(0, len(train_ids) - budget.seq_len - 1, (budget.batch_size,), generator=g)
-        batch = torch.stack([train_ids[s:s + budget.seq_len] for s in start.tolist()])
+def _masked_lm_loss(mask_id: int):
+    """BERT's masked-LM objective: 15 % of positions are predicted, their input replaced by `mask_id` (the
+    tokenizer's only special token stands for [MASK])."""
+    def loss(model, batch, g):
         masked = torch.rand(batch.shape, generator=g) < 0.15
-        loss = model(input_ids=batch.masked_fill(masked, mask_id), labels=batch.masked_fill(~masked, -100)).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        last = loss.item()
-    model.eval()
-    return last
+        return model(input_ids=batch.masked_fill(masked, mask_id), labels=batch.masked_fill(~masked, -100)).loss
+    return loss
 
 
 CLASSIFIER_PRETRAINING = Pretraining(steps=300, batch_size=16, seq_len=32, lr=3e-3)
@@ -213,10 +209,7 @@ def pretrained_classifier(data, spec: TextClassifierSpec | None = None, budget: 
     from transformers import BertForMaskedLM
     spec = spec or TextClassifierSpec(vocab_size=data.vocab_size)
     budget = budget or CLASSIFIER_PRETRAINING
-    if spec.vocab_size != data.vocab_size:
-        raise ConfigError(f"model.vocab_size: {spec.vocab_size} differs from the tokenizer's {data.vocab_size}")
-    if budget.seq_len > spec.context:
-        raise ConfigError(f"pretraining seq_len {budget.seq_len} exceeds the model's context {spec.context}")
+    _check_fits(data, spec, budget)
     key = digest([asdict(spec), asdict(budget), data.corpus_digest, "bert-mlm-v1"])
     path = cache_dir() / "text" / f"bert-{key}.pt"
     model = build_classifier(spec, seed=budget.seed)
@@ -225,21 +218,10 @@ def pretrained_classifier(data, spec: TextClassifierSpec | None = None, budget: 
     def build():
         torch.manual_seed(budget.seed)
         mlm = BertForMaskedLM(build_classifier(spec, seed=budget.seed).config)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            loss = _mlm_steps(mlm, data.train_ids, budget, mask_id=0)
-        finally:
-            torch.set_num_threads(threads)
+        loss = pretrain(mlm, data.train_ids, budget, loss_fn=_masked_lm_loss(mask_id=0))
         return {"state": {k: v.detach().clone() for k, v in mlm.bert.state_dict().items()}, "final_loss": torch.tensor(loss)}
 
-    def problem(value):
-        state = value.get("state") if isinstance(value, dict) else None
-        if not isinstance(state, dict) or {k: getattr(v, "shape", None) for k, v in state.items()} != expected:
-            return "not this model's weights"
-        return None
-
-    entry = cached_tensors(path, build, "a pretrained text classifier", problem)
+    entry = cached_tensors(path, build, "a pretrained text classifier", _weights_of(expected))
     model.bert.load_state_dict(entry["state"], strict=False)
     model.final_loss = float(entry["final_loss"])
     return model.eval()

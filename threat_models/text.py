@@ -17,6 +17,7 @@ update-level defenses dp, prune, quantize, sketch apply unchanged) and returns a
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -97,7 +98,11 @@ class TextLoRA(TextThreatModel):
         targets = dict(target_modules=["query", "key", "value"]) if is_encoder(model) else \
             dict(target_modules=["c_attn"], fan_in_fan_out=True)
         config = LoraConfig(r=o.rank, lora_alpha=o.alpha, lora_dropout=0.0, bias="none", **targets)
-        peft_model = get_peft_model(copy.deepcopy(model), config)
+        with warnings.catch_warnings():
+            # peft asks transformers' deprecated is_gradient_checkpointing; one FutureWarning per cell of a
+            # matrix buried its progress lines, and the call's behaviour is not in question
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(copy.deepcopy(model), config)
         if o.adapter_scale > 0:
             g = torch.Generator().manual_seed(o.seed + 1)
             with torch.no_grad():
