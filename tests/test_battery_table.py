@@ -1,20 +1,16 @@
 """tools/battery_table.py builds docs/attacks.md's battery table from evaluate-defense folders: per image the best of
 the old and of the new attacks, medians, the verdict as printed, and a mark where the user's command falls more than
 3 dB below the battery's figure (a weaker preset must show). Synthetic folders: the arithmetic is the point."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "battery_table.py"
+from toolfile import load_tool as _load
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("battery_table", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("battery_table")
 
 
 def folder(tmp_path: Path, label: str, old: list[float], new: list[float]) -> Path:

@@ -1,20 +1,16 @@
 """tools/compare_runs.py says whether two stored matrix runs hold the same numbers (issue #22's bit-identical
 check): digests that cover the code (cell keys, utility keys) and timings may differ, every other value may not,
 and rows are paired by their content, not by their keys. Synthetic folders: the pairing is the point."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_runs.py"
+from toolfile import load_tool as _load
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("compare_runs", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("compare_runs")
 
 
 def run(root: Path, keys: list[str], accuracy: dict[str, float], overhead: float) -> Path:
