@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedleak.attacks.text_base import TEXT_ATTACKS, TextAttack, TextReconstruction, observed, transformer_of
+from fedleak.attacks.text_base import TEXT_ATTACKS, TextAttack, TextReconstruction, encoder_of, observed, transformer_of
 from fedleak.core.components import GRADIENT, UPDATE
 from fedleak.core.errors import ConfigError
 from fedleak.core.options import check_choice, check_integer, check_number
@@ -191,12 +191,6 @@ def second_layer_inputs(model, ids: torch.Tensor, chunk: int = 2048) -> torch.Te
         hidden = t(input_ids=part, output_hidden_states=True).hidden_states[1]
         out.append(t.h[1].ln_1(hidden))
     return torch.cat(out)
-
-
-def encoder_of(model):
-    """The BertModel inside a BertForSequenceClassification, peft-wrapped or not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.bert
 
 
 @TEXT_ATTACKS.register
@@ -392,12 +386,10 @@ class Dager(TextAttack):
         as B grows); the best batch wins."""
         B, L = batch.shape
         starts = max(1, 24 // B) if starts is None else starts
-        x1 = first_layer_inputs(model, L)                                    # (L, V, d), once
+        x1 = first_layer_inputs(model, L)                                    # (L, V, d), once for every trial
 
         def unexplained(b):
-            first_in = x1[torch.arange(L)[None, :], b].reshape(-1, x1.shape[-1])
-            x2 = second_layer_inputs(model, b)
-            return first.unexplained(first_in) + second.unexplained(x2.reshape(-1, x2.shape[-1]))
+            return Dager._unexplained(model, b, first, second, x1)
 
         def moves(b, p):
             for i in range(B):
@@ -429,7 +421,7 @@ class Dager(TextAttack):
             return b, value
 
         g = torch.Generator().manual_seed(seed)
-        winner, low = search(batch.clone(), unexplained(batch))
+        winner, low = search(batch.clone(), best)  # `best`: what the batch found so far leaves unexplained
         for _ in range(starts):
             if low < tol:
                 break
@@ -441,9 +433,12 @@ class Dager(TextAttack):
         return winner, low
 
     @staticmethod
-    def _unexplained(model, chosen: torch.Tensor, first: LayerSpan, second: LayerSpan) -> float:
+    def _unexplained(model, chosen: torch.Tensor, first: LayerSpan, second: LayerSpan,
+                     x1: torch.Tensor | None = None) -> float:
+        """What the batch `chosen` leaves unexplained of both layers' gradients; `x1`: first_layer_inputs of the
+        batch's length, where a caller scores many batches."""
         positions = chosen.shape[1]
-        x1 = first_layer_inputs(model, positions)[torch.arange(positions)[None, :], chosen]
+        x1 = (first_layer_inputs(model, positions) if x1 is None else x1)[torch.arange(positions)[None, :], chosen]
         x2 = second_layer_inputs(model, chosen)
         return first.unexplained(x1.reshape(-1, x1.shape[-1])) + second.unexplained(x2.reshape(-1, x2.shape[-1]))
 

@@ -9,6 +9,7 @@ import torch
 from fedleak.core.components import Component
 from fedleak.core.errors import ConfigError
 from fedleak.core.registry import Registry
+from fedleak.models.text import base_model
 from fedleak.threat_models.observation import Observation
 
 TEXT_ATTACKS: Registry[type] = Registry("text attack")
@@ -42,8 +43,12 @@ class TextAttack(Component):
 
 def transformer_of(model: torch.nn.Module):
     """The GPT2Model inside a GPT2LMHeadModel, peft-wrapped or not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.transformer
+    return base_model(model).transformer
+
+
+def encoder_of(model: torch.nn.Module):
+    """The BertModel inside a BertForSequenceClassification, peft-wrapped or not."""
+    return base_model(model).bert
 
 
 def observed(observation: Observation, suffix: str) -> torch.Tensor | None:

@@ -172,10 +172,14 @@ def build_classifier(spec: TextClassifierSpec, seed: int = 0):
     return BertForSequenceClassification(config).eval()
 
 
+def base_model(model):
+    """The transformers model itself: a peft-wrapped one (LoRA) unwrapped."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def is_encoder(model) -> bool:
     """Whether `model` (peft-wrapped or not) is the BERT classifier rather than the causal LM."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base.config, "model_type", "") == "bert"
+    return getattr(base_model(model).config, "model_type", "") == "bert"
 
 
 def text_loss(model, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
