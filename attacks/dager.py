@@ -156,6 +156,12 @@ class LayerSpan:
         return out
 
 
+def room(*spans: LayerSpan) -> int:
+    """How many inputs the spans' tests can hold before they fill their space: the smallest input dimension
+    less one (LayerNorm's outputs fill d − 1 at most). At B·L inputs or more any batch explains the gradients."""
+    return min(b.shape[0] for span in spans for b, _ in span.tests) - 1
+
+
 def _name_of(observation: Observation, suffix: str) -> str:
     return next((n for n in observation.param_names if n.endswith(suffix)), "")
 
@@ -241,7 +247,7 @@ class Dager(TextAttack):
             second = None
         # the encoder's searches tell sequences apart only while B·L inputs cannot span the space; beyond it
         # they only spend time (B = 8 at L = 16 on the shipped classifier: minutes a batch, nothing found)
-        saturated = encoder and B * seen >= min(b.shape[0] for b, _ in first.tests) - 1
+        saturated = encoder and B * seen >= room(first)
         if second is None or first.full or saturated:
             # a full first-layer span says nothing, and without a second layer there is nothing to assemble
             # with: the nearest token at every position (right for B = 1 unless a token repeats)
@@ -286,7 +292,7 @@ class Dager(TextAttack):
         # LayerNorm outputs); beyond it any B candidates explain the gradients and the beam ranks by the path's
         # worst distance, as the test's thresholds do (measured at B = 8, L = 17: 4 of 16 exact with the step
         # ranking and swap search, 12 of 16 without; docs/text.md)
-        decisive = B * len(sets) < min(b.shape[0] for b, _ in first.tests + second.tests) - 1
+        decisive = B * len(sets) < room(first, second)
         prefixes = sets[0][:, None]
         step = second.distance(second_layer_inputs(model, prefixes)[:, -1])
         worst = step
@@ -366,7 +372,7 @@ class Dager(TextAttack):
         candidates = candidates[torch.argsort(worst)]
         if candidates.shape[0] < B:
             candidates = torch.cat([candidates, candidates[:1].expand(B - candidates.shape[0], -1)])
-        decisive = B * L < min(b.shape[0] for b, _ in first.tests + second.tests) - 1
+        decisive = B * L < room(first, second)
         if not decisive or candidates.shape[0] == B:
             return candidates[:B], 0.0 if not decisive else self._unexplained(model, candidates[:B], first, second)
         return self._choose(model, candidates, first, second, B)

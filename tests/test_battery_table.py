@@ -6,11 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from toolfile import load_tool as _load
-
-
-def load_tool():
-    return _load("battery_table")
+from toolfile import load_tool
 
 
 def folder(tmp_path: Path, label: str, old: list[float], new: list[float]) -> Path:
@@ -31,7 +27,7 @@ def folder(tmp_path: Path, label: str, old: list[float], new: list[float]) -> Pa
 
 
 def test_the_battery_table_reads_medians_per_family_and_marks_a_weaker_command(tmp_path, capsys):
-    tool = load_tool()
+    tool = load_tool("battery_table")
     strong = tool.summarise(folder(tmp_path, "public-seed-noise", [10.0, 11.0, 30.0], [100.0, 99.0, 20.0]))
     assert strong["best old attack"] == 11.0 and strong["best new attack"] == 99.0 and strong["label only"] == 13.0
     assert strong["within 3 dB"] == "yes" and strong["worst image"] == 100.0 and strong["recovered"] == "1/3"

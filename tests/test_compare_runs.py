@@ -6,11 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from toolfile import load_tool as _load
-
-
-def load_tool():
-    return _load("compare_runs")
+from toolfile import load_tool
 
 
 def run(root: Path, keys: list[str], accuracy: dict[str, float], overhead: float) -> Path:
@@ -27,7 +23,7 @@ def run(root: Path, keys: list[str], accuracy: dict[str, float], overhead: float
 
 
 def test_new_keys_and_timings_alone_are_no_difference(tmp_path):
-    tool = load_tool()
+    tool = load_tool("compare_runs")
     accuracy = {"none": 0.932, "dp": 0.819, "prune": 0.894}
     before = run(tmp_path / "a", ["u3", "u1", "u2"], accuracy, 1.0)
     after = run(tmp_path / "b", ["u9", "u5", "u0"], accuracy, 1.3)  # sorting by key would misalign the rows
@@ -37,7 +33,7 @@ def test_new_keys_and_timings_alone_are_no_difference(tmp_path):
 
 
 def test_a_changed_value_and_a_missing_cell_are_reported(tmp_path):
-    tool = load_tool()
+    tool = load_tool("compare_runs")
     before = run(tmp_path / "a", ["u1", "u2"], {"none": 0.932, "dp": 0.819}, 1.0)
     after = run(tmp_path / "b", ["u1", "u2"], {"none": 0.932, "dp": 0.818}, 1.0)
     assert any("accuracy" in line and "0.819" in line for line in tool.compare(before, after).differences)

@@ -410,7 +410,6 @@ def test_dager_recovers_a_batch_exactly_from_the_bert_classifiers_gradient(B):
     assert rec.extras["unexplained"] < 1e-9
 
 
-
 def test_the_batch_search_undoes_a_mixture_of_two_bert_sequences():
     """On the encoder a sequence's own span distance does not single out the true sequences; what the batch
     leaves unexplained of both layers' gradients does. From a batch that swapped the halves of two true
@@ -426,6 +425,7 @@ def test_the_batch_search_undoes_a_mixture_of_two_bert_sequences():
     found, left = Dager._refine_batch(client, sets, first, second, mixed, start, seed=0, tol=1e-9, starts=0)
     assert start > 1e-6 and left < 1e-9
     assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, ids.tolist()))
+
 
 def test_the_bert_classifiers_last_layer_is_no_span_and_its_loss_needs_labels():
     model, ids = tiny_bert(layers=2), batch(1, 8)
